@@ -1,0 +1,365 @@
+"""Every RPC method of xfs, named and versioned in one place.
+
+A method has a typed request and response record and declares the authority its caller
+needs; the dispatcher checks that authority before the handler runs. The wire name is
+``"<service>.<name>/<version>"``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from xfs.proto.codec import Record
+from xfs.proto.records import (
+    Attr,
+    DirEntry,
+    FileLayout,
+    OSDInfo,
+    StatFS,
+    StripingPolicy,
+    VolumeInfo,
+    XCap,
+    XLocSet,
+)
+
+Req = TypeVar("Req", bound=Record)
+Resp = TypeVar("Resp", bound=Record)
+
+
+class Authority(enum.Enum):
+    """Who may call a method (checked on the verified peer identity)."""
+
+    USER = "user"  # any user certificate (per-object checks follow in the handler)
+    ADMIN = "admin"  # a user of role super, or an admin certificate
+    OSD = "osd"  # an OSD service certificate
+    MRC = "mrc"  # the MRC service certificate
+    USER_OR_MRC = "user_or_mrc"
+    ANY = "any"  # any verified peer
+
+
+@dataclass(frozen=True)
+class Method(Generic[Req, Resp]):
+    service: str
+    name: str
+    version: int
+    request: type[Req]
+    response: type[Resp]
+    authority: Authority
+
+    @property
+    def wire_name(self) -> str:
+        return f"{self.service}.{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Empty(Record):
+    pass
+
+
+# ----------------------------------------------------------------------------- MRC records
+@dataclass(frozen=True)
+class VolumeCreate(Record):
+    name: str
+    owner: str = ""  # default: the caller
+    group: str = ""
+    mode: int = 0o755
+    striping: StripingPolicy = field(default_factory=StripingPolicy)
+
+
+@dataclass(frozen=True)
+class VolumeName(Record):
+    name: str
+
+
+@dataclass(frozen=True)
+class VolumeList(Record):
+    volumes: list[VolumeInfo]
+
+
+@dataclass(frozen=True)
+class Lookup(Record):
+    volume: str
+    parent: int
+    name: bytes
+
+
+@dataclass(frozen=True)
+class Ino(Record):
+    volume: str
+    ino: int
+
+
+@dataclass(frozen=True)
+class SetAttr(Record):
+    volume: str
+    ino: int
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+    size: int | None = None
+    atime_ns: int | None = None
+    mtime_ns: int | None = None
+    atime_now: bool = False
+    mtime_now: bool = False
+
+
+@dataclass(frozen=True)
+class SetAttrResult(Record):
+    attr: Attr
+    layout: FileLayout | None = None  # set when size changed: OSDs must be truncated
+
+
+@dataclass(frozen=True)
+class MkNod(Record):
+    volume: str
+    parent: int
+    name: bytes
+    mode: int
+    rdev: int = 0
+    umask: int = 0
+
+
+@dataclass(frozen=True)
+class Create(Record):
+    volume: str
+    parent: int
+    name: bytes
+    mode: int
+    flags: int
+    umask: int = 0
+
+
+@dataclass(frozen=True)
+class Open(Record):
+    volume: str
+    ino: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class UpdateSize(Record):
+    """Sent by a writer after its data is on the OSDs (on flush, fsync and close)."""
+
+    volume: str
+    ino: int
+    size: int
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Remove(Record):
+    volume: str
+    parent: int
+    name: bytes
+
+
+@dataclass(frozen=True)
+class Rename(Record):
+    volume: str
+    parent: int
+    name: bytes
+    new_parent: int
+    new_name: bytes
+    flags: int = 0  # RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2
+
+
+@dataclass(frozen=True)
+class Link(Record):
+    volume: str
+    ino: int
+    new_parent: int
+    new_name: bytes
+
+
+@dataclass(frozen=True)
+class Symlink(Record):
+    volume: str
+    parent: int
+    name: bytes
+    target: bytes
+
+
+@dataclass(frozen=True)
+class Target(Record):
+    target: bytes
+
+
+@dataclass(frozen=True)
+class ReadDir(Record):
+    volume: str
+    ino: int
+    cursor: int = 0  # 0: from the start; else the cursor of the last entry seen
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
+class DirEntries(Record):
+    entries: list[DirEntry]
+
+
+@dataclass(frozen=True)
+class Access(Record):
+    volume: str
+    ino: int
+    mask: int
+
+
+@dataclass(frozen=True)
+class XattrGet(Record):
+    volume: str
+    ino: int
+    name: bytes
+
+
+@dataclass(frozen=True)
+class XattrSet(Record):
+    volume: str
+    ino: int
+    name: bytes
+    value: bytes
+    flags: int = 0  # XATTR_CREATE = 1, XATTR_REPLACE = 2
+
+
+@dataclass(frozen=True)
+class XattrValue(Record):
+    value: bytes
+
+
+@dataclass(frozen=True)
+class XattrNames(Record):
+    names: list[bytes]
+
+
+@dataclass(frozen=True)
+class Heartbeat(Record):
+    uuid: str
+    address: str
+    free: int
+    total: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeartbeatReply(Record):
+    """The MRC's current XCap verification keys: key id -> raw Ed25519 public key."""
+
+    xcap_keys: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class OSDList(Record):
+    osds: list[OSDInfo]
+
+
+@dataclass(frozen=True)
+class MRCStatus(Record):
+    uuid: str
+    volumes: list[VolumeInfo]
+    osds: list[OSDInfo]
+    pending_deletions: int
+
+
+# ----------------------------------------------------------------------------- OSD records
+@dataclass(frozen=True)
+class ObjRead(Record):
+    xcap: XCap
+    xloc: XLocSet
+    objno: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ObjData(Record):
+    data: bytes  # short (or empty) past the end of what the OSD holds; the client pads
+
+
+@dataclass(frozen=True)
+class ObjWrite(Record):
+    xcap: XCap
+    xloc: XLocSet
+    objno: int
+    offset: int
+    data: bytes
+    sync: bool = False
+
+
+@dataclass(frozen=True)
+class FileOp(Record):
+    """Truncate, fsync, size or delete of the part of a file one OSD holds."""
+
+    xcap: XCap
+    xloc: XLocSet
+    size: int = 0  # truncate only
+
+
+@dataclass(frozen=True)
+class SizeReply(Record):
+    size: int  # the file size implied by the objects this OSD holds
+
+
+@dataclass(frozen=True)
+class OSDStatus(Record):
+    uuid: str
+    free: int
+    total: int
+    objects: int
+
+
+class MRC:
+    """The MRC's methods."""
+
+    volume_create = Method("mrc", "volume_create", 1, VolumeCreate, VolumeInfo, Authority.ADMIN)
+    volume_delete = Method("mrc", "volume_delete", 1, VolumeName, Empty, Authority.ADMIN)
+    volume_get = Method("mrc", "volume_get", 1, VolumeName, VolumeInfo, Authority.USER)
+    volume_list = Method("mrc", "volume_list", 1, Empty, VolumeList, Authority.USER)
+    lookup = Method("mrc", "lookup", 1, Lookup, Attr, Authority.USER)
+    getattr = Method("mrc", "getattr", 1, Ino, Attr, Authority.USER)
+    setattr = Method("mrc", "setattr", 1, SetAttr, SetAttrResult, Authority.USER)
+    mknod = Method("mrc", "mknod", 1, MkNod, Attr, Authority.USER)
+    mkdir = Method("mrc", "mkdir", 1, MkNod, Attr, Authority.USER)
+    create = Method("mrc", "create", 1, Create, FileLayout, Authority.USER)
+    open = Method("mrc", "open", 1, Open, FileLayout, Authority.USER)
+    update_size = Method("mrc", "update_size", 1, UpdateSize, Attr, Authority.USER)
+    unlink = Method("mrc", "unlink", 1, Remove, Empty, Authority.USER)
+    rmdir = Method("mrc", "rmdir", 1, Remove, Empty, Authority.USER)
+    rename = Method("mrc", "rename", 1, Rename, Empty, Authority.USER)
+    link = Method("mrc", "link", 1, Link, Attr, Authority.USER)
+    symlink = Method("mrc", "symlink", 1, Symlink, Attr, Authority.USER)
+    readlink = Method("mrc", "readlink", 1, Ino, Target, Authority.USER)
+    readdir = Method("mrc", "readdir", 1, ReadDir, DirEntries, Authority.USER)
+    access = Method("mrc", "access", 1, Access, Empty, Authority.USER)
+    statfs = Method("mrc", "statfs", 1, VolumeName, StatFS, Authority.USER)
+    getxattr = Method("mrc", "getxattr", 1, XattrGet, XattrValue, Authority.USER)
+    setxattr = Method("mrc", "setxattr", 1, XattrSet, Empty, Authority.USER)
+    listxattr = Method("mrc", "listxattr", 1, Ino, XattrNames, Authority.USER)
+    removexattr = Method("mrc", "removexattr", 1, XattrGet, Empty, Authority.USER)
+    osd_heartbeat = Method("mrc", "osd_heartbeat", 1, Heartbeat, HeartbeatReply, Authority.OSD)
+    osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.USER)
+    status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.USER)
+
+
+class OSD:
+    """An OSD's methods. Each carries an XCap, verified before anything is touched."""
+
+    read = Method("osd", "read", 1, ObjRead, ObjData, Authority.USER)
+    write = Method("osd", "write", 1, ObjWrite, Empty, Authority.USER)
+    truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.USER)
+    fsync = Method("osd", "fsync", 1, FileOp, Empty, Authority.USER)
+    size = Method("osd", "size", 1, FileOp, SizeReply, Authority.USER)
+    delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC)
+    status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY)
+
+
+def all_methods() -> list[Method[Any, Any]]:
+    return [
+        m
+        for holder in (MRC, OSD)
+        for m in vars(holder).values()
+        if isinstance(m, Method)
+    ]
+
+
+__all__ = ["MRC", "OSD", "Authority", "Empty", "Method", "all_methods"]

@@ -1,0 +1,182 @@
+"""The records of the xfs protocol: attributes, layouts, capabilities, registry entries.
+
+Names follow XtreemFS: ``StripingPolicy``, ``XLocSet`` (the replica set of a file, with a
+version that is the fencing epoch), ``XCap`` (the capability the MRC signs and the OSDs
+check). Every record is a frozen dataclass and travels as a msgpack map (see codec).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+
+import msgpack
+
+from xfs.proto.codec import Record
+
+ROOT_INO = 1
+NAME_MAX = 255
+PATH_MAX = 4096
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+
+
+class Role(enum.StrEnum):
+    """XWHEP usage levels carried in a user certificate."""
+
+    SUPER = "super"
+    ADVANCED = "advanced"
+    STANDARD = "standard"
+    WORKER = "worker"
+
+
+class Kind(enum.StrEnum):
+    """What a certificate's holder is."""
+
+    USER = "user"
+    MRC = "mrc"
+    OSD = "osd"
+    ADMIN = "admin"
+
+
+class Rights(enum.IntFlag):
+    """Rights an XCap grants on one file's objects."""
+
+    READ = 1
+    WRITE = 2
+    TRUNCATE = 4
+    DELETE = 8
+
+
+class UpdatePolicy(enum.StrEnum):
+    NONE = "none"
+    RONLY = "ronly"
+    RW = "rw"
+
+
+@dataclass(frozen=True)
+class Identity(Record):
+    """Who is on the other end of a connection, taken from its verified certificate."""
+
+    principal: str  # "alice@physics", "osd:<uuid>", "mrc"
+    vo: str
+    kind: Kind
+    role: Role
+    groups: tuple[str, ...]  # VO-scoped: "users@physics"
+    fingerprint: bytes  # SHA-256 of the DER certificate
+
+    @property
+    def is_super(self) -> bool:
+        return self.kind is Kind.USER and self.role is Role.SUPER
+
+
+@dataclass(frozen=True)
+class StripingPolicy(Record):
+    stripe_size: int = 1 << 20
+    width: int = 1
+
+
+@dataclass(frozen=True)
+class Replica(Record):
+    """One full copy of a file, striped RAID0 over ``osds`` (column i on osds[i])."""
+
+    osds: list[str]
+    striping: StripingPolicy
+
+
+@dataclass(frozen=True)
+class XLocSet(Record):
+    version: int
+    replicas: list[Replica]
+    update_policy: UpdatePolicy = UpdatePolicy.NONE
+
+    def digest(self) -> bytes:
+        """The hash an XCap carries, so that an OSD can refuse a forged XLocSet."""
+        return hashlib.sha256(msgpack.packb(self.to_wire(), use_bin_type=True)).digest()
+
+
+@dataclass(frozen=True)
+class Attr(Record):
+    ino: int
+    mode: int  # full st_mode, file type included
+    nlink: int
+    owner: str  # grid principal
+    group: str  # VO-scoped group
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    rdev: int = 0
+    blksize: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class DirEntry(Record):
+    name: bytes
+    attr: Attr
+    cursor: int  # pass back to readdir to continue after this entry
+
+
+@dataclass(frozen=True)
+class XCap(Record):
+    """A signed capability for one file. ``signature`` covers every other field."""
+
+    volume: str  # volume id
+    ino: int
+    rights: int  # Rights bits actually granted
+    truncate_epoch: int
+    xloc_version: int
+    xloc_hash: bytes
+    not_before: int  # unix seconds
+    expires: int
+    holder: bytes  # SHA-256 fingerprint of the holder's certificate
+    key_id: str
+    signature: bytes = b""
+
+    @property
+    def file_id(self) -> str:
+        return f"{self.volume}:{self.ino}"
+
+
+@dataclass(frozen=True)
+class OSDInfo(Record):
+    uuid: str
+    address: str  # "host:port"
+    free: int
+    total: int
+    last_seen: float
+    alive: bool
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VolumeInfo(Record):
+    id: str
+    name: str
+    owner: str
+    group: str
+    mode: int
+    striping: StripingPolicy
+    files: int = 0
+    bytes_used: int = 0
+
+
+@dataclass(frozen=True)
+class StatFS(Record):
+    block_size: int
+    blocks: int
+    blocks_free: int
+    files: int
+    files_free: int
+    name_max: int = NAME_MAX
+
+
+@dataclass(frozen=True)
+class FileLayout(Record):
+    """What a client needs to do I/O on an open file."""
+
+    attr: Attr
+    xloc: XLocSet
+    xcap: XCap
+    addresses: dict[str, str]  # OSD uuid -> "host:port"
