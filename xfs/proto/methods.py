@@ -47,6 +47,7 @@ class Method(Generic[Req, Resp]):
     request: type[Req]
     response: type[Resp]
     authority: Authority
+    idempotent: bool = False  # safe to send again after a connection broke mid-call
 
     @property
     def wire_name(self) -> str:
@@ -313,10 +314,14 @@ class MRC:
 
     volume_create = Method("mrc", "volume_create", 1, VolumeCreate, VolumeInfo, Authority.ADMIN)
     volume_delete = Method("mrc", "volume_delete", 1, VolumeName, Empty, Authority.ADMIN)
-    volume_get = Method("mrc", "volume_get", 1, VolumeName, VolumeInfo, Authority.USER)
-    volume_list = Method("mrc", "volume_list", 1, Empty, VolumeList, Authority.USER)
-    lookup = Method("mrc", "lookup", 1, Lookup, Attr, Authority.USER)
-    getattr = Method("mrc", "getattr", 1, Ino, Attr, Authority.USER)
+    volume_get = Method(
+        "mrc", "volume_get", 1, VolumeName, VolumeInfo, Authority.USER, idempotent=True
+    )
+    volume_list = Method(
+        "mrc", "volume_list", 1, Empty, VolumeList, Authority.USER, idempotent=True
+    )
+    lookup = Method("mrc", "lookup", 1, Lookup, Attr, Authority.USER, idempotent=True)
+    getattr = Method("mrc", "getattr", 1, Ino, Attr, Authority.USER, idempotent=True)
     setattr = Method("mrc", "setattr", 1, SetAttr, SetAttrResult, Authority.USER)
     mknod = Method("mrc", "mknod", 1, MkNod, Attr, Authority.USER)
     mkdir = Method("mrc", "mkdir", 1, MkNod, Attr, Authority.USER)
@@ -328,38 +333,35 @@ class MRC:
     rename = Method("mrc", "rename", 1, Rename, Empty, Authority.USER)
     link = Method("mrc", "link", 1, Link, Attr, Authority.USER)
     symlink = Method("mrc", "symlink", 1, Symlink, Attr, Authority.USER)
-    readlink = Method("mrc", "readlink", 1, Ino, Target, Authority.USER)
-    readdir = Method("mrc", "readdir", 1, ReadDir, DirEntries, Authority.USER)
-    access = Method("mrc", "access", 1, Access, Empty, Authority.USER)
-    statfs = Method("mrc", "statfs", 1, VolumeName, StatFS, Authority.USER)
-    getxattr = Method("mrc", "getxattr", 1, XattrGet, XattrValue, Authority.USER)
+    readlink = Method("mrc", "readlink", 1, Ino, Target, Authority.USER, idempotent=True)
+    readdir = Method("mrc", "readdir", 1, ReadDir, DirEntries, Authority.USER, idempotent=True)
+    access = Method("mrc", "access", 1, Access, Empty, Authority.USER, idempotent=True)
+    statfs = Method("mrc", "statfs", 1, VolumeName, StatFS, Authority.USER, idempotent=True)
+    getxattr = Method("mrc", "getxattr", 1, XattrGet, XattrValue, Authority.USER, idempotent=True)
     setxattr = Method("mrc", "setxattr", 1, XattrSet, Empty, Authority.USER)
-    listxattr = Method("mrc", "listxattr", 1, Ino, XattrNames, Authority.USER)
+    listxattr = Method("mrc", "listxattr", 1, Ino, XattrNames, Authority.USER, idempotent=True)
     removexattr = Method("mrc", "removexattr", 1, XattrGet, Empty, Authority.USER)
-    osd_heartbeat = Method("mrc", "osd_heartbeat", 1, Heartbeat, HeartbeatReply, Authority.OSD)
-    osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.USER)
-    status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.USER)
+    osd_heartbeat = Method(
+        "mrc", "osd_heartbeat", 1, Heartbeat, HeartbeatReply, Authority.OSD, idempotent=True
+    )
+    osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.USER, idempotent=True)
+    status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.USER, idempotent=True)
 
 
 class OSD:
     """An OSD's methods. Each carries an XCap, verified before anything is touched."""
 
-    read = Method("osd", "read", 1, ObjRead, ObjData, Authority.USER)
-    write = Method("osd", "write", 1, ObjWrite, Empty, Authority.USER)
-    truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.USER)
-    fsync = Method("osd", "fsync", 1, FileOp, Empty, Authority.USER)
-    size = Method("osd", "size", 1, FileOp, SizeReply, Authority.USER)
-    delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC)
-    status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY)
+    read = Method("osd", "read", 1, ObjRead, ObjData, Authority.USER, idempotent=True)
+    write = Method("osd", "write", 1, ObjWrite, Empty, Authority.USER, idempotent=True)
+    truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.USER, idempotent=True)
+    fsync = Method("osd", "fsync", 1, FileOp, Empty, Authority.USER, idempotent=True)
+    size = Method("osd", "size", 1, FileOp, SizeReply, Authority.USER, idempotent=True)
+    delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC, idempotent=True)
+    status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY, idempotent=True)
 
 
 def all_methods() -> list[Method[Any, Any]]:
-    return [
-        m
-        for holder in (MRC, OSD)
-        for m in vars(holder).values()
-        if isinstance(m, Method)
-    ]
+    return [m for holder in (MRC, OSD) for m in vars(holder).values() if isinstance(m, Method)]
 
 
 __all__ = ["MRC", "OSD", "Authority", "Empty", "Method", "all_methods"]

@@ -1,0 +1,146 @@
+"""The benchmark workloads: plain POSIX calls on a directory, returning figures.
+
+Each function works on any directory (local disk, a FUSE mount, ...) and cleans up
+nothing it is not asked to: `seq_read` reads the file `seq_write` left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import NamedTuple
+
+MiB = 1 << 20
+SEQ_FILE = "seq.dat"
+
+
+class ReadResult(NamedTuple):
+    mib_s: float
+    caches_dropped: bool  # /proc/sys/vm/drop_caches accepted "3"
+    fadvised: bool  # posix_fadvise(DONTNEED) succeeded on the file read
+
+
+def seq_write(directory: str | os.PathLike, size_bytes: int, block: int = MiB,
+              name: str = SEQ_FILE) -> float:
+    """Write `size_bytes` in `block`-sized write(2) calls, then fsync; MiB/s.
+
+    The time runs from open to the end of fsync and close. The data is one block of
+    os.urandom reused, so neither compression nor the generator is measured.
+    """
+    data = memoryview(os.urandom(block))
+    path = os.path.join(directory, name)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        left = size_bytes
+        while left > 0:
+            chunk = data[: min(block, left)]
+            while chunk:
+                chunk = chunk[os.write(fd, chunk):]
+            left -= min(block, left)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size_bytes / MiB / (time.perf_counter() - start)
+
+
+def _fadvise_dontneed(path: str) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def evict(paths: Iterable[str | os.PathLike]) -> None:
+    """posix_fadvise(DONTNEED) every regular file at or under `paths` (best effort).
+
+    For a FUSE target, pass the backing store (the pass-through source, the OSDs'
+    object directories) so that its page cache does not serve the read either.
+    """
+    for top in paths:
+        top = os.fspath(top)
+        if os.path.isfile(top):
+            _fadvise_dontneed(top)
+            continue
+        for root, _dirs, files in os.walk(top):
+            for f in files:
+                _fadvise_dontneed(os.path.join(root, f))
+
+
+def drop_caches() -> bool:
+    """sync, then ask the kernel to drop page, dentry and inode caches (root only)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def seq_read(directory: str | os.PathLike, block: int = MiB, name: str = SEQ_FILE,
+             backing: Iterable[str | os.PathLike] = (), drop: bool = True) -> ReadResult:
+    """Read back the file `seq_write` wrote, in `block`-sized reads, cold if we can.
+
+    Before the timed part: fadvise(DONTNEED) on the file and on `backing`, then
+    drop_caches if permitted and `drop` (it is global: tests pass False).
+    The figure is MiB/s over the bytes actually read.
+    """
+    path = os.path.join(directory, name)
+    fadvised = _fadvise_dontneed(path)
+    evict(backing)
+    dropped = drop_caches() if drop else False
+    buf = bytearray(block)
+    view = memoryview(buf)
+    total = 0
+    start = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while n := os.readv(fd, [view]):
+            total += n
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    if total == 0:
+        raise ValueError(f"{path} is empty: run seq_write first")
+    return ReadResult(total / MiB / elapsed, dropped, fadvised)
+
+
+def metadata(directory: str | os.PathLike, n: int = 5000) -> dict[str, float]:
+    """Create `n` empty files, stat each, unlink each: ops/s per phase.
+
+    The files live in a fresh subdirectory, removed at the end. `create` is
+    open(O_CREAT|O_EXCL) + close; `stat` is stat(2) by path, right after the creates
+    (a FUSE file system's kernel attribute cache may answer part of it).
+    """
+    sub = os.path.join(directory, f"meta-{os.getpid()}-{time.monotonic_ns()}")
+    os.mkdir(sub)
+    paths = [os.path.join(sub, f"f{i:06d}") for i in range(n)]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    result: dict[str, float] = {}
+
+    start = time.perf_counter()
+    for p in paths:
+        os.close(os.open(p, flags, 0o644))
+    result["create"] = n / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    for p in paths:
+        os.stat(p)
+    result["stat"] = n / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    for p in paths:
+        os.unlink(p)
+    result["unlink"] = n / (time.perf_counter() - start)
+
+    os.rmdir(sub)
+    return result

@@ -1,0 +1,53 @@
+"""Shared fixtures: a PKI on disk (service CA, two VO CAs, certificates for every role)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from xfs.client import errors as client_errors
+from xfs.common import ca
+from xfs.common.ca import CertPaths
+from xfs.proto.records import Kind, Role
+
+client_errors.STRICT = True  # a bug in a FUSE operation fails the test instead of hiding as EIO
+
+
+@dataclass(frozen=True)
+class PKI:
+    root: Path
+    services_ca: Path
+    vo_ca: Path  # VO "physics"
+    other_vo_ca: Path  # VO "chem"
+    mrc: CertPaths
+    mrc_uuid: str
+
+    @property
+    def trust(self) -> list[Path]:
+        return [self.services_ca / "ca.crt", self.vo_ca / "ca.crt", self.other_vo_ca / "ca.crt"]
+
+    def osd(self, osd_uuid: str) -> CertPaths:
+        return ca.issue_service(self.services_ca, Kind.OSD, osd_uuid, self.root / "osds")
+
+    def user(self, name: str, role: Role = Role.STANDARD, groups: tuple[str, ...] = (),
+             vo_ca: Path | None = None) -> CertPaths:
+        return ca.issue_user(vo_ca or self.vo_ca, name, self.root / "users",
+                             groups=groups or (name,), role=role)
+
+
+def make_pki(root: Path) -> PKI:
+    services, vo, other = root / "services", root / "physics", root / "chem"
+    ca.init_service_ca(services)
+    ca.init_vo_ca(vo, "physics")
+    ca.init_vo_ca(other, "chem")
+    mrc_uuid = str(uuid.uuid4())
+    mrc = ca.issue_service(services, Kind.MRC, mrc_uuid, root / "mrc")
+    return PKI(root, services, vo, other, mrc, mrc_uuid)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))

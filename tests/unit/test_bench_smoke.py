@@ -1,0 +1,49 @@
+"""Smoke test of bench/workloads.py: tiny sizes, no mounts, no global cache drop."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+WORKLOADS = Path(__file__).resolve().parents[2] / "bench" / "workloads.py"
+
+
+@pytest.fixture(scope="module")
+def workloads():
+    spec = importlib.util.spec_from_file_location("bench_workloads", WORKLOADS)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _positive(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def test_seq_write_then_read(workloads, tmp_path: Path) -> None:
+    size = 4 * workloads.MiB
+    w = workloads.seq_write(tmp_path, size, block=workloads.MiB)
+    assert _positive(w)
+    assert (tmp_path / workloads.SEQ_FILE).stat().st_size == size
+
+    r = workloads.seq_read(tmp_path, block=workloads.MiB, drop=False)
+    assert _positive(r.mib_s)
+    assert r.caches_dropped is False
+    assert isinstance(r.fadvised, bool)
+
+
+def test_seq_write_partial_block(workloads, tmp_path: Path) -> None:
+    size = 3 * workloads.MiB + 12345
+    assert _positive(workloads.seq_write(tmp_path, size, block=workloads.MiB))
+    assert (tmp_path / workloads.SEQ_FILE).stat().st_size == size
+
+
+def test_metadata(workloads, tmp_path: Path) -> None:
+    fig = workloads.metadata(tmp_path, n=50)
+    assert set(fig) == {"create", "stat", "unlink"}
+    assert all(_positive(v) for v in fig.values())
+    assert list(tmp_path.iterdir()) == []  # cleaned up after itself

@@ -1,0 +1,1 @@
+"""The xfs client: an async library, and the FUSE file system over it."""

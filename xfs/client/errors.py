@@ -1,0 +1,62 @@
+"""The one errno mapping of the client: every failure becomes exactly one errno here.
+
+pyfuse3 only survives ``FUSEError``; any other exception escaping an operation is a bug.
+``fuse_errors`` wraps each operation: domain errors become their errno, servers that
+cannot be reached within the deadline become EIO, and anything else is logged as a bug
+and (in strict mode, which the tests use) re-raised.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+import pyfuse3
+import trio
+
+from xfs.proto.errors import XfsError
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Tests set this so that a bug in an operation fails the test instead of becoming EIO.
+STRICT = False
+
+
+def errno_of(exc: BaseException) -> int:
+    if isinstance(exc, XfsError):
+        return exc.code
+    if isinstance(exc, trio.TooSlowError):
+        return errno.EIO
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    raise exc
+
+
+def fuse_errors(fn: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except (XfsError, trio.TooSlowError, OSError) as e:
+            code = errno_of(e)
+            if code == errno.EIO:
+                log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(code) from None
+        except Exception:
+            log.exception("bug in %s", fn.__name__)
+            if STRICT:
+                raise
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def fuse_error(code: int) -> Any:
+    return pyfuse3.FUSEError(code)

@@ -1,0 +1,257 @@
+"""Striped reads and writes of one open file (RAID0 over the OSDs of its replica).
+
+All handles of one inode in one session share an ``OpenFile``. Writes are gathered per
+object and sent as whole-object (or whole-range) requests in the background, a bounded
+number at a time, so the kernel's write calls return quickly and the OSDs of all stripe
+columns work in parallel. Reads fetch whole objects, keep the last few, and prefetch the
+next ones when access is sequential. Errors of background writes are kept and raised by
+the next write, flush or fsync, as on any POSIX system with a write-back cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+
+from xfs.common.striping import osd_of, pieces
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import OSD, FileOp, ObjRead, ObjWrite
+from xfs.proto.records import FileLayout, Replica
+
+if TYPE_CHECKING:
+    from xfs.client.session import Session
+
+log = logging.getLogger(__name__)
+
+CACHED_OBJECTS = 16
+DIRTY_LIMIT_OBJECTS = 8
+
+
+@dataclass
+class _Dirty:
+    start: int
+    buf: bytearray
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.buf)
+
+
+class OpenFile:
+    def __init__(self, session: Session, ino: int, layout: FileLayout, flags: int) -> None:
+        self.session = session
+        self.ino = ino
+        self.layout = layout
+        self.flags = flags
+        self.refs = 0
+        self.size = layout.attr.size
+        self.size_dirty = False
+        self._dirty: OrderedDict[int, _Dirty] = OrderedDict()
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._fetching: dict[int, trio.Event] = {}
+        self._inflight = 0
+        self._drained = trio.Event()
+        self._drained.set()
+        self._slots = trio.Semaphore(max(4, 2 * self.width))
+        self._error: XfsError | None = None
+        self._renewing: trio.Lock = trio.Lock()
+        self._last_read_end = -1
+        self._writes = 0  # bumped by every write, so a fetch that raced one is not cached
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def replica(self) -> Replica:
+        return self.layout.xloc.replicas[0]
+
+    @property
+    def stripe_size(self) -> int:
+        return self.replica.striping.stripe_size
+
+    @property
+    def width(self) -> int:
+        return len(self.replica.osds)
+
+    async def fresh_layout(self) -> FileLayout:
+        """The layout, with its XCap renewed first if it is about to expire."""
+        margin = self.session.xcap_renew_margin
+        if self.layout.xcap.expires - self.session.clock() > margin:
+            return self.layout
+        async with self._renewing:
+            if self.layout.xcap.expires - self.session.clock() <= margin:
+                renewed = await self.session.reopen(self.ino, self.flags)
+                self.layout = renewed
+        return self.layout
+
+    async def _osd(self, objno: int, call: Callable[[FileLayout, str], Awaitable[object]]
+                   ) -> object:
+        layout = await self.fresh_layout()
+        return await call(layout, osd_of(layout.xloc.replicas[0], objno))
+
+    def opened(self, flags: int) -> None:
+        """Another open of this inode: close-to-open, so cached data is dropped."""
+        self.refs += 1
+        self.flags |= flags
+        self._cache.clear()
+
+    # ------------------------------------------------------------------ writing
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    async def write(self, offset: int, data: bytes) -> int:
+        self._raise_error()
+        view = memoryview(data)
+        for piece in pieces(offset, len(data), self.stripe_size):
+            chunk = view[piece.buf_offset : piece.buf_offset + piece.length]
+            self._cache.pop(piece.objno, None)
+            self._writes += 1
+            dirty = self._dirty.get(piece.objno)
+            if dirty is not None and dirty.start <= piece.offset <= dirty.end:
+                at = piece.offset - dirty.start
+                dirty.buf[at : at + piece.length] = chunk
+            else:
+                if dirty is not None:
+                    await self._start_flush(piece.objno)
+                dirty = self._dirty[piece.objno] = _Dirty(piece.offset, bytearray(chunk))
+            if dirty.start == 0 and len(dirty.buf) >= self.stripe_size:
+                await self._start_flush(piece.objno)
+        self.size = max(self.size, offset + len(data))
+        self.size_dirty = True
+        while len(self._dirty) > DIRTY_LIMIT_OBJECTS:
+            await self._start_flush(next(iter(self._dirty)))
+        return len(data)
+
+    async def _start_flush(self, objno: int) -> None:
+        dirty = self._dirty.pop(objno)
+        await self._slots.acquire()
+        self._inflight += 1
+        self._drained = trio.Event()
+        self.session.nursery.start_soon(self._send, objno, dirty)
+
+    async def _send(self, objno: int, dirty: _Dirty) -> None:
+        try:
+            async def call(layout: FileLayout, osd: str) -> object:
+                request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, bytes(dirty.buf))
+                return await self.session.osd_call(layout, osd, OSD.write, request)
+
+            await self._osd(objno, call)
+        except XfsError as e:
+            log.warning("write of %d:%d failed: %s", self.ino, objno, e)
+            self._error = self._error or e
+        except trio.TooSlowError:
+            self._error = self._error or XfsError(errno.EIO, "OSD did not answer in time")
+        finally:
+            self._slots.release()
+            self._inflight -= 1
+            if not self._inflight:
+                self._drained.set()
+
+    async def flush_data(self) -> None:
+        """Send every dirty object and wait until all writes are acknowledged."""
+        for objno in list(self._dirty):
+            await self._start_flush(objno)
+        await self._drained.wait()
+        self._raise_error()
+
+    async def flush(self) -> None:
+        """Data to the OSDs, then the size to the MRC (what close() guarantees)."""
+        await self.flush_data()
+        if self.size_dirty:
+            self.size_dirty = False
+            try:
+                await self.session.update_size(self.ino, self.size)
+            except BaseException:
+                self.size_dirty = True
+                raise
+
+    async def fsync(self) -> None:
+        await self.flush_data()
+        layout = await self.fresh_layout()
+        async with trio.open_nursery() as n:
+            for osd in set(self.replica.osds):
+                n.start_soon(self.session.osd_call, layout, osd, OSD.fsync,
+                             FileOp(layout.xcap, layout.xloc))
+        await self.flush()
+
+    def truncated(self, layout: FileLayout, size: int) -> None:
+        """The file was truncated to ``size`` under ``layout`` (its new truncate epoch)."""
+        self.layout = layout
+        self.size = size
+        self._cache.clear()
+        self._writes += 1
+        self.size_dirty = False
+
+    # ------------------------------------------------------------------ reading
+    async def read(self, offset: int, length: int) -> bytes:
+        self._raise_error()
+        if self._dirty or self._inflight:
+            await self.flush_data()
+        end = min(offset + length, self.size)
+        if offset >= end:
+            return b""
+        parts = pieces(offset, end - offset, self.stripe_size)
+        objects: dict[int, bytes] = {}
+        async with trio.open_nursery() as n:
+            for piece in parts:
+                n.start_soon(self._fetch_into, piece.objno, objects)
+        out = bytearray(end - offset)
+        for piece in parts:
+            held = objects[piece.objno][piece.offset : piece.offset + piece.length]
+            out[piece.buf_offset : piece.buf_offset + len(held)] = held
+        if offset == self._last_read_end or offset == 0:
+            self._prefetch(parts[-1].objno + 1)
+        self._last_read_end = end
+        return bytes(out)
+
+    def _prefetch(self, first: int) -> None:
+        last = (self.size - 1) // self.stripe_size
+        for objno in range(first, min(first + self.width, last + 1)):
+            if objno not in self._cache and objno not in self._fetching:
+                self.session.nursery.start_soon(self._fetch_quietly, objno)
+
+    async def _fetch_quietly(self, objno: int) -> None:
+        try:
+            await self._fetch(objno)
+        except (XfsError, trio.TooSlowError) as e:
+            log.debug("prefetch of %d:%d failed: %s", self.ino, objno, e)
+
+    async def _fetch_into(self, objno: int, out: dict[int, bytes]) -> None:
+        out[objno] = await self._fetch(objno)
+
+    async def _fetch(self, objno: int) -> bytes:
+        while True:
+            cached = self._cache.get(objno)
+            if cached is not None:
+                self._cache.move_to_end(objno)
+                return cached
+            pending = self._fetching.get(objno)
+            if pending is None:
+                break
+            await pending.wait()
+            if objno not in self._cache:  # that fetch failed: try ourselves
+                break
+        done = self._fetching[objno] = trio.Event()
+        writes = self._writes
+        try:
+            async def call(layout: FileLayout, osd: str) -> object:
+                request = ObjRead(layout.xcap, layout.xloc, objno, 0, self.stripe_size)
+                return await self.session.osd_call(layout, osd, OSD.read, request)
+
+            reply = await self._osd(objno, call)
+            data: bytes = reply.data  # type: ignore[attr-defined]
+            if writes != self._writes:
+                return data  # written meanwhile: good for this read only if flushed first
+            self._cache[objno] = data
+            while len(self._cache) > CACHED_OBJECTS:
+                self._cache.popitem(last=False)
+            return data
+        finally:
+            del self._fetching[objno]
+            done.set()

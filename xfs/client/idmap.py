@@ -1,0 +1,84 @@
+"""The identity map of a node: grid principals and VO groups shown as local uids and gids.
+
+By default a principal ``name@vo`` of the mount's VO maps to the local account ``name``
+(or to the number itself for ``1234@vo``), and likewise for groups; a gridmap-style file
+adds explicit lines ``principal local-name`` (``group:`` prefix for groups). Anything
+unknown shows as the overflow id, as NFS does.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import shlex
+from pathlib import Path
+
+from xfs.client.credentials import account_name, group_name
+
+OVERFLOW_ID = 65534
+
+
+class IdentityMap:
+    def __init__(self, vo: str, users: dict[str, int] | None = None,
+                 groups: dict[str, int] | None = None) -> None:
+        self.vo = vo
+        self._users = dict(users or {})
+        self._groups = dict(groups or {})
+        self._uid_names = {v: k for k, v in self._users.items()}
+        self._gid_names = {v: k for k, v in self._groups.items()}
+
+    @classmethod
+    def load(cls, vo: str, path: Path | None) -> IdentityMap:
+        users: dict[str, int] = {}
+        groups: dict[str, int] = {}
+        if path is not None:
+            for line in path.read_text().splitlines():
+                words = shlex.split(line, comments=True)
+                if len(words) != 2:
+                    continue
+                grid, local = words
+                if grid.startswith("group:"):
+                    groups[grid[6:]] = _local_gid(local)
+                else:
+                    users[grid] = _local_uid(local)
+        return cls(vo, users, groups)
+
+    def uid(self, principal: str) -> int:
+        if principal in self._users:
+            return self._users[principal]
+        name, _, vo = principal.partition("@")
+        if vo != self.vo:
+            return OVERFLOW_ID
+        return _local_uid(name)
+
+    def gid(self, group: str) -> int:
+        if group in self._groups:
+            return self._groups[group]
+        name, _, vo = group.partition("@")
+        if vo != self.vo:
+            return OVERFLOW_ID
+        return _local_gid(name)
+
+    def principal(self, uid: int) -> str:
+        return self._uid_names.get(uid) or f"{account_name(uid)}@{self.vo}"
+
+    def group(self, gid: int) -> str:
+        return self._gid_names.get(gid) or f"{group_name(gid)}@{self.vo}"
+
+
+def _local_uid(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return OVERFLOW_ID
+
+
+def _local_gid(name: str) -> int:
+    if name.isdigit():
+        return int(name)
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return OVERFLOW_ID

@@ -1,0 +1,271 @@
+"""The pyfuse3 operations: a thin layer that translates arguments, identities and errors.
+
+Each request is made with the session of the calling local uid (its own credential);
+file and directory handles remember the session that opened them. Inode numbers are the
+MRC's. The kernel's lookup counts are tracked exactly (``InodeTable``).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import time
+from typing import Any
+
+import pyfuse3
+
+from xfs.client.errors import fuse_errors
+from xfs.client.file_io import OpenFile
+from xfs.client.idmap import IdentityMap
+from xfs.client.inodes import InodeTable
+from xfs.client.session import Session
+from xfs.client.sessions import Sessions
+from xfs.proto.records import ROOT_INO, Attr
+
+NOW_TOLERANCE_NS = 50_000_000  # a time this close to the clock came from UTIME_NOW
+
+
+class Operations(pyfuse3.Operations):
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, sessions: Sessions, idmap: IdentityMap, *, attr_timeout: float = 1.0,
+                 entry_timeout: float = 1.0) -> None:
+        super().__init__()
+        self.sessions = sessions
+        self.idmap = idmap
+        self.inodes = InodeTable()
+        self._attr_timeout = attr_timeout
+        self._entry_timeout = entry_timeout
+        self._fh = itertools.count(1)
+        self._files: dict[int, tuple[Session, OpenFile]] = {}
+        self._dirs: dict[int, tuple[Session, int]] = {}
+
+    # ------------------------------------------------------------------ helpers
+    async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
+        return await self.sessions.get(ctx.uid)
+
+    def _attributes(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = attr.ino
+        e.generation = 0
+        e.entry_timeout = self._entry_timeout
+        e.attr_timeout = self._attr_timeout
+        e.st_mode = attr.mode
+        e.st_nlink = attr.nlink
+        e.st_uid = self.idmap.uid(attr.owner)
+        e.st_gid = self.idmap.gid(attr.group)
+        e.st_rdev = attr.rdev
+        e.st_size = attr.size
+        e.st_blksize = attr.blksize
+        e.st_blocks = (attr.size + 511) // 512
+        e.st_atime_ns = attr.atime_ns
+        e.st_mtime_ns = attr.mtime_ns
+        e.st_ctime_ns = attr.ctime_ns
+        return e
+
+    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that the kernel counts as a lookup."""
+        self.inodes.looked_up(attr.ino)
+        return self._attributes(attr)
+
+    # ------------------------------------------------------------------ inodes
+    @fuse_errors
+    async def lookup(self, parent_inode: int, name: bytes,
+                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = await self._session(ctx)
+        return self._entry(await session.lookup(parent_inode, name))
+
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            self.inodes.forget(ino, n)
+
+    @fuse_errors
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = await self._session(ctx)
+        return self._attributes(await session.getattr(inode))
+
+    @fuse_errors
+    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                      fields: pyfuse3.SetattrFields, fh: int | None,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = self._files[fh][0] if fh in self._files else await self._session(ctx)
+        changes: dict[str, Any] = {}
+        if fields.update_mode:
+            changes["mode"] = attr.st_mode & 0o7777
+        if fields.update_uid:
+            changes["owner"] = self.idmap.principal(attr.st_uid)
+        if fields.update_gid:
+            changes["group"] = self.idmap.group(attr.st_gid)
+        if fields.update_size:
+            changes["size"] = attr.st_size
+        now = time.time_ns()
+        if fields.update_atime:
+            if abs(attr.st_atime_ns - now) < NOW_TOLERANCE_NS:
+                changes["atime_now"] = True
+            else:
+                changes["atime_ns"] = attr.st_atime_ns
+        if fields.update_mtime:
+            if abs(attr.st_mtime_ns - now) < NOW_TOLERANCE_NS:
+                changes["mtime_now"] = True
+            else:
+                changes["mtime_ns"] = attr.st_mtime_ns
+        return self._attributes(await session.setattr(inode, **changes))
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return await (await self._session(ctx)).readlink(inode)
+
+    @fuse_errors
+    async def access(self, inode: int, mode: int, ctx: pyfuse3.RequestContext) -> bool:
+        await (await self._session(ctx)).access(inode, mode)
+        return True
+
+    # ------------------------------------------------------------------ entries
+    @fuse_errors
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = await self._session(ctx)
+        return self._entry(await session.mknod(parent_inode, name, mode, rdev, ctx.umask))
+
+    @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = await self._session(ctx)
+        return self._entry(await session.mkdir(parent_inode, name, mode, ctx.umask))
+
+    @fuse_errors
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await (await self._session(ctx)).unlink(parent_inode, name)
+
+    @fuse_errors
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await (await self._session(ctx)).rmdir(parent_inode, name)
+
+    @fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = await self._session(ctx)
+        return self._entry(await session.symlink(parent_inode, name, target))
+
+    @fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        session = await self._session(ctx)
+        await session.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    @fuse_errors
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        session = await self._session(ctx)
+        return self._entry(await session.link(inode, new_parent_inode, new_name))
+
+    # ------------------------------------------------------------------ files
+    def _file_info(self, session: Session, f: OpenFile) -> pyfuse3.FileInfo:
+        fh = next(self._fh)
+        self._files[fh] = (session, f)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+
+    @fuse_errors
+    async def open(self, inode: int, flags: int,
+                   ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        session = await self._session(ctx)
+        return self._file_info(session, await session.open(inode, flags))
+
+    @fuse_errors
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: pyfuse3.RequestContext
+                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        session = await self._session(ctx)
+        f = await session.create(parent_inode, name, mode, flags, ctx.umask)
+        return self._file_info(session, f), self._entry(f.layout.attr)
+
+    @fuse_errors
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self._files[fh][1].read(off, size)
+
+    @fuse_errors
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        f = self._files[fh][1]
+        if f.flags & os.O_APPEND:
+            off = f.size
+        return await f.write(off, buf)
+
+    @fuse_errors
+    async def flush(self, fh: int) -> None:
+        await self._files[fh][1].flush()
+
+    @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        await self._files[fh][1].fsync()
+
+    @fuse_errors
+    async def release(self, fh: int) -> None:
+        session, f = self._files.pop(fh)
+        await session.release(f)
+
+    # ------------------------------------------------------------------ directories
+    @fuse_errors
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        session = await self._session(ctx)
+        attr = await session.getattr(inode)
+        if not attr.mode & 0o040000:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        fh = next(self._fh)
+        self._dirs[fh] = (session, inode)
+        return fh
+
+    @fuse_errors
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        session, ino = self._dirs[fh]
+        cursor = start_id
+        while True:
+            entries = await session.readdir(ino, cursor, 256)
+            if not entries:
+                return
+            for entry in entries:
+                attributes = self._attributes(entry.attr)
+                if not pyfuse3.readdir_reply(token, entry.name, attributes, entry.cursor):
+                    return
+                self.inodes.looked_up(entry.attr.ino)
+                cursor = entry.cursor
+
+    async def releasedir(self, fh: int) -> None:
+        self._dirs.pop(fh, None)
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None  # metadata is committed on the MRC before every reply
+
+    @fuse_errors
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        s = await (await self._session(ctx)).statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = out.f_frsize = s.block_size
+        out.f_blocks = s.blocks
+        out.f_bfree = out.f_bavail = s.blocks_free
+        out.f_files = s.files
+        out.f_ffree = out.f_favail = s.files_free
+        out.f_namemax = s.name_max
+        return out
+
+    # ------------------------------------------------------------------ xattrs
+    @fuse_errors
+    async def setxattr(self, inode: int, name: bytes, value: bytes,
+                       ctx: pyfuse3.RequestContext) -> None:
+        await (await self._session(ctx)).setxattr(inode, name, value)
+
+    @fuse_errors
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return await (await self._session(ctx)).getxattr(inode, name)
+
+    @fuse_errors
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return await (await self._session(ctx)).listxattr(inode)
+
+    @fuse_errors
+    async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        await (await self._session(ctx)).removexattr(inode, name)
+
+
+__all__ = ["ROOT_INO", "Operations"]

@@ -1,0 +1,208 @@
+"""One grid identity's view of one volume: MRC calls, open files, striped I/O.
+
+This is the async client library: the FUSE layer, the admin CLI and job tools all use
+it. A ``Session`` is bound to one credential (its connection pool) and one volume. Every
+call carries the caller-owned deadline ``io_timeout``; retries happen in the pool only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import trio
+
+from xfs.client.file_io import OpenFile
+from xfs.common.rpc import Pool
+from xfs.proto.codec import Record
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import (
+    MRC,
+    OSD,
+    Access,
+    Create,
+    Empty,
+    FileOp,
+    Ino,
+    Link,
+    Lookup,
+    Method,
+    MkNod,
+    Open,
+    ReadDir,
+    Remove,
+    Rename,
+    SetAttr,
+    Symlink,
+    UpdateSize,
+    VolumeName,
+    XattrGet,
+    XattrSet,
+)
+from xfs.proto.records import Attr, DirEntry, FileLayout, Identity, Kind, StatFS, VolumeInfo
+
+Req = TypeVar("Req", bound=Record)
+Resp = TypeVar("Resp", bound=Record)
+
+
+class Session:
+    def __init__(self, *, pool: Pool, mrc: str, volume: str, identity: Identity,
+                 nursery: trio.Nursery, clock: Callable[[], float],
+                 io_timeout: float = 30.0, xcap_renew_margin: float = 60.0) -> None:
+        self.pool = pool
+        self.mrc_address = mrc
+        self.volume = volume
+        self.identity = identity
+        self.nursery = nursery
+        self.clock = clock
+        self.io_timeout = io_timeout
+        self.xcap_renew_margin = xcap_renew_margin
+        self.files: dict[int, OpenFile] = {}
+
+    # ------------------------------------------------------------------ transport
+    async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
+        with trio.fail_after(self.io_timeout):
+            return await self.pool.call(self.mrc_address, method, request, expect=Kind.MRC)
+
+    async def osd_call(self, layout: FileLayout, osd: str, method: Method[Req, Resp],
+                       request: Req) -> Resp:
+        address = layout.addresses.get(osd)
+        if address is None:
+            raise XfsError(errno.EIO, f"no address known for OSD {osd}")
+        with trio.fail_after(self.io_timeout):
+            return await self.pool.call(address, method, request, expect=f"osd:{osd}")
+
+    # ------------------------------------------------------------------ namespace
+    async def volume_info(self) -> VolumeInfo:
+        return await self.mrc(MRC.volume_get, VolumeName(self.volume))
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        return self._local(await self.mrc(MRC.lookup, Lookup(self.volume, parent, name)))
+
+    async def getattr(self, ino: int) -> Attr:
+        return self._local(await self.mrc(MRC.getattr, Ino(self.volume, ino)))
+
+    def _local(self, attr: Attr) -> Attr:
+        """Overlay what this session wrote but has not reported to the MRC yet."""
+        f = self.files.get(attr.ino)
+        if f is not None and f.size_dirty and f.size != attr.size:
+            return Attr(**{**attr.__dict__, "size": max(f.size, attr.size)})
+        return attr
+
+    async def setattr(self, ino: int, **changes: Any) -> Attr:
+        f = self.files.get(ino)
+        if changes.get("size") is not None and f is not None:
+            await f.flush_data()
+        result = await self.mrc(MRC.setattr, SetAttr(self.volume, ino, **changes))
+        if result.layout is not None:
+            size = result.attr.size
+            await self.truncate_osds(result.layout, size)
+            if f is not None:
+                f.truncated(result.layout, size)
+        return self._local(result.attr)
+
+    async def truncate_osds(self, layout: FileLayout, size: int) -> None:
+        async with trio.open_nursery() as n:
+            for replica in layout.xloc.replicas:
+                for osd in set(replica.osds):
+                    n.start_soon(self.osd_call, layout, osd, OSD.truncate,
+                                 FileOp(layout.xcap, layout.xloc, size))
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int = 0,
+                    umask: int = 0) -> Attr:
+        return await self.mrc(MRC.mknod, MkNod(self.volume, parent, name, mode, rdev, umask))
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, umask: int = 0) -> Attr:
+        return await self.mrc(MRC.mkdir, MkNod(self.volume, parent, name, mode, 0, umask))
+
+    async def unlink(self, parent: int, name: bytes) -> None:
+        await self.mrc(MRC.unlink, Remove(self.volume, parent, name))
+
+    async def rmdir(self, parent: int, name: bytes) -> None:
+        await self.mrc(MRC.rmdir, Remove(self.volume, parent, name))
+
+    async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+                     flags: int = 0) -> None:
+        await self.mrc(MRC.rename, Rename(self.volume, parent, name, new_parent, new_name,
+                                          flags))
+
+    async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
+        return self._local(await self.mrc(MRC.link, Link(self.volume, ino, new_parent,
+                                                          new_name)))
+
+    async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
+        return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target))
+
+    async def readlink(self, ino: int) -> bytes:
+        return (await self.mrc(MRC.readlink, Ino(self.volume, ino))).target
+
+    async def readdir(self, ino: int, cursor: int, limit: int = 1000) -> list[DirEntry]:
+        reply = await self.mrc(MRC.readdir, ReadDir(self.volume, ino, cursor, limit))
+        return reply.entries
+
+    async def access(self, ino: int, mask: int) -> None:
+        await self.mrc(MRC.access, Access(self.volume, ino, mask))
+
+    async def statfs(self) -> StatFS:
+        return await self.mrc(MRC.statfs, VolumeName(self.volume))
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        return (await self.mrc(MRC.getxattr, XattrGet(self.volume, ino, name))).value
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int = 0) -> None:
+        await self.mrc(MRC.setxattr, XattrSet(self.volume, ino, name, value, flags))
+
+    async def listxattr(self, ino: int) -> list[bytes]:
+        return (await self.mrc(MRC.listxattr, Ino(self.volume, ino))).names
+
+    async def removexattr(self, ino: int, name: bytes) -> None:
+        await self.mrc(MRC.removexattr, XattrGet(self.volume, ino, name))
+
+    async def update_size(self, ino: int, size: int) -> Attr:
+        return await self.mrc(MRC.update_size, UpdateSize(self.volume, ino, size))
+
+    # ------------------------------------------------------------------ files
+    async def create(self, parent: int, name: bytes, mode: int, flags: int,
+                     umask: int = 0) -> OpenFile:
+        layout = await self.mrc(MRC.create, Create(self.volume, parent, name, mode, flags,
+                                                   umask))
+        return self._opened(layout, flags)
+
+    async def open(self, ino: int, flags: int) -> OpenFile:
+        f = self.files.get(ino)
+        if f is not None and (f.size_dirty or f._dirty):
+            await f.flush()  # our own unreported writes must not hide behind the MRC's size
+        layout = await self.reopen(ino, flags)
+        if flags & os.O_TRUNC and layout.attr.size == 0:
+            await self.truncate_osds(layout, 0)
+            if f is not None:
+                f.truncated(layout, 0)
+        return self._opened(layout, flags)
+
+    async def reopen(self, ino: int, flags: int) -> FileLayout:
+        return await self.mrc(MRC.open, Open(self.volume, ino, flags))
+
+    def _opened(self, layout: FileLayout, flags: int) -> OpenFile:
+        ino = layout.attr.ino
+        f = self.files.get(ino)
+        if f is None:
+            f = self.files[ino] = OpenFile(self, ino, layout, flags)
+        else:
+            f.layout = layout
+            if not f.size_dirty:
+                f.size = layout.attr.size
+        f.opened(flags)
+        return f
+
+    async def release(self, f: OpenFile) -> None:
+        try:
+            await f.flush()
+        finally:
+            f.refs -= 1
+            if f.refs <= 0 and self.files.get(f.ino) is f:
+                del self.files[f.ino]
+
+    async def status(self) -> Any:
+        return await self.mrc(MRC.status, Empty())

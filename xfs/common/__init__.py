@@ -1,0 +1,1 @@
+"""The shared runtime: framing, RPC, TLS, credentials, capabilities, config, striping maths."""

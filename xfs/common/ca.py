@@ -1,0 +1,395 @@
+"""Certificate authorities: a CA per VO, one for services, and the certificates they issue.
+
+A CA lives in a directory holding ``ca.crt`` and ``ca.key`` (mode 0600). Keys are EC P-256,
+signatures SHA-256. Every certificate carries the identity extension (``xfs.common.identity``)
+and has the subject ``CN=<principal>, O=<vo>``; the naming rules are checked here on issue
+and again on every parse.
+
+The ``mint_*`` functions work in memory (tests use them directly); ``init_*`` and
+``issue_*`` write files. Revocation (CRLs) is a later addition: ``load_ca`` is where a CA's
+revocation state would be read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from xfs.common.identity import (
+    SERVICES_VO,
+    XFS_IDENTITY_OID,
+    CertKind,
+    Claims,
+    claims_problem,
+    encode_claims,
+    fingerprint,
+    parse_identity_extension,
+    service_principal,
+    subject_for,
+)
+from xfs.proto.errors import XfsError
+from xfs.proto.records import Kind, Role
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+DEFAULT_HOSTS = ("127.0.0.1", "localhost")
+BACKDATE = dt.timedelta(minutes=1)  # tolerate a peer's clock running slightly behind
+
+_DNS = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A certificate and its private key, in memory."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def claims(self) -> Claims:
+        return parse_identity_extension(self.cert)
+
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+@dataclass(frozen=True)
+class CertSummary:
+    claims: Claims
+    not_before: dt.datetime
+    not_after: dt.datetime
+    fingerprint: bytes
+    issuer: str
+
+
+def _invalid(message: str) -> XfsError:
+    return XfsError(errno.EINVAL, message)
+
+
+def _checked(claims: Claims) -> Claims:
+    problem = claims_problem(claims)
+    if problem:
+        raise _invalid(problem)
+    return claims
+
+
+def _window(not_before: dt.datetime | None, days: int) -> tuple[dt.datetime, dt.datetime]:
+    if days < 1:
+        raise _invalid(f"validity must be at least one day, not {days}")
+    if not_before is None:
+        not_before = dt.datetime.now(dt.UTC) - BACKDATE
+    elif not_before.tzinfo is None:
+        raise _invalid("not_before must be timezone-aware")
+    return not_before, not_before + dt.timedelta(days=days)
+
+
+def _build(
+    claims: Claims,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: Minted | None,
+    window: tuple[dt.datetime, dt.datetime],
+    extensions: Sequence[tuple[x509.ExtensionType, bool]],
+) -> Minted:
+    """Sign a certificate for ``key`` (self-signed when ``issuer`` is None)."""
+    subject = subject_for(claims)
+    public = key.public_key()
+    not_before, not_after = window
+    if issuer is None:
+        signer, issuer_name, issuer_public = key, subject, public
+    else:
+        signer, issuer_name = issuer.key, issuer.cert.subject
+        issuer_public = issuer.key.public_key()
+        ca_end = issuer.cert.not_valid_after_utc
+        not_after = min(not_after, ca_end)  # never outlive the CA
+        if not_after <= not_before:
+            raise _invalid(f"the CA expires at {ca_end}")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False
+        )
+        .add_extension(
+            x509.UnrecognizedExtension(XFS_IDENTITY_OID, encode_claims(claims)), critical=False
+        )
+    )
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    minted = Minted(builder.sign(signer, hashes.SHA256()), key)
+    if minted.claims != claims:  # the issuer obeys the same strict parse as every reader
+        raise _invalid("issued certificate does not parse back")
+    return minted
+
+
+def _key_usage(*, sign: bool, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca(claims: Claims, days: int, not_before: dt.datetime | None) -> Minted:
+    return _build(
+        _checked(claims),
+        ec.generate_private_key(ec.SECP256R1()),
+        None,
+        _window(not_before, days),
+        [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (_key_usage(sign=False, cert_sign=True), True),
+        ],
+    )
+
+
+def _leaf_extensions(*usages: x509.ObjectIdentifier) -> list[tuple[x509.ExtensionType, bool]]:
+    return [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (_key_usage(sign=True, cert_sign=False), True),
+        (x509.ExtendedKeyUsage(list(usages)), False),
+    ]
+
+
+def _require_ca(ca: Minted, kind: CertKind) -> Claims:
+    claims = ca.claims
+    if claims.kind is not kind:
+        raise _invalid(f"{claims.principal} ({claims.vo}) is not a {kind.value} certificate")
+    return claims
+
+
+# ------------------------------------------------------------------ in memory
+def mint_vo_ca(vo: str, *, days: int = 3650, not_before: dt.datetime | None = None) -> Minted:
+    return _ca(Claims(CertKind.CA, CertKind.CA.value, vo, Role.STANDARD, ()), days, not_before)
+
+
+def mint_service_ca(*, days: int = 3650, not_before: dt.datetime | None = None) -> Minted:
+    claims = Claims(CertKind.SERVICE_CA, CertKind.SERVICE_CA.value, SERVICES_VO, Role.STANDARD, ())
+    return _ca(claims, days, not_before)
+
+
+def mint_user(
+    ca: Minted,
+    name: str,
+    *,
+    groups: Sequence[str] = (),
+    role: Role = Role.STANDARD,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+) -> Minted:
+    """A user certificate ``name@vo``; bare group names get ``@vo`` appended."""
+    vo = _require_ca(ca, CertKind.CA).vo
+    try:
+        role = Role(role)
+    except ValueError:
+        raise _invalid(f"unknown role {role!r:.20}") from None
+    scoped = sorted({g if "@" in g else f"{g}@{vo}" for g in groups})
+    claims = _checked(Claims(CertKind.USER, f"{name}@{vo}", vo, role, tuple(scoped)))
+    return _build(
+        claims,
+        ec.generate_private_key(ec.SECP256R1()),
+        ca,
+        _window(not_before, days),
+        _leaf_extensions(ExtendedKeyUsageOID.CLIENT_AUTH),
+    )
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if len(host) > 253 or not _DNS.fullmatch(host):
+        raise _invalid(f"bad host name {host!r:.80}")
+    return x509.DNSName(host)
+
+
+def mint_service(
+    ca: Minted,
+    kind: Kind,
+    uuid: str,
+    *,
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+    days: int = 3650,
+    not_before: dt.datetime | None = None,
+) -> Minted:
+    """An OSD or MRC certificate, principal ``osd:<uuid>`` / ``mrc:<uuid>``."""
+    _require_ca(ca, CertKind.SERVICE_CA)
+    if kind not in (Kind.OSD.value, Kind.MRC.value):
+        raise _invalid(f"services are osd or mrc, not {kind!s:.20}")
+    ckind = CertKind(kind)
+    claims = _checked(Claims(ckind, service_principal(ckind, uuid), SERVICES_VO, Role.STANDARD, ()))
+    names = list(dict.fromkeys(_general_name(h) for h in hosts))
+    if not names:
+        raise _invalid("a service certificate needs at least one host")
+    return _build(
+        claims,
+        ec.generate_private_key(ec.SECP256R1()),
+        ca,
+        _window(not_before, days),
+        [
+            *_leaf_extensions(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
+            (x509.SubjectAlternativeName(names), False),
+        ],
+    )
+
+
+# ------------------------------------------------------------------ files
+def _write(path: Path, data: bytes, mode: int, *, replace: bool) -> None:
+    """Write a file atomically; with ``replace=False`` never overwrite (EEXIST)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    except FileExistsError:
+        raise XfsError(errno.EEXIST, f"{path} exists; refusing to overwrite it") from None
+    except OSError as e:
+        raise XfsError(e.errno or errno.EIO, f"cannot write {path}: {e.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _store(minted: Minted, cert: Path, key: Path, *, replace: bool) -> CertPaths:
+    _write(key, minted.key_pem(), 0o600, replace=replace)
+    _write(cert, minted.cert_pem(), 0o644, replace=replace)
+    return CertPaths(cert, key)
+
+
+def _save_ca(dir: Path, minted: Minted) -> Path:
+    dir = Path(dir)
+    dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name in (CA_KEY, CA_CERT):
+        if (dir / name).exists():
+            raise XfsError(errno.EEXIST, f"{dir / name} exists; refusing to overwrite a CA")
+    return _store(minted, dir / CA_CERT, dir / CA_KEY, replace=False).cert
+
+
+def init_vo_ca(dir: Path, vo: str, days: int = 3650) -> Path:
+    """Create the CA of ``vo`` in ``dir``; returns the path of its certificate."""
+    return _save_ca(dir, mint_vo_ca(vo, days=days))
+
+
+def init_service_ca(dir: Path, days: int = 3650) -> Path:
+    return _save_ca(dir, mint_service_ca(days=days))
+
+
+def read_cert(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except OSError as e:
+        raise XfsError(e.errno or errno.EIO, f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise _invalid(f"{path}: not a PEM certificate ({e})") from None
+
+
+def load_ca(ca_dir: Path) -> Minted:
+    """Read a CA directory; checks that the key matches and that it is a CA."""
+    ca_dir = Path(ca_dir)
+    cert = read_cert(ca_dir / CA_CERT)
+    try:
+        key = serialization.load_pem_private_key((ca_dir / CA_KEY).read_bytes(), password=None)
+    except OSError as e:
+        raise XfsError(e.errno or errno.EIO, f"cannot read {e.filename}: {e.strerror}") from None
+    except (ValueError, TypeError) as e:
+        raise _invalid(f"{ca_dir / CA_KEY}: not an unencrypted PEM key ({e})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+        raise _invalid(f"{ca_dir / CA_KEY} is not the key of {ca_dir / CA_CERT}")
+    try:
+        if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise _invalid(f"{ca_dir / CA_CERT} is not a CA certificate")
+    except x509.ExtensionNotFound:
+        raise _invalid(f"{ca_dir / CA_CERT} is not a CA certificate") from None
+    return Minted(cert, key)
+
+
+def issue_user(
+    ca_dir: Path,
+    name: str,
+    out_dir: Path,
+    groups: Sequence[str] = (),
+    role: Role = Role.STANDARD,
+    days: int = 365,
+    not_before: dt.datetime | None = None,
+) -> CertPaths:
+    """Issue ``name@vo``; writes ``<out_dir>/<name>.crt`` and ``<name>.key`` (replacing)."""
+    minted = mint_user(
+        load_ca(ca_dir), name, groups=groups, role=role, days=days, not_before=not_before
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _store(minted, out_dir / f"{name}.crt", out_dir / f"{name}.key", replace=True)
+
+
+def issue_service(
+    ca_dir: Path,
+    kind: Kind,
+    uuid: str,
+    out_dir: Path,
+    hosts: Sequence[str] = DEFAULT_HOSTS,
+    days: int = 3650,
+    not_before: dt.datetime | None = None,
+) -> CertPaths:
+    """Issue ``osd:<uuid>`` / ``mrc:<uuid>``; writes ``<out_dir>/<kind>-<uuid>.crt``/``.key``."""
+    ca = load_ca(ca_dir)
+    minted = mint_service(ca, kind, uuid, hosts=hosts, days=days, not_before=not_before)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{minted.claims.kind.value}-{uuid}"
+    return _store(minted, out_dir / f"{stem}.crt", out_dir / f"{stem}.key", replace=True)
+
+
+def describe(cert_path: Path) -> CertSummary:
+    """What ``xfs ca show`` prints: the claims (strictly parsed), validity, fingerprint."""
+    cert = read_cert(cert_path)
+    return CertSummary(
+        claims=parse_identity_extension(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        fingerprint=fingerprint(cert),
+        issuer=cert.issuer.rfc4514_string(),
+    )

@@ -1,0 +1,153 @@
+"""Configuration of the long-running processes: TOML files, overridden by flags.
+
+Each process reads one TOML file whose keys are exactly the fields of its dataclass
+below (unknown keys are an error, so a typo does not silently fall back to a default).
+Relative paths are taken relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """A configuration file or flag is wrong; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path
+    key: Path
+    trust: list[Path]  # CA certificates: the service CA and every trusted VO CA
+
+
+@dataclass(frozen=True)
+class MRCConfig:
+    tls: TLSConfig
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 32636
+    xcap_lifetime: float = 600.0  # seconds an XCap stays valid
+    osd_dead_after: float = 30.0  # seconds without heartbeat before an OSD is not used
+    grace: float = 5.0  # seconds in-flight requests get on SIGTERM
+    audit_log: Path | None = None
+
+
+@dataclass(frozen=True)
+class OSDConfig:
+    tls: TLSConfig
+    data_dir: Path
+    mrc: str  # "host:port"
+    host: str = "127.0.0.1"
+    port: int = 32640
+    heartbeat_interval: float = 2.0
+    labels: dict[str, str] = field(default_factory=dict)
+    grace: float = 5.0
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    mrc: str  # "host:port"
+    volume: str
+    mountpoint: Path
+    trust: list[Path]
+    credentials: Path  # credential store: <dir>/<uid>/cert.pem, key.pem
+    identity_map: Path | None = None  # gridmap-style file; None: names of local accounts
+    enroll_ca: Path | None = None  # embedded default: issue certs for local users on first use
+    vo: str = "local"
+    allow_other: bool = True
+    io_timeout: float = 30.0  # seconds before an operation with no reachable server fails
+    xcap_renew_margin: float = 60.0
+
+
+def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:
+    origin = getattr(tp, "__origin__", None)
+    if tp is Path or tp == (Path | None):
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base / p
+    if origin is list:
+        (item,) = tp.__args__
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        return [_convert(item, v, base, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ConfigError(f"{where}: expected a table of strings")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        return from_dict(tp, value, base, where)  # type: ignore[arg-type]
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], base: Path, where: str = "") -> T:
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown keys {sorted(unknown)}")
+    kwargs = {
+        k: _convert(hints[k], v, base, f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
+
+
+def load(cls: type[T], path: Path, overrides: dict[str, Any] | None = None) -> T:
+    """Load ``cls`` from a TOML file, with ``overrides`` (flags) applied on top."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_dict(cls, data, path.parent.resolve())
+
+
+def dump(config: Any) -> str:
+    """Render a config dataclass as TOML (paths as strings, None left out)."""
+    lines: list[str] = []
+    tables: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None:
+            continue
+        if dataclasses.is_dataclass(value):
+            tables.append(f"\n[{f.name}]\n" + dump(value))
+        elif isinstance(value, dict):
+            inner = ", ".join(f"{k} = {_toml(v)}" for k, v in value.items())
+            lines.append(f"{f.name} = {{ {inner} }}")
+        else:
+            lines.append(f"{f.name} = {_toml(value)}")
+    return "\n".join(lines) + "\n" + "".join(tables)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    s = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'

@@ -1,0 +1,434 @@
+"""Multiplexed msgpack-RPC over mutual TLS: the dispatcher, the server, the client pool.
+
+Server: every connection is identified once from its verified peer certificate; each
+request runs in its own task (many in flight per connection); the dispatcher checks
+the method's declared authority before decoding the typed request and calling the
+handler. Client: a pool of multiplexed connections per address, which is the one layer
+that retries (bounded attempts with backoff; a request already sent is retried only if
+its method is idempotent). Callers own deadlines with trio cancel scopes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from xfs.common import framing
+from xfs.common.tls import TLSConnection, connect
+from xfs.proto.codec import Record
+from xfs.proto.errors import ProtocolError, Unavailable, XfsError
+from xfs.proto.methods import Authority, Method
+from xfs.proto.records import Identity, Kind
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req", bound=Record)
+Resp = TypeVar("Resp", bound=Record)
+Handler = Callable[[Identity, Any], Awaitable[Any]]
+Identify = Callable[[bytes], Identity]
+DenialHook = Callable[[Identity | None, str, str], None]
+
+
+def authorized(authority: Authority, peer: Identity) -> bool:
+    match authority:
+        case Authority.ANY:
+            return True
+        case Authority.USER:
+            return peer.kind is Kind.USER
+        case Authority.ADMIN:
+            return peer.is_super
+        case Authority.OSD:
+            return peer.kind is Kind.OSD
+        case Authority.MRC:
+            return peer.kind is Kind.MRC
+        case Authority.USER_OR_MRC:
+            return peer.kind in (Kind.USER, Kind.MRC)
+    return False
+
+
+class Dispatcher:
+    """Routes wire method names to handlers, checking authority first."""
+
+    def __init__(self, on_denied: DenialHook | None = None) -> None:
+        self._routes: dict[str, tuple[Method[Any, Any], Handler]] = {}
+        self._on_denied = on_denied
+
+    def register(
+        self, method: Method[Req, Resp], handler: Callable[[Identity, Req], Awaitable[Resp]]
+    ) -> None:
+        if method.wire_name in self._routes:
+            raise ValueError(f"{method.wire_name} registered twice")
+        self._routes[method.wire_name] = (method, handler)
+
+    async def dispatch(self, peer: Identity, name: str, params: Any) -> Any:
+        route = self._routes.get(name)
+        if route is None:
+            raise XfsError(errno.ENOSYS, f"unknown method {name!r:.80}")
+        method, handler = route
+        if not authorized(method.authority, peer):
+            reason = f"{peer.principal} ({peer.kind}/{peer.role}) may not call {name}"
+            if self._on_denied:
+                self._on_denied(peer, name, reason)
+            raise XfsError(errno.EPERM if peer.kind is Kind.USER else errno.EACCES, reason)
+        request = method.request.from_wire(params)
+        response = await handler(peer, request)
+        return response.to_wire()
+
+
+# ---------------------------------------------------------------------------- server
+class RPCServer:
+    """Accepts mutual-TLS connections and serves a dispatcher on them."""
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        ssl_context: ssl.SSLContext,
+        identify: Identify,
+        host: str,
+        port: int,
+        frame_limit: int,
+        handshake_timeout: float = 10.0,
+        max_inflight: int = 64,
+        on_denied: DenialHook | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.host, self.port = host, port
+        self._ctx = ssl_context
+        self._identify = identify
+        self._frame_limit = frame_limit
+        self._handshake_timeout = handshake_timeout
+        self._max_inflight = max_inflight
+        self._on_denied = on_denied
+        self._accept_scope = trio.CancelScope()
+        self._conn_scope = trio.CancelScope()
+        self._inflight = 0
+        self._idle = trio.Event()
+        self._connections: set[TLSConnection] = set()
+
+    async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        listener = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+        listener.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        await listener.bind((self.host, self.port))
+        listener.listen(256)
+        self.port = listener.getsockname()[1]
+        log.info("listening on %s:%d", self.host, self.port)
+        with self._conn_scope:
+            async with trio.open_nursery() as nursery:
+                task_status.started(self.port)
+                with self._accept_scope, listener:
+                    while True:
+                        sock, addr = await listener.accept()
+                        nursery.start_soon(self._serve_connection, sock, addr)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, give in-flight requests ``grace`` seconds, then close all."""
+        self._accept_scope.cancel()
+        if self._inflight:
+            with trio.move_on_after(grace):
+                await self._idle.wait()
+        self._conn_scope.cancel()
+        for conn in list(self._connections):
+            conn.close()
+
+    def close_where(self, predicate: Callable[[Identity], bool]) -> int:
+        """Close live connections whose peer matches (used when a certificate is revoked)."""
+        closed = 0
+        for conn in list(self._connections):
+            peer = getattr(conn, "peer", None)
+            if peer is not None and predicate(peer):
+                conn.close()
+                closed += 1
+        return closed
+
+    async def _serve_connection(self, tsock: trio.socket.SocketType, addr: Any) -> None:
+        raw = socket.socket(fileno=tsock.detach())
+        raw.setblocking(True)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            conn = await trio.to_thread.run_sync(
+                lambda: TLSConnection.handshake(
+                    raw, self._ctx, server_side=True, timeout=self._handshake_timeout
+                ),
+                abandon_on_cancel=True,
+            )
+        except (ssl.SSLError, OSError, XfsError) as e:
+            reason = getattr(e, "reason", None) or str(e)
+            log.info("TLS handshake from %s refused: %s", addr, reason)
+            if self._on_denied:
+                self._on_denied(None, "tls.handshake", f"{addr[0]}: {reason}")
+            return
+        try:
+            peer = self._identify(conn.peer_certificate())
+        except XfsError as e:
+            log.info("connection from %s refused: %s", addr, e.message)
+            if self._on_denied:
+                self._on_denied(None, "tls.identify", f"{addr[0]}: {e.message}")
+            conn.close()
+            return
+        conn.peer = peer  # type: ignore[attr-defined]
+        self._connections.add(conn)
+        try:
+            await self._receive_loop(conn, peer)
+        finally:
+            self._connections.discard(conn)
+            conn.close()
+
+    async def _receive_loop(self, conn: TLSConnection, peer: Identity) -> None:
+        reader = trio.CapacityLimiter(1)
+        slots = trio.Semaphore(self._max_inflight)
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    body = await trio.to_thread.run_sync(
+                        conn.recv_frame, self._frame_limit, limiter=reader, abandon_on_cancel=True
+                    )
+                    message = framing.decode(body)
+                    if not isinstance(message, framing.Request):
+                        raise ProtocolError("clients may only send requests")
+                except Unavailable:
+                    break
+                except ProtocolError as e:
+                    log.info("protocol error from %s: %s", peer.principal, e.message)
+                    await self._send(conn, framing.encode_notification("error", e.to_wire()))
+                    break
+                await slots.acquire()
+                nursery.start_soon(self._handle, conn, peer, message, slots)
+            nursery.cancel_scope.cancel()
+
+    async def _handle(
+        self, conn: TLSConnection, peer: Identity, request: framing.Request, slots: trio.Semaphore
+    ) -> None:
+        self._inflight += 1
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        try:
+            try:
+                result = await self.dispatcher.dispatch(peer, request.method, request.params)
+                frame = framing.encode_response(request.msgid, None, result)
+            except XfsError as e:
+                frame = framing.encode_response(request.msgid, e.to_wire(), None)
+            except Exception:
+                log.exception("handler %s failed", request.method)
+                frame = framing.encode_response(
+                    request.msgid, ["EIO", f"internal error in {request.method}"], None
+                )
+            await self._send(conn, frame)
+        finally:
+            slots.release()
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    @staticmethod
+    async def _send(conn: TLSConnection, frame: bytes) -> None:
+        with contextlib.suppress(Unavailable):  # the peer went away; its reader notices
+            await trio.to_thread.run_sync(conn.send, frame, abandon_on_cancel=True)
+
+
+# ---------------------------------------------------------------------------- client
+class NotSent(Unavailable):
+    """The request never left this process: always safe to retry."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    first_backoff: float = 0.05
+    max_backoff: float = 1.0
+    connect_timeout: float = 5.0
+
+
+@dataclass
+class _Pending:
+    done: trio.Event
+    error: Any = None
+    result: Any = None
+    failure: XfsError | None = None
+
+
+class ClientConnection:
+    """One multiplexed client connection; its reader task runs in the pool's nursery."""
+
+    def __init__(self, conn: TLSConnection, peer: Identity, address: str, frame_limit: int) -> None:
+        self.tls = conn
+        self.peer = peer
+        self.address = address
+        self._frame_limit = frame_limit
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+
+    async def run(self) -> None:
+        reader = trio.CapacityLimiter(1)
+        failure: XfsError = Unavailable(f"connection to {self.address} closed")
+        try:
+            while True:
+                body = await trio.to_thread.run_sync(
+                    self.tls.recv_frame, self._frame_limit, limiter=reader, abandon_on_cancel=True
+                )
+                message = framing.decode(body)
+                if isinstance(message, framing.Response):
+                    pending = self._pending.pop(message.msgid, None)
+                    if pending is not None:
+                        pending.error, pending.result = message.error, message.result
+                        pending.done.set()
+                elif isinstance(message, framing.Notification) and message.method == "error":
+                    failure = XfsError.from_wire(message.params)
+                    break
+                else:
+                    raise ProtocolError("servers may only send responses")
+        except XfsError as e:
+            failure = e
+        finally:
+            self.close(failure)
+
+    def close(self, failure: XfsError | None = None) -> None:
+        self.closed = True
+        self.tls.close()
+        failure = failure or Unavailable(f"connection to {self.address} closed")
+        for pending in self._pending.values():
+            pending.failure = failure
+            pending.done.set()
+        self._pending.clear()
+
+    async def call(self, name: str, params: Any) -> Any:
+        if self.closed:
+            raise NotSent(f"connection to {self.address} is closed")
+        msgid = next(self._ids) & framing.MAX_MSGID
+        pending = _Pending(trio.Event())
+        self._pending[msgid] = pending
+        try:
+            frame = framing.encode_request(msgid, name, params)
+            try:
+                await trio.to_thread.run_sync(self.tls.send, frame, abandon_on_cancel=True)
+            except Unavailable as e:
+                raise NotSent(e.message) from None
+            await pending.done.wait()
+        finally:
+            self._pending.pop(msgid, None)
+        if pending.failure is not None:
+            raise pending.failure
+        if pending.error is not None:
+            raise XfsError.from_wire(pending.error)
+        return pending.result
+
+
+class Pool:
+    """Connections to many servers under one credential; the layer that retries."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        ssl_context: ssl.SSLContext,
+        identify: Identify,
+        *,
+        frame_limit: int = framing.DATA_FRAME_LIMIT,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self._nursery = nursery
+        self._ctx = ssl_context
+        self._identify = identify
+        self._frame_limit = frame_limit
+        self.retry = retry
+        self._conns: dict[str, ClientConnection] = {}
+        self._dialing: dict[str, trio.Lock] = {}
+
+    async def call(
+        self,
+        address: str,
+        method: Method[Req, Resp],
+        request: Req,
+        *,
+        expect: str | Kind | None = None,
+    ) -> Resp:
+        """Call ``method`` on the server at ``address`` ("host:port").
+
+        ``expect`` names the principal the server must prove (``osd:<uuid>``) or its kind.
+        """
+        backoff = self.retry.first_backoff
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                conn = await self._connection(address, expect)
+                wire = await conn.call(method.wire_name, request.to_wire())
+                return method.response.from_wire(wire)
+            except NotSent as e:
+                last: XfsError = e
+            except Unavailable as e:
+                if not method.idempotent:
+                    raise
+                last = e
+            if attempt < self.retry.attempts:
+                log.debug("%s to %s failed (%s); retrying", method.wire_name, address, last)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, self.retry.max_backoff)
+        raise Unavailable(f"{method.wire_name} to {address}: {last.message}")
+
+    async def _connection(self, address: str, expect: str | Kind | None) -> ClientConnection:
+        conn = self._conns.get(address)
+        if conn is not None and not conn.closed:
+            self._check_peer(conn, expect)
+            return conn
+        lock = self._dialing.setdefault(address, trio.Lock())
+        async with lock:
+            conn = self._conns.get(address)
+            if conn is None or conn.closed:
+                conn = await self._dial(address)
+                self._conns[address] = conn
+                self._nursery.start_soon(conn.run)
+        self._check_peer(conn, expect)
+        return conn
+
+    async def _dial(self, address: str) -> ClientConnection:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise XfsError(errno.EINVAL, f"bad server address {address!r}")
+        tls = await trio.to_thread.run_sync(
+            connect, host, int(port), self._ctx, self.retry.connect_timeout, abandon_on_cancel=True
+        )
+        try:
+            peer = self._identify(tls.peer_certificate())
+        except XfsError:
+            tls.close()
+            raise
+        return ClientConnection(tls, peer, address, self._frame_limit)
+
+    @staticmethod
+    def _check_peer(conn: ClientConnection, expect: str | Kind | None) -> None:
+        peer = conn.peer
+        ok = peer.kind is expect if isinstance(expect, Kind) else expect in (None, peer.principal)
+        if not ok:
+            raise XfsError(
+                errno.EACCES, f"server at {conn.address} is {peer.principal}, not {expect}"
+            )
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
+@asynccontextmanager
+async def open_pool(
+    ssl_context: ssl.SSLContext,
+    identify: Identify,
+    *,
+    frame_limit: int = framing.DATA_FRAME_LIMIT,
+    retry: RetryPolicy = RetryPolicy(),
+) -> AsyncIterator[Pool]:
+    async with trio.open_nursery() as nursery:
+        pool = Pool(nursery, ssl_context, identify, frame_limit=frame_limit, retry=retry)
+        try:
+            yield pool
+        finally:
+            pool.close()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,1 @@
+"""The MRC: volumes, the namespace, file layouts, the OSD registry and XCap signing."""

@@ -1,0 +1,172 @@
+"""Checks of the MRC store's invariants, one method per invariant (S3QL style).
+
+``check(store)`` returns the problems found, one line each; an empty list means the store
+is healthy. Read only: it repairs nothing. The tests run it after every namespace test.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import Callable
+
+from xfs.mrc import inodes as rows
+from xfs.mrc.store import FORMAT_VERSION, Store
+from xfs.proto.records import ROOT_INO
+
+_IFMT = 0o170000
+_DIR = f"mode & {_IFMT} = {stat.S_IFDIR}"
+
+
+class Fsck:
+    """Runs every ``check_*`` method over one read transaction."""
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self.cur = cur
+        self.problems: list[str] = []
+
+    def _report(self, query: str, fmt: Callable[..., str], args: tuple[object, ...] = ()) -> None:
+        for row in self.cur.execute(query, args).fetchall():
+            self.problems.append(fmt(*row))
+
+    def run(self) -> list[str]:
+        for name in sorted(dir(self)):
+            if name.startswith("check_"):
+                getattr(self, name)()
+        return self.problems
+
+    def check_format_version(self) -> None:
+        row = self.cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+        if row is None or row[0] != FORMAT_VERSION:
+            self.problems.append(f"format_version is {row and row[0]}, not {FORMAT_VERSION}")
+
+    def check_roots(self) -> None:
+        """Every volume has its root directory, ino 1."""
+        self._report(
+            f"SELECT v.name FROM volumes v LEFT JOIN inodes i ON i.volume = v.id "
+            f"AND i.ino = {ROOT_INO} AND i.{_DIR} WHERE i.ino IS NULL",
+            lambda name: f"volume {name!r}: no root directory (ino {ROOT_INO})",
+        )
+
+    def check_inode_volumes(self) -> None:
+        self._report(
+            "SELECT i.volume, i.ino FROM inodes i LEFT JOIN volumes v ON v.id = i.volume "
+            "WHERE v.id IS NULL",
+            lambda vid, ino: f"inode {vid}:{ino} belongs to no volume",
+        )
+
+    def check_dentry_targets(self) -> None:
+        """Every entry names an inode of its own volume."""
+        self._report(
+            "SELECT d.volume, d.parent, d.name, d.ino FROM dentries d LEFT JOIN inodes i "
+            "ON i.volume = d.volume AND i.ino = d.ino WHERE i.ino IS NULL",
+            lambda vid, p, name, ino: f"entry {vid}:{p}/{name!r} names missing inode {ino}",
+        )
+
+    def check_dentry_parents(self) -> None:
+        """Every entry is in a directory of its own volume."""
+        self._report(
+            f"SELECT d.volume, d.parent, d.name FROM dentries d LEFT JOIN inodes i "
+            f"ON i.volume = d.volume AND i.ino = d.parent AND i.{_DIR} WHERE i.ino IS NULL",
+            lambda vid, p, name: f"entry {vid}:{p}/{name!r}: parent is not a directory",
+        )
+
+    def check_file_nlink(self) -> None:
+        """A non-directory's nlink is the number of entries naming it."""
+        self._report(
+            f"SELECT i.volume, i.ino, i.nlink, count(d.ino) FROM inodes i LEFT JOIN dentries d "
+            f"ON d.volume = i.volume AND d.ino = i.ino WHERE NOT i.{_DIR} "
+            "GROUP BY i.volume, i.ino HAVING i.nlink != count(d.ino)",
+            lambda vid, ino, nlink, n: f"inode {vid}:{ino}: nlink {nlink}, {n} entries",
+        )
+
+    def check_dir_nlink(self) -> None:
+        """A directory's nlink is 2 + its subdirectories."""
+        self._report(
+            f"SELECT i.volume, i.ino, i.nlink, 2 + count(c.ino) FROM inodes i "
+            "LEFT JOIN dentries d ON d.volume = i.volume AND d.parent = i.ino "
+            f"LEFT JOIN inodes c ON c.volume = d.volume AND c.ino = d.ino AND c.{_DIR} "
+            f"WHERE i.{_DIR} GROUP BY i.volume, i.ino HAVING i.nlink != 2 + count(c.ino)",
+            lambda vid, ino, nlink, n: f"directory {vid}:{ino}: nlink {nlink}, expected {n}",
+        )
+
+    def check_dir_entries(self) -> None:
+        """A directory has exactly one entry naming it; the root has none."""
+        self._report(
+            f"SELECT i.volume, i.ino, count(d.ino) FROM inodes i LEFT JOIN dentries d "
+            f"ON d.volume = i.volume AND d.ino = i.ino WHERE i.{_DIR} "
+            f"GROUP BY i.volume, i.ino HAVING count(d.ino) != (i.ino != {ROOT_INO})",
+            lambda vid, ino, n: f"directory {vid}:{ino} has {n} entries naming it",
+        )
+
+    def check_reachable(self) -> None:
+        """Every inode can be reached from its volume's root."""
+        self._report(
+            f"""
+            WITH RECURSIVE reach(volume, ino) AS (
+                SELECT id, {ROOT_INO} FROM volumes
+                UNION
+                SELECT d.volume, d.ino FROM dentries d
+                JOIN reach r ON d.volume = r.volume AND d.parent = r.ino
+            )
+            SELECT i.volume, i.ino FROM inodes i LEFT JOIN reach r
+            ON r.volume = i.volume AND r.ino = i.ino WHERE r.ino IS NULL
+            """,
+            lambda vid, ino: f"inode {vid}:{ino} is not reachable from the root",
+        )
+
+    def check_next_ino(self) -> None:
+        """Inode numbers are below the volume's next_ino (so never handed out again)."""
+        self._report(
+            "SELECT v.name, v.next_ino, max(i.ino) FROM volumes v JOIN inodes i "
+            "ON i.volume = v.id GROUP BY v.id HAVING max(i.ino) >= v.next_ino",
+            lambda name, nxt, ino: f"volume {name!r}: inode {ino} >= next_ino {nxt}",
+        )
+
+    def check_cursors(self) -> None:
+        """Cursors are unique, positive and below meta.next_cursor."""
+        self._report(
+            "SELECT cursor, count(*) FROM dentries GROUP BY cursor HAVING count(*) > 1",
+            lambda c, n: f"cursor {c} is used by {n} entries",
+        )
+        self._report(
+            "SELECT d.cursor, m.value FROM dentries d, meta m WHERE m.key = 'next_cursor' "
+            "AND (d.cursor >= m.value OR d.cursor <= 0)",
+            lambda c, nxt: f"cursor {c} out of range (next_cursor {nxt})",
+        )
+
+    def check_xlocs(self) -> None:
+        """Layouts decode as XLocSets, and only regular files have one."""
+        found = self.cur.execute(
+            "SELECT volume, ino, mode, xloc, 'inode' FROM inodes WHERE xloc IS NOT NULL "
+            f"UNION ALL SELECT volume, ino, {stat.S_IFREG}, xloc, 'pending deletion' "
+            "FROM pending_deletions"
+        ).fetchall()
+        for vid, ino, mode, blob, where in found:
+            if not stat.S_ISREG(mode):
+                self.problems.append(f"inode {vid}:{ino}: xloc on a non-regular file")
+            try:
+                rows.decode_xloc(blob)
+            except Exception as e:
+                self.problems.append(f"{where} {vid}:{ino}: bad xloc ({e})")
+
+    def check_symlinks(self) -> None:
+        """Symlinks, and only symlinks, have a target; their size is its length."""
+        self._report(
+            f"SELECT volume, ino FROM inodes WHERE (mode & {_IFMT} = {stat.S_IFLNK}) "
+            "!= (target IS NOT NULL) OR (target IS NOT NULL AND size != length(target))",
+            lambda vid, ino: f"inode {vid}:{ino}: symlink without target or target elsewhere",
+        )
+
+    def check_foreign_keys(self) -> None:
+        self._report(
+            "PRAGMA foreign_key_check",
+            lambda table, rowid, parent, fk: f"{table} row {rowid}: dangling reference "
+            f"to {parent}",
+        )
+
+
+def check(store: Store) -> list[str]:
+    """Every problem of ``store``, one line each (empty: healthy)."""
+    with store.read() as cur:
+        return Fsck(cur).run()

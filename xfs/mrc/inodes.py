@@ -1,0 +1,281 @@
+"""Rows of the store as records: volumes, inodes and entries, read and written on a cursor.
+
+The namespace modules build their operations out of these; each helper runs inside the
+caller's transaction and raises ``XfsError`` naming what it could not find.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+import stat
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgpack
+
+from xfs.proto.errors import XfsError
+from xfs.proto.records import NAME_MAX, Attr, StripingPolicy, VolumeInfo, XLocSet
+
+# Columns of ``inodes`` in the order of the ``Attr`` fields, then the rest of ``Inode``.
+ATTR_COLS = ("ino", "mode", "nlink", "owner", "grp", "size", "atime_ns", "mtime_ns",
+             "ctime_ns", "rdev")
+INODE_COLS = ", ".join((*ATTR_COLS, "truncate_epoch", "xloc", "target"))
+VOLUME_COLS = "id, name, owner, grp, mode, stripe_size, width"
+# Columns ``set_inode`` may write.
+_WRITABLE = frozenset(ATTR_COLS[1:-1]) | {"truncate_epoch", "xloc"}
+
+
+@dataclass(frozen=True)
+class Vol:
+    """A volume row, as the operations need it."""
+
+    id: str
+    name: str
+    owner: str
+    group: str
+    mode: int
+    striping: StripingPolicy
+
+    def info(self, files: int = 0, bytes_used: int = 0) -> VolumeInfo:
+        return VolumeInfo(
+            id=self.id,
+            name=self.name,
+            owner=self.owner,
+            group=self.group,
+            mode=self.mode,
+            striping=self.striping,
+            files=files,
+            bytes_used=bytes_used,
+        )
+
+
+@dataclass(frozen=True)
+class Inode:
+    """An inode row: its ``Attr`` and what only the MRC sees."""
+
+    attr: Attr
+    truncate_epoch: int
+    xloc: bytes | None
+    target: bytes | None
+
+    @property
+    def ino(self) -> int:
+        return self.attr.ino
+
+    @property
+    def mode(self) -> int:
+        return self.attr.mode
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.attr.mode)
+
+    def layout(self) -> XLocSet | None:
+        return None if self.xloc is None else decode_xloc(self.xloc)
+
+
+def show(name: bytes) -> str:
+    """An entry name for an error message."""
+    return repr(name.decode("utf-8", "backslashreplace"))
+
+
+def encode_xloc(xloc: XLocSet) -> bytes:
+    return bytes(msgpack.packb(xloc.to_wire(), use_bin_type=True))
+
+
+def decode_xloc(blob: bytes) -> XLocSet:
+    return XLocSet.from_wire(msgpack.unpackb(blob, raw=False))
+
+
+def check_name(name: bytes) -> None:
+    """Refuse a name no entry may have (EINVAL, ENAMETOOLONG)."""
+    if len(name) > NAME_MAX:
+        raise XfsError(errno.ENAMETOOLONG, f"name of {len(name)} bytes: at most {NAME_MAX}")
+    if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
+        raise XfsError(errno.EINVAL, f"invalid entry name {show(name)}")
+
+
+def row_to_volume(row: Any) -> Vol:
+    vid, name, owner, grp, mode, stripe_size, width = row
+    return Vol(vid, name, owner, grp, mode, StripingPolicy(stripe_size=stripe_size, width=width))
+
+
+def volume(cur: sqlite3.Cursor, name: str) -> Vol:
+    row = cur.execute(f"SELECT {VOLUME_COLS} FROM volumes WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise XfsError(errno.ENOENT, f"no volume {name!r}")
+    return row_to_volume(row)
+
+
+def row_to_attr(row: Any, blksize: int) -> Attr:
+    """An ``Attr`` from the ``ATTR_COLS`` of a row."""
+    ino, mode, nlink, owner, grp, size, atime, mtime, ctime, rdev = row
+    return Attr(ino, mode, nlink, owner, grp, size, atime, mtime, ctime, rdev, blksize)
+
+
+def row_to_inode(row: Any, blksize: int) -> Inode:
+    return Inode(row_to_attr(row[:10], blksize), row[10], row[11], row[12])
+
+
+def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
+    row = cur.execute(
+        f"SELECT {INODE_COLS} FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino)
+    ).fetchone()
+    if row is None:
+        raise XfsError(errno.ENOENT, f"no inode {ino} in volume {vol.name!r}")
+    return row_to_inode(row, vol.striping.stripe_size)
+
+
+def directory(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
+    node = inode(cur, vol, ino)
+    if not node.is_dir:
+        raise XfsError(errno.ENOTDIR, f"inode {ino} in volume {vol.name!r} is not a directory")
+    return node
+
+
+def entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes) -> tuple[int, int] | None:
+    """(ino, cursor) of entry ``name`` in directory ``parent``, or None."""
+    row = cur.execute(
+        "SELECT ino, cursor FROM dentries WHERE volume = ? AND parent = ? AND name = ?",
+        (vol.id, parent, name),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def parent_of(cur: sqlite3.Cursor, vol: Vol, ino: int) -> int:
+    """The parent of a directory (the root is its own parent)."""
+    row = cur.execute(
+        "SELECT parent FROM dentries WHERE volume = ? AND ino = ?", (vol.id, ino)
+    ).fetchone()
+    return ino if row is None else int(row[0])
+
+
+def is_ancestor(cur: sqlite3.Cursor, vol: Vol, ancestor: int, ino: int) -> bool:
+    """Is directory ``ancestor`` equal to ``ino`` or above it?"""
+    row = cur.execute(
+        """
+        WITH RECURSIVE up(ino) AS (
+            SELECT ?
+            UNION
+            SELECT d.parent FROM dentries d JOIN up ON d.volume = ? AND d.ino = up.ino
+        )
+        SELECT 1 FROM up WHERE ino = ?
+        """,
+        (ino, vol.id, ancestor),
+    ).fetchone()
+    return row is not None
+
+
+def has_entries(cur: sqlite3.Cursor, vol: Vol, ino: int) -> bool:
+    row = cur.execute(
+        "SELECT 1 FROM dentries WHERE volume = ? AND parent = ? LIMIT 1", (vol.id, ino)
+    ).fetchone()
+    return row is not None
+
+
+def next_cursor(cur: sqlite3.Cursor) -> int:
+    row = cur.execute(
+        "UPDATE meta SET value = value + 1 WHERE key = 'next_cursor' RETURNING value - 1"
+    ).fetchone()
+    return int(row[0])
+
+
+def add_entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes, ino: int) -> None:
+    cur.execute(
+        "INSERT INTO dentries (volume, parent, name, ino, cursor) VALUES (?, ?, ?, ?, ?)",
+        (vol.id, parent, name, ino, next_cursor(cur)),
+    )
+
+
+def remove_entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes) -> None:
+    cur.execute(
+        "DELETE FROM dentries WHERE volume = ? AND parent = ? AND name = ?",
+        (vol.id, parent, name),
+    )
+
+
+def new_inode(
+    cur: sqlite3.Cursor,
+    vol: Vol,
+    *,
+    mode: int,
+    nlink: int,
+    owner: str,
+    group: str,
+    now: int,
+    size: int = 0,
+    rdev: int = 0,
+    xloc: XLocSet | None = None,
+    target: bytes | None = None,
+    ino: int | None = None,
+) -> Inode:
+    """Insert an inode with the volume's next number (or ``ino``, for the root)."""
+    if ino is None:
+        row = cur.execute(
+            "UPDATE volumes SET next_ino = next_ino + 1 WHERE id = ? RETURNING next_ino - 1",
+            (vol.id,),
+        ).fetchone()
+        ino = int(row[0])
+    blob = None if xloc is None else encode_xloc(xloc)
+    cur.execute(
+        f"INSERT INTO inodes (volume, {INODE_COLS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        (vol.id, ino, mode, nlink, owner, group, size, now, now, now, rdev, blob, target),
+    )
+    attr = Attr(ino, mode, nlink, owner, group, size, now, now, now, rdev,
+                blksize=vol.striping.stripe_size)
+    return Inode(attr, 0, blob, target)
+
+
+def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inode:
+    """Write ``fields`` (column names) of an inode; return the inode as it now is."""
+    if not fields:
+        return node
+    bad = set(fields) - _WRITABLE
+    if bad:
+        raise ValueError(f"not writable inode columns: {sorted(bad)}")
+    cols = ", ".join(f"{c} = ?" for c in fields)
+    cur.execute(
+        f"UPDATE inodes SET {cols} WHERE volume = ? AND ino = ?",
+        (*fields.values(), vol.id, node.ino),
+    )
+    attr_fields = {("group" if k == "grp" else k): v for k, v in fields.items()
+                   if k not in ("truncate_epoch", "xloc")}
+    return Inode(
+        replace(node.attr, **attr_fields),
+        fields.get("truncate_epoch", node.truncate_epoch),
+        fields.get("xloc", node.xloc),
+        node.target,
+    )
+
+
+def touch_dir(cur: sqlite3.Cursor, vol: Vol, ino: int, now: int, nlink_delta: int = 0) -> None:
+    """A directory's entries changed: mtime and ctime are now; nlink moves by delta."""
+    cur.execute(
+        "UPDATE inodes SET mtime_ns = ?, ctime_ns = ?, nlink = nlink + ? "
+        "WHERE volume = ? AND ino = ?",
+        (now, now, nlink_delta, vol.id, ino),
+    )
+
+
+def drop_link(cur: sqlite3.Cursor, vol: Vol, node: Inode, now: int) -> int | None:
+    """One link of a non-directory went: decrement nlink, or remove the inode with its
+    last link. Returns the pending deletion id if the file had objects on OSDs."""
+    if node.attr.nlink > 1:
+        set_inode(cur, vol, node, nlink=node.attr.nlink - 1, ctime_ns=now)
+        return None
+    return drop_inode(cur, vol, node.ino, node.xloc)
+
+
+def drop_inode(cur: sqlite3.Cursor, vol: Vol, ino: int, xloc: bytes | None) -> int | None:
+    """Remove an inode (no entry names it any more) and queue its objects' deletion."""
+    cur.execute("DELETE FROM xattrs WHERE volume = ? AND ino = ?", (vol.id, ino))
+    cur.execute("DELETE FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino))
+    if xloc is None:
+        return None
+    row = cur.execute(
+        "INSERT INTO pending_deletions (volume, ino, xloc) VALUES (?, ?, ?) RETURNING id",
+        (vol.id, ino, xloc),
+    ).fetchone()
+    return int(row[0])

@@ -1,0 +1,554 @@
+"""The namespace of the MRC: inodes and directory entries, over the store.
+
+Every operation takes the caller's ``Identity`` first and is ONE synchronous transaction:
+nothing awaits between a permission check and the mutation it guards, so no other
+request can interleave. Refusals are ``XfsError`` with the errno Linux would give.
+Volumes are named by their name (``vol``); inode numbers are per volume.
+Volume operations and xattrs are mixed in from ``volumes`` and ``xattrs``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import stat
+
+from xfs.mrc import inodes as rows
+from xfs.mrc import perms
+from xfs.mrc.perms import R_OK, W_OK, X_OK
+from xfs.mrc.store import Store
+from xfs.mrc.volumes import VolumeOps
+from xfs.mrc.xattrs import XattrOps
+from xfs.proto.errors import XfsError
+from xfs.proto.records import PATH_MAX, ROOT_INO, Attr, DirEntry, Identity, XLocSet
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+LINK_MAX = 65000
+
+_Where = tuple[sqlite3.Cursor, rows.Vol, int]  # cursor, volume, now
+
+
+def _deny(code: int, what: str) -> XfsError:
+    return XfsError(code, f"permission denied: {what}")
+
+
+def _need(caller: Identity, node: rows.Inode, mask: int, what: str) -> None:
+    if not perms.may(caller, node.attr, mask):
+        raise _deny(errno.EACCES, what)
+
+
+class Namespace(VolumeOps, XattrOps):
+    """The MRC's namespace operations over one ``Store``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # ------------------------------------------------------------------ helpers
+    def _parent(
+        self, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, parent: int, mask: int
+    ) -> rows.Inode:
+        """Directory ``parent``, after checking ``mask`` on it (X: search it)."""
+        node = rows.directory(cur, v, parent)
+        _need(caller, node, mask, f"directory {parent} in volume {v.name!r}")
+        return node
+
+    def _child(
+        self, cur: sqlite3.Cursor, v: rows.Vol, parent: int, name: bytes
+    ) -> rows.Inode:
+        found = rows.entry(cur, v, parent, name)
+        if found is None:
+            raise XfsError(errno.ENOENT, f"no entry {rows.show(name)} in directory {parent}")
+        return rows.inode(cur, v, found[0])
+
+    def _make(
+        self,
+        caller: Identity,
+        vol: str,
+        parent: int,
+        name: bytes,
+        mode: int,
+        umask: int,
+        *,
+        rdev: int = 0,
+        target: bytes | None = None,
+        xloc: XLocSet | None = None,
+    ) -> Attr:
+        """Create entry ``name`` (a new inode of type ``S_IFMT(mode)``) in ``parent``."""
+        rows.check_name(name)
+        is_dir = stat.S_ISDIR(mode)
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            now = self._store.clock()
+            dir_ = self._parent(caller, cur, v, parent, X_OK)
+            if rows.entry(cur, v, parent, name) is not None:
+                raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
+            _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
+            owner, group, bits = perms.new_entry(caller, dir_.attr, mode, umask, is_dir)
+            if target is not None:
+                bits = 0o777
+            node = rows.new_inode(
+                cur, v, mode=stat.S_IFMT(mode) | bits, nlink=2 if is_dir else 1,
+                owner=owner, group=group, now=now, rdev=rdev, xloc=xloc, target=target,
+                size=len(target) if target is not None else 0,
+            )
+            rows.add_entry(cur, v, parent, name, node.ino)
+            rows.touch_dir(cur, v, parent, now, nlink_delta=1 if is_dir else 0)
+            return node.attr
+
+    def _truncate(
+        self, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
+    ) -> rows.Inode:
+        return rows.set_inode(
+            cur, v, node, size=size, truncate_epoch=node.truncate_epoch + 1,
+            mtime_ns=now, ctime_ns=now,
+        )
+
+    # ------------------------------------------------------------------ lookups
+    def lookup(self, caller: Identity, vol: str, parent: int, name: bytes) -> Attr:
+        """The attributes of entry ``name`` of directory ``parent`` (needs search on it).
+        ``.`` and ``..`` name the directory and its parent (the root's is itself)."""
+        dots = name in (b".", b"..")
+        if not dots:
+            rows.check_name(name)
+        with self._store.read() as cur:
+            v = rows.volume(cur, vol)
+            self._parent(caller, cur, v, parent, X_OK)
+            if dots:
+                up = parent if name == b"." else rows.parent_of(cur, v, parent)
+                return rows.inode(cur, v, up).attr
+            return self._child(cur, v, parent, name).attr
+
+    def getattr(self, caller: Identity, vol: str, ino: int) -> Attr:
+        with self._store.read() as cur:
+            return rows.inode(cur, rows.volume(cur, vol), ino).attr
+
+    def access(self, caller: Identity, vol: str, ino: int, mask: int) -> None:
+        """EACCES unless the caller has every bit of ``mask`` (R_OK|W_OK|X_OK; F_OK=0)."""
+        if mask & ~(R_OK | W_OK | X_OK):
+            raise XfsError(errno.EINVAL, f"bad access mask {mask:#o}")
+        with self._store.read() as cur:
+            node = rows.inode(cur, rows.volume(cur, vol), ino)
+        _need(caller, node, mask, f"access {mask:#o} to inode {ino}")
+
+    def readlink(self, caller: Identity, vol: str, ino: int) -> bytes:
+        with self._store.read() as cur:
+            node = rows.inode(cur, rows.volume(cur, vol), ino)
+        if node.target is None:
+            raise XfsError(errno.EINVAL, f"inode {ino} is not a symbolic link")
+        return node.target
+
+    def readdir(
+        self, caller: Identity, vol: str, ino: int, cursor: int, limit: int
+    ) -> list[DirEntry]:
+        """At most ``limit`` entries after ``cursor`` (0: from the start), in cursor order.
+
+        A cursor stays with its entry until the entry goes, so a listing continued from
+        the last cursor seen misses no entry that stayed and repeats none.
+        """
+        if limit < 0:
+            raise XfsError(errno.EINVAL, f"readdir limit {limit}")
+        with self._store.read() as cur:
+            v = rows.volume(cur, vol)
+            self._parent(caller, cur, v, ino, R_OK)
+            found = cur.execute(
+                f"SELECT d.name, d.cursor, {', '.join('i.' + c for c in rows.ATTR_COLS)} "
+                "FROM dentries d JOIN inodes i ON i.volume = d.volume AND i.ino = d.ino "
+                "WHERE d.volume = ? AND d.parent = ? AND d.cursor > ? "
+                "ORDER BY d.cursor LIMIT ?",
+                (v.id, ino, cursor, limit),
+            ).fetchall()
+        blksize = v.striping.stripe_size
+        return [
+            DirEntry(name=bytes(r[0]), attr=rows.row_to_attr(r[2:], blksize), cursor=r[1])
+            for r in found
+        ]
+
+    # ------------------------------------------------------------------ attributes
+    def setattr(
+        self,
+        caller: Identity,
+        vol: str,
+        ino: int,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+        atime_now: bool = False,
+        mtime_now: bool = False,
+    ) -> tuple[Attr, XLocSet | None]:
+        """chmod, chown, truncate and utimens in one, checked as Linux does.
+
+        The XLocSet is returned whenever a size was set on a regular file with a layout:
+        the OSDs must be truncated too (even to an unchanged size: the MRC's size may lag
+        what the OSDs hold).
+        """
+        if size is not None and size < 0:
+            raise XfsError(errno.EINVAL, f"negative size {size} for inode {ino}")
+        if owner == "" or group == "":
+            raise XfsError(errno.EINVAL, f"empty owner or group for inode {ino}")
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            node = rows.inode(cur, v, ino)
+            now = self._store.clock()
+            fields: dict[str, object] = {}
+            xloc = None
+            if size is not None:
+                if node.is_dir:
+                    raise XfsError(errno.EISDIR, f"cannot truncate directory {ino}")
+                if not stat.S_ISREG(node.mode):
+                    raise XfsError(errno.EINVAL, f"cannot truncate inode {ino}: not a file")
+                _need(caller, node, W_OK, f"truncate inode {ino}")
+                fields.update(size=size, truncate_epoch=node.truncate_epoch + 1, mtime_ns=now)
+                xloc = node.layout()
+            new_mode = node.mode
+            if owner is not None or group is not None:
+                if not perms.may_chown(caller, node.attr, owner, group):
+                    raise _deny(errno.EPERM, f"chown of inode {ino} to {owner}:{group}")
+                new_mode = perms.chown_result(caller, node.attr)
+                if owner is not None:
+                    fields["owner"] = owner
+                if group is not None:
+                    fields["grp"] = group
+            if mode is not None:
+                if not perms.may_chmod(caller, node.attr):
+                    raise _deny(errno.EPERM, f"chmod of inode {ino}")
+                new_mode = perms.chmod_result(caller, node.attr, mode, group or node.attr.group)
+            if new_mode != node.mode or mode is not None:
+                fields["mode"] = new_mode
+            explicit = (atime_ns is not None and not atime_now) or (
+                mtime_ns is not None and not mtime_now
+            )
+            if explicit or atime_now or mtime_now:
+                denial = perms.utimens_denial(caller, node.attr, explicit, atime_now or mtime_now)
+                if denial is not None:
+                    raise _deny(denial, f"set times of inode {ino}")
+                if atime_now or atime_ns is not None:
+                    fields["atime_ns"] = now if atime_now else atime_ns
+                if mtime_now or mtime_ns is not None:
+                    fields["mtime_ns"] = now if mtime_now else mtime_ns
+            changed = size is not None or owner is not None or group is not None or fields
+            if changed:
+                fields["ctime_ns"] = now
+            node = rows.set_inode(cur, v, node, **fields)
+            return node.attr, xloc
+
+    def update_size(
+        self, caller: Identity, vol: str, ino: int, size: int, mtime_ns: int | None = None
+    ) -> Attr:
+        """A writer reached ``size``: the file grows to it (never shrinks), and mtime and
+        ctime become ``mtime_ns`` (or now). The writer's XCap was checked by its OSDs;
+        permission was checked when the file was opened."""
+        if size < 0:
+            raise XfsError(errno.EINVAL, f"negative size {size} for inode {ino}")
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            node = rows.inode(cur, v, ino)
+            if node.is_dir:
+                raise XfsError(errno.EISDIR, f"inode {ino} is a directory")
+            if not stat.S_ISREG(node.mode):
+                raise XfsError(errno.EINVAL, f"inode {ino} is not a regular file")
+            t = self._store.clock() if mtime_ns is None else mtime_ns
+            node = rows.set_inode(
+                cur, v, node, size=max(size, node.attr.size), mtime_ns=t, ctime_ns=t
+            )
+            return node.attr
+
+    # ------------------------------------------------------------------ creation
+    def mknod(
+        self, caller: Identity, vol: str, parent: int, name: bytes, mode: int, rdev: int,
+        umask: int,
+    ) -> Attr:
+        """A regular file (without layout), FIFO, socket or (super only) device node."""
+        kind = stat.S_IFMT(mode) or stat.S_IFREG
+        if kind == stat.S_IFDIR:
+            raise XfsError(errno.EPERM, f"mknod of directory {rows.show(name)}: use mkdir")
+        if kind in (stat.S_IFCHR, stat.S_IFBLK):
+            if not caller.is_super:
+                raise _deny(errno.EPERM, f"device node {rows.show(name)} (super only)")
+        elif kind in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
+            rdev = 0
+        else:
+            raise XfsError(errno.EINVAL, f"mknod of {rows.show(name)}: bad type {mode:#o}")
+        return self._make(caller, vol, parent, name, kind | (mode & 0o7777), umask, rdev=rdev)
+
+    def mkdir(
+        self, caller: Identity, vol: str, parent: int, name: bytes, mode: int, umask: int
+    ) -> Attr:
+        return self._make(caller, vol, parent, name, stat.S_IFDIR | (mode & 0o7777), umask)
+
+    def symlink(
+        self, caller: Identity, vol: str, parent: int, name: bytes, target: bytes
+    ) -> Attr:
+        if not target:
+            raise XfsError(errno.ENOENT, f"symlink {rows.show(name)}: empty target")
+        if len(target) >= PATH_MAX:
+            raise XfsError(errno.ENAMETOOLONG, f"symlink target of {len(target)} bytes")
+        if b"\0" in target:
+            raise XfsError(errno.EINVAL, f"symlink {rows.show(name)}: NUL in target")
+        return self._make(
+            caller, vol, parent, name, stat.S_IFLNK | 0o777, 0, target=bytes(target)
+        )
+
+    def create(
+        self,
+        caller: Identity,
+        vol: str,
+        parent: int,
+        name: bytes,
+        mode: int,
+        flags: int,
+        umask: int,
+        xloc: XLocSet,
+    ) -> tuple[Attr, XLocSet, int]:
+        """open(O_CREAT): a new regular file with layout ``xloc``, or, if ``name``
+        exists and O_EXCL is not set, ``open`` of it. Returns (attr, xloc, truncate
+        epoch); an existing file without a layout gets ``xloc``. (The kernel calls create
+        only after a negative lookup: an existing entry here is a race.)"""
+        if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+            raise XfsError(errno.EINVAL, f"create {rows.show(name)}: not a regular file mode")
+        rows.check_name(name)
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            now = self._store.clock()
+            dir_ = self._parent(caller, cur, v, parent, X_OK)
+            found = rows.entry(cur, v, parent, name)
+            if found is not None:
+                if flags & os.O_EXCL:
+                    raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
+                node = rows.inode(cur, v, found[0])
+                if node.is_dir:
+                    raise XfsError(errno.EISDIR, f"entry {rows.show(name)} is a directory")
+                node = self._open(caller, cur, v, node, flags, now)
+                if not stat.S_ISREG(node.mode):
+                    raise XfsError(
+                        errno.EEXIST, f"entry {rows.show(name)} exists, not a regular file"
+                    )
+                if node.xloc is None:
+                    node = rows.set_inode(cur, v, node, xloc=rows.encode_xloc(xloc))
+                return node.attr, node.layout() or xloc, node.truncate_epoch
+            _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
+            owner, group, bits = perms.new_entry(caller, dir_.attr, mode, umask, False)
+            node = rows.new_inode(
+                cur, v, mode=stat.S_IFREG | bits, nlink=1, owner=owner, group=group,
+                now=now, xloc=xloc,
+            )
+            rows.add_entry(cur, v, parent, name, node.ino)
+            rows.touch_dir(cur, v, parent, now)
+            return node.attr, xloc, node.truncate_epoch
+
+    def open(
+        self, caller: Identity, vol: str, ino: int, flags: int
+    ) -> tuple[Attr, XLocSet | None, int]:
+        """Check ``flags``' access; O_TRUNC empties a regular file (new truncate epoch).
+        Returns (attr, xloc, truncate epoch)."""
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            node = self._open(caller, cur, v, rows.inode(cur, v, ino), flags,
+                              self._store.clock())
+            return node.attr, node.layout(), node.truncate_epoch
+
+    def _open(
+        self, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode,
+        flags: int, now: int,
+    ) -> rows.Inode:
+        mask = perms.open_mask(flags)
+        if mask is None:
+            raise XfsError(errno.EINVAL, f"bad open flags {flags:#x} for inode {node.ino}")
+        if stat.S_ISLNK(node.mode):
+            raise XfsError(errno.ELOOP, f"inode {node.ino} is a symbolic link")
+        if node.is_dir and mask & W_OK:
+            raise XfsError(errno.EISDIR, f"inode {node.ino} is a directory")
+        if flags & os.O_DIRECTORY and not node.is_dir:
+            raise XfsError(errno.ENOTDIR, f"inode {node.ino} is not a directory")
+        _need(caller, node, mask, f"open inode {node.ino} with flags {flags:#x}")
+        if flags & os.O_TRUNC and stat.S_ISREG(node.mode):
+            node = self._truncate(cur, v, node, 0, now)
+        return node
+
+    def link(
+        self, caller: Identity, vol: str, ino: int, new_parent: int, new_name: bytes
+    ) -> Attr:
+        rows.check_name(new_name)
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            now = self._store.clock()
+            node = rows.inode(cur, v, ino)
+            dir_ = self._parent(caller, cur, v, new_parent, X_OK)
+            if rows.entry(cur, v, new_parent, new_name) is not None:
+                raise XfsError(
+                    errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}"
+                )
+            _need(caller, dir_, W_OK | X_OK, f"link {rows.show(new_name)} in {new_parent}")
+            if node.is_dir:
+                raise XfsError(errno.EPERM, f"cannot hard-link directory {ino}")
+            if node.attr.nlink >= LINK_MAX:
+                raise XfsError(errno.EMLINK, f"inode {ino} has {LINK_MAX} links")
+            rows.add_entry(cur, v, new_parent, new_name, ino)
+            rows.touch_dir(cur, v, new_parent, now)
+            return rows.set_inode(cur, v, node, nlink=node.attr.nlink + 1, ctime_ns=now).attr
+
+    # ------------------------------------------------------------------ removal
+    def _removable(
+        self, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, parent: int, name: bytes
+    ) -> rows.Inode:
+        """The inode of ``name`` in ``parent``, if the caller may remove that entry."""
+        rows.check_name(name)
+        dir_ = self._parent(caller, cur, v, parent, X_OK)
+        node = self._child(cur, v, parent, name)
+        _need(caller, dir_, W_OK | X_OK, f"remove {rows.show(name)} from {parent}")
+        if not perms.sticky_allows(caller, dir_.attr, node.attr):
+            raise _deny(errno.EPERM, f"{rows.show(name)} in sticky directory {parent}")
+        return node
+
+    def unlink(self, caller: Identity, vol: str, parent: int, name: bytes) -> int | None:
+        """Remove a non-directory entry. Returns the pending deletion id if that was the
+        last link of a file with objects on OSDs, else None."""
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            now = self._store.clock()
+            node = self._removable(caller, cur, v, parent, name)
+            if node.is_dir:
+                raise XfsError(errno.EISDIR, f"{rows.show(name)} is a directory: use rmdir")
+            rows.remove_entry(cur, v, parent, name)
+            rows.touch_dir(cur, v, parent, now)
+            return rows.drop_link(cur, v, node, now)
+
+    def rmdir(self, caller: Identity, vol: str, parent: int, name: bytes) -> None:
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            now = self._store.clock()
+            node = self._removable(caller, cur, v, parent, name)
+            if not node.is_dir:
+                raise XfsError(errno.ENOTDIR, f"{rows.show(name)} is not a directory")
+            if node.ino == ROOT_INO:
+                raise XfsError(errno.EBUSY, "the root directory cannot be removed")
+            if rows.has_entries(cur, v, node.ino):
+                raise XfsError(errno.ENOTEMPTY, f"directory {rows.show(name)} is not empty")
+            rows.remove_entry(cur, v, parent, name)
+            rows.touch_dir(cur, v, parent, now, nlink_delta=-1)
+            rows.drop_inode(cur, v, node.ino, None)
+
+    # ------------------------------------------------------------------ rename
+    def rename(
+        self,
+        caller: Identity,
+        vol: str,
+        parent: int,
+        name: bytes,
+        new_parent: int,
+        new_name: bytes,
+        flags: int = 0,
+    ) -> int | None:
+        """Move entry ``name`` of ``parent`` to ``new_name`` of ``new_parent``, replacing
+        what is there (RENAME_NOREPLACE: refuse; RENAME_EXCHANGE: swap the two). Returns
+        the pending deletion id if a replaced file lost its last link."""
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
+            raise XfsError(errno.EINVAL, f"bad rename flags {flags:#x}")
+        rows.check_name(name)
+        rows.check_name(new_name)
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            return _Rename(self, caller, cur, v, self._store.clock()).run(
+                parent, name, new_parent, new_name, flags
+            )
+
+
+class _Rename:
+    """One rename, inside the caller's transaction (split out for readability)."""
+
+    def __init__(
+        self, ns: Namespace, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, now: int
+    ) -> None:
+        self.ns, self.caller, self.cur, self.v, self.now = ns, caller, cur, v, now
+
+    def run(
+        self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int
+    ) -> int | None:
+        cur, v, caller = self.cur, self.v, self.caller
+        src_dir = self.ns._parent(caller, cur, v, parent, X_OK)
+        dst_dir = self.ns._parent(caller, cur, v, new_parent, X_OK)
+        src = self.ns._child(cur, v, parent, name)
+        found = rows.entry(cur, v, new_parent, new_name)
+        dst = None if found is None else rows.inode(cur, v, found[0])
+        exchange = bool(flags & RENAME_EXCHANGE)
+        if dst is None and exchange:
+            raise XfsError(errno.ENOENT, f"no entry {rows.show(new_name)} in {new_parent}")
+        if dst is not None and flags & RENAME_NOREPLACE:
+            raise XfsError(errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}")
+        # Loops: a directory may not go below itself; the target may not be above the
+        # source (for a plain rename it is then non-empty, as Linux reports).
+        if src.is_dir and rows.is_ancestor(cur, v, src.ino, new_parent):
+            raise XfsError(
+                errno.EINVAL, f"cannot move directory {rows.show(name)} into itself"
+            )
+        if dst is not None and dst.is_dir and rows.is_ancestor(cur, v, dst.ino, parent):
+            code = errno.EINVAL if exchange else errno.ENOTEMPTY
+            raise XfsError(code, f"{rows.show(new_name)} is an ancestor of {rows.show(name)}")
+        if dst is not None and dst.ino == src.ino:
+            return None  # two links to one inode: nothing to do (POSIX)
+        self._may_remove(src_dir, src, parent, name)
+        if dst is not None:
+            self._may_remove(dst_dir, dst, new_parent, new_name)
+            if not exchange and src.is_dir and not dst.is_dir:
+                raise XfsError(errno.ENOTDIR, f"{rows.show(new_name)} is not a directory")
+            if not exchange and not src.is_dir and dst.is_dir:
+                raise XfsError(errno.EISDIR, f"{rows.show(new_name)} is a directory")
+        else:
+            _need(caller, dst_dir, W_OK | X_OK, f"create {rows.show(new_name)} in {new_parent}")
+        if parent != new_parent:
+            # a directory changing parent rewrites its "..": Linux wants write on it
+            for node, n in ((src, name), (dst if exchange else None, new_name)):
+                if node is not None and node.is_dir:
+                    _need(caller, node, W_OK, f"move directory {rows.show(n)}")
+        if exchange:
+            assert dst is not None
+            self._exchange(parent, name, src, new_parent, new_name, dst)
+            return None
+        pending = None
+        if dst is not None:
+            if dst.is_dir and rows.has_entries(cur, v, dst.ino):
+                raise XfsError(errno.ENOTEMPTY, f"directory {rows.show(new_name)} not empty")
+            rows.remove_entry(cur, v, new_parent, new_name)
+            if dst.is_dir:
+                rows.touch_dir(cur, v, new_parent, self.now, nlink_delta=-1)
+                rows.drop_inode(cur, v, dst.ino, None)
+            else:
+                pending = rows.drop_link(cur, v, dst, self.now)
+        rows.remove_entry(cur, v, parent, name)
+        rows.add_entry(cur, v, new_parent, new_name, src.ino)
+        moved_dir = src.is_dir and parent != new_parent
+        rows.touch_dir(cur, v, parent, self.now, nlink_delta=-1 if moved_dir else 0)
+        rows.touch_dir(cur, v, new_parent, self.now, nlink_delta=1 if moved_dir else 0)
+        rows.set_inode(cur, v, src, ctime_ns=self.now)
+        return pending
+
+    def _may_remove(self, dir_: rows.Inode, node: rows.Inode, parent: int, name: bytes) -> None:
+        _need(self.caller, dir_, W_OK | X_OK, f"rename {rows.show(name)} in {parent}")
+        if not perms.sticky_allows(self.caller, dir_.attr, node.attr):
+            raise _deny(errno.EPERM, f"{rows.show(name)} in sticky directory {parent}")
+
+    def _exchange(
+        self, parent: int, name: bytes, src: rows.Inode,
+        new_parent: int, new_name: bytes, dst: rows.Inode,
+    ) -> None:
+        cur, v, now = self.cur, self.v, self.now
+        for p, n, ino in ((parent, name, dst.ino), (new_parent, new_name, src.ino)):
+            cur.execute(
+                "UPDATE dentries SET ino = ?, cursor = ? "
+                "WHERE volume = ? AND parent = ? AND name = ?",
+                (ino, rows.next_cursor(cur), v.id, p, n),
+            )
+        shift = 0
+        if parent != new_parent and src.is_dir != dst.is_dir:
+            shift = 1 if dst.is_dir else -1  # subdirectories moving into ``parent``
+        rows.touch_dir(cur, v, parent, now, nlink_delta=shift)
+        rows.touch_dir(cur, v, new_parent, now, nlink_delta=-shift)
+        rows.set_inode(cur, v, src, ctime_ns=now)
+        rows.set_inode(cur, v, dst, ctime_ns=now)

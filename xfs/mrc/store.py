@@ -1,0 +1,222 @@
+"""The MRC's SQLite store: the one canonical description of every table, and connections.
+
+Every table of the MRC is created by ``SCHEMA`` below and nowhere else; ``fsck`` checks
+exactly the invariants written next to it. The file carries ``format_version`` in the
+``meta`` table and a store of any other version is refused.
+
+Durability: WAL journal with ``synchronous=FULL``, so a transaction that ``COMMIT``
+returned from survives a crash of the process or of the machine. Every mutation is one
+``with store.transaction() as cur:`` block, committed before the caller replies.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+FORMAT_VERSION = 1
+
+# Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
+# entries and xattrs are BLOBs: POSIX names are bytes, not text.
+SCHEMA = """
+-- format_version: the on-disk format (FORMAT_VERSION); next_cursor: the next readdir
+-- cursor, one counter for the whole store, only ever increases.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+
+-- A volume: one POSIX namespace. next_ino is the next inode number; numbers are never
+-- reused (the root directory is ino 1, so next_ino starts at 2).
+CREATE TABLE volumes (
+    id          TEXT PRIMARY KEY,             -- uuid4, what XCaps and OSDs name
+    name        TEXT NOT NULL UNIQUE,
+    owner       TEXT NOT NULL,
+    grp         TEXT NOT NULL,
+    mode        INTEGER NOT NULL,             -- permission bits of the root at creation
+    stripe_size INTEGER NOT NULL,             -- default StripingPolicy of new files
+    width       INTEGER NOT NULL,
+    next_ino    INTEGER NOT NULL,
+    created_ns  INTEGER NOT NULL
+) STRICT;
+
+-- An inode. nlink: for a directory 2 + its subdirectories, else its number of dentries.
+-- size: bytes for regular files (as reported by writers), len(target) for symlinks.
+-- xloc: msgpack of XLocSet.to_wire(), regular files with a layout only.
+-- target: symlinks only. truncate_epoch: +1 on every truncate (XCaps carry it).
+CREATE TABLE inodes (
+    volume         TEXT NOT NULL REFERENCES volumes(id),
+    ino            INTEGER NOT NULL,
+    mode           INTEGER NOT NULL,          -- full st_mode, file type included
+    nlink          INTEGER NOT NULL,
+    owner          TEXT NOT NULL,             -- grid principal
+    grp            TEXT NOT NULL,             -- VO-scoped group
+    size           INTEGER NOT NULL,
+    atime_ns       INTEGER NOT NULL,
+    mtime_ns       INTEGER NOT NULL,
+    ctime_ns       INTEGER NOT NULL,
+    rdev           INTEGER NOT NULL,
+    truncate_epoch INTEGER NOT NULL,
+    xloc           BLOB,
+    target         BLOB,
+    PRIMARY KEY (volume, ino)
+) STRICT;
+
+-- A directory entry. cursor: unique over the store, taken from meta.next_cursor when
+-- the entry is made (or renamed) and kept until it is removed; readdir continues after
+-- a cursor, so listings stay stable while entries come and go.
+CREATE TABLE dentries (
+    volume TEXT NOT NULL,
+    parent INTEGER NOT NULL,
+    name   BLOB NOT NULL,
+    ino    INTEGER NOT NULL,
+    cursor INTEGER NOT NULL UNIQUE,
+    PRIMARY KEY (volume, parent, name),
+    FOREIGN KEY (volume, parent) REFERENCES inodes(volume, ino) DEFERRABLE INITIALLY DEFERRED,
+    FOREIGN KEY (volume, ino) REFERENCES inodes(volume, ino) DEFERRABLE INITIALLY DEFERRED
+) STRICT;
+CREATE INDEX dentries_by_ino ON dentries(volume, ino);
+CREATE INDEX dentries_by_cursor ON dentries(volume, parent, cursor);
+
+CREATE TABLE xattrs (
+    volume TEXT NOT NULL,
+    ino    INTEGER NOT NULL,
+    name   BLOB NOT NULL,
+    value  BLOB NOT NULL,
+    PRIMARY KEY (volume, ino, name),
+    FOREIGN KEY (volume, ino) REFERENCES inodes(volume, ino) DEFERRABLE INITIALLY DEFERRED
+) STRICT;
+
+-- Files whose last link went (or whose volume was deleted): their objects are still on
+-- the OSDs named by xloc. Deliberately no foreign keys: a row outlives its inode and
+-- its volume until the OSDs have deleted the objects.
+CREATE TABLE pending_deletions (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    volume TEXT NOT NULL,                     -- volume id
+    ino    INTEGER NOT NULL,
+    xloc   BLOB NOT NULL
+) STRICT;
+
+-- The OSD registry (filled by heartbeats).
+CREATE TABLE osds (
+    uuid      TEXT PRIMARY KEY,
+    address   TEXT NOT NULL,                  -- "host:port"
+    free      INTEGER NOT NULL,
+    total     INTEGER NOT NULL,
+    labels    TEXT NOT NULL,                  -- JSON object of str -> str
+    last_seen REAL NOT NULL                   -- unix seconds
+) STRICT;
+"""
+
+
+class StoreError(Exception):
+    """The file is not an MRC store this code can open (another format, not SQLite)."""
+
+
+class Store:
+    """One SQLite database. Construct with ``Store.open(path)``; close with ``close()``.
+
+    The API is synchronous: it is called from the trio thread and blocks only for the
+    short time a transaction (and its fsync) takes. A lock serialises transactions, so
+    calling from worker threads is safe too.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, clock: Callable[[], int]) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.path = path
+        self.clock = clock
+
+    @classmethod
+    def open(cls, path: Path, clock: Callable[[], int] = time.time_ns) -> Store:
+        """Open (creating if the file is new) the store at ``path``."""
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open MRC store {path}: {e}") from e
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"MRC store {path}: cannot use WAL journal (got {mode!r})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            _init_or_check(conn, path)
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{path} is not an MRC store: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, clock)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction, committed when the block ends, rolled back on error."""
+        with self._begin("BEGIN IMMEDIATE") as cur:
+            yield cur
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Cursor]:
+        """One read transaction: a consistent snapshot for a group of queries."""
+        with self._begin("BEGIN DEFERRED") as cur:
+            yield cur
+
+    @contextmanager
+    def _begin(self, begin: str) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute(begin)
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+
+def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in an empty database, or check the format of an existing one."""
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        conn.executescript(
+            "BEGIN IMMEDIATE;\n"
+            + SCHEMA
+            + f"INSERT INTO meta VALUES ('format_version', {FORMAT_VERSION});\n"
+            "INSERT INTO meta VALUES ('next_cursor', 1);\n"
+            "COMMIT;"
+        )
+        return
+    if "meta" not in tables:
+        raise StoreError(f"{path} is an SQLite database but not an MRC store (no meta table)")
+    row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+    if row is None:
+        raise StoreError(f"{path}: MRC store without a format_version")
+    if row[0] != FORMAT_VERSION:
+        raise StoreError(
+            f"{path}: MRC store format version {row[0]}, this xfs reads version "
+            f"{FORMAT_VERSION} only"
+        )

@@ -1,0 +1,1 @@
+"""The OSD: object storage on local disk, XCap checks, replication, heartbeats."""

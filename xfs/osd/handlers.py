@@ -1,0 +1,131 @@
+"""RPC adapters of the OSD: decode, verify the XCap, call the object store, encode.
+
+Every request carries an XCap and the XLocSet it was issued for. Before any object is
+touched the XCap is verified (signature, validity, holder = this connection's peer,
+file, rights, XLocSet version and hash) and this OSD must appear in the XLocSet; the
+column it holds there decides which objects it may serve.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import trio
+
+from xfs.common.rpc import Dispatcher
+from xfs.common.xcap import XCapVerifier
+from xfs.osd.objects import ObjectStore
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import OSD, Empty, FileOp, ObjData, ObjRead, ObjWrite, OSDStatus, SizeReply
+from xfs.proto.records import Identity, Replica, Rights, XCap, XLocSet
+
+
+class OSDHandlers:
+    def __init__(
+        self,
+        store: ObjectStore,
+        uuid: str,
+        verifier: XCapVerifier,
+        clock: Callable[[], float],
+        io_threads: int = 8,
+    ) -> None:
+        self._store = store
+        self._uuid = uuid
+        self._verifier = verifier
+        self._clock = clock
+        self._io = trio.CapacityLimiter(io_threads)
+
+    def register(self, dispatcher: Dispatcher) -> None:
+        dispatcher.register(OSD.read, self.read)
+        dispatcher.register(OSD.write, self.write)
+        dispatcher.register(OSD.truncate, self.truncate)
+        dispatcher.register(OSD.fsync, self.fsync)
+        dispatcher.register(OSD.size, self.size)
+        dispatcher.register(OSD.delete, self.delete)
+        dispatcher.register(OSD.status, self.status)
+
+    # ------------------------------------------------------------------ checks
+    def _authorize(
+        self, peer: Identity, xcap: XCap, xloc: XLocSet, rights: Rights
+    ) -> tuple[Replica, int]:
+        self._verifier.verify(
+            xcap,
+            now=self._clock(),
+            holder=peer.fingerprint,
+            file_id=xcap.file_id,
+            rights=int(rights),
+            xloc=xloc,
+        )
+        for replica in xloc.replicas:
+            if self._uuid in replica.osds:
+                return replica, replica.osds.index(self._uuid)
+        raise XfsError(errno.EACCES, f"OSD {self._uuid} is not in the XLocSet of {xcap.file_id}")
+
+    @staticmethod
+    def _check_object(replica: Replica, column: int, objno: int, offset: int, length: int) -> None:
+        size = replica.striping.stripe_size
+        if objno < 0 or objno % len(replica.osds) != column:
+            raise XfsError(errno.EINVAL, f"object {objno} is not on stripe column {column}")
+        if offset < 0 or length < 0 or offset + length > size:
+            raise XfsError(errno.EINVAL, f"range {offset}+{length} outside a {size}-byte object")
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._io)
+
+    # ------------------------------------------------------------------ methods
+    async def read(self, peer: Identity, req: ObjRead) -> ObjData:
+        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
+        self._check_object(replica, column, req.objno, req.offset, req.length)
+        data = await self._run(
+            self._store.read, req.xcap.file_id, req.objno, req.offset, req.length
+        )
+        return ObjData(data)
+
+    async def write(self, peer: Identity, req: ObjWrite) -> Empty:
+        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
+        self._check_object(replica, column, req.objno, req.offset, len(req.data))
+        await self._run(
+            self._store.write, req.xcap.file_id, req.objno, req.offset, req.data, req.sync
+        )
+        return Empty()
+
+    async def truncate(self, peer: Identity, req: FileOp) -> Empty:
+        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.TRUNCATE)
+        if req.size < 0:
+            raise XfsError(errno.EINVAL, "negative size")
+        await self._run(
+            self._store.truncate,
+            req.xcap.file_id,
+            req.size,
+            replica.striping.stripe_size,
+            len(replica.osds),
+            column,
+        )
+        return Empty()
+
+    async def fsync(self, peer: Identity, req: FileOp) -> Empty:
+        self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
+        await self._run(self._store.fsync, req.xcap.file_id)
+        return Empty()
+
+    async def size(self, peer: Identity, req: FileOp) -> SizeReply:
+        replica, _ = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
+        held = await self._run(
+            self._store.held_size, req.xcap.file_id, replica.striping.stripe_size
+        )
+        return SizeReply(held)
+
+    async def delete(self, peer: Identity, req: FileOp) -> Empty:
+        self._authorize(peer, req.xcap, req.xloc, Rights.DELETE)
+        await self._run(self._store.delete, req.xcap.file_id)
+        return Empty()
+
+    async def status(self, peer: Identity, req: Empty) -> OSDStatus:
+        free, total = await self._run(self._store.usage)
+        objects = await self._run(self._store.count_objects)
+        return OSDStatus(self._uuid, free, total, objects)
+
+
+KeySource = Callable[[], Mapping[str, bytes]]

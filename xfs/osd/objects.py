@@ -1,0 +1,490 @@
+"""The OSD's on-disk object store (format version 1): the one canonical description.
+
+Layout under ``root``::
+
+    FORMAT                    "xfs-osd-objects 1\\n"
+    UUID                      this OSD's uuid (uuid4, canonical form, then "\\n")
+    objects/<pp>/<volume>/<ino>/<objno>
+
+where ``<pp>`` is the first two hex digits of sha256(file_id), ``file_id`` is
+``"<volume>:<ino>"`` and each object file is a 16-byte header
+``struct.pack(">4sHHII", b"XFSO", 1, 0, crc32c(data), len(data))`` followed by the data.
+An object is replaced whole (temp file ``.tmp.<objno>.<hex>`` beside it, then
+``os.replace``), so it is never torn. Paths are only ever built from ids that
+:func:`parse_file_id` and :func:`check_objno` accepted, so nothing outside ``root`` is
+touched whatever a peer sends.
+
+Everything here is synchronous; the service calls it from worker threads, concurrently.
+Read-modify-write of one object is serialised by a striped lock on (file_id, objno);
+reads take no lock (an object file is always whole).
+
+Errors: bad ids and arguments raise ``XfsError(EINVAL)``; a bad header, short file or
+CRC mismatch raises :class:`CorruptObject` (EIO); a full disk raises ``XfsError(ENOSPC)``;
+any other OS failure ``XfsError(EIO)``. A store whose FORMAT or UUID is missing or wrong
+raises :class:`StoreFormatError` from :meth:`ObjectStore.open` (a startup failure, never
+sent on the wire, so not an ``XfsError``).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import secrets
+import struct
+import threading
+import uuid as uuidlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import google_crc32c
+
+from xfs.proto.errors import XfsError
+
+FORMAT_VERSION = 1
+FORMAT_LINE = f"xfs-osd-objects {FORMAT_VERSION}\n"
+OBJECT_MAGIC = b"XFSO"
+OBJECT_VERSION = 1
+HEADER = struct.Struct(">4sHHII")  # magic, version, flags, crc32c(data), len(data)
+MAX_OBJNO = 1 << 40
+MAX_INO = (1 << 63) - 1
+MAX_OBJECT_SIZE = (1 << 32) - 1  # the header's length field; stripe size is checked above
+TEMP_PREFIX = ".tmp."
+
+_UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_INO_RE = re.compile(r"[1-9][0-9]{0,18}")
+_OBJNO_RE = re.compile(r"0|[1-9][0-9]{0,12}")
+_PREFIX_RE = re.compile(r"[0-9a-f]{2}")
+TEMP_RE = re.compile(r"\.tmp\.(?:0|[1-9][0-9]{0,12})\.[0-9a-f]{16}")
+_N_LOCKS = 64
+
+
+class CorruptObject(XfsError):
+    """An object on disk failed verification (header, length or CRC32C)."""
+
+    def __init__(self, file_id: str, objno: int, reason: str = "") -> None:
+        super().__init__(
+            errno.EIO, f"corrupt object {objno} of {file_id}" + (f": {reason}" if reason else "")
+        )
+        self.file_id = file_id
+        self.objno = objno
+
+
+class StoreFormatError(Exception):
+    """The directory is not an object store of this format version."""
+
+
+# ----------------------------------------------------------------------------- pure logic
+def _einval(message: str) -> XfsError:
+    return XfsError(errno.EINVAL, message)
+
+
+def parse_file_id(file_id: object) -> tuple[str, int]:
+    """Split ``"<volume-uuid>:<ino>"`` into (volume, ino); EINVAL unless canonical."""
+    if not isinstance(file_id, str):
+        raise _einval("file id must be a string")
+    volume, sep, ino = file_id.partition(":")
+    if not (sep and _UUID_RE.fullmatch(volume) and _INO_RE.fullmatch(ino)):
+        raise _einval(f"bad file id {file_id!r:.100}")
+    n = int(ino)
+    if n > MAX_INO:
+        raise _einval(f"bad file id {file_id!r:.100}: inode out of range")
+    return volume, n
+
+
+def check_objno(objno: object) -> int:
+    if not isinstance(objno, int) or isinstance(objno, bool) or not 0 <= objno <= MAX_OBJNO:
+        raise _einval(f"bad object number {objno!r:.50}")
+    return objno
+
+
+def check_uint(name: str, value: object, maximum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _einval(f"bad {name} {value!r:.50}")
+    if maximum is not None and value > maximum:
+        raise _einval(f"{name} {value} exceeds {maximum}")
+    return value
+
+
+def file_relpath(file_id: str) -> tuple[str, str, str]:
+    """The directory of a file under objects/, as its three path components."""
+    volume, ino = parse_file_id(file_id)
+    prefix = hashlib.sha256(file_id.encode()).hexdigest()[:2]
+    return prefix, volume, str(ino)
+
+
+def parse_object_relpath(parts: tuple[str, ...]) -> tuple[str, int] | None:
+    """(file_id, objno) for the components of a path under objects/, or None.
+
+    The exact inverse of :meth:`ObjectStore.object_path`: only canonical names parse.
+    """
+    if len(parts) != 4:
+        return None
+    prefix, volume, ino, name = parts
+    if not _OBJNO_RE.fullmatch(name) or int(name) > MAX_OBJNO:
+        return None
+    file_id = f"{volume}:{ino}"
+    try:
+        if file_relpath(file_id) != (prefix, volume, ino):
+            return None
+    except XfsError:
+        return None
+    return file_id, int(name)
+
+
+def is_valid_dir(parts: tuple[str, ...]) -> bool:
+    """Whether the components name a directory the layout has (1 to 3 levels deep)."""
+    if len(parts) == 1:
+        return bool(_PREFIX_RE.fullmatch(parts[0]))
+    if len(parts) == 2:
+        return bool(_PREFIX_RE.fullmatch(parts[0]) and _UUID_RE.fullmatch(parts[1]))
+    if len(parts) == 3:
+        try:
+            return file_relpath(f"{parts[1]}:{parts[2]}") == parts
+        except XfsError:
+            return False
+    return False
+
+
+def encode_header(data: bytes) -> bytes:
+    if len(data) > MAX_OBJECT_SIZE:
+        raise _einval(f"object of {len(data)} bytes is too large")
+    return HEADER.pack(OBJECT_MAGIC, OBJECT_VERSION, 0, google_crc32c.value(data), len(data))
+
+
+def decode_header(header: bytes) -> tuple[int, int]:
+    """(crc, length) from a header; ValueError with the reason if it is not one."""
+    if len(header) != HEADER.size:
+        raise ValueError(f"short header ({len(header)} bytes)")
+    magic, version, flags, crc, length = HEADER.unpack(header)
+    if magic != OBJECT_MAGIC:
+        raise ValueError(f"bad magic {magic!r}")
+    if version != OBJECT_VERSION or flags != 0:
+        raise ValueError(f"unknown object version {version} flags {flags}")
+    return crc, length
+
+
+def decode_object(header: bytes, data: bytes) -> bytes:
+    """Verify an object's header and data; return the data or raise ValueError."""
+    crc, length = decode_header(header)
+    if len(data) != length:
+        raise ValueError(f"length {len(data)}, header says {length}")
+    if google_crc32c.value(data) != crc:
+        raise ValueError("CRC32C mismatch")
+    return data
+
+
+def check_format(root: Path) -> str:
+    """Check FORMAT and UUID of an existing store; return its uuid."""
+    try:
+        fmt = (root / "FORMAT").read_bytes()
+        osd_uuid = (root / "UUID").read_text("ascii", "replace").strip()
+    except FileNotFoundError as e:
+        raise StoreFormatError(f"{root}: missing {Path(e.filename).name}") from None
+    except OSError as e:
+        raise StoreFormatError(f"{root}: {e.strerror}") from None
+    if fmt != FORMAT_LINE.encode():
+        raise StoreFormatError(
+            f"{root}: FORMAT is {fmt[:60]!r}, this xfs reads {FORMAT_LINE.strip()!r} only"
+        )
+    if not _UUID_RE.fullmatch(osd_uuid):
+        raise StoreFormatError(f"{root}: UUID file holds no uuid")
+    if not (root / "objects").is_dir():
+        raise StoreFormatError(f"{root}: missing objects/")
+    return osd_uuid
+
+
+# ----------------------------------------------------------------------------- I/O
+@contextmanager
+def _os_errors(what: str) -> Iterator[None]:
+    """OSError -> XfsError: ENOSPC (and EDQUOT) as ENOSPC, anything else as EIO."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise XfsError(errno.ENOSPC, f"{what}: no space left on OSD") from e
+        raise XfsError(errno.EIO, f"{what}: {e.strerror or e}") from e
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
+    fd = os.open(path, flags | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file_atomic(path: Path, content: bytes) -> None:
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class ObjectStore:
+    """Objects of files on one local file system. Call :meth:`open` before use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.objects = self.root / "objects"
+        self._uuid: str | None = None
+        self._locks = [threading.Lock() for _ in range(_N_LOCKS)]
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> None:
+        """Create the layout in an empty (or missing) directory, else check it."""
+        with _os_errors(f"open {self.root}"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not (self.root / "FORMAT").exists():
+                self._create()
+        self._uuid = check_format(self.root)
+
+    def _create(self) -> None:
+        # FORMAT is written last, so a store without it is one whose creation was cut short.
+        leftovers = {p.name for p in self.root.iterdir()}
+        known = {"UUID", "objects", f"{TEMP_PREFIX}UUID", f"{TEMP_PREFIX}FORMAT"}
+        if leftovers - known or (self.objects.is_dir() and any(self.objects.iterdir())):
+            raise StoreFormatError(f"{self.root}: not empty and not an xfs object store")
+        if not (self.root / "UUID").exists():
+            _write_file_atomic(self.root / "UUID", f"{uuidlib.uuid4()}\n".encode())
+        self.objects.mkdir(exist_ok=True)
+        _write_file_atomic(self.root / "FORMAT", FORMAT_LINE.encode())
+        _fsync_path(self.root)
+
+    @property
+    def uuid(self) -> str:
+        if self._uuid is None:
+            raise RuntimeError("ObjectStore.open() has not been called")
+        return self._uuid
+
+    # ------------------------------------------------------------------ paths
+    def file_dir(self, file_id: str) -> Path:
+        return self.objects.joinpath(*file_relpath(file_id))
+
+    def object_path(self, file_id: str, objno: int) -> Path:
+        return self.file_dir(file_id) / str(check_objno(objno))
+
+    def _lock(self, file_id: str, objno: int) -> threading.Lock:
+        return self._locks[hash((file_id, objno)) % _N_LOCKS]
+
+    def _held(self, file_id: str) -> list[tuple[int, Path]]:
+        """The objects of a file on disk, by object number."""
+        d = self.file_dir(file_id)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            (int(n), d / n) for n in names if _OBJNO_RE.fullmatch(n) and int(n) <= MAX_OBJNO
+        )
+
+    # ------------------------------------------------------------------ objects
+    def _load(self, file_id: str, objno: int, path: Path) -> bytes | None:
+        """The verified data of an object, or None if it does not exist."""
+        with _os_errors(f"read object {objno} of {file_id}"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                return None
+            with open(fd, "rb", buffering=0) as f:
+                header = f.read(HEADER.size)
+                data = f.read()
+        try:
+            return decode_object(header, data)
+        except ValueError as e:
+            raise CorruptObject(file_id, objno, str(e)) from None
+
+    def _store(self, file_id: str, objno: int, path: Path, data: bytes, sync: bool) -> None:
+        header = encode_header(data)
+        tmp = path.with_name(f"{TEMP_PREFIX}{objno}.{secrets.token_hex(8)}")
+        with _os_errors(f"write object {objno} of {file_id}"):
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                try:
+                    _write_all(fd, header)
+                    _write_all(fd, data)
+                    if sync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            if sync:
+                self._fsync_dirs(path.parent)
+
+    def _fsync_dirs(self, file_dir: Path) -> None:
+        """fsync a file's directory and its ancestors up to objects/ (new entries)."""
+        for d in (file_dir, file_dir.parent, file_dir.parent.parent, self.objects):
+            _fsync_path(d, os.O_DIRECTORY)
+
+    def read(self, file_id: str, objno: int, offset: int, length: int) -> bytes:
+        """Bytes [offset, offset+length) of an object: short or empty past what it holds."""
+        path = self.object_path(file_id, objno)
+        check_uint("offset", offset)
+        check_uint("length", length)
+        data = self._load(file_id, objno, path)
+        return b"" if data is None else data[offset : offset + length]
+
+    def write(self, file_id: str, objno: int, offset: int, data: bytes, sync: bool = False) -> None:
+        """Write ``data`` at ``offset``; a gap after the old end is zero-filled."""
+        path = self.object_path(file_id, objno)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise _einval("data must be bytes")
+        data = bytes(data)
+        check_uint("offset", offset, max(0, MAX_OBJECT_SIZE - len(data)))
+        with self._lock(file_id, objno):
+            if offset != 0 or self._length(file_id, objno, path) > len(data):
+                old = self._load(file_id, objno, path) or b""
+                buf = bytearray(old)
+                if offset > len(buf):
+                    buf.extend(bytes(offset - len(buf)))
+                buf[offset : offset + len(data)] = data
+                data = bytes(buf)
+            self._store(file_id, objno, path, data, sync)
+
+    def _length(self, file_id: str, objno: int, path: Path) -> int:
+        """An object's length from its size on disk (0 if missing; not verified)."""
+        with _os_errors(f"stat object {objno} of {file_id}"):
+            try:
+                return max(0, os.stat(path, follow_symlinks=False).st_size - HEADER.size)
+            except FileNotFoundError:
+                return 0
+
+    def _header_length(self, file_id: str, objno: int, path: Path) -> int | None:
+        """An object's length from its header, checked against the file's size."""
+        with _os_errors(f"read object {objno} of {file_id}"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                return None
+            try:
+                header = os.pread(fd, HEADER.size, 0)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+        try:
+            _, length = decode_header(header)
+        except ValueError as e:
+            raise CorruptObject(file_id, objno, str(e)) from None
+        if size != HEADER.size + length:
+            raise CorruptObject(file_id, objno, f"file is {size} bytes, header says {length}")
+        return length
+
+    # ------------------------------------------------------------------ files
+    def truncate(self, file_id: str, size: int, stripe_size: int, width: int, column: int) -> None:
+        """Make the objects held here consistent with a file of ``size`` bytes.
+
+        Objects starting at or past ``size`` are deleted and the one holding bytes past
+        ``size`` is cut; the rest (holes included) stay. Acts on every object of the file
+        on disk, a superset of the column's own, so that even a stray object cannot hold
+        data past the end; ``width`` and ``column`` are only checked.
+        """
+        self.file_dir(file_id)
+        check_uint("size", size)
+        if check_uint("stripe size", stripe_size, MAX_OBJECT_SIZE) == 0:
+            raise _einval("stripe size must be positive")
+        if check_uint("width", width) == 0 or check_uint("column", column) >= width:
+            raise _einval(f"bad column {column} of width {width}")
+        for objno, path in self._held(file_id):
+            start = objno * stripe_size
+            with self._lock(file_id, objno):
+                if start >= size:
+                    with _os_errors(f"delete object {objno} of {file_id}"):
+                        path.unlink(missing_ok=True)
+                elif self._length(file_id, objno, path) > size - start:
+                    data = self._load(file_id, objno, path)
+                    if data is not None:
+                        self._store(file_id, objno, path, data[: size - start], sync=False)
+
+    def held_size(self, file_id: str, stripe_size: int) -> int:
+        """max(objno * stripe_size + len(object)) over the objects held here, or 0."""
+        self.file_dir(file_id)
+        if check_uint("stripe size", stripe_size) == 0:
+            raise _einval("stripe size must be positive")
+        size = 0
+        for objno, path in self._held(file_id):
+            length = self._header_length(file_id, objno, path)
+            if length is not None:
+                size = max(size, objno * stripe_size + length)
+        return size
+
+    def fsync(self, file_id: str) -> None:
+        """Make every object of the file, and its directory entries, durable."""
+        d = self.file_dir(file_id)
+        with _os_errors(f"fsync {file_id}"):
+            for _objno, path in self._held(file_id):
+                try:
+                    _fsync_path(path)
+                except FileNotFoundError:
+                    continue  # replaced or truncated away meanwhile; the dir fsync covers it
+            if d.is_dir():
+                self._fsync_dirs(d)
+
+    def delete(self, file_id: str) -> None:
+        """Remove every object of the file and its directory; missing is fine.
+
+        The volume directory above it stays (shared with the volume's other files).
+        """
+        d = self.file_dir(file_id)
+        with _os_errors(f"delete {file_id}"):
+            for _ in range(3):  # a racing write may add an object between unlinks and rmdir
+                try:
+                    names = os.listdir(d)
+                except FileNotFoundError:
+                    return
+                for name in names:
+                    (d / name).unlink(missing_ok=True)
+                try:
+                    d.rmdir()
+                    return
+                except FileNotFoundError:
+                    return
+                except OSError as e:
+                    if e.errno != errno.ENOTEMPTY:
+                        raise
+            d.rmdir()
+
+    # ------------------------------------------------------------------ whole store
+    def usage(self) -> tuple[int, int]:
+        """(free bytes, total bytes) of the file system holding the store."""
+        with _os_errors(f"statvfs {self.root}"):
+            st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def iter_objects(self) -> Iterator[tuple[str, int]]:
+        """(file_id, objno) of every well-named object (scrub reports the rest)."""
+        for prefix in _listdir(self.objects):
+            for volume in _listdir(self.objects / prefix):
+                for ino in _listdir(self.objects / prefix / volume):
+                    for name in _listdir(self.objects / prefix / volume / ino):
+                        parsed = parse_object_relpath((prefix, volume, ino, name))
+                        if parsed is not None:
+                            yield parsed
+
+    def count_objects(self) -> int:
+        return sum(1 for _ in self.iter_objects())
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []

@@ -1,0 +1,85 @@
+"""The OSD process: the composition root that builds everything and tears it down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from xfs.common import clock as clocks
+from xfs.common.config import OSDConfig
+from xfs.common.framing import DATA_FRAME_LIMIT, META_FRAME_LIMIT
+from xfs.common.rpc import Dispatcher, RPCServer, open_pool
+from xfs.common.service_tls import ServiceTLS
+from xfs.common.xcap import VerifiedCache, XCapVerifier
+from xfs.osd.handlers import OSDHandlers
+from xfs.osd.heartbeat import Heartbeat
+from xfs.osd.objects import ObjectStore
+from xfs.proto.records import Kind
+
+log = logging.getLogger(__name__)
+
+
+class OSDService:
+    def __init__(self, config: OSDConfig, *, clock: Callable[[], float] = clocks.wall) -> None:
+        self.config = config
+        self._clock = clock
+        self._scope = trio.CancelScope()
+        self.server: RPCServer | None = None
+        self.uuid = ""
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[OSDService] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = self.config
+        store = ObjectStore(config.data_dir)
+        store.open()
+        tls = ServiceTLS.load(config.tls)
+        if tls.identity.kind is not Kind.OSD:
+            raise SystemExit(f"{config.tls.cert} is not an OSD certificate")
+        self.uuid = store.uuid
+        if tls.identity.principal != f"osd:{self.uuid}":
+            raise SystemExit(
+                f"{config.tls.cert} names {tls.identity.principal}, but the store in "
+                f"{config.data_dir} belongs to osd:{self.uuid}"
+            )
+        keys: dict[str, bytes] = {}
+        verifier = XCapVerifier(lambda: keys, VerifiedCache())
+        dispatcher = Dispatcher()
+        OSDHandlers(store, self.uuid, verifier, self._clock).register(dispatcher)
+        self.server = RPCServer(
+            dispatcher=dispatcher,
+            ssl_context=tls.server,
+            identify=tls.trust.identify,
+            host=config.host,
+            port=config.port,
+            frame_limit=DATA_FRAME_LIMIT,
+        )
+        with self._scope:
+            async with (
+                open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
+                trio.open_nursery() as n,
+            ):
+                port = await n.start(self.server.serve)
+                heartbeat = Heartbeat(
+                    pool,
+                    config.mrc,
+                    self.uuid,
+                    f"{config.host}:{port}",
+                    store,
+                    keys,
+                    config.heartbeat_interval,
+                    config.labels,
+                )
+                n.start_soon(heartbeat.run)
+                log.info(
+                    "OSD %s serving %s on %s:%d", self.uuid, config.data_dir, config.host, port
+                )
+                task_status.started(self)
+                await trio.sleep_forever()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(self.config.grace)
+        self._scope.cancel()
