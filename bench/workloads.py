@@ -47,7 +47,7 @@ def seq_write(directory: str | os.PathLike, size_bytes: int, block: int = MiB,
 
 def _fadvise_dontneed(path: str) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never hang on a FIFO
     except OSError:
         return False
     try:

@@ -48,8 +48,9 @@ def local_groups(uid: int) -> list[str]:
         entry = pwd.getpwuid(uid)
     except KeyError:
         return [str(uid)]
-    gids = [entry.pw_gid] + [g for g in os.getgrouplist(entry.pw_name, entry.pw_gid)
-                             if g != entry.pw_gid]
+    gids = [entry.pw_gid] + [
+        g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid
+    ]
     return [group_name(g) for g in gids]
 
 
@@ -75,8 +76,9 @@ class CredentialStore:
     def _check_private(uid: int, key: Path) -> None:
         st = key.lstat()
         if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
-            raise XfsError(errno.EACCES, f"credential {key} must be a file owned by uid {uid} "
-                                         f"with mode 0600")
+            raise XfsError(
+                errno.EACCES, f"credential {key} must be a file owned by uid {uid} with mode 0600"
+            )
 
     def _enroll(self, uid: int) -> None:
         assert self.enroll_ca is not None

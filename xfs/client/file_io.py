@@ -88,8 +88,9 @@ class OpenFile:
                 self.layout = renewed
         return self.layout
 
-    async def _osd(self, objno: int, call: Callable[[FileLayout, str], Awaitable[object]]
-                   ) -> object:
+    async def _osd(
+        self, objno: int, call: Callable[[FileLayout, str], Awaitable[object]]
+    ) -> object:
         layout = await self.fresh_layout()
         return await call(layout, osd_of(layout.xloc.replicas[0], objno))
 
@@ -137,6 +138,7 @@ class OpenFile:
 
     async def _send(self, objno: int, dirty: _Dirty) -> None:
         try:
+
             async def call(layout: FileLayout, osd: str) -> object:
                 request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, bytes(dirty.buf))
                 return await self.session.osd_call(layout, osd, OSD.write, request)
@@ -176,8 +178,9 @@ class OpenFile:
         layout = await self.fresh_layout()
         async with trio.open_nursery() as n:
             for osd in set(self.replica.osds):
-                n.start_soon(self.session.osd_call, layout, osd, OSD.fsync,
-                             FileOp(layout.xcap, layout.xloc))
+                n.start_soon(
+                    self.session.osd_call, layout, osd, OSD.fsync, FileOp(layout.xcap, layout.xloc)
+                )
         await self.flush()
 
     def truncated(self, layout: FileLayout, size: int) -> None:
@@ -240,6 +243,7 @@ class OpenFile:
         done = self._fetching[objno] = trio.Event()
         writes = self._writes
         try:
+
             async def call(layout: FileLayout, osd: str) -> object:
                 request = ObjRead(layout.xcap, layout.xloc, objno, 0, self.stripe_size)
                 return await self.session.osd_call(layout, osd, OSD.read, request)

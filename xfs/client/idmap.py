@@ -19,8 +19,9 @@ OVERFLOW_ID = 65534
 
 
 class IdentityMap:
-    def __init__(self, vo: str, users: dict[str, int] | None = None,
-                 groups: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, vo: str, users: dict[str, int] | None = None, groups: dict[str, int] | None = None
+    ) -> None:
         self.vo = vo
         self._users = dict(users or {})
         self._groups = dict(groups or {})

@@ -30,8 +30,14 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, sessions: Sessions, idmap: IdentityMap, *, attr_timeout: float = 1.0,
-                 entry_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        idmap: IdentityMap,
+        *,
+        attr_timeout: float = 1.0,
+        entry_timeout: float = 1.0,
+    ) -> None:
         super().__init__()
         self.sessions = sessions
         self.idmap = idmap
@@ -72,8 +78,9 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ inodes
     @fuse_errors
-    async def lookup(self, parent_inode: int, name: bytes,
-                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         return self._entry(await session.lookup(parent_inode, name))
 
@@ -87,9 +94,14 @@ class Operations(pyfuse3.Operations):
         return self._attributes(await session.getattr(inode))
 
     @fuse_errors
-    async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
-                      fields: pyfuse3.SetattrFields, fh: int | None,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
         session = self._files[fh][0] if fh in self._files else await self._session(ctx)
         changes: dict[str, Any] = {}
         if fields.update_mode:
@@ -124,14 +136,16 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ entries
     @fuse_errors
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         return self._entry(await session.mknod(parent_inode, name, mode, rdev, ctx.umask))
 
     @fuse_errors
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         return self._entry(await session.mkdir(parent_inode, name, mode, ctx.umask))
 
@@ -144,20 +158,29 @@ class Operations(pyfuse3.Operations):
         await (await self._session(ctx)).rmdir(parent_inode, name)
 
     @fuse_errors
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def symlink(
+        self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         return self._entry(await session.symlink(parent_inode, name, target))
 
     @fuse_errors
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
         session = await self._session(ctx)
         await session.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @fuse_errors
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
-                   ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    async def link(
+        self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         return self._entry(await session.link(inode, new_parent_inode, new_name))
 
@@ -168,15 +191,14 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, keep_cache=False)
 
     @fuse_errors
-    async def open(self, inode: int, flags: int,
-                   ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         session = await self._session(ctx)
         return self._file_info(session, await session.open(inode, flags))
 
     @fuse_errors
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: pyfuse3.RequestContext
-                     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
         return self._file_info(session, f), self._entry(f.layout.attr)
@@ -251,8 +273,9 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ xattrs
     @fuse_errors
-    async def setxattr(self, inode: int, name: bytes, value: bytes,
-                       ctx: pyfuse3.RequestContext) -> None:
+    async def setxattr(
+        self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
         await (await self._session(ctx)).setxattr(inode, name, value)
 
     @fuse_errors

@@ -48,9 +48,18 @@ Resp = TypeVar("Resp", bound=Record)
 
 
 class Session:
-    def __init__(self, *, pool: Pool, mrc: str, volume: str, identity: Identity,
-                 nursery: trio.Nursery, clock: Callable[[], float],
-                 io_timeout: float = 30.0, xcap_renew_margin: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        pool: Pool,
+        mrc: str,
+        volume: str,
+        identity: Identity,
+        nursery: trio.Nursery,
+        clock: Callable[[], float],
+        io_timeout: float = 30.0,
+        xcap_renew_margin: float = 60.0,
+    ) -> None:
         self.pool = pool
         self.mrc_address = mrc
         self.volume = volume
@@ -66,8 +75,9 @@ class Session:
         with trio.fail_after(self.io_timeout):
             return await self.pool.call(self.mrc_address, method, request, expect=Kind.MRC)
 
-    async def osd_call(self, layout: FileLayout, osd: str, method: Method[Req, Resp],
-                       request: Req) -> Resp:
+    async def osd_call(
+        self, layout: FileLayout, osd: str, method: Method[Req, Resp], request: Req
+    ) -> Resp:
         address = layout.addresses.get(osd)
         if address is None:
             raise XfsError(errno.EIO, f"no address known for OSD {osd}")
@@ -107,11 +117,17 @@ class Session:
         async with trio.open_nursery() as n:
             for replica in layout.xloc.replicas:
                 for osd in set(replica.osds):
-                    n.start_soon(self.osd_call, layout, osd, OSD.truncate,
-                                 FileOp(layout.xcap, layout.xloc, size))
+                    n.start_soon(
+                        self.osd_call,
+                        layout,
+                        osd,
+                        OSD.truncate,
+                        FileOp(layout.xcap, layout.xloc, size),
+                    )
 
-    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int = 0,
-                    umask: int = 0) -> Attr:
+    async def mknod(
+        self, parent: int, name: bytes, mode: int, rdev: int = 0, umask: int = 0
+    ) -> Attr:
         return await self.mrc(MRC.mknod, MkNod(self.volume, parent, name, mode, rdev, umask))
 
     async def mkdir(self, parent: int, name: bytes, mode: int, umask: int = 0) -> Attr:
@@ -123,14 +139,13 @@ class Session:
     async def rmdir(self, parent: int, name: bytes) -> None:
         await self.mrc(MRC.rmdir, Remove(self.volume, parent, name))
 
-    async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
-                     flags: int = 0) -> None:
-        await self.mrc(MRC.rename, Rename(self.volume, parent, name, new_parent, new_name,
-                                          flags))
+    async def rename(
+        self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int = 0
+    ) -> None:
+        await self.mrc(MRC.rename, Rename(self.volume, parent, name, new_parent, new_name, flags))
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        return self._local(await self.mrc(MRC.link, Link(self.volume, ino, new_parent,
-                                                          new_name)))
+        return self._local(await self.mrc(MRC.link, Link(self.volume, ino, new_parent, new_name)))
 
     async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
         return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target))
@@ -164,10 +179,10 @@ class Session:
         return await self.mrc(MRC.update_size, UpdateSize(self.volume, ino, size))
 
     # ------------------------------------------------------------------ files
-    async def create(self, parent: int, name: bytes, mode: int, flags: int,
-                     umask: int = 0) -> OpenFile:
-        layout = await self.mrc(MRC.create, Create(self.volume, parent, name, mode, flags,
-                                                   umask))
+    async def create(
+        self, parent: int, name: bytes, mode: int, flags: int, umask: int = 0
+    ) -> OpenFile:
+        layout = await self.mrc(MRC.create, Create(self.volume, parent, name, mode, flags, umask))
         return self._opened(layout, flags)
 
     async def open(self, ino: int, flags: int) -> OpenFile:

@@ -161,8 +161,7 @@ class Fsck:
     def check_foreign_keys(self) -> None:
         self._report(
             "PRAGMA foreign_key_check",
-            lambda table, rowid, parent, fk: f"{table} row {rowid}: dangling reference "
-            f"to {parent}",
+            lambda table, rowid, parent, fk: f"{table} row {rowid}: dangling reference to {parent}",
         )
 
 

@@ -18,8 +18,18 @@ from xfs.proto.errors import XfsError
 from xfs.proto.records import NAME_MAX, Attr, StripingPolicy, VolumeInfo, XLocSet
 
 # Columns of ``inodes`` in the order of the ``Attr`` fields, then the rest of ``Inode``.
-ATTR_COLS = ("ino", "mode", "nlink", "owner", "grp", "size", "atime_ns", "mtime_ns",
-             "ctime_ns", "rdev")
+ATTR_COLS = (
+    "ino",
+    "mode",
+    "nlink",
+    "owner",
+    "grp",
+    "size",
+    "atime_ns",
+    "mtime_ns",
+    "ctime_ns",
+    "rdev",
+)
 INODE_COLS = ", ".join((*ATTR_COLS, "truncate_epoch", "xloc", "target"))
 VOLUME_COLS = "id, name, owner, grp, mode, stripe_size, width"
 # Columns ``set_inode`` may write.
@@ -223,8 +233,9 @@ def new_inode(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
         (vol.id, ino, mode, nlink, owner, group, size, now, now, now, rdev, blob, target),
     )
-    attr = Attr(ino, mode, nlink, owner, group, size, now, now, now, rdev,
-                blksize=vol.striping.stripe_size)
+    attr = Attr(
+        ino, mode, nlink, owner, group, size, now, now, now, rdev, blksize=vol.striping.stripe_size
+    )
     return Inode(attr, 0, blob, target)
 
 
@@ -240,8 +251,11 @@ def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inod
         f"UPDATE inodes SET {cols} WHERE volume = ? AND ino = ?",
         (*fields.values(), vol.id, node.ino),
     )
-    attr_fields = {("group" if k == "grp" else k): v for k, v in fields.items()
-                   if k not in ("truncate_epoch", "xloc")}
+    attr_fields = {
+        ("group" if k == "grp" else k): v
+        for k, v in fields.items()
+        if k not in ("truncate_epoch", "xloc")
+    }
     return Inode(
         replace(node.attr, **attr_fields),
         fields.get("truncate_epoch", node.truncate_epoch),

@@ -54,9 +54,7 @@ class Namespace(VolumeOps, XattrOps):
         _need(caller, node, mask, f"directory {parent} in volume {v.name!r}")
         return node
 
-    def _child(
-        self, cur: sqlite3.Cursor, v: rows.Vol, parent: int, name: bytes
-    ) -> rows.Inode:
+    def _child(self, cur: sqlite3.Cursor, v: rows.Vol, parent: int, name: bytes) -> rows.Inode:
         found = rows.entry(cur, v, parent, name)
         if found is None:
             raise XfsError(errno.ENOENT, f"no entry {rows.show(name)} in directory {parent}")
@@ -89,8 +87,16 @@ class Namespace(VolumeOps, XattrOps):
             if target is not None:
                 bits = 0o777
             node = rows.new_inode(
-                cur, v, mode=stat.S_IFMT(mode) | bits, nlink=2 if is_dir else 1,
-                owner=owner, group=group, now=now, rdev=rdev, xloc=xloc, target=target,
+                cur,
+                v,
+                mode=stat.S_IFMT(mode) | bits,
+                nlink=2 if is_dir else 1,
+                owner=owner,
+                group=group,
+                now=now,
+                rdev=rdev,
+                xloc=xloc,
+                target=target,
                 size=len(target) if target is not None else 0,
             )
             rows.add_entry(cur, v, parent, name, node.ino)
@@ -101,8 +107,13 @@ class Namespace(VolumeOps, XattrOps):
         self, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
     ) -> rows.Inode:
         return rows.set_inode(
-            cur, v, node, size=size, truncate_epoch=node.truncate_epoch + 1,
-            mtime_ns=now, ctime_ns=now,
+            cur,
+            v,
+            node,
+            size=size,
+            truncate_epoch=node.truncate_epoch + 1,
+            mtime_ns=now,
+            ctime_ns=now,
         )
 
     # ------------------------------------------------------------------ lookups
@@ -260,7 +271,13 @@ class Namespace(VolumeOps, XattrOps):
 
     # ------------------------------------------------------------------ creation
     def mknod(
-        self, caller: Identity, vol: str, parent: int, name: bytes, mode: int, rdev: int,
+        self,
+        caller: Identity,
+        vol: str,
+        parent: int,
+        name: bytes,
+        mode: int,
+        rdev: int,
         umask: int,
     ) -> Attr:
         """A regular file (without layout), FIFO, socket or (super only) device node."""
@@ -281,18 +298,14 @@ class Namespace(VolumeOps, XattrOps):
     ) -> Attr:
         return self._make(caller, vol, parent, name, stat.S_IFDIR | (mode & 0o7777), umask)
 
-    def symlink(
-        self, caller: Identity, vol: str, parent: int, name: bytes, target: bytes
-    ) -> Attr:
+    def symlink(self, caller: Identity, vol: str, parent: int, name: bytes, target: bytes) -> Attr:
         if not target:
             raise XfsError(errno.ENOENT, f"symlink {rows.show(name)}: empty target")
         if len(target) >= PATH_MAX:
             raise XfsError(errno.ENAMETOOLONG, f"symlink target of {len(target)} bytes")
         if b"\0" in target:
             raise XfsError(errno.EINVAL, f"symlink {rows.show(name)}: NUL in target")
-        return self._make(
-            caller, vol, parent, name, stat.S_IFLNK | 0o777, 0, target=bytes(target)
-        )
+        return self._make(caller, vol, parent, name, stat.S_IFLNK | 0o777, 0, target=bytes(target))
 
     def create(
         self,
@@ -334,8 +347,14 @@ class Namespace(VolumeOps, XattrOps):
             _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
             owner, group, bits = perms.new_entry(caller, dir_.attr, mode, umask, False)
             node = rows.new_inode(
-                cur, v, mode=stat.S_IFREG | bits, nlink=1, owner=owner, group=group,
-                now=now, xloc=xloc,
+                cur,
+                v,
+                mode=stat.S_IFREG | bits,
+                nlink=1,
+                owner=owner,
+                group=group,
+                now=now,
+                xloc=xloc,
             )
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now)
@@ -348,13 +367,17 @@ class Namespace(VolumeOps, XattrOps):
         Returns (attr, xloc, truncate epoch)."""
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
-            node = self._open(caller, cur, v, rows.inode(cur, v, ino), flags,
-                              self._store.clock())
+            node = self._open(caller, cur, v, rows.inode(cur, v, ino), flags, self._store.clock())
             return node.attr, node.layout(), node.truncate_epoch
 
     def _open(
-        self, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode,
-        flags: int, now: int,
+        self,
+        caller: Identity,
+        cur: sqlite3.Cursor,
+        v: rows.Vol,
+        node: rows.Inode,
+        flags: int,
+        now: int,
     ) -> rows.Inode:
         mask = perms.open_mask(flags)
         if mask is None:
@@ -370,9 +393,7 @@ class Namespace(VolumeOps, XattrOps):
             node = self._truncate(cur, v, node, 0, now)
         return node
 
-    def link(
-        self, caller: Identity, vol: str, ino: int, new_parent: int, new_name: bytes
-    ) -> Attr:
+    def link(self, caller: Identity, vol: str, ino: int, new_parent: int, new_name: bytes) -> Attr:
         rows.check_name(new_name)
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
@@ -380,9 +401,7 @@ class Namespace(VolumeOps, XattrOps):
             node = rows.inode(cur, v, ino)
             dir_ = self._parent(caller, cur, v, new_parent, X_OK)
             if rows.entry(cur, v, new_parent, new_name) is not None:
-                raise XfsError(
-                    errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}"
-                )
+                raise XfsError(errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}")
             _need(caller, dir_, W_OK | X_OK, f"link {rows.show(new_name)} in {new_parent}")
             if node.is_dir:
                 raise XfsError(errno.EPERM, f"cannot hard-link directory {ino}")
@@ -485,9 +504,7 @@ class _Rename:
         # Loops: a directory may not go below itself; the target may not be above the
         # source (for a plain rename it is then non-empty, as Linux reports).
         if src.is_dir and rows.is_ancestor(cur, v, src.ino, new_parent):
-            raise XfsError(
-                errno.EINVAL, f"cannot move directory {rows.show(name)} into itself"
-            )
+            raise XfsError(errno.EINVAL, f"cannot move directory {rows.show(name)} into itself")
         if dst is not None and dst.is_dir and rows.is_ancestor(cur, v, dst.ino, parent):
             code = errno.EINVAL if exchange else errno.ENOTEMPTY
             raise XfsError(code, f"{rows.show(new_name)} is an ancestor of {rows.show(name)}")
@@ -535,8 +552,13 @@ class _Rename:
             raise _deny(errno.EPERM, f"{rows.show(name)} in sticky directory {parent}")
 
     def _exchange(
-        self, parent: int, name: bytes, src: rows.Inode,
-        new_parent: int, new_name: bytes, dst: rows.Inode,
+        self,
+        parent: int,
+        name: bytes,
+        src: rows.Inode,
+        new_parent: int,
+        new_name: bytes,
+        dst: rows.Inode,
     ) -> None:
         cur, v, now = self.cur, self.v, self.now
         for p, n, ino in ((parent, name, dst.ino), (new_parent, new_name, src.ino)):

@@ -73,12 +73,27 @@ class VolumeOps:
             cur.execute(
                 "INSERT INTO volumes (id, name, owner, grp, mode, stripe_size, width, "
                 "next_ino, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (vol.id, name, owner, group, vol.mode, striping.stripe_size, striping.width,
-                 ROOT_INO + 1, now),
+                (
+                    vol.id,
+                    name,
+                    owner,
+                    group,
+                    vol.mode,
+                    striping.stripe_size,
+                    striping.width,
+                    ROOT_INO + 1,
+                    now,
+                ),
             )
             rows.new_inode(
-                cur, vol, ino=ROOT_INO, mode=stat.S_IFDIR | vol.mode, nlink=2,
-                owner=owner, group=group, now=now,
+                cur,
+                vol,
+                ino=ROOT_INO,
+                mode=stat.S_IFDIR | vol.mode,
+                nlink=2,
+                owner=owner,
+                group=group,
+                now=now,
             )
         return vol.info(files=1)
 

@@ -66,8 +66,9 @@ class XattrOps:
             raise XfsError(errno.EINVAL, f"bad setxattr flags {flags:#x}")
         _check_name(name)
         if len(value) > XATTR_SIZE_MAX:
-            raise XfsError(errno.E2BIG, f"xattr value of {len(value)} bytes: at most "
-                                        f"{XATTR_SIZE_MAX}")
+            raise XfsError(
+                errno.E2BIG, f"xattr value of {len(value)} bytes: at most {XATTR_SIZE_MAX}"
+            )
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             node = rows.inode(cur, v, ino)

@@ -1,0 +1,1 @@
+"""The xfs command: one thin module per command group."""

@@ -1,0 +1,175 @@
+"""`xfs status` and `xfs volume ...`: administration through the MRC."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+from rich.console import Console
+from rich.table import Table
+
+from xfs import embedded
+from xfs.client.credentials import CredentialStore
+from xfs.common import tls
+from xfs.common.framing import META_FRAME_LIMIT
+from xfs.common.identity import TrustStore, load_credential
+from xfs.common.rpc import Pool, RetryPolicy, open_pool
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import MRC, Empty, VolumeCreate, VolumeName
+from xfs.proto.records import Kind, StripingPolicy
+
+T = TypeVar("T")
+
+
+def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(
+        [
+            click.option(
+                "--state",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Use the embedded grid in this state directory (default when no "
+                "--mrc is given).",
+            ),
+            click.option("--mrc", "mrc_address", help="MRC address host:port."),
+            click.option("--cert", type=click.Path(path_type=Path), help="Your certificate."),
+            click.option("--key", type=click.Path(path_type=Path), help="Your private key."),
+            click.option(
+                "--trust",
+                type=click.Path(path_type=Path),
+                multiple=True,
+                help="Trusted CA certificate (repeat).",
+            ),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def call_mrc(options: dict[str, Any], fn: Callable[[Pool, str], Awaitable[T]]) -> T:
+    """Connect as the given (or the embedded grid's) credential and run ``fn``."""
+    if options.get("mrc_address"):
+        if not (options.get("cert") and options.get("key") and options.get("trust")):
+            raise click.ClickException("--mrc needs --cert, --key and --trust")
+        cred = load_credential(options["cert"], options["key"])
+        trust_files = list(options["trust"])
+        address = options["mrc_address"]
+    else:
+        layout = embedded.Layout((options.get("state") or embedded.default_state()).absolute())
+        if not layout.grid_file.exists():
+            raise click.ClickException(f"no xfs grid in {layout.state}; give --mrc or --state")
+        grid = embedded.Grid.load(layout.grid_file)
+        cred = CredentialStore(layout.credentials).get(os.getuid())
+        trust_files = layout.trust
+        address = f"127.0.0.1:{grid.ports['mrc']}"
+    trust = TrustStore.load(trust_files)
+    ctx = tls.client_context(cred.cert_path, cred.key_path, trust.ssl_cafile_bundle())
+
+    async def main() -> T:
+        async with open_pool(
+            ctx, trust.identify, frame_limit=META_FRAME_LIMIT, retry=RetryPolicy(attempts=2)
+        ) as pool:
+            with trio.fail_after(30):
+                return await fn(pool, address)
+
+    try:
+        return trio.run(main)
+    except XfsError as e:
+        raise click.ClickException(e.message) from None
+    except trio.TooSlowError:
+        raise click.ClickException(f"the MRC at {address} did not answer in time") from None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+@click.command("status")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool, **options: Any) -> None:
+    """Show the MRC, the OSDs and the volumes."""
+    st = call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.status, Empty(), expect=Kind.MRC))
+    if as_json:
+        click.echo(json.dumps(st.to_wire(), indent=2, default=lambda b: b.hex()))
+        return
+    console = Console()
+    console.print(
+        f"MRC {st.uuid}: {len(st.volumes)} volumes, {len(st.osds)} OSDs, "
+        f"{st.pending_deletions} files awaiting deletion"
+    )
+    osds = Table("OSD", "address", "state", "free", "total", "labels", title="OSDs")
+    for o in st.osds:
+        osds.add_row(
+            o.uuid,
+            o.address,
+            "up" if o.alive else "[red]down[/red]",
+            _size(o.free),
+            _size(o.total),
+            ",".join(f"{k}={v}" for k, v in sorted(o.labels.items())),
+        )
+    console.print(osds)
+    vols = Table(
+        "volume", "owner", "group", "mode", "stripe", "width", "files", "bytes", title="Volumes"
+    )
+    for v in st.volumes:
+        vols.add_row(
+            v.name,
+            v.owner,
+            v.group,
+            f"{v.mode:o}",
+            _size(v.striping.stripe_size),
+            str(v.striping.width),
+            str(v.files),
+            _size(v.bytes_used),
+        )
+    console.print(vols)
+
+
+@click.group("volume")
+def volume() -> None:
+    """Create, list and delete volumes."""
+
+
+@volume.command("create")
+@connection_options
+@click.argument("name")
+@click.option("--owner", default="", help="Owner principal (default: you).")
+@click.option("--group", default="", help="Owning VO group.")
+@click.option("--mode", default="755", help="Octal mode of the root directory.")
+@click.option("--stripe-size", default=1 << 20, show_default=True, type=int)
+@click.option("--width", default=1, show_default=True, type=int)
+def volume_create(
+    name: str, owner: str, group: str, mode: str, stripe_size: int, width: int, **options: Any
+) -> None:
+    """Create a volume (needs the super role)."""
+    request = VolumeCreate(name, owner, group, int(mode, 8), StripingPolicy(stripe_size, width))
+    info = call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.volume_create, request))
+    click.echo(f"created volume {info.name} ({info.id})")
+
+
+@volume.command("list")
+@connection_options
+def volume_list(**options: Any) -> None:
+    """List volumes."""
+    reply = call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.volume_list, Empty()))
+    for v in reply.volumes:
+        click.echo(f"{v.name}\t{v.owner}\t{v.group}\t{v.mode:o}\t{v.files} files")
+
+
+@volume.command("delete")
+@connection_options
+@click.argument("name")
+def volume_delete(name: str, **options: Any) -> None:
+    """Delete a volume and all its files (needs the super role)."""
+    call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.volume_delete, VolumeName(name)))
+    click.echo(f"deleted volume {name}")

@@ -1,0 +1,29 @@
+"""The `xfs` command."""
+
+from __future__ import annotations
+
+import click
+
+from xfs import __version__
+from xfs.cli.admin import status, volume
+from xfs.cli.ca import ca
+from xfs.cli.grid import down, up
+from xfs.cli.servers import mount, mrc, osd
+
+
+@click.group()
+@click.version_option(__version__, prog_name="xfs")
+def cli() -> None:
+    """xfs: a grid file system (MRC, OSDs and a FUSE client over mutual TLS)."""
+
+
+for command in (mrc, osd, mount, up, down, status, volume, ca):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""`xfs mrc`, `xfs osd`, `xfs mount`: the long-running processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from xfs.cli.run import serve, setup_logging
+from xfs.common import config as cfg
+from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig
+
+
+def _load(cls: type[Any], path: Path, overrides: dict[str, Any]) -> Any:
+    try:
+        return cfg.load(cls, path, overrides)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command("mrc")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="TOML configuration file.",
+)
+@click.option("--port", type=int, help="Override the port to listen on.")
+@click.option("-v", "--verbose", is_flag=True)
+def mrc(config_file: Path, port: int | None, verbose: bool) -> None:
+    """Run an MRC (metadata and replica catalogue) until SIGTERM."""
+    from xfs.mrc.service import MRCService
+
+    setup_logging(verbose)
+    service = MRCService(_load(MRCConfig, config_file, {"port": port}))
+    serve(service, service.stop)
+
+
+@click.command("osd")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="TOML configuration file.",
+)
+@click.option("--port", type=int, help="Override the port to listen on.")
+@click.option("-v", "--verbose", is_flag=True)
+def osd(config_file: Path, port: int | None, verbose: bool) -> None:
+    """Run an OSD (object storage daemon) until SIGTERM."""
+    from xfs.osd.service import OSDService
+
+    setup_logging(verbose)
+    service = OSDService(_load(OSDConfig, config_file, {"port": port}))
+    serve(service, service.stop)
+
+
+@click.command("mount")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="TOML configuration file (mrc, volume, mountpoint, trust, credentials).",
+)
+@click.option("-v", "--verbose", is_flag=True)
+def mount(config_file: Path, verbose: bool) -> None:
+    """Mount a volume with FUSE and serve it until unmounted or SIGTERM."""
+    from xfs.client.mount import Mount
+
+    setup_logging(verbose)
+    m = Mount(_load(MountConfig, config_file, {}))
+    serve(m, m.stop)

@@ -1,0 +1,92 @@
+"""The mount process: the composition root of the FUSE client.
+
+Builds the credential store, identity map and per-uid sessions, mounts the volume, and
+tears everything down in reverse order: on SIGTERM or unmount, open files are flushed
+(within a deadline) before the FUSE session closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pyfuse3
+import trio
+
+from xfs.client.credentials import CredentialStore
+from xfs.client.idmap import IdentityMap
+from xfs.client.operations import Operations
+from xfs.client.session import Session
+from xfs.client.sessions import Sessions
+from xfs.common import tls
+from xfs.common.config import MountConfig
+from xfs.common.framing import DATA_FRAME_LIMIT
+from xfs.common.identity import Credential, TrustStore
+from xfs.common.rpc import Pool
+
+log = logging.getLogger(__name__)
+
+
+class Mount:
+    def __init__(self, config: MountConfig) -> None:
+        self.config = config
+        self.operations: Operations | None = None
+        self._stopping = False
+
+    async def run(self, *, task_status: trio.TaskStatus[Mount] = trio.TASK_STATUS_IGNORED) -> None:
+        config = self.config
+        trust = TrustStore.load(config.trust)
+        bundle = trust.ssl_cafile_bundle()
+        store = CredentialStore(config.credentials, enroll_ca=config.enroll_ca)
+        idmap = IdentityMap.load(config.vo, config.identity_map)
+
+        async with trio.open_nursery() as nursery:
+
+            async def make_session(credential: Credential) -> Session:
+                ctx = tls.client_context(credential.cert_path, credential.key_path, bundle)
+                pool = Pool(nursery, ctx, trust.identify, frame_limit=DATA_FRAME_LIMIT)
+                return Session(
+                    pool=pool,
+                    mrc=config.mrc,
+                    volume=config.volume,
+                    identity=credential.identity,
+                    nursery=nursery,
+                    clock=time.time,
+                    io_timeout=config.io_timeout,
+                    xcap_renew_margin=config.xcap_renew_margin,
+                )
+
+            sessions = Sessions(store, make_session)
+            own = await sessions.get(os.getuid())
+            await own.volume_info()  # fail early, with a clear error, if it is not there
+
+            self.operations = Operations(sessions, idmap)
+            options = {f"fsname=xfs:{config.volume}", "subtype=xfs", "noatime"}
+            if config.allow_other:
+                options.add("allow_other")
+            pyfuse3.init(self.operations, str(config.mountpoint), options)
+            log.info("mounted volume %s at %s", config.volume, config.mountpoint)
+            try:
+                task_status.started(self)
+                await pyfuse3.main()
+            finally:
+                await self._flush_all(sessions)
+                pyfuse3.close(unmount=True)
+                nursery.cancel_scope.cancel()
+
+    async def _flush_all(self, sessions: Sessions) -> None:
+        with trio.move_on_after(self.config.io_timeout) as scope:
+            scope.shield = True
+            for session in sessions.all():
+                for f in list(session.files.values()):
+                    try:
+                        await f.flush()
+                    except Exception as e:  # report, and go on flushing the others
+                        log.error("flushing inode %d on unmount failed: %s", f.ino, e)
+
+    def stop(self) -> None:
+        """Make ``run`` return: unmount after flushing open files."""
+        if not self._stopping:
+            self._stopping = True
+            pyfuse3.terminate()

@@ -1,0 +1,345 @@
+"""The embedded default: a whole grid on this machine, under one state directory.
+
+``up`` makes (once) a VO CA and a service CA, certificates for an MRC and three OSDs,
+their configuration files and data directories; starts them as background processes on
+loopback; creates the user's home volume (owner the user, mode 0700, stripe width 3);
+and mounts it. A second ``up`` with the same state directory starts the same grid with
+its data. ``down`` unmounts and stops every process it started, by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from xfs.client.credentials import CredentialStore, account_name, local_groups
+from xfs.common import ca, config, tls
+from xfs.common.config import MountConfig, MRCConfig, OSDConfig, TLSConfig
+from xfs.common.framing import META_FRAME_LIMIT
+from xfs.common.identity import TrustStore
+from xfs.common.rpc import RetryPolicy, open_pool
+from xfs.osd.objects import ObjectStore
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import MRC, Empty, VolumeCreate, VolumeName
+from xfs.proto.records import Kind, StripingPolicy
+
+VO = "local"
+OSD_COUNT = 3
+ROLES = ("mrc", "osd1", "osd2", "osd3", "mount")
+
+
+class GridError(Exception):
+    """Something the user must fix; printed as one line."""
+
+
+def default_state() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "xfs"
+
+
+def default_mountpoint() -> Path:
+    return Path.home() / "xfs"
+
+
+@dataclass
+class Layout:
+    """Where everything of one embedded grid lives."""
+
+    state: Path
+
+    def role_dir(self, role: str) -> Path:
+        return self.state / role
+
+    def config(self, role: str) -> Path:
+        return self.role_dir(role) / f"{role.rstrip('0123456789')}.toml"
+
+    def pid(self, role: str) -> Path:
+        return self.state / "run" / f"{role}.pid"
+
+    def log(self, role: str) -> Path:
+        return self.state / "logs" / f"{role}.log"
+
+    @property
+    def grid_file(self) -> Path:
+        return self.state / "grid.json"
+
+    @property
+    def trust(self) -> list[Path]:
+        return [self.state / "ca" / "services" / "ca.crt", self.state / "ca" / VO / "ca.crt"]
+
+    @property
+    def credentials(self) -> Path:
+        return self.state / "credentials"
+
+
+@dataclass
+class Grid:
+    """The persistent facts of one embedded grid (grid.json)."""
+
+    user_uid: int
+    volume: str
+    mountpoint: str
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Grid:
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+
+def _free_port(preferred: int | None = None) -> int:
+    for port in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise GridError("no free TCP port on 127.0.0.1")
+
+
+# ---------------------------------------------------------------------------- set-up
+def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
+    """Create CAs, certificates, data directories and the grid file (first ``up`` only)."""
+    state = layout.state
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o700)
+    for d in ("run", "logs"):
+        (state / d).mkdir(exist_ok=True)
+    ca.init_service_ca(state / "ca" / "services")
+    ca.init_vo_ca(state / "ca" / VO, VO)
+    mrc_uuid = str(__import__("uuid").uuid4())
+    ca.issue_service(state / "ca" / "services", Kind.MRC, mrc_uuid, layout.role_dir("mrc"))
+    for i in range(1, OSD_COUNT + 1):
+        role = f"osd{i}"
+        store = ObjectStore(layout.role_dir(role) / "data")
+        layout.role_dir(role).mkdir(parents=True, exist_ok=True)
+        store.open()
+        ca.issue_service(state / "ca" / "services", Kind.OSD, store.uuid, layout.role_dir(role))
+    # the admin credential of the embedded grid: the user who ran `xfs up`
+    CredentialStore(layout.credentials, enroll_ca=state / "ca" / VO).get(uid)
+    grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint))
+    grid.save(layout.grid_file)
+    return grid
+
+
+def _only(directory: Path, suffix: str) -> Path:
+    found = sorted(directory.glob(f"*{suffix}"))
+    if len(found) != 1:
+        raise GridError(f"expected one *{suffix} in {directory}, found {len(found)}")
+    return found[0]
+
+
+def write_configs(layout: Layout, grid: Grid) -> None:
+    """(Re)write every process's configuration, with ports free right now."""
+    for role in ROLES[:-1]:
+        grid.ports[role] = _free_port(grid.ports.get(role))
+    grid.save(layout.grid_file)
+    mrc_address = f"127.0.0.1:{grid.ports['mrc']}"
+
+    def tls_of(role: str) -> TLSConfig:
+        d = layout.role_dir(role)
+        return TLSConfig(_only(d, ".crt"), _only(d, ".key"), layout.trust)
+
+    mrc = MRCConfig(
+        tls=tls_of("mrc"),
+        data_dir=layout.role_dir("mrc") / "data",
+        port=grid.ports["mrc"],
+        osd_dead_after=15.0,
+    )
+    layout.config("mrc").write_text(config.dump(mrc))
+    for i in range(1, OSD_COUNT + 1):
+        role = f"osd{i}"
+        osd = OSDConfig(
+            tls=tls_of(role),
+            data_dir=layout.role_dir(role) / "data",
+            mrc=mrc_address,
+            port=grid.ports[role],
+            heartbeat_interval=2.0,
+            labels={"host": f"local-{i}"},
+        )
+        layout.config(role).write_text(config.dump(osd))
+    layout.role_dir("mount").mkdir(exist_ok=True)
+    mount = MountConfig(
+        mrc=mrc_address,
+        volume=grid.volume,
+        mountpoint=Path(grid.mountpoint),
+        trust=layout.trust,
+        credentials=layout.credentials,
+        enroll_ca=layout.state / "ca" / VO,
+        vo=VO,
+        allow_other=_allow_other_permitted(),
+    )
+    layout.config("mount").write_text(config.dump(mount))
+
+
+def _allow_other_permitted() -> bool:
+    if os.geteuid() == 0:
+        return True
+    try:
+        return any(
+            line.strip() == "user_allow_other"
+            for line in Path("/etc/fuse.conf").read_text().splitlines()
+        )
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------- processes
+def running_pid(layout: Layout, role: str) -> int | None:
+    """The PID of this grid's ``role`` process, if it is still the one we started."""
+    try:
+        pid = int(layout.pid(role).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(layout.config(role)).encode() in cmdline else None
+
+
+def spawn(layout: Layout, role: str) -> int:
+    if (pid := running_pid(layout, role)) is not None:
+        return pid
+    command = role.rstrip("0123456789")
+    log = layout.log(role).open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xfs.cli.main", command, "--config", str(layout.config(role))],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    layout.pid(role).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _is_mounted(path: Path) -> bool:
+    target = str(path.resolve())
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target and line.split()[2].startswith("fuse") for line in f)
+
+
+def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
+    pid = running_pid(layout, role)
+    if pid is None:
+        layout.pid(role).unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and running_pid(layout, role) == pid:
+        time.sleep(0.05)
+    if running_pid(layout, role) == pid:
+        os.kill(pid, signal.SIGKILL)
+    layout.pid(role).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- admin calls
+async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
+    """Wait for the MRC and the OSDs, then make sure the home volume exists."""
+    creds = CredentialStore(layout.credentials)
+    cred = creds.get(os.getuid())
+    trust = TrustStore.load(layout.trust)
+    ctx = tls.client_context(cred.cert_path, cred.key_path, trust.ssl_cafile_bundle())
+    mrc = f"127.0.0.1:{grid.ports['mrc']}"
+    async with open_pool(
+        ctx, trust.identify, frame_limit=META_FRAME_LIMIT, retry=RetryPolicy(attempts=1)
+    ) as pool:
+        while True:
+            try:
+                status = await pool.call(mrc, MRC.status, Empty(), expect=Kind.MRC)
+                if sum(o.alive for o in status.osds) >= OSD_COUNT:
+                    break
+            except XfsError:
+                pass
+            if time.monotonic() > deadline:
+                raise GridError(
+                    f"the MRC and {OSD_COUNT} OSDs did not come up; see {layout.state / 'logs'}"
+                )
+            await trio.sleep(0.2)
+        try:
+            await pool.call(mrc, MRC.volume_get, VolumeName(grid.volume))
+        except XfsError:
+            user = account_name(grid.user_uid)
+            group = local_groups(grid.user_uid)[0]
+            await pool.call(
+                mrc,
+                MRC.volume_create,
+                VolumeCreate(
+                    grid.volume,
+                    owner=f"{user}@{VO}",
+                    group=f"{group}@{VO}",
+                    mode=0o700,
+                    striping=StripingPolicy(1 << 20, OSD_COUNT),
+                ),
+            )
+
+
+def up(state: Path, mountpoint: Path | None, timeout: float = 60.0) -> Grid:
+    layout = Layout(state)
+    uid = os.getuid()
+    if layout.grid_file.exists():
+        grid = Grid.load(layout.grid_file)
+        if mountpoint is not None and str(mountpoint) != grid.mountpoint:
+            grid.mountpoint = str(mountpoint)
+    else:
+        grid = initialise(layout, mountpoint or default_mountpoint(), uid)
+    mnt = Path(grid.mountpoint)
+    if running_pid(layout, "mount") is not None and _is_mounted(mnt):
+        return grid
+    mnt.mkdir(parents=True, exist_ok=True)
+    if _is_mounted(mnt):
+        raise GridError(f"{mnt} is already mounted by something else")
+    if not running_pid(layout, "mrc"):
+        write_configs(layout, grid)
+    deadline = time.monotonic() + timeout
+    for role in ROLES[:-1]:
+        spawn(layout, role)
+    trio.run(_admin, layout, grid, deadline)
+    spawn(layout, "mount")
+    while not _is_mounted(mnt):
+        if running_pid(layout, "mount") is None:
+            raise GridError(f"the mount process exited; see {layout.log('mount')}")
+        if time.monotonic() > deadline:
+            raise GridError(f"{mnt} was not mounted in time; see {layout.log('mount')}")
+        time.sleep(0.05)
+    os.stat(mnt)  # usable: the root answers
+    return grid
+
+
+def down(state: Path) -> list[str]:
+    """Unmount and stop everything; returns the roles that were running."""
+    layout = Layout(state)
+    if not layout.grid_file.exists():
+        raise GridError(f"no xfs grid in {state}")
+    grid = Grid.load(layout.grid_file)
+    stopped = [r for r in ROLES if running_pid(layout, r) is not None]
+    stop_role(layout, "mount")
+    mnt = Path(grid.mountpoint)
+    if _is_mounted(mnt):
+        subprocess.run(
+            ["fusermount3", "-u", "-z", str(mnt)],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+    for role in reversed(ROLES[:-1]):
+        stop_role(layout, role)
+    return stopped
+
+
+def owner_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

@@ -1,0 +1,307 @@
+"""RPC adapters of the MRC: decode, call the namespace, attach layouts and XCaps, encode.
+
+Authority per method is declared in ``xfs.proto.methods`` and checked by the dispatcher;
+per-object permissions are the namespace's. Namespace calls are synchronous single
+transactions, so no await separates a check from the mutation it guards.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import stat
+from collections.abc import Callable
+
+from xfs.common.rpc import Dispatcher
+from xfs.mrc import placement
+from xfs.mrc.namespace import Namespace
+from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.xcaps import XCapIssuer, rights_for_flags
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import (
+    MRC,
+    Access,
+    Create,
+    DirEntries,
+    Empty,
+    Heartbeat,
+    HeartbeatReply,
+    Ino,
+    Link,
+    Lookup,
+    MkNod,
+    MRCStatus,
+    Open,
+    OSDList,
+    ReadDir,
+    Remove,
+    Rename,
+    SetAttr,
+    SetAttrResult,
+    Symlink,
+    Target,
+    UpdateSize,
+    VolumeCreate,
+    VolumeList,
+    VolumeName,
+    XattrGet,
+    XattrNames,
+    XattrSet,
+    XattrValue,
+)
+from xfs.proto.records import (
+    Attr,
+    FileLayout,
+    Identity,
+    Replica,
+    Rights,
+    StatFS,
+    UpdatePolicy,
+    VolumeInfo,
+    XLocSet,
+)
+
+STATFS_BLOCK = 4096
+
+
+class MRCHandlers:
+    def __init__(
+        self,
+        ns: Namespace,
+        registry: OSDRegistry,
+        xcaps: XCapIssuer,
+        on_deletion: Callable[[], None],
+        uuid: str,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._ns = ns
+        self._registry = registry
+        self._xcaps = xcaps
+        self._on_deletion = on_deletion
+        self._uuid = uuid
+        self._rng = rng or random.Random()
+        self._volume_ids: dict[str, str] = {}
+
+    def register(self, d: Dispatcher) -> None:
+        for method, handler in [
+            (MRC.volume_create, self.volume_create),
+            (MRC.volume_delete, self.volume_delete),
+            (MRC.volume_get, self.volume_get),
+            (MRC.volume_list, self.volume_list),
+            (MRC.lookup, self.lookup),
+            (MRC.getattr, self.getattr),
+            (MRC.setattr, self.setattr),
+            (MRC.mknod, self.mknod),
+            (MRC.mkdir, self.mkdir),
+            (MRC.create, self.create),
+            (MRC.open, self.open),
+            (MRC.update_size, self.update_size),
+            (MRC.unlink, self.unlink),
+            (MRC.rmdir, self.rmdir),
+            (MRC.rename, self.rename),
+            (MRC.link, self.link),
+            (MRC.symlink, self.symlink),
+            (MRC.readlink, self.readlink),
+            (MRC.readdir, self.readdir),
+            (MRC.access, self.access),
+            (MRC.statfs, self.statfs),
+            (MRC.getxattr, self.getxattr),
+            (MRC.setxattr, self.setxattr),
+            (MRC.listxattr, self.listxattr),
+            (MRC.removexattr, self.removexattr),
+            (MRC.osd_heartbeat, self.osd_heartbeat),
+            (MRC.osd_list, self.osd_list),
+            (MRC.status, self.status),
+        ]:
+            d.register(method, handler)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ helpers
+    def _volume_id(self, name: str) -> str:
+        vid = self._volume_ids.get(name)
+        if vid is None:
+            vid = self._volume_ids[name] = self._ns.get_volume(name).id
+        return vid
+
+    def _layout(
+        self, peer: Identity, volume: str, attr: Attr, xloc: XLocSet, epoch: int, rights: Rights
+    ) -> FileLayout:
+        xcap = self._xcaps.issue(
+            self._volume_id(volume), attr.ino, rights, epoch, xloc, peer.fingerprint
+        )
+        osds = [u for r in xloc.replicas for u in r.osds]
+        return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
+
+    def _place(self, volume: str) -> XLocSet:
+        info = self._ns.get_volume(volume)
+        osds = placement.select(self._registry.all(), info.striping.width, self._rng)
+        if not osds:
+            raise XfsError(errno.ENOSPC, "no OSD is available to store new files")
+        striping = info.striping
+        if len(osds) < striping.width:
+            striping = type(striping)(striping.stripe_size, len(osds))
+        return XLocSet(1, [Replica(osds, striping)], UpdatePolicy.NONE)
+
+    # ------------------------------------------------------------------ volumes
+    async def volume_create(self, peer: Identity, req: VolumeCreate) -> VolumeInfo:
+        return self._ns.create_volume(
+            peer, req.name, req.owner or peer.principal, req.group, req.mode, req.striping
+        )
+
+    async def volume_delete(self, peer: Identity, req: VolumeName) -> Empty:
+        self._ns.delete_volume(peer, req.name)
+        self._volume_ids.pop(req.name, None)
+        self._on_deletion()
+        return Empty()
+
+    async def volume_get(self, peer: Identity, req: VolumeName) -> VolumeInfo:
+        return self._ns.get_volume(req.name)
+
+    async def volume_list(self, peer: Identity, req: Empty) -> VolumeList:
+        return VolumeList(self._ns.list_volumes())
+
+    # ------------------------------------------------------------------ inodes
+    async def lookup(self, peer: Identity, req: Lookup) -> Attr:
+        return self._ns.lookup(peer, req.volume, req.parent, req.name)
+
+    async def getattr(self, peer: Identity, req: Ino) -> Attr:
+        return self._ns.getattr(peer, req.volume, req.ino)
+
+    async def setattr(self, peer: Identity, req: SetAttr) -> SetAttrResult:
+        attr, xloc = self._ns.setattr(
+            peer,
+            req.volume,
+            req.ino,
+            mode=req.mode,
+            owner=req.owner,
+            group=req.group,
+            size=req.size,
+            atime_ns=req.atime_ns,
+            mtime_ns=req.mtime_ns,
+            atime_now=req.atime_now,
+            mtime_now=req.mtime_now,
+        )
+        if xloc is None:
+            return SetAttrResult(attr)
+        _, _, epoch = self._ns.open(peer, req.volume, req.ino, 0)
+        layout = self._layout(peer, req.volume, attr, xloc, epoch, Rights.TRUNCATE | Rights.WRITE)
+        return SetAttrResult(attr, layout)
+
+    async def access(self, peer: Identity, req: Access) -> Empty:
+        self._ns.access(peer, req.volume, req.ino, req.mask)
+        return Empty()
+
+    async def update_size(self, peer: Identity, req: UpdateSize) -> Attr:
+        return self._ns.update_size(peer, req.volume, req.ino, req.size, req.mtime_ns)
+
+    # ------------------------------------------------------------------ entries
+    async def mknod(self, peer: Identity, req: MkNod) -> Attr:
+        if stat.S_ISREG(req.mode):
+            flags = 0o100 | 0o200  # O_CREAT | O_EXCL: a new, empty regular file
+            attr, _, _ = self._ns.create(
+                peer,
+                req.volume,
+                req.parent,
+                req.name,
+                req.mode,
+                flags,
+                req.umask,
+                self._place(req.volume),
+            )
+            return attr
+        return self._ns.mknod(peer, req.volume, req.parent, req.name, req.mode, req.rdev, req.umask)
+
+    async def mkdir(self, peer: Identity, req: MkNod) -> Attr:
+        return self._ns.mkdir(peer, req.volume, req.parent, req.name, req.mode, req.umask)
+
+    async def create(self, peer: Identity, req: Create) -> FileLayout:
+        attr, xloc, epoch = self._ns.create(
+            peer,
+            req.volume,
+            req.parent,
+            req.name,
+            req.mode,
+            req.flags,
+            req.umask,
+            self._place(req.volume),
+        )
+        return self._layout(peer, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+
+    async def open(self, peer: Identity, req: Open) -> FileLayout:
+        attr, xloc, epoch = self._ns.open(peer, req.volume, req.ino, req.flags)
+        if xloc is None:
+            raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
+        return self._layout(peer, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+
+    async def unlink(self, peer: Identity, req: Remove) -> Empty:
+        if self._ns.unlink(peer, req.volume, req.parent, req.name) is not None:
+            self._on_deletion()
+        return Empty()
+
+    async def rmdir(self, peer: Identity, req: Remove) -> Empty:
+        self._ns.rmdir(peer, req.volume, req.parent, req.name)
+        return Empty()
+
+    async def rename(self, peer: Identity, req: Rename) -> Empty:
+        if (
+            self._ns.rename(
+                peer, req.volume, req.parent, req.name, req.new_parent, req.new_name, req.flags
+            )
+            is not None
+        ):
+            self._on_deletion()
+        return Empty()
+
+    async def link(self, peer: Identity, req: Link) -> Attr:
+        return self._ns.link(peer, req.volume, req.ino, req.new_parent, req.new_name)
+
+    async def symlink(self, peer: Identity, req: Symlink) -> Attr:
+        return self._ns.symlink(peer, req.volume, req.parent, req.name, req.target)
+
+    async def readlink(self, peer: Identity, req: Ino) -> Target:
+        return Target(self._ns.readlink(peer, req.volume, req.ino))
+
+    async def readdir(self, peer: Identity, req: ReadDir) -> DirEntries:
+        limit = max(1, min(req.limit, 4096))
+        return DirEntries(self._ns.readdir(peer, req.volume, req.ino, req.cursor, limit))
+
+    async def statfs(self, peer: Identity, req: VolumeName) -> StatFS:
+        files, _ = self._ns.statfs_counts(req.name)
+        osds = [o for o in self._registry.all() if o.alive]
+        total = sum(o.total for o in osds)
+        free = sum(o.free for o in osds)
+        return StatFS(
+            STATFS_BLOCK, total // STATFS_BLOCK, free // STATFS_BLOCK, files + (1 << 32), 1 << 32
+        )
+
+    # ------------------------------------------------------------------ xattrs
+    async def getxattr(self, peer: Identity, req: XattrGet) -> XattrValue:
+        return XattrValue(self._ns.getxattr(peer, req.volume, req.ino, req.name))
+
+    async def setxattr(self, peer: Identity, req: XattrSet) -> Empty:
+        self._ns.setxattr(peer, req.volume, req.ino, req.name, req.value, req.flags)
+        return Empty()
+
+    async def listxattr(self, peer: Identity, req: Ino) -> XattrNames:
+        return XattrNames(self._ns.listxattr(peer, req.volume, req.ino))
+
+    async def removexattr(self, peer: Identity, req: XattrGet) -> Empty:
+        self._ns.removexattr(peer, req.volume, req.ino, req.name)
+        return Empty()
+
+    # ------------------------------------------------------------------ OSDs
+    async def osd_heartbeat(self, peer: Identity, req: Heartbeat) -> HeartbeatReply:
+        if peer.principal != f"osd:{req.uuid}":
+            raise XfsError(errno.EACCES, f"{peer.principal} may not report for OSD {req.uuid}")
+        self._registry.heartbeat(req.uuid, req.address, req.free, req.total, req.labels)
+        return HeartbeatReply(self._xcaps.ring.public_keys())
+
+    async def osd_list(self, peer: Identity, req: Empty) -> OSDList:
+        return OSDList(self._registry.all())
+
+    async def status(self, peer: Identity, req: Empty) -> MRCStatus:
+        return MRCStatus(
+            self._uuid,
+            self._ns.list_volumes(),
+            self._registry.all(),
+            len(self._ns.pending_deletions(1 << 20)),
+        )

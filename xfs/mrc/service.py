@@ -1,0 +1,85 @@
+"""The MRC process: the composition root that builds everything and tears it down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import trio
+
+from xfs.common import clock as clocks
+from xfs.common.config import MRCConfig
+from xfs.common.framing import META_FRAME_LIMIT
+from xfs.common.identity import load_credential
+from xfs.common.rpc import Dispatcher, RPCServer, open_pool
+from xfs.common.service_tls import ServiceTLS
+from xfs.common.xcap import KeyRing
+from xfs.mrc.deleter import Deleter
+from xfs.mrc.handlers import MRCHandlers
+from xfs.mrc.namespace import Namespace
+from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.store import Store
+from xfs.mrc.xcaps import XCapIssuer
+from xfs.proto.records import Kind
+
+log = logging.getLogger(__name__)
+
+
+class MRCService:
+    def __init__(self, config: MRCConfig, *, clock: Callable[[], float] = clocks.wall) -> None:
+        self.config = config
+        self._clock = clock
+        self._scope = trio.CancelScope()
+        self.server: RPCServer | None = None
+        self.deleter: Deleter | None = None
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[MRCService] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        config = self.config
+        tls = ServiceTLS.load(config.tls)
+        if tls.identity.kind is not Kind.MRC:
+            raise SystemExit(f"{config.tls.cert} is not an MRC certificate")
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        store = Store.open(config.data_dir / "mrc.db")
+        try:
+            ring = KeyRing.load_or_create(config.data_dir / "xcap-keys")
+            ns = Namespace(store)
+            registry = OSDRegistry(store, self._clock, config.osd_dead_after)
+            registry.load()
+            xcaps = XCapIssuer(ring, self._clock, config.xcap_lifetime)
+            dispatcher = Dispatcher()
+            fingerprint = load_credential(config.tls.cert, config.tls.key).fingerprint
+            with self._scope:
+                async with (
+                    open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
+                    trio.open_nursery() as n,
+                ):
+                    self.deleter = Deleter(ns, registry, xcaps, pool, fingerprint)
+                    MRCHandlers(
+                        ns,
+                        registry,
+                        xcaps,
+                        self.deleter.wake,
+                        tls.identity.principal.removeprefix("mrc:"),
+                    ).register(dispatcher)
+                    self.server = RPCServer(
+                        dispatcher=dispatcher,
+                        ssl_context=tls.server,
+                        identify=tls.trust.identify,
+                        host=config.host,
+                        port=config.port,
+                        frame_limit=META_FRAME_LIMIT,
+                    )
+                    port = await n.start(self.server.serve)
+                    n.start_soon(self.deleter.run)
+                    log.info("MRC serving %s on %s:%d", config.data_dir, config.host, port)
+                    task_status.started(self)
+                    await trio.sleep_forever()
+        finally:
+            store.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(self.config.grace)
+        self._scope.cancel()
