@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the whole test suite, and the linters, with a hard deadline so CI never wedges.
+# The README's test command: installs what is missing, then runs the linters and the
+# whole test suite under a hard deadline so that a hang fails instead of wedging CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
 .venv/bin/ruff check xfs tests bench
 .venv/bin/mypy
 exec timeout --signal=TERM --kill-after=60 1500 \

@@ -63,6 +63,7 @@ class OpenFile:
         self._renewing: trio.Lock = trio.Lock()
         self._last_read_end = -1
         self._writes = 0  # bumped by every write, so a fetch that raced one is not cached
+        self._last_send: dict[int, trio.Event] = {}  # per object: sends land in write order
 
     # ------------------------------------------------------------------ layout
     @property
@@ -134,10 +135,16 @@ class OpenFile:
         await self._slots.acquire()
         self._inflight += 1
         self._drained = trio.Event()
-        self.session.nursery.start_soon(self._send, objno, dirty)
+        before = self._last_send.get(objno)
+        done = self._last_send[objno] = trio.Event()
+        self.session.nursery.start_soon(self._send, objno, dirty, before, done)
 
-    async def _send(self, objno: int, dirty: _Dirty) -> None:
+    async def _send(
+        self, objno: int, dirty: _Dirty, before: trio.Event | None, done: trio.Event
+    ) -> None:
         try:
+            if before is not None:
+                await before.wait()  # an older write of this object must land first
 
             async def call(layout: FileLayout, osd: str) -> object:
                 request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, bytes(dirty.buf))
@@ -150,6 +157,9 @@ class OpenFile:
         except trio.TooSlowError:
             self._error = self._error or XfsError(errno.EIO, "OSD did not answer in time")
         finally:
+            done.set()
+            if self._last_send.get(objno) is done:
+                del self._last_send[objno]
             self._slots.release()
             self._inflight -= 1
             if not self._inflight:

@@ -11,6 +11,7 @@ import errno
 import itertools
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pyfuse3
@@ -84,7 +85,7 @@ class Operations(pyfuse3.Operations):
         session = await self._session(ctx)
         return self._entry(await session.lookup(parent_inode, name))
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
             self.inodes.forget(ino, n)
 
@@ -283,7 +284,7 @@ class Operations(pyfuse3.Operations):
         return await (await self._session(ctx)).getxattr(inode, name)
 
     @fuse_errors
-    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+    async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
         return await (await self._session(ctx)).listxattr(inode)
 
     @fuse_errors

@@ -141,7 +141,8 @@ class TLSConnection:
         while got < len(view):
             try:
                 with self._ssl_lock:
-                    n = self._ssl.read(len(view) - got, view[got:])
+                    n = len(view) - got
+                    n = int(self._ssl.read(n, view[got:]))
             except ssl.SSLWantReadError:
                 self._fill()
                 continue

@@ -11,7 +11,6 @@ import dataclasses
 import enum
 import types
 import typing
-from functools import cache
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 from xfs.proto.errors import ProtocolError
@@ -42,18 +41,26 @@ def encode(value: Any) -> Any:
     return value
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+_REQUIRED: dict[type, frozenset[str]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
-@cache
 def _required(cls: type) -> frozenset[str]:
-    return frozenset(
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    )
+    required = _REQUIRED.get(cls)
+    if required is None:
+        required = _REQUIRED[cls] = frozenset(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+    return required
 
 
 def decode(tp: Any, value: Any, where: str = "") -> Any:

@@ -1,0 +1,233 @@
+"""A real embedded grid for system and FUSE tests: `xfs up` / `xfs down` as subprocesses.
+
+``Grid`` owns one state directory and one mountpoint under a root directory that the
+test gives it. Everything it starts is stopped by :meth:`Grid.cleanup`, which never
+raises and never touches a process that is not ours: it runs ``xfs down``, lazily
+unmounts the mountpoint if it is still in /proc/mounts, then SIGKILLs every PID listed in
+``<state>/run/*.pid`` whose command line names this state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+UP_TIMEOUT = 90.0
+DOWN_TIMEOUT = 60.0
+ROLES = ("mrc", "osd1", "osd2", "osd3", "mount")
+SERVER_ROLES = ("mrc", "osd1", "osd2", "osd3")
+
+
+def xfs_command() -> list[str]:
+    """The `xfs` entry point of the interpreter running the tests."""
+    script = Path(sys.executable).parent / "xfs"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "xfs.cli.main"]
+
+
+def run(
+    argv: list[str], *, timeout: float = 60.0, check: bool = True, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with a deadline; on failure the message carries its output."""
+    proc = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{argv!r} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def mounted(path: Path) -> bool:
+    """Whether ``path`` is a mount point right now (any file system type)."""
+    target = os.path.realpath(path)
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == target for line in f if len(line.split()) > 2)
+
+
+def xfs_mounts() -> list[str]:
+    """Every fuse.xfs line of /proc/mounts."""
+    with open("/proc/mounts") as f:
+        return [line for line in f if "fuse.xfs" in line]
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+class Grid:
+    """The embedded grid of one test module: a state directory and a mountpoint."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state = root / "state"
+        self.mnt = root / "mnt"
+
+    # ---------------------------------------------------------------- commands
+    def xfs(self, *args: str, timeout: float = 60.0, check: bool = True) -> Any:
+        return run([*xfs_command(), *args], timeout=timeout, check=check)
+
+    def up(self) -> subprocess.CompletedProcess[str]:
+        """`xfs up`: start (or restart, with the same data) and mount; returns once mounted."""
+        proc = self.xfs(
+            "up", "--state", str(self.state), "--mountpoint", str(self.mnt),
+            timeout=UP_TIMEOUT, check=False,
+        )
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"xfs up failed ({proc.returncode}): {proc.stdout}{proc.stderr}\n{self.logs()}"
+            )
+        assert mounted(self.mnt), f"xfs up returned but {self.mnt} is not mounted"
+        return proc
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        """`xfs down`: unmount and stop every process of this grid."""
+        return self.xfs("down", "--state", str(self.state), timeout=DOWN_TIMEOUT)
+
+    def status(self) -> dict[str, Any]:
+        proc = self.xfs("status", "--state", str(self.state), "--json", timeout=60)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    # ---------------------------------------------------------------- processes
+    def pid(self, role: str) -> int | None:
+        """The PID of ``role`` if that process is alive and is this grid's."""
+        try:
+            pid = int((self.state / "run" / f"{role}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        cmdline = _cmdline(pid)
+        if cmdline is None or str(self.state).encode() not in cmdline or not _alive(pid):
+            return None
+        return pid
+
+    def pids(self) -> dict[str, int]:
+        return {role: pid for role in ROLES if (pid := self.pid(role)) is not None}
+
+    def our_processes(self) -> list[int]:
+        """Every live process whose command line names this state directory."""
+        needle = str(self.state).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != os.getpid():
+                cmdline = _cmdline(int(entry.name))
+                if cmdline and needle in cmdline and _alive(int(entry.name)):
+                    found.append(int(entry.name))
+        return found
+
+    def restart_servers(self, timeout: float = 60.0) -> None:
+        """SIGTERM the MRC and the OSDs (the mount stays), then start them again.
+
+        Uses the embedded grid's own spawn, so the same configuration files (and ports)
+        are used; returns once the MRC reports every OSD alive.
+        """
+        from xfs import embedded
+
+        layout = embedded.Layout(self.state)
+        for role in reversed(SERVER_ROLES):
+            embedded.stop_role(layout, role, timeout=20.0)
+        for role in SERVER_ROLES:
+            embedded.spawn(layout, role)
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.xfs(
+                "status", "--state", str(self.state), "--json", timeout=30, check=False
+            )
+            if proc.returncode == 0:
+                osds = json.loads(proc.stdout)["osds"]
+                if sum(o["alive"] for o in osds) >= 3:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"servers did not come back\n{self.logs()}")
+            time.sleep(0.2)
+
+    def logs(self, tail: int = 40) -> str:
+        out = []
+        for log in sorted((self.state / "logs").glob("*.log")):
+            with contextlib.suppress(OSError):
+                lines = log.read_text(errors="replace").splitlines()[-tail:]
+                out.append(f"--- {log.name}\n" + "\n".join(lines))
+        return "\n".join(out)
+
+    def cleanup(self) -> None:
+        """Stop everything this grid started. Never raises."""
+        if (self.state / "grid.json").exists():
+            with contextlib.suppress(Exception):
+                self.xfs("down", "--state", str(self.state), timeout=DOWN_TIMEOUT, check=False)
+        with contextlib.suppress(Exception):
+            if mounted(self.mnt):
+                run(["fusermount3", "-u", "-z", str(self.mnt)], timeout=30, check=False)
+        with contextlib.suppress(Exception):
+            if mounted(self.mnt):
+                run(["umount", "-l", str(self.mnt)], timeout=30, check=False)
+        needle = str(self.state).encode()
+        for pidfile in (self.state / "run").glob("*.pid"):
+            with contextlib.suppress(Exception):
+                pid = int(pidfile.read_text())
+                cmdline = _cmdline(pid)
+                if cmdline is not None and needle in cmdline:
+                    os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running_grid(prefix: str = "xfs-test-") -> Iterator[Grid]:
+    """A started grid under a fresh directory of /tmp (world-searchable, so other local
+    users can reach the mount); always stopped and removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(root, 0o755)
+    grid = Grid(root)
+    try:
+        grid.up()
+        yield grid
+    finally:
+        grid.cleanup()
+        if not mounted(grid.mnt):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+class Workdirs:
+    """Fresh, uniquely named directory pairs: one in the mount, one on a local disk."""
+
+    def __init__(self, grid: Grid, local_root: Path) -> None:
+        self.grid = grid
+        self.local_root = local_root
+        self._n = 0
+
+    def pair(self, name: str) -> tuple[Path, Path]:
+        self._n += 1
+        tag = f"{name}-{os.getpid()}-{self._n}"
+        remote = self.grid.mnt / tag
+        local = self.local_root / tag
+        remote.mkdir()
+        local.mkdir()
+        return remote, local

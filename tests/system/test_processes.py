@@ -1,0 +1,117 @@
+"""The embedded grid's processes: status, down, idempotent up, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.system.conftest import needs_fuse
+from tests.system.grid import Grid, mounted, running_grid
+
+pytestmark = [pytest.mark.system]
+
+
+@pytest.fixture
+def own_grid() -> Iterator[Grid]:
+    """A grid of the test's own: these tests stop and kill its processes."""
+    needs_fuse()
+    with running_grid() as g:
+        yield g
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_status_lists_three_live_osds_and_the_home_volume(own_grid: Grid) -> None:
+    status = own_grid.status()
+    osds = status["osds"]
+    assert len(osds) == 3
+    assert all(o["alive"] for o in osds), osds
+    assert len({o["uuid"] for o in osds}) == 3
+    assert len({o["address"] for o in osds}) == 3
+    names = [v["name"] for v in status["volumes"]]
+    assert names == ["home-root"], names
+    home = status["volumes"][0]
+    assert home["mode"] == 0o700
+    assert home["owner"] == "root@local"
+    assert home["striping"]["width"] == 3
+
+
+@pytest.mark.timeout(120)
+def test_down_leaves_no_process_and_no_mount(own_grid: Grid) -> None:
+    pids = own_grid.pids()
+    assert set(pids) == {"mrc", "osd1", "osd2", "osd3", "mount"}, pids
+    (own_grid.mnt / "probe").write_text("x")
+    proc = own_grid.down()
+    assert "stopped" in proc.stdout
+    assert not mounted(own_grid.mnt)
+    for role, pid in pids.items():
+        assert _wait_gone(pid, 10), f"{role} (pid {pid}) still running after xfs down"
+    assert own_grid.our_processes() == []
+    assert own_grid.pids() == {}
+    # a second down is harmless and says so
+    again = own_grid.down()
+    assert "nothing" in again.stdout
+
+
+@pytest.mark.timeout(120)
+def test_up_twice_is_idempotent(own_grid: Grid) -> None:
+    before = own_grid.pids()
+    (own_grid.mnt / "kept").write_bytes(b"data")
+    own_grid.up()
+    assert own_grid.pids() == before
+    assert sum(1 for line in open("/proc/mounts") if str(own_grid.mnt) in line) == 1
+    assert (own_grid.mnt / "kept").read_bytes() == b"data"
+    assert len(own_grid.our_processes()) == len(before)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_makes_the_mrc_exit_zero(own_grid: Grid) -> None:
+    # The grid's MRC was started by `xfs up`, which has exited: it is not our child and
+    # its exit status cannot be collected. So first SIGTERM that one (it must go within a
+    # few seconds), then run the same MRC (same configuration, state and port) as our
+    # own child, SIGTERM it by its PID file and collect the status.
+    pid = own_grid.pid("mrc")
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    assert _wait_gone(pid, 10), "the MRC did not exit within 10 s of SIGTERM"
+
+    config = own_grid.state / "mrc" / "mrc.toml"
+    log = (own_grid.state / "logs" / "mrc-child.log").open("ab")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "xfs.cli.main", "mrc", "--config", str(config)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+    )
+    pidfile = own_grid.state / "run" / "mrc.pid"
+    pidfile.write_text(f"{child.pid}\n")  # so that the grid's cleanup knows it
+    try:
+        deadline = time.monotonic() + 30
+        while own_grid.xfs("status", "--state", str(own_grid.state), "--json",
+                           timeout=30, check=False).returncode != 0:
+            assert child.poll() is None, "the MRC exited on start"
+            assert time.monotonic() < deadline, "the restarted MRC did not answer"
+            time.sleep(0.2)
+        start = time.monotonic()
+        os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        assert child.wait(timeout=10) == 0
+        assert time.monotonic() - start < 10
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=10)
+        log.close()
+    text = (own_grid.state / "logs" / "mrc-child.log").read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
