@@ -31,9 +31,10 @@ from xfs.common.rpc import RetryPolicy, open_pool
 from xfs.osd.objects import ObjectStore
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC, Empty, VolumeCreate, VolumeName
-from xfs.proto.records import Kind, StripingPolicy
+from xfs.proto.records import Kind, Role, StripingPolicy
 
 VO = "local"
+ADMIN = "xfs-admin"
 OSD_COUNT = 3
 ROLES = ("mrc", "osd1", "osd2", "osd3", "mount")
 
@@ -80,6 +81,12 @@ class Layout:
     @property
     def credentials(self) -> Path:
         return self.state / "credentials"
+
+    @property
+    def admin(self) -> tuple[Path, Path]:
+        """The grid's administrator credential (role super), readable by its owner only."""
+        d = self.state / "admin"
+        return d / f"{ADMIN}.crt", d / f"{ADMIN}.key"
 
 
 @dataclass
@@ -128,7 +135,7 @@ def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
         layout.role_dir(role).mkdir(parents=True, exist_ok=True)
         store.open()
         ca.issue_service(state / "ca" / "services", Kind.OSD, store.uuid, layout.role_dir(role))
-    # the admin credential of the embedded grid: the user who ran `xfs up`
+    ca.issue_user(state / "ca" / VO, ADMIN, state / "admin", role=Role.SUPER, days=3650)
     CredentialStore(layout.credentials, enroll_ca=state / "ca" / VO).get(uid)
     grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint))
     grid.save(layout.grid_file)
@@ -208,9 +215,10 @@ def running_pid(layout: Layout, role: str) -> int | None:
     return pid if str(layout.config(role)).encode() in cmdline else None
 
 
-def spawn(layout: Layout, role: str) -> int:
-    if (pid := running_pid(layout, role)) is not None:
-        return pid
+def spawn(layout: Layout, role: str) -> subprocess.Popen[bytes] | None:
+    """Start ``role`` unless it runs already (then None)."""
+    if running_pid(layout, role) is not None:
+        return None
     command = role.rstrip("0123456789")
     log = layout.log(role).open("ab")
     proc = subprocess.Popen(
@@ -221,7 +229,7 @@ def spawn(layout: Layout, role: str) -> int:
         start_new_session=True,
     )
     layout.pid(role).write_text(f"{proc.pid}\n")
-    return proc.pid
+    return proc
 
 
 def _is_mounted(path: Path) -> bool:
@@ -247,10 +255,8 @@ def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
 # ---------------------------------------------------------------------------- admin calls
 async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
     """Wait for the MRC and the OSDs, then make sure the home volume exists."""
-    creds = CredentialStore(layout.credentials)
-    cred = creds.get(os.getuid())
     trust = TrustStore.load(layout.trust)
-    ctx = tls.client_context(cred.cert_path, cred.key_path, trust.ssl_cafile_bundle())
+    ctx = tls.client_context(*layout.admin, trust.ssl_cafile_bundle())
     mrc = f"127.0.0.1:{grid.ports['mrc']}"
     async with open_pool(
         ctx, trust.identify, frame_limit=META_FRAME_LIMIT, retry=RetryPolicy(attempts=1)
@@ -306,9 +312,9 @@ def up(state: Path, mountpoint: Path | None, timeout: float = 60.0) -> Grid:
     for role in ROLES[:-1]:
         spawn(layout, role)
     trio.run(_admin, layout, grid, deadline)
-    spawn(layout, "mount")
+    mount = spawn(layout, "mount")
     while not _is_mounted(mnt):
-        if running_pid(layout, "mount") is None:
+        if mount is not None and mount.poll() is not None:
             raise GridError(f"the mount process exited; see {layout.log('mount')}")
         if time.monotonic() > deadline:
             raise GridError(f"{mnt} was not mounted in time; see {layout.log('mount')}")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,16 +13,16 @@ from rich.console import Console
 from rich.table import Table
 
 from xfs import embedded
-from xfs.client.credentials import CredentialStore
 from xfs.common import tls
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import TrustStore, load_credential
-from xfs.common.rpc import Pool, RetryPolicy, open_pool
+from xfs.common.rpc import RetryPolicy, open_pool
+from xfs.proto.codec import Record
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import MRC, Empty, VolumeCreate, VolumeName
+from xfs.proto.methods import MRC, Empty, Method, VolumeCreate, VolumeName
 from xfs.proto.records import Kind, StripingPolicy
 
-T = TypeVar("T")
+R = TypeVar("R", bound=Record)
 
 
 def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,8 +50,8 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def call_mrc(options: dict[str, Any], fn: Callable[[Pool, str], Awaitable[T]]) -> T:
-    """Connect as the given (or the embedded grid's) credential and run ``fn``."""
+def call_mrc(options: dict[str, Any], method: Method[Any, R], request: Any) -> R:
+    """Call the MRC as the given credential (or the embedded grid's administrator)."""
     if options.get("mrc_address"):
         if not (options.get("cert") and options.get("key") and options.get("trust")):
             raise click.ClickException("--mrc needs --cert, --key and --trust")
@@ -64,18 +63,18 @@ def call_mrc(options: dict[str, Any], fn: Callable[[Pool, str], Awaitable[T]]) -
         if not layout.grid_file.exists():
             raise click.ClickException(f"no xfs grid in {layout.state}; give --mrc or --state")
         grid = embedded.Grid.load(layout.grid_file)
-        cred = CredentialStore(layout.credentials).get(os.getuid())
+        cred = load_credential(*layout.admin)
         trust_files = layout.trust
         address = f"127.0.0.1:{grid.ports['mrc']}"
     trust = TrustStore.load(trust_files)
     ctx = tls.client_context(cred.cert_path, cred.key_path, trust.ssl_cafile_bundle())
 
-    async def main() -> T:
+    async def main() -> R:
         async with open_pool(
             ctx, trust.identify, frame_limit=META_FRAME_LIMIT, retry=RetryPolicy(attempts=2)
         ) as pool:
             with trio.fail_after(30):
-                return await fn(pool, address)
+                return await pool.call(address, method, request, expect=Kind.MRC)
 
     try:
         return trio.run(main)
@@ -98,7 +97,7 @@ def _size(n: int) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool, **options: Any) -> None:
     """Show the MRC, the OSDs and the volumes."""
-    st = call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.status, Empty(), expect=Kind.MRC))
+    st = call_mrc(options, MRC.status, Empty())
     if as_json:
         click.echo(json.dumps(st.to_wire(), indent=2, default=lambda b: b.hex()))
         return
@@ -153,7 +152,7 @@ def volume_create(
 ) -> None:
     """Create a volume (needs the super role)."""
     request = VolumeCreate(name, owner, group, int(mode, 8), StripingPolicy(stripe_size, width))
-    info = call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.volume_create, request))
+    info = call_mrc(options, MRC.volume_create, request)
     click.echo(f"created volume {info.name} ({info.id})")
 
 
@@ -161,7 +160,7 @@ def volume_create(
 @connection_options
 def volume_list(**options: Any) -> None:
     """List volumes."""
-    reply = call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.volume_list, Empty()))
+    reply = call_mrc(options, MRC.volume_list, Empty())
     for v in reply.volumes:
         click.echo(f"{v.name}\t{v.owner}\t{v.group}\t{v.mode:o}\t{v.files} files")
 
@@ -171,5 +170,5 @@ def volume_list(**options: Any) -> None:
 @click.argument("name")
 def volume_delete(name: str, **options: Any) -> None:
     """Delete a volume and all its files (needs the super role)."""
-    call_mrc(options, lambda pool, mrc: pool.call(mrc, MRC.volume_delete, VolumeName(name)))
+    call_mrc(options, MRC.volume_delete, VolumeName(name))
     click.echo(f"deleted volume {name}")

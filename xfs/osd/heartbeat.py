@@ -11,6 +11,7 @@ from xfs.osd.objects import ObjectStore
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC
 from xfs.proto.methods import Heartbeat as HeartbeatRequest
+from xfs.proto.records import Kind
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Heartbeat:
         free, total = await trio.to_thread.run_sync(self._store.usage)
         request = HeartbeatRequest(self._uuid, self._address, free, total, self._labels)
         with trio.fail_after(max(self._interval * 2, 5.0)):
-            reply = await self._pool.call(self._mrc, MRC.osd_heartbeat, request)
+            reply = await self._pool.call(self._mrc, MRC.osd_heartbeat, request, expect=Kind.MRC)
         self._keys.clear()
         self._keys.update(reply.xcap_keys)
         if not self.registered.is_set():
