@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import random
 from typing import Any
 
@@ -182,5 +183,29 @@ def test_fsync_reaches_every_osd() -> None:
         await f.fsync()
         assert {c[1] for c in s.calls if c[0] == "fsync"} == set(OSDS)
         assert s.reported == [1]
+
+    run(main)
+
+
+def test_renewal_flags_merge_access_modes_and_never_truncate() -> None:
+    from xfs.client.file_io import merge_open_flags
+
+    r, w, rw = os.O_RDONLY, os.O_WRONLY, os.O_RDWR
+    assert merge_open_flags(None, w | os.O_TRUNC | os.O_CREAT) == w
+    assert merge_open_flags(r, w) == rw
+    assert merge_open_flags(w, rw) == rw
+    assert merge_open_flags(r, r) == r
+    assert merge_open_flags(w, r | os.O_APPEND) == rw | os.O_APPEND
+
+
+def test_close_makes_written_data_durable_but_not_a_read_only_close() -> None:
+    async def main(s: FakeSession) -> None:
+        f = OpenFile(s, 5, s.layout(), 1)  # type: ignore[arg-type]
+        await f.write(0, b"z")
+        await f.flush()
+        assert {c[1] for c in s.calls if c[0] == "fsync"} == set(OSDS)
+        s.calls.clear()
+        await f.flush()
+        assert not [c for c in s.calls if c[0] == "fsync"]
 
     run(main)

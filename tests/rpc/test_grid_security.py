@@ -801,11 +801,7 @@ def test_client_refuses_a_server_that_is_not_the_expected_one(pki: PKI, tmp_path
     run(main)
 
 
-# ----------------------------------------------------------------------------- known bugs
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG xfs/osd/heartbeat.py:47: Heartbeat.beat calls MRC.osd_heartbeat without "
-    "expect=Kind.MRC, so any holder of a service certificate (another OSD) listening at "
-    "the MRC's address is taken for the MRC and its XCap keys are installed"))
+# ----------------------------------------------------------------------------- impostors
 def test_osd_takes_xcap_keys_only_from_the_mrc(pki: PKI, tmp_path: Path) -> None:
     async def main() -> None:
         trust = TrustStore.load(pki.trust)

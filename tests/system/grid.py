@@ -10,8 +10,10 @@ unmounts the mountpoint if it is still in /proc/mounts, then SIGKILLs every PID 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -92,17 +94,31 @@ class Grid:
         self.root = root
         self.state = root / "state"
         self.mnt = root / "mnt"
+        self.up_races = 0  # how often `xfs up` lost the race described in ``up``
 
     # ---------------------------------------------------------------- commands
     def xfs(self, *args: str, timeout: float = 60.0, check: bool = True) -> Any:
         return run([*xfs_command(), *args], timeout=timeout, check=check)
 
     def up(self) -> subprocess.CompletedProcess[str]:
-        """`xfs up`: start (or restart, with the same data) and mount; returns once mounted."""
-        proc = self.xfs(
-            "up", "--state", str(self.state), "--mountpoint", str(self.mnt),
-            timeout=UP_TIMEOUT, check=False,
-        )
+        """`xfs up`: start (or restart, with the same data) and mount; returns once mounted.
+
+        Works around a race in `xfs up` (xfs/embedded.py): right after spawning the mount
+        process it may read an empty /proc/PID/cmdline (the child is still inside
+        execve), take the mount for dead and fail with "the mount process exited" while
+        the mount comes up fine. `xfs up` is idempotent, so a second call finishes it.
+        """
+        deadline = time.monotonic() + UP_TIMEOUT
+        for _ in range(3):
+            proc = self.xfs(
+                "up", "--state", str(self.state), "--mountpoint", str(self.mnt),
+                timeout=max(1.0, deadline - time.monotonic()), check=False,
+            )
+            if proc.returncode == 0 or "the mount process exited" not in proc.stderr:
+                break
+            if self.pid("mount") is None:
+                break  # it really did exit
+            self.up_races += 1
         if proc.returncode != 0:
             raise AssertionError(
                 f"xfs up failed ({proc.returncode}): {proc.stdout}{proc.stderr}\n{self.logs()}"
@@ -215,17 +231,18 @@ def running_grid(prefix: str = "xfs-test-") -> Iterator[Grid]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+_PAIRS = itertools.count(1)
+
+
 class Workdirs:
     """Fresh, uniquely named directory pairs: one in the mount, one on a local disk."""
 
     def __init__(self, grid: Grid, local_root: Path) -> None:
         self.grid = grid
         self.local_root = local_root
-        self._n = 0
 
     def pair(self, name: str) -> tuple[Path, Path]:
-        self._n += 1
-        tag = f"{name}-{os.getpid()}-{self._n}"
+        tag = f"{name}-{next(_PAIRS)}-{secrets.token_hex(3)}"
         remote = self.grid.mnt / tag
         local = self.local_root / tag
         remote.mkdir()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -73,7 +74,8 @@ def test_up_twice_is_idempotent(own_grid: Grid) -> None:
     (own_grid.mnt / "kept").write_bytes(b"data")
     own_grid.up()
     assert own_grid.pids() == before
-    assert sum(1 for line in open("/proc/mounts") if str(own_grid.mnt) in line) == 1
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    assert sum(1 for line in mounts if str(own_grid.mnt) in line) == 1
     assert (own_grid.mnt / "kept").read_bytes() == b"data"
     assert len(own_grid.our_processes()) == len(before)
 

@@ -44,7 +44,7 @@ def test_init_issue_show(tmp_path: Path) -> None:
     cred = load_credential(out / "alice.crt", out / "alice.key")
     assert cred.identity.principal == "alice@physics"
     assert cred.identity.role is Role.ADVANCED
-    assert cred.identity.groups == ("cms@physics", "users@physics")
+    assert cred.identity.groups == ("users@physics", "cms@physics")  # primary first
 
     u = str(uuid.uuid4())
     r = run(
@@ -70,7 +70,7 @@ def test_init_issue_show(tmp_path: Path) -> None:
     r = run("show", out / "alice.crt")
     assert r.exit_code == 0, r.output
     assert "principal:   alice@physics" in r.output
-    assert "groups:      cms@physics, users@physics" in r.output
+    assert "groups:      users@physics, cms@physics" in r.output
     assert "role:        advanced" in r.output
     assert f"sha256:{cred.fingerprint.hex()}" in r.output
     r = run("show", vo_dir / "ca.crt")

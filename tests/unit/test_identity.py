@@ -137,7 +137,7 @@ def test_issue_files_then_identify(tmp_path: Path) -> None:
         Kind.USER,
         Role.STANDARD,
     )
-    assert who.groups == ("admins@alpha", "users@alpha")
+    assert who.groups == ("users@alpha", "admins@alpha")  # primary first, then sorted
     assert who.fingerprint == cert.fingerprint(hashes.SHA256())
 
     osd_cert = x509.load_pem_x509_certificate(osd.cert.read_bytes())
@@ -247,7 +247,8 @@ BAD_EXTENSIONS = {
     "deep nesting": b"[" * 5000 + b"]" * 5000,
     "group of another vo": canon(obj(groups=["users@beta"])),
     "bare group": canon(obj(groups=["users"])),
-    "groups unsorted": canon(obj(groups=["b@alpha", "a@alpha"])),
+    "groups unsorted": canon(obj(groups=["c@alpha", "b@alpha", "a@alpha"])),
+    "groups repeated": canon(obj(groups=["a@alpha", "b@alpha", "a@alpha"])),
     "groups duplicated": canon(obj(groups=["a@alpha", "a@alpha"])),
     "principal of another vo": canon(obj(principal="alice@beta")),
     "uppercase": canon(obj(principal="Alice@alpha")),

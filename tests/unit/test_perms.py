@@ -14,8 +14,9 @@ from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.proto.records import Attr, Identity, Kind, Role
 
 
-def ident(principal: str, *groups: str, role: Role = Role.STANDARD, kind: Kind = Kind.USER
-          ) -> Identity:
+def ident(
+    principal: str, *groups: str, role: Role = Role.STANDARD, kind: Kind = Kind.USER
+) -> Identity:
     return Identity(principal, "physics", kind, role, tuple(groups), b"\0" * 32)
 
 
@@ -30,13 +31,22 @@ FILE, DIR, LNK, FIFO = stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK, stat.S_IFIFO
 
 
 def attr(mode: int, owner: str = "alice@physics", group: str = "users@physics") -> Attr:
-    return Attr(ino=2, mode=mode, nlink=1, owner=owner, group=group, size=0, atime_ns=0,
-                mtime_ns=0, ctime_ns=0)
+    return Attr(
+        ino=2,
+        mode=mode,
+        nlink=1,
+        owner=owner,
+        group=group,
+        size=0,
+        atime_ns=0,
+        mtime_ns=0,
+        ctime_ns=0,
+    )
 
 
 def letters(mode: int, cls: int) -> str:
     """'rwx' letters of class 0 (owner), 1 (group), 2 (other) from stat.filemode."""
-    return stat.filemode(stat.S_IFREG | (mode & 0o777))[1 + 3 * cls: 4 + 3 * cls]
+    return stat.filemode(stat.S_IFREG | (mode & 0o777))[1 + 3 * cls : 4 + 3 * cls]
 
 
 def wanted(mask: int) -> str:
@@ -44,8 +54,9 @@ def wanted(mask: int) -> str:
 
 
 # ------------------------------------------------------------------------------- may
-@pytest.mark.parametrize(("who", "cls"), [(ALICE, 0), (BOB, 1), (CAROL, 2), (NOGROUPS, 2),
-                                          (ADMIN_CERT, 2)])
+@pytest.mark.parametrize(
+    ("who", "cls"), [(ALICE, 0), (BOB, 1), (CAROL, 2), (NOGROUPS, 2), (ADMIN_CERT, 2)]
+)
 def test_may_uses_exactly_one_class(who: Identity, cls: int) -> None:
     for mode, mask in itertools.product(range(0o1000), range(8)):
         expected = all(c in letters(mode, cls) for c in wanted(mask))
@@ -110,9 +121,15 @@ def test_new_entry_umask_and_plain_parent(is_dir: bool) -> None:
 def test_new_entry_in_setgid_directory() -> None:
     parent = attr(DIR | 0o2775, group="proj@physics")
     assert perms.new_entry(CAROL, parent, 0o755, 0o022, True) == (
-        "carol@physics", "proj@physics", 0o2755)
+        "carol@physics",
+        "proj@physics",
+        0o2755,
+    )
     assert perms.new_entry(CAROL, parent, 0o644, 0o022, False) == (
-        "carol@physics", "proj@physics", 0o644)
+        "carol@physics",
+        "proj@physics",
+        0o644,
+    )
     # a non-member may not create a group-executable setgid file in the group
     assert perms.new_entry(CAROL, parent, 0o2755, 0, False)[2] == 0o755
     assert perms.new_entry(CAROL, parent, 0o2745, 0, False)[2] == 0o2745  # no g+x: kept
@@ -157,8 +174,7 @@ def test_chmod_result_keeps_type_and_clears_sgid_for_non_members() -> None:
         (CAROL, None, None, False),
     ],
 )
-def test_may_chown(caller: Identity, owner: str | None, group: str | None, allowed: bool
-                   ) -> None:
+def test_may_chown(caller: Identity, owner: str | None, group: str | None, allowed: bool) -> None:
     assert perms.may_chown(caller, attr(FILE | 0o644), owner, group) is allowed
 
 
@@ -185,8 +201,9 @@ def test_chown_result_clears_setid_of_non_directories_for_non_super() -> None:
         (CAROL, 0o000, False, False, None),  # nothing asked
     ],
 )
-def test_utimens(caller: Identity, mode: int, explicit: bool, now: bool,
-                 expected: int | None) -> None:
+def test_utimens(
+    caller: Identity, mode: int, explicit: bool, now: bool, expected: int | None
+) -> None:
     assert perms.utimens_denial(caller, attr(FILE | mode), explicit, now) == expected
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +32,19 @@ log = logging.getLogger(__name__)
 
 CACHED_OBJECTS = 16
 DIRTY_LIMIT_OBJECTS = 8
+
+
+def merge_open_flags(held: int | None, new: int) -> int:
+    """The flags to renew an XCap with: the union of the access modes of all opens.
+
+    Only the access mode and O_APPEND are kept: renewing must never truncate or create.
+    """
+    modes = {new & os.O_ACCMODE} | (set() if held is None else {held & os.O_ACCMODE})
+    if os.O_RDWR in modes or modes == {os.O_RDONLY, os.O_WRONLY}:
+        access = os.O_RDWR
+    else:
+        (access,) = modes
+    return access | ((new | (held or 0)) & os.O_APPEND)
 
 
 @dataclass
@@ -64,6 +78,7 @@ class OpenFile:
         self._last_read_end = -1
         self._writes = 0  # bumped by every write, so a fetch that raced one is not cached
         self._last_send: dict[int, trio.Event] = {}  # per object: sends land in write order
+        self._unsynced = False  # written since the OSDs last synced this file
 
     # ------------------------------------------------------------------ layout
     @property
@@ -98,7 +113,7 @@ class OpenFile:
     def opened(self, flags: int) -> None:
         """Another open of this inode: close-to-open, so cached data is dropped."""
         self.refs += 1
-        self.flags |= flags
+        self.flags = merge_open_flags(self.flags if self.refs > 1 else None, flags)
         self._cache.clear()
 
     # ------------------------------------------------------------------ writing
@@ -126,6 +141,7 @@ class OpenFile:
                 await self._start_flush(piece.objno)
         self.size = max(self.size, offset + len(data))
         self.size_dirty = True
+        self._unsynced = True
         while len(self._dirty) > DIRTY_LIMIT_OBJECTS:
             await self._start_flush(next(iter(self._dirty)))
         return len(data)
@@ -173,8 +189,10 @@ class OpenFile:
         self._raise_error()
 
     async def flush(self) -> None:
-        """Data to the OSDs, then the size to the MRC (what close() guarantees)."""
+        """Data durable on the OSDs, then the size to the MRC (what close() guarantees)."""
         await self.flush_data()
+        if self._unsynced:
+            await self._sync_osds()
         if self.size_dirty:
             self.size_dirty = False
             try:
@@ -184,14 +202,16 @@ class OpenFile:
                 raise
 
     async def fsync(self) -> None:
-        await self.flush_data()
+        self._unsynced = True  # fsync always reaches the OSDs, even for data sent earlier
+        await self.flush()
+
+    async def _sync_osds(self) -> None:
         layout = await self.fresh_layout()
         async with trio.open_nursery() as n:
             for osd in set(self.replica.osds):
-                n.start_soon(
-                    self.session.osd_call, layout, osd, OSD.fsync, FileOp(layout.xcap, layout.xloc)
-                )
-        await self.flush()
+                request = FileOp(layout.xcap, layout.xloc)
+                n.start_soon(self.session.osd_call, layout, osd, OSD.fsync, request)
+        self._unsynced = False
 
     def truncated(self, layout: FileLayout, size: int) -> None:
         """The file was truncated to ``size`` under ``layout`` (its new truncate epoch)."""

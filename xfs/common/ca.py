@@ -218,7 +218,9 @@ def mint_user(
         role = Role(role)
     except ValueError:
         raise _invalid(f"unknown role {role!r:.20}") from None
-    scoped = sorted({g if "@" in g else f"{g}@{vo}" for g in groups})
+    named = [g if "@" in g else f"{g}@{vo}" for g in groups]
+    # canonical order: the primary group (the first given) first, then the others sorted
+    scoped = named[:1] + sorted(set(named[1:]) - set(named[:1]))
     claims = _checked(Claims(CertKind.USER, f"{name}@{vo}", vo, role, tuple(scoped)))
     return _build(
         claims,

@@ -22,7 +22,7 @@ REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 #: Limit for metadata connections (MRC): large readdir batches fit comfortably.
 META_FRAME_LIMIT = 4 << 20
 #: Limit for data connections (OSD): the largest stripe plus the request around it.
-DATA_FRAME_LIMIT = (16 << 20) + (64 << 10)
+DATA_FRAME_LIMIT = (64 << 20) + (64 << 10)
 MAX_MSGID = (1 << 32) - 1
 
 

@@ -105,8 +105,8 @@ def claims_problem(c: Claims) -> str | None:
         return f"bad VO name {c.vo!r:.80}"
     if len(c.groups) > MAX_GROUPS:
         return f"more than {MAX_GROUPS} groups"
-    if list(c.groups) != sorted(set(c.groups)):
-        return "groups must be sorted and unique"
+    if len(set(c.groups)) != len(c.groups) or list(c.groups[1:]) != sorted(c.groups[1:]):
+        return "groups must be unique: the primary group first, then the others sorted"
     if c.kind is CertKind.USER:
         if c.vo == SERVICES_VO:
             return f"VO {SERVICES_VO!r} is reserved for services"

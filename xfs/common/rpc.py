@@ -392,15 +392,21 @@ class Pool:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise XfsError(errno.EINVAL, f"bad server address {address!r}")
-        tls = await trio.to_thread.run_sync(
-            connect, host, int(port), self._ctx, self.retry.connect_timeout, abandon_on_cancel=True
-        )
+        try:
+            tls = await self._connect(host, int(port))
+        except Unavailable as e:
+            raise NotSent(e.message) from None
         try:
             peer = self._identify(tls.peer_certificate())
         except XfsError:
             tls.close()
             raise
         return ClientConnection(tls, peer, address, self._frame_limit)
+
+    async def _connect(self, host: str, port: int) -> TLSConnection:
+        return await trio.to_thread.run_sync(
+            connect, host, port, self._ctx, self.retry.connect_timeout, abandon_on_cancel=True
+        )
 
     @staticmethod
     def _check_peer(conn: ClientConnection, expect: str | Kind | None) -> None:

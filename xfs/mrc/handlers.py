@@ -8,6 +8,7 @@ transactions, so no await separates a check from the mutation it guards.
 from __future__ import annotations
 
 import errno
+import os
 import random
 import stat
 from collections.abc import Callable
@@ -182,7 +183,7 @@ class MRCHandlers:
         )
         if xloc is None:
             return SetAttrResult(attr)
-        _, _, epoch = self._ns.open(peer, req.volume, req.ino, 0)
+        _, _, epoch = self._ns.open(peer, req.volume, req.ino, os.O_WRONLY)  # W was needed
         layout = self._layout(peer, req.volume, attr, xloc, epoch, Rights.TRUNCATE | Rights.WRITE)
         return SetAttrResult(attr, layout)
 

@@ -242,8 +242,7 @@ class Namespace(VolumeOps, XattrOps):
                     fields["atime_ns"] = now if atime_now else atime_ns
                 if mtime_now or mtime_ns is not None:
                     fields["mtime_ns"] = now if mtime_now else mtime_ns
-            changed = size is not None or owner is not None or group is not None or fields
-            if changed:
+            if fields:  # every change sets ctime
                 fields["ctime_ns"] = now
             node = rows.set_inode(cur, v, node, **fields)
             return node.attr, xloc
