@@ -330,13 +330,6 @@ def test_an_open_file_outlives_its_last_name(grid: Grid) -> None:
         os.close(fd)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xfs bug: ftruncate on an O_RDWR descriptor replaces the open file's XCap by the "
-    "setattr's, which grants only WRITE|TRUNCATE (mrc/handlers.py setattr; "
-    "client/file_io.py OpenFile.truncated), so the next read fails; the OSD's EACCES then "
-    "escapes the read nursery as an ExceptionGroup that fuse_errors does not map: EIO",
-)
 @pytest.mark.timeout(60)
 def test_ftruncate_then_read_through_the_same_descriptor(grid: Grid) -> None:
     d = grid.mnt / "model" / f"ftruncate-{os.getpid()}-{next(FileSystemModel.counter)}"

@@ -136,13 +136,6 @@ def test_errno_seen_by_a_process_of_the_other_user(
     assert st.st_uid == uid and st.st_mode & 0o077 == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xfs bug: search permission on a directory is only checked by the MRC's lookup; "
-    "the mount has no default_permissions and caches entries for 1 s (entry_timeout), so "
-    "while another user's dentry is cached the kernel walks through a 0700 directory "
-    "without asking, and open() of a file inside succeeds (client/operations.py, mount.py)",
-)
 @pytest.mark.timeout(120)
 def test_no_search_permission_means_no_way_through(
     grid: Grid, users: tuple[str, str], shared: Path

@@ -359,12 +359,6 @@ def test_user_xattrs(workdirs: Workdirs) -> None:
     assert sorted(os.listxattr(remote / "f")) == sorted(os.listxattr(local / "f"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xfs bug: times set on an open file with unflushed writes (futimens, as cp -a and "
-    "tar x do) are overwritten by the size update at close (client/session.py setattr "
-    "flushes only for size changes; mrc/namespace.py update_size sets mtime=now)",
-)
 @pytest.mark.timeout(120)
 def test_times_set_through_an_open_file(
     workdirs: Workdirs, source_tree: Path, tarball: Path

@@ -27,7 +27,18 @@ T = TypeVar("T")
 STRICT = False
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The first domain error inside an exception group (from a nursery), if any."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            leaf = _leaf(inner)
+            if isinstance(leaf, XfsError | trio.TooSlowError | OSError):
+                return leaf
+    return exc
+
+
 def errno_of(exc: BaseException) -> int:
+    exc = _leaf(exc)
     if isinstance(exc, XfsError):
         return exc.code
     if isinstance(exc, trio.TooSlowError):
@@ -46,8 +57,14 @@ def fuse_errors(
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except (XfsError, trio.TooSlowError, OSError) as e:
-            code = errno_of(e)
+        except (XfsError, trio.TooSlowError, OSError, ExceptionGroup) as e:
+            leaf = _leaf(e)
+            if not isinstance(leaf, XfsError | trio.TooSlowError | OSError):
+                log.exception("bug in %s", fn.__name__)
+                if STRICT:
+                    raise
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            code = errno_of(leaf)
             if code == errno.EIO:
                 log.warning("%s: %s", fn.__name__, e)
             raise pyfuse3.FUSEError(code) from None

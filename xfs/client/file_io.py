@@ -79,6 +79,7 @@ class OpenFile:
         self._writes = 0  # bumped by every write, so a fetch that raced one is not cached
         self._last_send: dict[int, trio.Event] = {}  # per object: sends land in write order
         self._unsynced = False  # written since the OSDs last synced this file
+        self._stale = False  # the XCap must be renewed before the next use (truncated)
 
     # ------------------------------------------------------------------ layout
     @property
@@ -96,12 +97,12 @@ class OpenFile:
     async def fresh_layout(self) -> FileLayout:
         """The layout, with its XCap renewed first if it is about to expire."""
         margin = self.session.xcap_renew_margin
-        if self.layout.xcap.expires - self.session.clock() > margin:
+        if not self._stale and self.layout.xcap.expires - self.session.clock() > margin:
             return self.layout
         async with self._renewing:
-            if self.layout.xcap.expires - self.session.clock() <= margin:
-                renewed = await self.session.reopen(self.ino, self.flags)
-                self.layout = renewed
+            if self._stale or self.layout.xcap.expires - self.session.clock() <= margin:
+                self.layout = await self.session.reopen(self.ino, self.flags)
+                self._stale = False
         return self.layout
 
     async def _osd(
@@ -213,9 +214,9 @@ class OpenFile:
                 n.start_soon(self.session.osd_call, layout, osd, OSD.fsync, request)
         self._unsynced = False
 
-    def truncated(self, layout: FileLayout, size: int) -> None:
-        """The file was truncated to ``size`` under ``layout`` (its new truncate epoch)."""
-        self.layout = layout
+    def truncated(self, size: int) -> None:
+        """The file was truncated to ``size``: a new truncate epoch, so a new XCap."""
+        self._stale = True
         self.size = size
         self._cache.clear()
         self._writes += 1

@@ -48,16 +48,19 @@ class Operations(pyfuse3.Operations):
         self._fh = itertools.count(1)
         self._files: dict[int, tuple[Session, OpenFile]] = {}
         self._dirs: dict[int, tuple[Session, int]] = {}
+        self._dir_modes: dict[int, int] = {}  # last seen mode of each directory
 
     # ------------------------------------------------------------------ helpers
     async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
         return await self.sessions.get(ctx.uid)
 
-    def _attributes(self, attr: Attr) -> pyfuse3.EntryAttributes:
+    def _attributes(self, attr: Attr, cacheable: bool = True) -> pyfuse3.EntryAttributes:
+        if attr.mode & 0o170000 == 0o040000:
+            self._dir_modes[attr.ino] = attr.mode
         e = pyfuse3.EntryAttributes()
         e.st_ino = attr.ino
         e.generation = 0
-        e.entry_timeout = self._entry_timeout
+        e.entry_timeout = self._entry_timeout if cacheable else 0
         e.attr_timeout = self._attr_timeout
         e.st_mode = attr.mode
         e.st_nlink = attr.nlink
@@ -72,10 +75,20 @@ class Operations(pyfuse3.Operations):
         e.st_ctime_ns = attr.ctime_ns
         return e
 
-    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that the kernel counts as a lookup."""
+    def _entry(self, attr: Attr, parent: int) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that the kernel counts as a lookup.
+
+        The kernel's dentry cache is shared by all local users and, without
+        default_permissions, it does not ask us for search permission on a cached path.
+        So entries in a directory that not everyone may search are not cached: each walk
+        through it comes to the MRC, which checks the caller's search permission.
+        """
         self.inodes.looked_up(attr.ino)
-        return self._attributes(attr)
+        return self._attributes(attr, cacheable=self._searchable_by_all(parent))
+
+    def _searchable_by_all(self, directory: int) -> bool:
+        mode = self._dir_modes.get(directory)
+        return mode is not None and bool(mode & 0o001)
 
     # ------------------------------------------------------------------ inodes
     @fuse_errors
@@ -83,7 +96,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.lookup(parent_inode, name))
+        return self._entry(await session.lookup(parent_inode, name), parent_inode)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
@@ -141,14 +154,16 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.mknod(parent_inode, name, mode, rdev, ctx.umask))
+        return self._entry(
+            await session.mknod(parent_inode, name, mode, rdev, ctx.umask), parent_inode
+        )
 
     @fuse_errors
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.mkdir(parent_inode, name, mode, ctx.umask))
+        return self._entry(await session.mkdir(parent_inode, name, mode, ctx.umask), parent_inode)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -163,7 +178,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.symlink(parent_inode, name, target))
+        return self._entry(await session.symlink(parent_inode, name, target), parent_inode)
 
     @fuse_errors
     async def rename(
@@ -183,7 +198,7 @@ class Operations(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.link(inode, new_parent_inode, new_name))
+        return self._entry(await session.link(inode, new_parent_inode, new_name), new_parent_inode)
 
     # ------------------------------------------------------------------ files
     def _file_info(self, session: Session, f: OpenFile) -> pyfuse3.FileInfo:
@@ -202,7 +217,7 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
-        return self._file_info(session, f), self._entry(f.layout.attr)
+        return self._file_info(session, f), self._entry(f.layout.attr, parent_inode)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -248,7 +263,7 @@ class Operations(pyfuse3.Operations):
             if not entries:
                 return
             for entry in entries:
-                attributes = self._attributes(entry.attr)
+                attributes = self._attributes(entry.attr, self._searchable_by_all(ino))
                 if not pyfuse3.readdir_reply(token, entry.name, attributes, entry.cursor):
                     return
                 self.inodes.looked_up(entry.attr.ino)

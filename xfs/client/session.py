@@ -103,14 +103,14 @@ class Session:
 
     async def setattr(self, ino: int, **changes: Any) -> Attr:
         f = self.files.get(ino)
-        if changes.get("size") is not None and f is not None:
-            await f.flush_data()
+        if f is not None and (changes.get("size") is not None or "mtime_ns" in changes):
+            await f.flush()  # pending writes must not land after (or re-date) this change
         result = await self.mrc(MRC.setattr, SetAttr(self.volume, ino, **changes))
         if result.layout is not None:
             size = result.attr.size
             await self.truncate_osds(result.layout, size)
             if f is not None:
-                f.truncated(result.layout, size)
+                f.truncated(size)
         return self._local(result.attr)
 
     async def truncate_osds(self, layout: FileLayout, size: int) -> None:
@@ -193,7 +193,7 @@ class Session:
         if flags & os.O_TRUNC and layout.attr.size == 0:
             await self.truncate_osds(layout, 0)
             if f is not None:
-                f.truncated(layout, 0)
+                f.truncated(0)
         return self._opened(layout, flags)
 
     async def reopen(self, ino: int, flags: int) -> FileLayout:
