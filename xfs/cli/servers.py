@@ -19,42 +19,35 @@ def _load(cls: type[Any], path: Path, overrides: dict[str, Any]) -> Any:
         raise click.ClickException(str(e)) from None
 
 
-@click.command("mrc")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="TOML configuration file.",
+def _server_command(name: str, config_cls: type[Any], help: str) -> click.Command:
+    """`xfs mrc` and `xfs osd`: load the config, run the service until SIGTERM."""
+
+    @click.command(name, help=help)
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="TOML configuration file.",
+    )
+    @click.option("--port", type=int, help="Override the port to listen on.")
+    @click.option("-v", "--verbose", is_flag=True)
+    def command(config_file: Path, port: int | None, verbose: bool) -> None:
+        if name == "mrc":
+            from xfs.mrc.service import MRCService as Service
+        else:
+            from xfs.osd.service import OSDService as Service  # type: ignore[assignment]
+        setup_logging(verbose)
+        service = Service(_load(config_cls, config_file, {"port": port}))
+        serve(service, service.stop)
+
+    return command
+
+
+mrc = _server_command(
+    "mrc", MRCConfig, "Run an MRC (metadata and replica catalogue) until SIGTERM."
 )
-@click.option("--port", type=int, help="Override the port to listen on.")
-@click.option("-v", "--verbose", is_flag=True)
-def mrc(config_file: Path, port: int | None, verbose: bool) -> None:
-    """Run an MRC (metadata and replica catalogue) until SIGTERM."""
-    from xfs.mrc.service import MRCService
-
-    setup_logging(verbose)
-    service = MRCService(_load(MRCConfig, config_file, {"port": port}))
-    serve(service, service.stop)
-
-
-@click.command("osd")
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="TOML configuration file.",
-)
-@click.option("--port", type=int, help="Override the port to listen on.")
-@click.option("-v", "--verbose", is_flag=True)
-def osd(config_file: Path, port: int | None, verbose: bool) -> None:
-    """Run an OSD (object storage daemon) until SIGTERM."""
-    from xfs.osd.service import OSDService
-
-    setup_logging(verbose)
-    service = OSDService(_load(OSDConfig, config_file, {"port": port}))
-    serve(service, service.stop)
+osd = _server_command("osd", OSDConfig, "Run an OSD (object storage daemon) until SIGTERM.")
 
 
 @click.command("mount")
