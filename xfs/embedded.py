@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,7 +127,7 @@ def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
         (state / d).mkdir(exist_ok=True)
     ca.init_service_ca(state / "ca" / "services")
     ca.init_vo_ca(state / "ca" / VO, VO)
-    mrc_uuid = str(__import__("uuid").uuid4())
+    mrc_uuid = str(uuid.uuid4())
     ca.issue_service(state / "ca" / "services", Kind.MRC, mrc_uuid, layout.role_dir("mrc"))
     for i in range(1, OSD_COUNT + 1):
         role = f"osd{i}"
@@ -342,10 +342,3 @@ def down(state: Path) -> list[str]:
     for role in reversed(ROLES[:-1]):
         stop_role(layout, role)
     return stopped
-
-
-def owner_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)

@@ -80,8 +80,9 @@ def service_tls(cert: CertPaths, pki: PKI) -> TLSConfig:
     return TLSConfig(cert=cert.cert, key=cert.key, trust=list(pki.trust))
 
 
-async def wait_for_osds(pool: Pool, mrc: str, uuids: set[str]) -> None:
-    """Poll ``MRC.status`` until every OSD of ``uuids`` is alive, then one more beat."""
+async def wait_for_osds(pool: Pool, mrc: str, uuids: set[str],
+                        osds: list[OSDService]) -> None:
+    """Poll ``MRC.status`` until every OSD of ``uuids`` is alive and holds the XCap keys."""
     while True:
         try:
             status = await pool.call(mrc, MRC.status, Empty(), expect=Kind.MRC)
@@ -90,7 +91,8 @@ async def wait_for_osds(pool: Pool, mrc: str, uuids: set[str]) -> None:
         except XfsError:
             pass
         await trio.sleep(0.02)
-    await trio.sleep(2 * HEARTBEAT)  # the OSDs have processed a reply: they hold the keys
+    for osd in osds:
+        await osd.registered.wait()
 
 
 @asynccontextmanager
@@ -139,7 +141,7 @@ async def open_grid(
                 grid.osd_addresses[osd.uuid] = f"127.0.0.1:{osd.server.port}"
                 grid.osd_certs[osd.uuid] = cert
             async with grid.client(super_user) as pool:
-                await wait_for_osds(pool, grid.mrc_address, set(grid.osd_addresses))
+                await wait_for_osds(pool, grid.mrc_address, set(grid.osd_addresses), grid.osds)
             yield grid
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -75,7 +75,3 @@ def fuse_errors(
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
-
-
-def fuse_error(code: int) -> Any:
-    return pyfuse3.FUSEError(code)

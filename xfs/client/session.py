@@ -7,6 +7,7 @@ call carries the caller-owned deadline ``io_timeout``; retries happen in the poo
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 from collections.abc import Callable
@@ -98,7 +99,7 @@ class Session:
         """Overlay what this session wrote but has not reported to the MRC yet."""
         f = self.files.get(attr.ino)
         if f is not None and f.size_dirty and f.size != attr.size:
-            return Attr(**{**attr.__dict__, "size": max(f.size, attr.size)})
+            return dataclasses.replace(attr, size=max(f.size, attr.size))
         return attr
 
     async def setattr(self, ino: int, **changes: Any) -> Attr:
@@ -187,7 +188,7 @@ class Session:
 
     async def open(self, ino: int, flags: int) -> OpenFile:
         f = self.files.get(ino)
-        if f is not None and (f.size_dirty or f._dirty):
+        if f is not None:
             await f.flush()  # our own unreported writes must not hide behind the MRC's size
         layout = await self.reopen(ino, flags)
         if flags & os.O_TRUNC and layout.attr.size == 0:

@@ -57,6 +57,7 @@ from xfs.proto.records import (
     Replica,
     Rights,
     StatFS,
+    StripingPolicy,
     UpdatePolicy,
     VolumeInfo,
     XLocSet,
@@ -81,7 +82,9 @@ class MRCHandlers:
         self._on_deletion = on_deletion
         self._uuid = uuid
         self._rng = rng or random.Random()
-        self._volume_ids: dict[str, str] = {}
+        # name -> (id, default striping): fixed once a volume exists, and asked for on every
+        # create, where get_volume would also count the volume's files
+        self._volumes: dict[str, tuple[str, StripingPolicy]] = {}
 
     def register(self, d: Dispatcher) -> None:
         for method, handler in [
@@ -117,29 +120,29 @@ class MRCHandlers:
             d.register(method, handler)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ helpers
-    def _volume_id(self, name: str) -> str:
-        vid = self._volume_ids.get(name)
-        if vid is None:
-            vid = self._volume_ids[name] = self._ns.get_volume(name).id
-        return vid
+    def _volume(self, name: str) -> tuple[str, StripingPolicy]:
+        known = self._volumes.get(name)
+        if known is None:
+            info = self._ns.get_volume(name)
+            known = self._volumes[name] = (info.id, info.striping)
+        return known
 
     def _layout(
         self, peer: Identity, volume: str, attr: Attr, xloc: XLocSet, epoch: int, rights: Rights
     ) -> FileLayout:
         xcap = self._xcaps.issue(
-            self._volume_id(volume), attr.ino, rights, epoch, xloc, peer.fingerprint
+            self._volume(volume)[0], attr.ino, rights, epoch, xloc, peer.fingerprint
         )
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
 
     def _place(self, volume: str) -> XLocSet:
-        info = self._ns.get_volume(volume)
-        osds = placement.select(self._registry.all(), info.striping.width, self._rng)
+        striping = self._volume(volume)[1]
+        osds = placement.select(self._registry.all(), striping.width, self._rng)
         if not osds:
             raise XfsError(errno.ENOSPC, "no OSD is available to store new files")
-        striping = info.striping
         if len(osds) < striping.width:
-            striping = type(striping)(striping.stripe_size, len(osds))
+            striping = StripingPolicy(striping.stripe_size, len(osds))
         return XLocSet(1, [Replica(osds, striping)], UpdatePolicy.NONE)
 
     # ------------------------------------------------------------------ volumes
@@ -150,7 +153,7 @@ class MRCHandlers:
 
     async def volume_delete(self, peer: Identity, req: VolumeName) -> Empty:
         self._ns.delete_volume(peer, req.name)
-        self._volume_ids.pop(req.name, None)
+        self._volumes.pop(req.name, None)
         self._on_deletion()
         return Empty()
 
@@ -304,5 +307,5 @@ class MRCHandlers:
             self._uuid,
             self._ns.list_volumes(),
             self._registry.all(),
-            len(self._ns.pending_deletions(1 << 20)),
+            self._ns.pending_count(),
         )

@@ -133,6 +133,11 @@ class VolumeOps:
             return _counts(cur, rows.volume(cur, vol).id)
 
     # -------------------------------------------------------------- pending deletions
+    def pending_count(self) -> int:
+        with self._store.read() as cur:
+            (n,) = cur.execute("SELECT COUNT(*) FROM pending_deletions").fetchone()
+        return int(n)
+
     def pending_deletions(self, limit: int) -> list[tuple[int, str, int, XLocSet]]:
         """The oldest ``limit`` files whose objects wait to be deleted:
         (id, volume id, ino, xloc)."""

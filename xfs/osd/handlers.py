@@ -9,7 +9,7 @@ column it holds there decides which objects it may serve.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -126,6 +126,3 @@ class OSDHandlers:
         free, total = await self._run(self._store.usage)
         objects = await self._run(self._store.count_objects)
         return OSDStatus(self._uuid, free, total, objects)
-
-
-KeySource = Callable[[], Mapping[str, bytes]]

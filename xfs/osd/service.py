@@ -28,6 +28,7 @@ class OSDService:
         self._scope = trio.CancelScope()
         self.server: RPCServer | None = None
         self.uuid = ""
+        self.registered = trio.Event()  # set once the MRC answered and its keys are held
 
     async def run(
         self, *, task_status: trio.TaskStatus[OSDService] = trio.TASK_STATUS_IGNORED
@@ -73,11 +74,16 @@ class OSDService:
                     config.labels,
                 )
                 n.start_soon(heartbeat.run)
+                n.start_soon(self._note_registration, heartbeat)
                 log.info(
                     "OSD %s serving %s on %s:%d", self.uuid, config.data_dir, config.host, port
                 )
                 task_status.started(self)
                 await trio.sleep_forever()
+
+    async def _note_registration(self, heartbeat: Heartbeat) -> None:
+        await heartbeat.registered.wait()
+        self.registered.set()
 
     async def stop(self) -> None:
         if self.server is not None:
