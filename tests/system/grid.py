@@ -95,6 +95,7 @@ class Grid:
         self.state = root / "state"
         self.mnt = root / "mnt"
         self.up_races = 0  # how often `xfs up` lost the race described in ``up``
+        self.extra_mounts: list[Path] = []
 
     # ---------------------------------------------------------------- commands
     def xfs(self, *args: str, timeout: float = 60.0, check: bool = True) -> Any:
@@ -187,6 +188,39 @@ class Grid:
                 raise AssertionError(f"servers did not come back\n{self.logs()}")
             time.sleep(0.2)
 
+    # ---------------------------------------------------------------- more mounts
+    def extra_mount(self, name: str) -> Path:
+        """Mount the same volume a second time, as a second client would (another grid node).
+
+        The extra mount is its own process with its own connections and caches, started
+        from a copy of the embedded mount configuration; :meth:`cleanup` stops it.
+        """
+        from xfs import embedded
+
+        layout = embedded.Layout(self.state)
+        mnt = self.root / f"mnt-{name}"
+        mnt.mkdir(exist_ok=True)
+        role_dir = self.state / f"mount-{name}"
+        role_dir.mkdir(exist_ok=True)
+        text = layout.config("mount").read_text()
+        marker = f'mountpoint = "{self.mnt}"'
+        assert marker in text, text
+        config = role_dir / "config.toml"
+        config.write_text(text.replace(marker, f'mountpoint = "{mnt}"'))
+        log = (self.state / "logs" / f"mount-{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xfs.cli.main", "mount", "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+        (self.state / "run" / f"mount-{name}.pid").write_text(f"{proc.pid}\n")
+        self.extra_mounts.append(mnt)
+        deadline = time.monotonic() + UP_TIMEOUT
+        while not mounted(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"extra mount {name} did not come up\n{self.logs()}")
+            time.sleep(0.05)
+        return mnt
+
     def logs(self, tail: int = 40) -> str:
         out = []
         for log in sorted((self.state / "logs").glob("*.log")):
@@ -206,6 +240,10 @@ class Grid:
         with contextlib.suppress(Exception):
             if mounted(self.mnt):
                 run(["umount", "-l", str(self.mnt)], timeout=30, check=False)
+        for extra in self.extra_mounts:
+            with contextlib.suppress(Exception):
+                if mounted(extra):
+                    run(["fusermount3", "-u", "-z", str(extra)], timeout=30, check=False)
         needle = str(self.state).encode()
         for pidfile in (self.state / "run").glob("*.pid"):
             with contextlib.suppress(Exception):
