@@ -26,7 +26,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.xfs-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# setup.py and the C source: the FUSE lock extension is compiled at install time
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+    || [ xfs/client/_fuse_ext.c -nt "$stamp" ]; then
     echo "bootstrap: installing xfs and its dependencies into .venv"
     .venv/bin/pip install -q --upgrade pip </dev/null
     .venv/bin/pip install -q -e ".[dev]" </dev/null

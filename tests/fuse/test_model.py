@@ -300,12 +300,6 @@ def test_mount_behaves_like_a_local_directory(
     assert len({result for (_, result) in stats if result != "ok"}) >= 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="xfs bug: the MRC drops an inode at its last unlink (or when a rename replaces "
-    "it) even while it is open (mrc/namespace.py unlink -> rows.drop_link); fstat, read, "
-    "write-back and close() of the open descriptor then fail with ENOENT",
-)
 @pytest.mark.timeout(60)
 def test_an_open_file_outlives_its_last_name(grid: Grid) -> None:
     d = grid.mnt / "model" / f"unlinked-{os.getpid()}-{next(FileSystemModel.counter)}"

@@ -109,7 +109,7 @@ def test_store_pragmas_and_version(store: Store) -> None:
         assert cur.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert cur.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert cur.execute(
-            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == 1
+            "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == FORMAT_VERSION
 
 
 def test_store_refuses_other_format_version(tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ def test_store_refuses_other_format_version(tmp_path: Path) -> None:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'format_version'",
                      (FORMAT_VERSION + 1,))
     conn.close()
-    with pytest.raises(StoreError, match="format version 2"):
+    with pytest.raises(StoreError, match=f"format version {FORMAT_VERSION + 1}"):
         Store.open(tmp_path / "db")
 
 
@@ -268,8 +268,8 @@ def test_lookup_and_getattr(ns: Namespace) -> None:
     assert ns.lookup(CAROL, V, ROOT_INO, b"..").ino == ROOT_INO
     raises(errno.ENOENT, ns.lookup, ALICE, V, d.ino, b"nope")
     raises(errno.ENOTDIR, ns.lookup, ALICE, V, f.ino, b"x")
-    raises(errno.ENOENT, ns.lookup, ALICE, V, 999, b"x")
-    raises(errno.ENOENT, ns.getattr, ALICE, V, 999)
+    raises(errno.ESTALE, ns.lookup, ALICE, V, 999, b"x")
+    raises(errno.ESTALE, ns.getattr, ALICE, V, 999)
     raises(errno.ENAMETOOLONG, ns.lookup, ALICE, V, d.ino, b"x" * 256)
     raises(errno.EINVAL, ns.lookup, ALICE, V, d.ino, b"a/b")
     ns.setattr(ALICE, V, d.ino, mode=0o766)  # no search for others
@@ -290,7 +290,7 @@ def test_access(ns: Namespace) -> None:
     raises(errno.EACCES, ns.access, ROOT, V, f.ino, X_OK)
     ns.access(ROOT, V, f.ino, R_OK | W_OK)
     raises(errno.EINVAL, ns.access, ALICE, V, f.ino, 8)
-    raises(errno.ENOENT, ns.access, ALICE, V, 999, 0)
+    raises(errno.ESTALE, ns.access, ALICE, V, 999, 0)
 
 
 # ======================================================================== creation
@@ -346,12 +346,12 @@ def test_mkdir(ns: Namespace) -> None:
     assert ns.getattr(ALICE, V, d.ino).mtime_ns == e.ctime_ns
     raises(errno.EEXIST, ns.mkdir, ALICE, V, ROOT_INO, b"d", 0o755, 0)
     raises(errno.ENOTDIR, ns.mkdir, ALICE, V, mkfile(ns, b"f").ino, b"x", 0o755, 0)
-    raises(errno.ENOENT, ns.mkdir, ALICE, V, 999, b"x", 0o755, 0)
+    raises(errno.ESTALE, ns.mkdir, ALICE, V, 999, b"x", 0o755, 0)
 
 
 def test_create_needs_write_and_search_on_parent(ns: Namespace) -> None:
     d = mkdir(ns, b"d", mode=0o775)
-    mkfile(ns, b"f", who=BOB, parent=d.ino)
+    mkfile(ns, b"f", who=BOB, parent=d.ino, mode=0o666)  # (a safe hard-link source)
     who = CAROL
     if True:
         for op in (
@@ -452,7 +452,7 @@ def test_open_special_cases(ns: Namespace, clock: FakeClock) -> None:
     raises(errno.EISDIR, ns.open, ALICE, V, d.ino, os.O_RDONLY | os.O_TRUNC)
     link = ns.symlink(ALICE, V, ROOT_INO, b"l", b"d")
     raises(errno.ELOOP, ns.open, ALICE, V, link.ino, os.O_RDONLY)
-    raises(errno.ENOENT, ns.open, ALICE, V, 999, os.O_RDONLY)
+    raises(errno.ESTALE, ns.open, ALICE, V, 999, os.O_RDONLY)
     f = mkfile(ns, b"f")
     ns.update_size(ALICE, V, f.ino, 4096)
     a, loc, epoch = ns.open(ALICE, V, f.ino, os.O_RDWR | os.O_TRUNC)
@@ -491,11 +491,14 @@ def test_chown(ns: Namespace, clock: FakeClock) -> None:
         stat.S_IFDIR | 0o2755)
     ns.setattr(ALICE, V, f.ino, mode=0o6755)
     a, _ = ns.setattr(ROOT, V, f.ino, owner="bob@physics", group="others@physics")
+    # (as Linux: even root's chown clears S_ISUID, and S_ISGID when group-executable)
     assert (a.owner, a.group, a.mode) == ("bob@physics", "others@physics",
-                                          stat.S_IFREG | 0o6755)
+                                          stat.S_IFREG | 0o755)
+    ns.setattr(ROOT, V, f.ino, mode=0o2745)  # S_ISGID without group-execute
+    assert ns.setattr(ROOT, V, f.ino, group="users@physics")[0].mode == stat.S_IFREG | 0o2745
     # owner to itself is allowed (and still clears set-id bits)
     a, _ = ns.setattr(BOB, V, f.ino, owner="bob@physics")
-    assert a.mode == stat.S_IFREG | 0o755
+    assert a.mode == stat.S_IFREG | 0o2745  # (BOB is in the group: S_ISGID stays)
 
 
 def test_truncate(ns: Namespace, clock: FakeClock) -> None:
@@ -526,11 +529,17 @@ def test_utimens(ns: Namespace, clock: FakeClock) -> None:
     assert (a.atime_ns, a.mtime_ns, a.ctime_ns) == (5, -7, clock.t)
     a, _ = ns.setattr(BOB, V, f.ino, atime_now=True, mtime_now=True)  # W suffices
     assert a.atime_ns == a.mtime_ns == a.ctime_ns == clock.t
-    a, _ = ns.setattr(BOB, V, f.ino, mtime_now=True)
-    assert (a.atime_ns, a.mtime_ns) == (clock.t - 1000, clock.t)
+    # only one of them set to now (the other UTIME_OMIT) is explicit, as in Linux
+    touched = a.atime_ns
+    raises(errno.EPERM, ns.setattr, BOB, V, f.ino, mtime_now=True)
+    a, _ = ns.setattr(ALICE, V, f.ino, mtime_now=True)
+    assert (a.atime_ns, a.mtime_ns) == (touched, clock.t)
     raises(errno.EPERM, ns.setattr, BOB, V, f.ino, mtime_ns=1)
     raises(errno.EPERM, ns.setattr, BOB, V, f.ino, atime_ns=1, mtime_now=True)
-    raises(errno.EACCES, ns.setattr, CAROL, V, f.ino, atime_now=True)
+    raises(errno.EACCES, ns.setattr, CAROL, V, f.ino, atime_now=True, mtime_now=True)
+    raises(errno.EPERM, ns.setattr, CAROL, V, f.ino, atime_now=True)
+    # a truncate's own "mtime now" needs only the W of the truncate
+    assert ns.setattr(BOB, V, f.ino, size=0, mtime_now=True)[0].mtime_ns == clock.t
     assert ns.setattr(ROOT, V, f.ino, mtime_ns=3)[0].mtime_ns == 3
     # nothing asked: nothing changes, not even ctime
     before = ns.getattr(ALICE, V, f.ino)
@@ -549,7 +558,7 @@ def test_update_size(ns: Namespace, clock: FakeClock) -> None:
     raises(errno.EISDIR, ns.update_size, ALICE, V, ROOT_INO, 1)
     raises(errno.EINVAL, ns.update_size, ALICE, V,
            ns.symlink(ALICE, V, ROOT_INO, b"l", b"f").ino, 1)
-    raises(errno.ENOENT, ns.update_size, ALICE, V, 999, 1)
+    raises(errno.ESTALE, ns.update_size, ALICE, V, 999, 1)
 
 
 # ========================================================================= removal
@@ -566,7 +575,7 @@ def test_unlink_and_pending_deletion(ns: Namespace, clock: FakeClock) -> None:
     assert ns.pending_deletions(10) == []
     pid = ns.unlink(ALICE, V, ROOT_INO, b"f2")
     assert pid is not None
-    raises(errno.ENOENT, ns.getattr, ALICE, V, f.ino)
+    raises(errno.ESTALE, ns.getattr, ALICE, V, f.ino)
     assert ns.pending_deletions(10) == [(pid, ns.get_volume(V).id, f.ino, xloc())]
     ns.deletion_done(pid)
     assert ns.pending_deletions(10) == []
@@ -603,7 +612,7 @@ def test_rmdir(ns: Namespace, clock: FakeClock) -> None:
     assert ns.rmdir(ALICE, V, d.ino, b"e") is None
     a = ns.getattr(ALICE, V, d.ino)
     assert (a.nlink, a.mtime_ns, a.ctime_ns) == (2, clock.t, clock.t)
-    raises(errno.ENOENT, ns.getattr, ALICE, V, e.ino)
+    raises(errno.ESTALE, ns.getattr, ALICE, V, e.ino)
     ns.rmdir(ALICE, V, ROOT_INO, b"d")
     assert ns.getattr(ALICE, V, ROOT_INO).nlink == 2
     raises(errno.EINVAL, ns.rmdir, ALICE, V, ROOT_INO, b".")
@@ -657,7 +666,7 @@ def test_rename_simple(ns: Namespace, clock: FakeClock) -> None:
     raises(errno.ENOENT, ns.rename, ALICE, V, ROOT_INO, b"f", ROOT_INO, b"h")
     raises(errno.ENOTDIR, ns.rename, ALICE, V, f.ino, b"x", ROOT_INO, b"h")
     raises(errno.ENOTDIR, ns.rename, ALICE, V, ROOT_INO, b"g", f.ino, b"h")
-    raises(errno.ENOENT, ns.rename, ALICE, V, 999, b"g", ROOT_INO, b"h")
+    raises(errno.ESTALE, ns.rename, ALICE, V, 999, b"g", ROOT_INO, b"h")
     for flags in (3, 4, 8):
         raises(errno.EINVAL, ns.rename, ALICE, V, ROOT_INO, b"g", ROOT_INO, b"h", flags)
 
@@ -676,7 +685,7 @@ def test_rename_directory_across_parents(ns: Namespace, clock: FakeClock) -> Non
     # over an empty directory
     e = mkdir(ns, b"e", parent=a.ino)
     ns.rename(ALICE, V, b.ino, b"d2", a.ino, b"e")
-    raises(errno.ENOENT, ns.getattr, ALICE, V, e.ino)
+    raises(errno.ESTALE, ns.getattr, ALICE, V, e.ino)
     assert ns.getattr(ALICE, V, a.ino).nlink == 3
     assert ns.getattr(ALICE, V, b.ino).nlink == 2
     # over an empty directory in the same parent
@@ -794,9 +803,13 @@ def test_link(ns: Namespace, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) 
     assert ns.getattr(ALICE, V, d.ino).mtime_ns == clock.t
     raises(errno.EPERM, ns.link, ALICE, V, d.ino, ROOT_INO, b"dlink")
     raises(errno.EEXIST, ns.link, ALICE, V, f.ino, d.ino, b"g")
-    raises(errno.ENOENT, ns.link, ALICE, V, 999, d.ino, b"x")
+    raises(errno.ESTALE, ns.link, ALICE, V, 999, d.ino, b"x")
     raises(errno.ENOTDIR, ns.link, ALICE, V, f.ino, f.ino, b"x")
+    # others' files: protected_hardlinks (EPERM) before the directory's W (EACCES)
+    raises(errno.EPERM, ns.link, BOB, V, f.ino, d.ino, b"x")
+    ns.setattr(ALICE, V, f.ino, mode=0o666)
     raises(errno.EACCES, ns.link, BOB, V, f.ino, d.ino, b"x")
+    ns.setattr(ALICE, V, f.ino, mode=0o644)
     monkeypatch.setattr(namespace, "LINK_MAX", 3)
     ns.link(ALICE, V, f.ino, d.ino, b"h")
     raises(errno.EMLINK, ns.link, ALICE, V, f.ino, d.ino, b"i")
@@ -831,7 +844,7 @@ def test_readdir(ns: Namespace) -> None:
     raises(errno.EINVAL, ns.readdir, ALICE, V, d.ino, 0, -1)
     raises(errno.EACCES, ns.readdir, CAROL, V, d.ino, 0, 10)
     raises(errno.ENOTDIR, ns.readdir, ALICE, V, made[0].ino, 0, 10)
-    raises(errno.ENOENT, ns.readdir, ALICE, V, 999, 0, 10)
+    raises(errno.ESTALE, ns.readdir, ALICE, V, 999, 0, 10)
     assert len(ns.readdir(ROOT, V, d.ino, 0, 10)) == 7
 
 
@@ -892,8 +905,8 @@ def test_xattr_basics(ns: Namespace, clock: FakeClock) -> None:
     raises(errno.ERANGE, ns.setxattr, ALICE, V, f.ino, b"user." + b"n" * 251, b"")
     raises(errno.ERANGE, ns.getxattr, ALICE, V, f.ino, b"")
     raises(errno.EINVAL, ns.getxattr, ALICE, V, f.ino, b"user.")
-    raises(errno.ENOENT, ns.getxattr, ALICE, V, 999, b"user.a")
-    raises(errno.ENOENT, ns.listxattr, ALICE, V, 999)
+    raises(errno.ESTALE, ns.getxattr, ALICE, V, 999, b"user.a")
+    raises(errno.ESTALE, ns.listxattr, ALICE, V, 999)
 
 
 def test_xattr_user_permissions(ns: Namespace) -> None:

@@ -178,12 +178,55 @@ def test_may_chown(caller: Identity, owner: str | None, group: str | None, allow
     assert perms.may_chown(caller, attr(FILE | 0o644), owner, group) is allowed
 
 
-def test_chown_result_clears_setid_of_non_directories_for_non_super() -> None:
+def test_chown_result_clears_setid_of_non_directories_as_linux() -> None:
+    """S_ISUID always goes; S_ISGID if group-executable or the caller is neither in the
+    file's group nor super; directories keep both."""
     for kind, mode in itertools.product((FILE, FIFO, DIR), range(0o10000)):
-        a = attr(kind | mode)
-        cleared = kind | (mode & ~(stat.S_ISUID | stat.S_ISGID))
-        assert perms.chown_result(ALICE, a) == (kind | mode if kind == DIR else cleared)
-        assert perms.chown_result(ROOT, a) == kind | mode
+        a = attr(kind | mode)  # group users@physics: ALICE and BOB are in it, CAROL not
+        no_suid = kind | (mode & ~stat.S_ISUID)
+        no_sgid_x = no_suid & ~stat.S_ISGID if mode & stat.S_IXGRP else no_suid
+        for caller, expected in ((ALICE, no_sgid_x), (ROOT, no_sgid_x),
+                                 (CAROL, no_suid & ~stat.S_ISGID)):
+            want = kind | mode if kind == DIR else expected
+            assert perms.chown_result(caller, a) == want, (caller.principal, oct(mode))
+
+
+@pytest.mark.parametrize(
+    ("caller", "mode", "perm", "allowed"),
+    [
+        (CAROL, 0o6777, 0o0777, True),  # a writer's kill-priv: both bits
+        (CAROL, 0o6777, 0o2777, True),
+        (CAROL, 0o4646, 0o0646, True),
+        (CAROL, 0o4644, 0o0644, False),  # may not write
+        (CAROL, 0o6777, 0o0775, False),  # more than set-id bits
+        (CAROL, 0o0777, 0o0777, False),  # nothing dropped: a plain chmod
+        (CAROL, 0o2777, 0o4777, False),  # adds a bit
+        (BOB, 0o6770, 0o0770, True),  # group class W
+    ],
+)
+def test_may_drop_setid(caller: Identity, mode: int, perm: int, allowed: bool) -> None:
+    assert perms.may_drop_setid(caller, attr(FILE | mode), perm) is allowed
+    assert perms.may_drop_setid(caller, attr(DIR | mode), perm) is False
+
+
+@pytest.mark.parametrize(
+    ("caller", "mode", "expected"),
+    [
+        (ALICE, FILE | 0o000, None),  # the owner links anything
+        (ROOT, FIFO | 0o000, None),
+        (CAROL, FILE | 0o666, None),
+        (CAROL, FILE | 0o664, errno.EPERM),  # not writable
+        (CAROL, FILE | 0o662, errno.EPERM),  # not readable
+        (CAROL, FILE | 0o4666, errno.EPERM),  # set-user-ID
+        (CAROL, FILE | 0o2676, errno.EPERM),  # set-group-ID, group-executable
+        (CAROL, FILE | 0o2666, None),
+        (CAROL, FIFO | 0o666, errno.EPERM),  # not a regular file
+        (ALICE, DIR | 0o777, errno.EPERM),
+        (ROOT, DIR | 0o777, errno.EPERM),
+    ],
+)
+def test_link_denial(caller: Identity, mode: int, expected: int | None) -> None:
+    assert perms.link_denial(caller, attr(mode)) == expected
 
 
 # ------------------------------------------------------------------------- utimens

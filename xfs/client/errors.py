@@ -67,6 +67,8 @@ def fuse_errors(
             code = errno_of(leaf)
             if code == errno.EIO:
                 log.warning("%s: %s", fn.__name__, e)
+            else:
+                log.debug("%s: %r", fn.__name__, leaf)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
             log.exception("bug in %s", fn.__name__)

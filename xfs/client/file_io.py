@@ -23,7 +23,7 @@ import trio
 from xfs.common.striping import osd_of, pieces
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import OSD, FileOp, ObjRead, ObjWrite
-from xfs.proto.records import FileLayout, Replica
+from xfs.proto.records import FileLayout, Replica, Rights
 
 if TYPE_CHECKING:
     from xfs.client.session import Session
@@ -80,6 +80,8 @@ class OpenFile:
         self._last_send: dict[int, trio.Event] = {}  # per object: sends land in write order
         self._unsynced = False  # written since the OSDs last synced this file
         self._stale = False  # the XCap must be renewed before the next use (truncated)
+        # (bytes the OSDs hold, file size then), learnt when our writes were synced
+        self.allocated: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ layout
     @property
@@ -128,16 +130,27 @@ class OpenFile:
         view = memoryview(data)
         for piece in pieces(offset, len(data), self.stripe_size):
             chunk = view[piece.buf_offset : piece.buf_offset + piece.length]
-            self._cache.pop(piece.objno, None)
+            while True:  # other requests (reads, mmap write-back) may run during an await
+                dirty = self._dirty.get(piece.objno)
+                if dirty is None:
+                    dirty = self._dirty[piece.objno] = _Dirty(piece.offset, bytearray(chunk))
+                    break
+                if dirty.start <= piece.offset <= dirty.end:
+                    at = piece.offset - dirty.start
+                    dirty.buf[at : at + piece.length] = chunk
+                    break
+                await self._start_flush(piece.objno)
+            # No await since the data went into the dirty buffer: a fetch that started
+            # before sees the bumped counter and does not cache what it read, and a
+            # cached copy is patched, so reading back what we wrote needs no fetch.
+            cached = self._cache.get(piece.objno)
+            if cached is not None:
+                patched = bytearray(cached)
+                if piece.offset > len(patched):
+                    patched.extend(bytes(piece.offset - len(patched)))  # as the OSD fills
+                patched[piece.offset : piece.offset + piece.length] = chunk
+                self._cache[piece.objno] = bytes(patched)
             self._writes += 1
-            dirty = self._dirty.get(piece.objno)
-            if dirty is not None and dirty.start <= piece.offset <= dirty.end:
-                at = piece.offset - dirty.start
-                dirty.buf[at : at + piece.length] = chunk
-            else:
-                if dirty is not None:
-                    await self._start_flush(piece.objno)
-                dirty = self._dirty[piece.objno] = _Dirty(piece.offset, bytearray(chunk))
             if dirty.start == 0 and len(dirty.buf) >= self.stripe_size:
                 await self._start_flush(piece.objno)
         self.size = max(self.size, offset + len(data))
@@ -148,10 +161,16 @@ class OpenFile:
         return len(data)
 
     async def _start_flush(self, objno: int) -> None:
-        dirty = self._dirty.pop(objno)
+        if objno not in self._dirty:
+            return
         await self._slots.acquire()
+        dirty = self._dirty.pop(objno, None)
+        if dirty is None:  # another request sent it while we waited for a slot
+            self._slots.release()
+            return
+        if not self._inflight:  # a new event only when drained: waiters keep theirs
+            self._drained = trio.Event()
         self._inflight += 1
-        self._drained = trio.Event()
         before = self._last_send.get(objno)
         done = self._last_send[objno] = trio.Event()
         self.session.nursery.start_soon(self._send, objno, dirty, before, done)
@@ -213,6 +232,18 @@ class OpenFile:
                 request = FileOp(layout.xcap, layout.xloc)
                 n.start_soon(self.session.osd_call, layout, osd, OSD.fsync, request)
         self._unsynced = False
+        if not layout.xcap.rights & Rights.READ:
+            return  # a write-only handle may not ask what the OSDs hold
+        held: list[int] = []
+
+        async def allocated(osd: str) -> None:
+            request = FileOp(layout.xcap, layout.xloc)
+            held.append((await self.session.osd_call(layout, osd, OSD.size, request)).allocated)
+
+        async with trio.open_nursery() as n:
+            for osd in set(self.replica.osds):
+                n.start_soon(allocated, osd)
+        self.allocated = (sum(held), self.size)
 
     def truncated(self, size: int) -> None:
         """The file was truncated to ``size``: a new truncate epoch, so a new XCap."""
@@ -225,12 +256,12 @@ class OpenFile:
     # ------------------------------------------------------------------ reading
     async def read(self, offset: int, length: int) -> bytes:
         self._raise_error()
-        if self._dirty or self._inflight:
-            await self.flush_data()
         end = min(offset + length, self.size)
         if offset >= end:
             return b""
         parts = pieces(offset, end - offset, self.stripe_size)
+        if any(not self._settled(p.objno) and p.objno not in self._cache for p in parts):
+            await self.flush_data()  # what we fetch must include our own writes
         objects: dict[int, bytes] = {}
         async with trio.open_nursery() as n:
             for piece in parts:
@@ -244,10 +275,14 @@ class OpenFile:
         self._last_read_end = end
         return bytes(out)
 
+    def _settled(self, objno: int) -> bool:
+        """Whether the OSD holds every write of ours to the object (none pending)."""
+        return objno not in self._dirty and objno not in self._last_send
+
     def _prefetch(self, first: int) -> None:
         last = (self.size - 1) // self.stripe_size
         for objno in range(first, min(first + self.width, last + 1)):
-            if objno not in self._cache and objno not in self._fetching:
+            if objno not in self._cache and objno not in self._fetching and self._settled(objno):
                 self.session.nursery.start_soon(self._fetch_quietly, objno)
 
     async def _fetch_quietly(self, objno: int) -> None:
@@ -272,7 +307,7 @@ class OpenFile:
             if objno not in self._cache:  # that fetch failed: try ourselves
                 break
         done = self._fetching[objno] = trio.Event()
-        writes = self._writes
+        writes = self._writes if self._settled(objno) else -1  # unsettled: never cache
         try:
 
             async def call(layout: FileLayout, osd: str) -> object:

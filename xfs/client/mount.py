@@ -11,6 +11,9 @@ import logging
 import os
 import time
 
+from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
+
+# isort: split
 import pyfuse3
 import trio
 
@@ -65,12 +68,20 @@ class Mount:
             options = {f"fsname=xfs:{config.volume}", "subtype=xfs", "noatime"}
             if config.allow_other:
                 options.add("allow_other")
+            requests = fuse_ext.install(self.operations)
             pyfuse3.init(self.operations, str(config.mountpoint), options)
+            try:
+                fuse_ext.verify_installed()
+            except fuse_ext.LockHookError:
+                pyfuse3.close(unmount=True)
+                raise
             log.info("mounted volume %s at %s", config.volume, config.mountpoint)
             try:
+                await nursery.start(requests.run)
                 task_status.started(self)
                 await pyfuse3.main()
             finally:
+                requests.stop()
                 await self._flush_all(sessions)
                 pyfuse3.close(unmount=True)
                 nursery.cancel_scope.cancel()
@@ -84,6 +95,10 @@ class Mount:
                         await f.flush()
                     except Exception as e:  # report, and go on flushing the others
                         log.error("flushing inode %d on unmount failed: %s", f.ino, e)
+                try:
+                    await session.close_client()  # its opens and locks end now
+                except Exception as e:
+                    log.warning("ending the client lease failed (it will expire): %s", e)
 
     def stop(self) -> None:
         """Make ``run`` return: unmount after flushing open files."""

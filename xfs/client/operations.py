@@ -7,24 +7,38 @@ MRC's. The kernel's lookup counts are tracked exactly (``InodeTable``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import itertools
 import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
+
+# isort: split
 import pyfuse3
 
 from xfs.client.errors import fuse_errors
 from xfs.client.file_io import OpenFile
+from xfs.client.handles import Handle
 from xfs.client.idmap import IdentityMap
 from xfs.client.inodes import InodeTable
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
+from xfs.proto import methods as locks
 from xfs.proto.records import ROOT_INO, Attr
 
 NOW_TOLERANCE_NS = 50_000_000  # a time this close to the clock came from UTIME_NOW
+
+_LOCK_MODE = {fcntl.F_RDLCK: locks.READ, fcntl.F_WRLCK: locks.WRITE, fcntl.F_UNLCK: locks.UNLOCK}
+_LOCK_TYPE = {locks.READ: fcntl.F_RDLCK, locks.WRITE: fcntl.F_WRLCK}
+FALLOC_KEEP_SIZE = 0x01
+FALLOC_PUNCH_HOLE = 0x02
+FALLOC_ZERO_RANGE = 0x10
+ZERO_CHUNK = 1 << 20
 
 
 class Operations(pyfuse3.Operations):
@@ -46,9 +60,11 @@ class Operations(pyfuse3.Operations):
         self._attr_timeout = attr_timeout
         self._entry_timeout = entry_timeout
         self._fh = itertools.count(1)
-        self._files: dict[int, tuple[Session, OpenFile]] = {}
+        self._files: dict[int, Handle] = {}
+        self._locked: dict[int, set[int]] = {}  # ino -> owners holding POSIX locks here
         self._dirs: dict[int, tuple[Session, int]] = {}
         self._dir_modes: dict[int, int] = {}  # last seen mode of each directory
+        self._allocated: dict[int, tuple[int, int]] = {}  # ino -> (bytes held, at size)
 
     # ------------------------------------------------------------------ helpers
     async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
@@ -69,11 +85,20 @@ class Operations(pyfuse3.Operations):
         e.st_rdev = attr.rdev
         e.st_size = attr.size
         e.st_blksize = attr.blksize
-        e.st_blocks = (attr.size + 511) // 512
+        # holes take no space: what the OSDs hold, as the last sync of ours found it
+        # while the size is still the one it was found for; else the file counts dense
+        held, size = self._allocated.get(attr.ino, (attr.size, attr.size))
+        e.st_blocks = (min(held if size == attr.size else attr.size, attr.size) + 511) // 512
         e.st_atime_ns = attr.atime_ns
         e.st_mtime_ns = attr.mtime_ns
         e.st_ctime_ns = attr.ctime_ns
         return e
+
+    def _learn_allocation(self, f: OpenFile) -> None:
+        if f.allocated is not None:
+            self._allocated[f.ino] = f.allocated
+            if len(self._allocated) > 100_000:  # a hint only: forget the oldest
+                del self._allocated[next(iter(self._allocated))]
 
     def _entry(self, attr: Attr, parent: int) -> pyfuse3.EntryAttributes:
         """Attributes for a reply that the kernel counts as a lookup.
@@ -116,7 +141,7 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        session = self._files[fh][0] if fh in self._files else await self._session(ctx)
+        session = self._files[fh].session if fh in self._files else await self._session(ctx)
         changes: dict[str, Any] = {}
         if fields.update_mode:
             changes["mode"] = attr.st_mode & 0o7777
@@ -201,15 +226,22 @@ class Operations(pyfuse3.Operations):
         return self._entry(await session.link(inode, new_parent_inode, new_name), new_parent_inode)
 
     # ------------------------------------------------------------------ files
-    def _file_info(self, session: Session, f: OpenFile) -> pyfuse3.FileInfo:
+    def _file_info(self, session: Session, f: OpenFile, flags: int) -> pyfuse3.FileInfo:
         fh = next(self._fh)
-        self._files[fh] = (session, f)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=False)
+        self._files[fh] = Handle(session, f, flags)
+        # O_APPEND writes land where the MRC says, not where the kernel's page cache
+        # thinks the end is: such handles bypass the page cache
+        return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=bool(flags & os.O_APPEND))
 
     @fuse_errors
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         session = await self._session(ctx)
-        return self._file_info(session, await session.open(inode, flags))
+        f = await session.open(inode, flags)
+        # Close-to-open: the kernel must not serve this open from attributes (the size
+        # above all) cached before another client's close. Attributes only: takes no lock.
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        return self._file_info(session, f, flags)
 
     @fuse_errors
     async def create(
@@ -217,31 +249,119 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
-        return self._file_info(session, f), self._entry(f.layout.attr, parent_inode)
+        return self._file_info(session, f, flags), self._entry(f.layout.attr, parent_inode)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._files[fh][1].read(off, size)
+        return await self._files[fh].file.read(off, size)
 
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        f = self._files[fh][1]
-        if f.flags & os.O_APPEND:
-            off = f.size
-        return await f.write(off, buf)
+        handle = self._files[fh]
+        if handle.flags & os.O_APPEND:
+            # atomic append, also against other clients: the MRC hands out the range
+            off = await handle.session.append(handle.ino, len(buf))
+        return await handle.file.write(off, buf)
 
     @fuse_errors
     async def flush(self, fh: int) -> None:
-        await self._files[fh][1].flush()
+        handle = self._files[fh]
+        await handle.file.flush()
+        self._learn_allocation(handle.file)
+        owner, handle.closing_owner = handle.closing_owner, None
+        if owner is not None and owner in self._locked.get(handle.ino, ()):
+            # a process closing any descriptor of a file loses its POSIX locks on it
+            self._locked[handle.ino].discard(owner)
+            await handle.session.release_locks(handle.ino, owner, locks.POSIX)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._files[fh][1].fsync()
+        await self._files[fh].file.fsync()
+        self._learn_allocation(self._files[fh].file)
 
     @fuse_errors
     async def release(self, fh: int) -> None:
-        session, f = self._files.pop(fh)
-        await session.release(f)
+        handle = self._files.pop(fh)
+        try:
+            # locks tied to this open file description (flock, OFD) end with it
+            for owner in handle.lock_owners:
+                if owner in self._locked.get(handle.ino, ()):
+                    self._locked[handle.ino].discard(owner)
+                    await handle.session.release_locks(handle.ino, owner, locks.POSIX)
+                await handle.session.release_locks(handle.ino, owner, locks.FLOCK)
+        finally:
+            if not self._locked.get(handle.ino, True):
+                del self._locked[handle.ino]
+            await handle.session.release(handle.file)
+
+    # ------------------------------------------------------------------ locks
+    # Served through xfs.client.fuse_ext (pyfuse3 has no lock operations). Locks live on
+    # the MRC, per client lease and kernel lock owner, so every mount sees them.
+    def lock_owner_closing(
+        self, fh: int, owner: int, flock_release: bool, is_release: bool
+    ) -> None:
+        handle = self._files.get(fh)
+        if handle is not None and not is_release:
+            handle.closing_owner = owner  # flush() drops this owner's POSIX locks
+
+    @fuse_errors
+    async def getlk(self, ino: int, fh: int, owner: int, lock: fuse_ext.Lock) -> fuse_ext.Lock:
+        handle = self._files[fh]
+        holder = await handle.session.test_lock(
+            ino, owner, locks.POSIX, _LOCK_MODE[lock.type], lock.start, lock.end, lock.pid
+        )
+        if holder is None:
+            return fuse_ext.Lock(fcntl.F_UNLCK, lock.start, lock.end, 0)
+        return fuse_ext.Lock(_LOCK_TYPE[holder.mode], holder.start, holder.end, holder.pid)
+
+    @fuse_errors
+    async def setlk(
+        self, ino: int, fh: int, owner: int, lock: fuse_ext.Lock, sleep: bool
+    ) -> None:
+        handle = self._files[fh]
+        mode = _LOCK_MODE[lock.type]
+        holder = await handle.session.lock(
+            ino, owner, locks.POSIX, mode, lock.start, lock.end, lock.pid, wait=sleep
+        )
+        if holder is not None:
+            raise pyfuse3.FUSEError(errno.EAGAIN)
+        handle.lock_owners.add(owner)
+        if mode != locks.UNLOCK:
+            self._locked.setdefault(ino, set()).add(owner)
+
+    @fuse_errors
+    async def flock(self, ino: int, fh: int, owner: int, op: int) -> None:
+        handle = self._files[fh]
+        if op & fcntl.LOCK_UN:
+            mode = locks.UNLOCK
+        else:
+            mode = locks.WRITE if op & fcntl.LOCK_EX else locks.READ
+        holder = await handle.session.lock(
+            ino, owner, locks.FLOCK, mode, 0, locks.EOF, 0, wait=not op & fcntl.LOCK_NB
+        )
+        if holder is not None:
+            raise pyfuse3.FUSEError(errno.EWOULDBLOCK)
+        handle.lock_owners.add(owner)
+
+    @fuse_errors
+    async def fallocate(self, ino: int, fh: int, mode: int, offset: int, length: int) -> None:
+        """Mode 0 (reserve: the file grows, sparse), KEEP_SIZE, and PUNCH_HOLE or
+        ZERO_RANGE (the range reads as zeros afterwards)."""
+        if mode & ~(FALLOC_KEEP_SIZE | FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE) or (
+            mode & FALLOC_PUNCH_HOLE and not mode & FALLOC_KEEP_SIZE
+        ):
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        if offset < 0 or length <= 0:
+            raise pyfuse3.FUSEError(errno.EINVAL)
+        handle = self._files[fh]
+        size = (await handle.session.getattr(ino)).size
+        end = offset + length
+        if mode & (FALLOC_PUNCH_HOLE | FALLOC_ZERO_RANGE):
+            stop = min(end, size) if mode & FALLOC_KEEP_SIZE else end
+            for pos in range(offset, stop, ZERO_CHUNK):
+                await handle.file.write(pos, bytes(min(ZERO_CHUNK, stop - pos)))
+        if not mode & FALLOC_KEEP_SIZE and end > size:
+            await handle.session.setattr(ino, size=end)
 
     # ------------------------------------------------------------------ directories
     @fuse_errors

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,16 +24,22 @@ from xfs.proto.methods import (
     MRC,
     OSD,
     Access,
+    Append,
+    ClientId,
+    Close,
     Create,
     Empty,
     FileOp,
     Ino,
     Link,
+    LockArgs,
+    LockHolder,
     Lookup,
     Method,
     MkNod,
     Open,
     ReadDir,
+    ReleaseLocks,
     Remove,
     Rename,
     SetAttr,
@@ -43,6 +50,10 @@ from xfs.proto.methods import (
     XattrSet,
 )
 from xfs.proto.records import Attr, DirEntry, FileLayout, Identity, Kind, StatFS, VolumeInfo
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT = 15.0  # seconds the MRC holds one F_SETLKW call before we ask again
 
 Req = TypeVar("Req", bound=Record)
 Resp = TypeVar("Resp", bound=Record)
@@ -70,6 +81,12 @@ class Session:
         self.io_timeout = io_timeout
         self.xcap_renew_margin = xcap_renew_margin
         self.files: dict[int, OpenFile] = {}
+        self._client: str | None = None  # this session's lease on the MRC (see ``client``)
+        self._client_lock = trio.Lock()
+        self._renewer: trio.CancelScope | None = None
+        self._opens: dict[int, int] = {}  # ino -> handles open (registered on the MRC)
+        self._registering: dict[int, trio.Lock] = {}
+        self._closes = 0  # closes sent so far
 
     # ------------------------------------------------------------------ transport
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
@@ -179,26 +196,164 @@ class Session:
     async def update_size(self, ino: int, size: int) -> Attr:
         return await self.mrc(MRC.update_size, UpdateSize(self.volume, ino, size))
 
+    # ------------------------------------------------------------------ client lease
+    async def client(self) -> str:
+        """This session's client lease, taken on first use and renewed in the background.
+
+        Open files and locks are registered on it; the MRC ends them when the lease is
+        not renewed in time (this client died or was cut off)."""
+        if self._client is not None:
+            return self._client
+        async with self._client_lock:
+            if self._client is None:
+                lease = await self.mrc(MRC.client_open, Empty())
+                self._client = lease.client
+                self._renewer = trio.CancelScope()
+                self.nursery.start_soon(self._renew, lease.lease_ns / 1e9)
+            return self._client
+
+    async def _renew(self, lease: float) -> None:
+        assert self._renewer is not None
+        with self._renewer:
+            while True:
+                await trio.sleep(lease / 3)
+                client = self._client
+                if client is None:
+                    return
+                try:
+                    await self.mrc(MRC.client_renew, ClientId(client))
+                except XfsError as e:
+                    if e.code != errno.ESTALE:
+                        log.warning("renewing client lease %s failed: %s", client, e)
+                        continue
+                    await self._lease_lost(client)
+                except trio.TooSlowError:
+                    log.warning("renewing client lease %s timed out", client)
+
+    async def _lease_lost(self, client: str) -> None:
+        """The MRC ended our lease (we were unreachable too long): its locks are gone.
+        Take a new lease and register the files still open on it."""
+        log.error(
+            "client lease %s ended on the MRC: locks held through it are lost, "
+            "open files are registered again",
+            client,
+        )
+        lease = await self.mrc(MRC.client_open, Empty())
+        self._client = lease.client
+        for f in list(self.files.values()):
+            f.layout = await self.reopen(f.ino, f.flags & ~os.O_TRUNC)
+
+    async def close_client(self) -> None:
+        """Say goodbye: the MRC releases this client's opens and locks now."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+        client, self._client = self._client, None
+        if client is not None:
+            await self.mrc(MRC.client_close, ClientId(client))
+
+    async def append(self, ino: int, length: int) -> int:
+        """Reserve ``length`` bytes at the end of the file for one O_APPEND write."""
+        reply = await self.mrc(MRC.append, Append(self.volume, ino, await self.client(), length))
+        return reply.offset
+
+    async def lock(
+        self,
+        ino: int,
+        owner: int,
+        family: str,
+        mode: str,
+        start: int,
+        end: int,
+        pid: int,
+        *,
+        wait: bool = False,
+    ) -> LockHolder | None:
+        """Set or remove a lock; None when done, else the lock in the way. With ``wait``
+        this returns only once the lock is granted (the caller owns any deadline)."""
+        client = await self.client()
+        while True:
+            args = LockArgs(
+                self.volume, ino, client, owner, family, mode, start, end, pid,
+                LOCK_WAIT if wait else 0.0,
+            )
+            with trio.fail_after(self.io_timeout + LOCK_WAIT):
+                reply = await self.pool.call(self.mrc_address, MRC.lock, args, expect=Kind.MRC)
+            if reply.granted:
+                return None
+            if not wait:
+                return reply.holder
+
+    async def test_lock(
+        self, ino: int, owner: int, family: str, mode: str, start: int, end: int, pid: int
+    ) -> LockHolder | None:
+        args = LockArgs(self.volume, ino, await self.client(), owner, family, mode, start, end, pid)
+        return (await self.mrc(MRC.test_lock, args)).holder
+
+    async def release_locks(self, ino: int, owner: int, family: str) -> None:
+        client = await self.client()
+        await self.mrc(MRC.release_locks, ReleaseLocks(self.volume, ino, client, owner, family))
+
     # ------------------------------------------------------------------ files
     async def create(
         self, parent: int, name: bytes, mode: int, flags: int, umask: int = 0
     ) -> OpenFile:
-        layout = await self.mrc(MRC.create, Create(self.volume, parent, name, mode, flags, umask))
+        request = Create(self.volume, parent, name, mode, flags, umask, await self.client())
+        closes = self._closes
+        layout = await self.mrc(MRC.create, request)
+        ino = layout.attr.ino
+        self._opens[ino] = self._opens.get(ino, 0) + 1
+        if self._closes != closes:
+            # a close of this inode may have overtaken our registration: register again
+            async with self._registration(ino):
+                layout = await self.reopen(ino, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
         return self._opened(layout, flags)
 
     async def open(self, ino: int, flags: int) -> OpenFile:
-        f = self.files.get(ino)
-        if f is not None:
-            await f.flush()  # our own unreported writes must not hide behind the MRC's size
-        layout = await self.reopen(ino, flags)
-        if flags & os.O_TRUNC and layout.attr.size == 0:
-            await self.truncate_osds(layout, 0)
-            if f is not None:
-                f.truncated(0)
-        return self._opened(layout, flags)
+        # counted before any await, so a release racing this open does not unregister it
+        self._opens[ino] = self._opens.get(ino, 0) + 1
+        try:
+            async with self._registration(ino):
+                f = self.files.get(ino)
+                if f is not None:
+                    await f.flush()  # our unreported writes must not hide behind the MRC's size
+                layout = await self.reopen(ino, flags)
+                if flags & os.O_TRUNC and layout.attr.size == 0:
+                    await self.truncate_osds(layout, 0)
+                    if f is not None:
+                        f.truncated(0)
+                return self._opened(layout, flags)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._closed(ino)
+            raise
+
+    def _registration(self, ino: int) -> trio.Lock:
+        """Orders the MRC's open registrations and closes of one inode."""
+        lock = self._registering.get(ino)
+        if lock is None:
+            lock = self._registering[ino] = trio.Lock()
+        return lock
+
+    async def _closed(self, ino: int) -> None:
+        """One open of ``ino`` ended; after the last, tell the MRC (an unlinked file is
+        freed, this client's locks on it go)."""
+        left = self._opens.get(ino, 1) - 1
+        if left > 0:
+            self._opens[ino] = left
+            return
+        self._opens.pop(ino, None)
+        async with self._registration(ino):
+            if ino in self._opens or self._client is None:
+                return  # opened again meanwhile: that registration stands
+            self._closes += 1
+            try:
+                await self.mrc(MRC.close, Close(self.volume, ino, self._client))
+            finally:
+                if ino not in self._opens:
+                    self._registering.pop(ino, None)
 
     async def reopen(self, ino: int, flags: int) -> FileLayout:
-        return await self.mrc(MRC.open, Open(self.volume, ino, flags))
+        return await self.mrc(MRC.open, Open(self.volume, ino, flags, await self.client()))
 
     def _opened(self, layout: FileLayout, flags: int) -> OpenFile:
         ino = layout.attr.ino
@@ -219,6 +374,7 @@ class Session:
             f.refs -= 1
             if f.refs <= 0 and self.files.get(f.ino) is f:
                 del self.files[f.ino]
+            await self._closed(f.ino)
 
     async def status(self) -> Any:
         return await self.mrc(MRC.status, Empty())

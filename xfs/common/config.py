@@ -35,6 +35,7 @@ class MRCConfig:
     port: int = 32636
     xcap_lifetime: float = 600.0  # seconds an XCap stays valid
     osd_dead_after: float = 30.0  # seconds without heartbeat before an OSD is not used
+    client_lease: float = 30.0  # seconds a client's opens and locks outlive its last renewal
     grace: float = 5.0  # seconds in-flight requests get on SIGTERM
     audit_log: Path | None = None
 

@@ -110,9 +110,27 @@ class Fsck:
                 JOIN reach r ON d.volume = r.volume AND d.parent = r.ino
             )
             SELECT i.volume, i.ino FROM inodes i LEFT JOIN reach r
-            ON r.volume = i.volume AND r.ino = i.ino WHERE r.ino IS NULL
+            ON r.volume = i.volume AND r.ino = i.ino WHERE r.ino IS NULL AND i.nlink > 0
             """,
             lambda vid, ino: f"inode {vid}:{ino} is not reachable from the root",
+        )
+
+    def check_orphans(self) -> None:
+        """An inode without names (nlink 0) is kept only while some client has it open."""
+        self._report(
+            "SELECT i.volume, i.ino FROM inodes i WHERE i.nlink = 0 AND NOT EXISTS "
+            "(SELECT 1 FROM opens o WHERE o.volume = i.volume AND o.ino = i.ino)",
+            lambda vid, ino: f"inode {vid}:{ino} has no name and is not open anywhere",
+        )
+
+    def check_locks(self) -> None:
+        """Locks are on inodes that their client has open, over sane ranges."""
+        self._report(
+            "SELECT l.volume, l.ino, l.client FROM locks l WHERE NOT EXISTS "
+            "(SELECT 1 FROM opens o WHERE o.volume = l.volume AND o.ino = l.ino "
+            "AND o.client = l.client) OR l.first < 0 OR l.last < l.first "
+            "OR l.family NOT IN ('posix', 'flock') OR l.mode NOT IN ('read', 'write')",
+            lambda vid, ino, client: f"lock on {vid}:{ino} of client {client} is not valid",
         )
 
     def check_next_ino(self) -> None:

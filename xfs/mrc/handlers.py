@@ -13,8 +13,12 @@ import random
 import stat
 from collections.abc import Callable
 
+import trio
+
 from xfs.common.rpc import Dispatcher
-from xfs.mrc import placement
+from xfs.mrc import locks, placement
+from xfs.mrc.clients import Ended
+from xfs.mrc.leases import LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.xcaps import XCapIssuer, rights_for_flags
@@ -22,6 +26,10 @@ from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
     MRC,
     Access,
+    Append,
+    ClientId,
+    ClientLease,
+    Close,
     Create,
     DirEntries,
     Empty,
@@ -29,12 +37,17 @@ from xfs.proto.methods import (
     HeartbeatReply,
     Ino,
     Link,
+    LockArgs,
+    LockHolder,
+    LockReply,
     Lookup,
     MkNod,
     MRCStatus,
+    Offset,
     Open,
     OSDList,
     ReadDir,
+    ReleaseLocks,
     Remove,
     Rename,
     SetAttr,
@@ -64,6 +77,7 @@ from xfs.proto.records import (
 )
 
 STATFS_BLOCK = 4096
+MAX_LOCK_WAIT = 20.0  # seconds one F_SETLKW call is held before the client asks again
 
 
 class MRCHandlers:
@@ -75,8 +89,13 @@ class MRCHandlers:
         on_deletion: Callable[[], None],
         uuid: str,
         rng: random.Random | None = None,
+        *,
+        waiters: LockWaiters | None = None,
+        client_lease: float = 30.0,
     ) -> None:
         self._ns = ns
+        self._waiters = waiters or LockWaiters()
+        self._lease_ns = int(client_lease * 1e9)
         self._registry = registry
         self._xcaps = xcaps
         self._on_deletion = on_deletion
@@ -100,6 +119,14 @@ class MRCHandlers:
             (MRC.create, self.create),
             (MRC.open, self.open),
             (MRC.update_size, self.update_size),
+            (MRC.client_open, self.client_open),
+            (MRC.client_renew, self.client_renew),
+            (MRC.client_close, self.client_close),
+            (MRC.close, self.close),
+            (MRC.append, self.append),
+            (MRC.lock, self.lock),
+            (MRC.test_lock, self.test_lock),
+            (MRC.release_locks, self.release_locks),
             (MRC.unlink, self.unlink),
             (MRC.rmdir, self.rmdir),
             (MRC.rename, self.rename),
@@ -227,11 +254,12 @@ class MRCHandlers:
             req.flags,
             req.umask,
             self._place(req.volume),
+            req.client,
         )
         return self._layout(peer, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
-        attr, xloc, epoch = self._ns.open(peer, req.volume, req.ino, req.flags)
+        attr, xloc, epoch = self._ns.open(peer, req.volume, req.ino, req.flags, req.client)
         if xloc is None:
             raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
         return self._layout(peer, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
@@ -309,3 +337,73 @@ class MRCHandlers:
             self._registry.all(),
             self._ns.pending_count(),
         )
+
+    # ------------------------------------------------------------------ clients, locks
+    async def client_open(self, peer: Identity, req: Empty) -> ClientLease:
+        client, _ = self._ns.client_open(peer, self._lease_ns)
+        return ClientLease(client, self._lease_ns)
+
+    async def client_renew(self, peer: Identity, req: ClientId) -> ClientLease:
+        self._ns.client_renew(peer, req.client, self._lease_ns)
+        return ClientLease(req.client, self._lease_ns)
+
+    async def client_close(self, peer: Identity, req: ClientId) -> Empty:
+        self._ended(self._ns.client_close(peer, req.client))
+        return Empty()
+
+    def _ended(self, ended: Ended) -> None:
+        self._waiters.changed(ended.unlocked)
+        if ended.pending:
+            self._on_deletion()
+
+    async def close(self, peer: Identity, req: Close) -> Empty:
+        if self._ns.close(peer, req.volume, req.ino, req.client) is not None:
+            self._on_deletion()
+        self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
+        return Empty()
+
+    async def append(self, peer: Identity, req: Append) -> Offset:
+        return Offset(self._ns.append(peer, req.volume, req.ino, req.client, req.length))
+
+    async def lock(self, peer: Identity, req: LockArgs) -> LockReply:
+        request = _lock_request(req)
+        key = (self._volume(req.volume)[0], req.ino)
+        holder: locks.Held | None = None
+        with trio.move_on_after(min(max(req.wait, 0.0), MAX_LOCK_WAIT)):
+            while True:
+                # take the event before testing: no await in between (see LockWaiters)
+                changed = self._waiters.event(key)
+                holder = self._ns.lock(peer, req.volume, req.ino, request)
+                if holder is None:
+                    self._waiters.changed([key])
+                    return LockReply(True)
+                if req.wait <= 0:
+                    break
+                await changed.wait()
+        return LockReply(False, None if holder is None else _holder(holder, req.client))
+
+    async def test_lock(self, peer: Identity, req: LockArgs) -> LockReply:
+        holder = self._ns.test_lock(peer, req.volume, req.ino, _lock_request(req))
+        return LockReply(holder is None, None if holder is None else _holder(holder, req.client))
+
+    async def release_locks(self, peer: Identity, req: ReleaseLocks) -> Empty:
+        if req.family not in (locks.POSIX, locks.FLOCK):
+            raise XfsError(errno.EINVAL, f"bad lock family {req.family!r}")
+        if self._ns.release_owner(peer, req.volume, req.ino, req.client, req.owner, req.family):
+            self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
+        return Empty()
+
+
+def _lock_request(req: LockArgs) -> locks.Request:
+    if req.family not in (locks.POSIX, locks.FLOCK):
+        raise XfsError(errno.EINVAL, f"bad lock family {req.family!r}")
+    if req.mode not in (locks.READ, locks.WRITE, locks.UNLOCK):
+        raise XfsError(errno.EINVAL, f"bad lock mode {req.mode!r}")
+    if not 0 <= req.owner < 2**64:
+        raise XfsError(errno.EINVAL, f"bad lock owner {req.owner}")
+    return locks.Request(req.client, req.owner, req.family, req.mode, req.start, req.end, req.pid)
+
+
+def _holder(held: locks.Held, client: str) -> LockHolder:
+    """The lock in the way; a pid means something only on the holder's own node."""
+    return LockHolder(held.mode, held.start, held.end, held.pid if held.client == client else 0)

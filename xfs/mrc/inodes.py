@@ -133,7 +133,10 @@ def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
         f"SELECT {INODE_COLS} FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino)
     ).fetchone()
     if row is None:
-        raise XfsError(errno.ENOENT, f"no inode {ino} in volume {vol.name!r}")
+        # A stale handle (as NFS says): the inode went while a client still knew it. The
+        # kernel answers ESTALE by walking the path again without its caches, so another
+        # client's cached name of a replaced file finds the new file, never ENOENT.
+        raise XfsError(errno.ESTALE, f"no inode {ino} in volume {vol.name!r} (stale)")
     return row_to_inode(row, vol.striping.stripe_size)
 
 
@@ -276,15 +279,25 @@ def touch_dir(cur: sqlite3.Cursor, vol: Vol, ino: int, now: int, nlink_delta: in
 def drop_link(cur: sqlite3.Cursor, vol: Vol, node: Inode, now: int) -> int | None:
     """One link of a non-directory went: decrement nlink, or remove the inode with its
     last link. Returns the pending deletion id if the file had objects on OSDs."""
-    if node.attr.nlink > 1:
+    if node.attr.nlink > 1 or is_open(cur, vol.id, node.ino):
+        # an open file outlives its last name (an orphan) until its last close
         set_inode(cur, vol, node, nlink=node.attr.nlink - 1, ctime_ns=now)
         return None
     return drop_inode(cur, vol, node.ino, node.xloc)
 
 
+def is_open(cur: sqlite3.Cursor, volume_id: str, ino: int) -> bool:
+    """Whether some client has the inode open (see the ``opens`` table)."""
+    row = cur.execute(
+        "SELECT 1 FROM opens WHERE volume = ? AND ino = ? LIMIT 1", (volume_id, ino)
+    ).fetchone()
+    return row is not None
+
+
 def drop_inode(cur: sqlite3.Cursor, vol: Vol, ino: int, xloc: bytes | None) -> int | None:
     """Remove an inode (no entry names it any more) and queue its objects' deletion."""
     cur.execute("DELETE FROM xattrs WHERE volume = ? AND ino = ?", (vol.id, ino))
+    cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vol.id, ino))
     cur.execute("DELETE FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino))
     if xloc is None:
         return None

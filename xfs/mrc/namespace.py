@@ -16,6 +16,7 @@ import stat
 
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms
+from xfs.mrc.clients import ClientOps, register_open
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
 from xfs.mrc.volumes import VolumeOps
@@ -39,7 +40,7 @@ def _need(caller: Identity, node: rows.Inode, mask: int, what: str) -> None:
         raise _deny(errno.EACCES, what)
 
 
-class Namespace(VolumeOps, XattrOps):
+class Namespace(VolumeOps, XattrOps, ClientOps):
     """The MRC's namespace operations over one ``Store``."""
 
     def __init__(self, store: Store) -> None:
@@ -226,16 +227,25 @@ class Namespace(VolumeOps, XattrOps):
                 if group is not None:
                     fields["grp"] = group
             if mode is not None:
-                if not perms.may_chmod(caller, node.attr):
+                if perms.may_chmod(caller, node.attr):
+                    new_mode = perms.chmod_result(
+                        caller, node.attr, mode, group or node.attr.group
+                    )
+                elif perms.may_drop_setid(caller, node.attr, mode):
+                    new_mode = stat.S_IFMT(node.mode) | (mode & 0o7777)  # a writer's kill-priv
+                else:
                     raise _deny(errno.EPERM, f"chmod of inode {ino}")
-                new_mode = perms.chmod_result(caller, node.attr, mode, group or node.attr.group)
             if new_mode != node.mode or mode is not None:
                 fields["mode"] = new_mode
             explicit = (atime_ns is not None and not atime_now) or (
                 mtime_ns is not None and not mtime_now
             )
-            if explicit or atime_now or mtime_now:
-                denial = perms.utimens_denial(caller, node.attr, explicit, atime_now or mtime_now)
+            touch = atime_now and mtime_now
+            if size is None and (atime_now or mtime_now) and not touch:
+                explicit = True  # one time set to now, the other left alone (UTIME_OMIT)
+            if (explicit or atime_now or mtime_now) and size is None:
+                # (with a size, the times are the truncate's own: W was checked above)
+                denial = perms.utimens_denial(caller, node.attr, explicit, touch)
                 if denial is not None:
                     raise _deny(denial, f"set times of inode {ino}")
                 if atime_now or atime_ns is not None:
@@ -316,6 +326,7 @@ class Namespace(VolumeOps, XattrOps):
         flags: int,
         umask: int,
         xloc: XLocSet,
+        client: str | None = None,
     ) -> tuple[Attr, XLocSet, int]:
         """open(O_CREAT): a new regular file with layout ``xloc``, or, if ``name``
         exists and O_EXCL is not set, ``open`` of it. Returns (attr, xloc, truncate
@@ -342,6 +353,8 @@ class Namespace(VolumeOps, XattrOps):
                     )
                 if node.xloc is None:
                     node = rows.set_inode(cur, v, node, xloc=rows.encode_xloc(xloc))
+                if client is not None:
+                    register_open(cur, caller, client, v.id, node.ino, flags)
                 return node.attr, node.layout() or xloc, node.truncate_epoch
             _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
             owner, group, bits = perms.new_entry(caller, dir_.attr, mode, umask, False)
@@ -357,16 +370,21 @@ class Namespace(VolumeOps, XattrOps):
             )
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now)
+            if client is not None:
+                register_open(cur, caller, client, v.id, node.ino, flags)
             return node.attr, xloc, node.truncate_epoch
 
     def open(
-        self, caller: Identity, vol: str, ino: int, flags: int
+        self, caller: Identity, vol: str, ino: int, flags: int, client: str | None = None
     ) -> tuple[Attr, XLocSet | None, int]:
         """Check ``flags``' access; O_TRUNC empties a regular file (new truncate epoch).
+        With ``client``, the file is registered as open there (see ``clients``).
         Returns (attr, xloc, truncate epoch)."""
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             node = self._open(caller, cur, v, rows.inode(cur, v, ino), flags, self._store.clock())
+            if client is not None:
+                register_open(cur, caller, client, v.id, node.ino, flags)
             return node.attr, node.layout(), node.truncate_epoch
 
     def _open(
@@ -401,9 +419,10 @@ class Namespace(VolumeOps, XattrOps):
             dir_ = self._parent(caller, cur, v, new_parent, X_OK)
             if rows.entry(cur, v, new_parent, new_name) is not None:
                 raise XfsError(errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}")
+            denial = perms.link_denial(caller, node.attr)
+            if denial is not None:  # (Linux checks this before the directory's permission)
+                raise _deny(denial, f"hard link to inode {ino}")
             _need(caller, dir_, W_OK | X_OK, f"link {rows.show(new_name)} in {new_parent}")
-            if node.is_dir:
-                raise XfsError(errno.EPERM, f"cannot hard-link directory {ino}")
             if node.attr.nlink >= LINK_MAX:
                 raise XfsError(errno.EMLINK, f"inode {ino} has {LINK_MAX} links")
             rows.add_entry(cur, v, new_parent, new_name, ino)

@@ -124,18 +124,63 @@ def may_chown(caller: Identity, attr: Attr, owner: str | None, group: str | None
 
 
 def chown_result(caller: Identity, attr: Attr) -> int:
-    """The mode after a permitted chown/chgrp: a non-super caller clears the set-id bits
-    of anything but a directory."""
-    if caller.is_super or stat.S_ISDIR(attr.mode):
-        return attr.mode
-    return attr.mode & ~(stat.S_ISUID | stat.S_ISGID)
+    """The mode after a permitted chown/chgrp, as Linux leaves it: anything but a
+    directory loses S_ISUID (whoever the caller), and S_ISGID if it is group-executable
+    or the caller is neither in the current group nor super (``setattr_should_drop_sgid``).
+    """
+    mode = attr.mode
+    if stat.S_ISDIR(mode):
+        return mode
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_ISGID and (mode & stat.S_IXGRP or not in_group(caller, attr.group)):
+        mode &= ~stat.S_ISGID
+    return mode
+
+
+def may_drop_setid(caller: Identity, attr: Attr, perm: int) -> bool:
+    """Is the chmod of a non-directory to ``perm`` only the kernel clearing S_ISUID and/or
+    S_ISGID for a writer (it does so on write and truncate without CAP_FSETID), by a
+    caller who may write the file? Such a chmod is allowed to non-owners."""
+    if stat.S_ISDIR(attr.mode):
+        return False
+    old = attr.mode & _ALL_PERMS
+    dropped = old & ~perm
+    return (
+        perm & ~old == 0
+        and dropped != 0
+        and dropped & ~(stat.S_ISUID | stat.S_ISGID) == 0
+        and may(caller, attr, W_OK)
+    )
+
+
+def link_denial(caller: Identity, attr: Attr) -> int | None:
+    """None if ``caller`` may make a new hard link to ``attr``, else errno.
+
+    Directories: EPERM. Others' files: Linux's ``protected_hardlinks`` rule, which xfs
+    always applies: only a regular file that is not set-user-ID nor set-group-ID and
+    executable, and that the caller may read and write (EPERM otherwise).
+    """
+    if stat.S_ISDIR(attr.mode):
+        return errno.EPERM
+    if is_owner_or_super(caller, attr):
+        return None
+    mode = attr.mode
+    if (
+        not stat.S_ISREG(mode)
+        or mode & stat.S_ISUID
+        or (mode & (stat.S_ISGID | stat.S_IXGRP)) == (stat.S_ISGID | stat.S_IXGRP)
+        or not may(caller, attr, R_OK | W_OK)
+    ):
+        return errno.EPERM
+    return None
 
 
 def utimens_denial(caller: Identity, attr: Attr, explicit: bool, now: bool) -> int | None:
     """None if ``caller`` may set times (``explicit`` values and/or ``now``), else errno.
 
-    Explicit times need the owner or super (EPERM); setting them to the current time
-    needs the owner, super or write permission (EACCES).
+    Explicit times need the owner or super (EPERM); setting both to the current time (a
+    touch: ``now``) needs the owner, super or write permission (EACCES). As in Linux,
+    setting only one of them to the current time counts as explicit.
     """
     if is_owner_or_super(caller, attr):
         return None

@@ -16,6 +16,7 @@ from xfs.common.service_tls import ServiceTLS
 from xfs.common.xcap import KeyRing
 from xfs.mrc.deleter import Deleter
 from xfs.mrc.handlers import MRCHandlers
+from xfs.mrc.leases import LeaseSweeper, LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.store import Store
@@ -56,12 +57,18 @@ class MRCService:
                     trio.open_nursery() as n,
                 ):
                     self.deleter = Deleter(ns, registry, xcaps, pool, fingerprint)
+                    waiters = LockWaiters()
+                    sweeper = LeaseSweeper(
+                        ns, waiters, self.deleter.wake, max(0.2, config.client_lease / 10)
+                    )
                     MRCHandlers(
                         ns,
                         registry,
                         xcaps,
                         self.deleter.wake,
                         tls.identity.principal.removeprefix("mrc:"),
+                        waiters=waiters,
+                        client_lease=config.client_lease,
                     ).register(dispatcher)
                     self.server = RPCServer(
                         dispatcher=dispatcher,
@@ -73,6 +80,7 @@ class MRCService:
                     )
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)
+                    n.start_soon(sweeper.run)
                     log.info("MRC serving %s on %s:%d", config.data_dir, config.host, port)
                     task_status.started(self)
                     await trio.sleep_forever()

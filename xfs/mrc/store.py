@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
 # entries and xattrs are BLOBs: POSIX names are bytes, not text.
@@ -101,6 +101,42 @@ CREATE TABLE pending_deletions (
     ino    INTEGER NOT NULL,
     xloc   BLOB NOT NULL
 ) STRICT;
+
+-- A client lease: one mount's session for one credential (principal). The files it has
+-- open and the locks it holds last as long as the lease; a lease not renewed before
+-- expires_ns (MRC clock) ends, and with it its opens and locks.
+CREATE TABLE clients (
+    id         TEXT PRIMARY KEY,              -- random, chosen by the MRC
+    principal  TEXT NOT NULL,                 -- only this principal may use the lease
+    expires_ns INTEGER NOT NULL
+) STRICT;
+
+-- Files open on a client. An inode whose last link went stays (nlink 0 and no entry:
+-- an orphan) while some client has it open; the last close or lease end frees it.
+CREATE TABLE opens (
+    client TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+    volume TEXT NOT NULL,
+    ino    INTEGER NOT NULL,
+    writable INTEGER NOT NULL,                -- 1: opened for writing at least once
+    PRIMARY KEY (client, volume, ino)
+) STRICT;
+CREATE INDEX opens_by_inode ON opens(volume, ino);
+
+-- Locks held (the rules are xfs.mrc.locks): by an owner of a client, on one inode,
+-- covering bytes first..last inclusive. owner is the kernel's 64-bit lock owner, stored
+-- as a signed integer.
+CREATE TABLE locks (
+    volume TEXT NOT NULL,
+    ino    INTEGER NOT NULL,
+    client TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+    owner  INTEGER NOT NULL,
+    family TEXT NOT NULL,                     -- 'posix' | 'flock'
+    mode   TEXT NOT NULL,                     -- 'read' | 'write'
+    first  INTEGER NOT NULL,
+    last   INTEGER NOT NULL,
+    pid    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX locks_by_inode ON locks(volume, ino);
 
 -- The OSD registry (filled by heartbeats).
 CREATE TABLE osds (
@@ -215,8 +251,23 @@ def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
     if row is None:
         raise StoreError(f"{path}: MRC store without a format_version")
+    if row[0] == 1:
+        _upgrade_from_1(conn)
+        return
     if row[0] != FORMAT_VERSION:
         raise StoreError(
             f"{path}: MRC store format version {row[0]}, this xfs reads version "
             f"{FORMAT_VERSION} only"
         )
+
+
+def _upgrade_from_1(conn: sqlite3.Connection) -> None:
+    """Format 1 lacked the tables of client leases, opens and locks: add them."""
+    start = SCHEMA.index("CREATE TABLE clients")
+    end = SCHEMA.index("-- The OSD registry")
+    conn.executescript(
+        "BEGIN IMMEDIATE;\n"
+        + SCHEMA[start:end]
+        + f"UPDATE meta SET value = {FORMAT_VERSION} WHERE key = 'format_version';\n"
+        "COMMIT;"
+    )

@@ -115,7 +115,8 @@ class OSDHandlers:
         held = await self._run(
             self._store.held_size, req.xcap.file_id, replica.striping.stripe_size
         )
-        return SizeReply(held)
+        allocated = await self._run(self._store.held_bytes, req.xcap.file_id)
+        return SizeReply(held, allocated)
 
     async def delete(self, peer: Identity, req: FileOp) -> Empty:
         self._authorize(peer, req.xcap, req.xloc, Rights.DELETE)

@@ -426,6 +426,10 @@ class ObjectStore:
                 size = max(size, objno * stripe_size + length)
         return size
 
+    def held_bytes(self, file_id: str) -> int:
+        """The bytes of data of the file's objects held here (what st_blocks counts)."""
+        return sum(self._length(file_id, objno, path) for objno, path in self._held(file_id))
+
     def fsync(self, file_id: str) -> None:
         """Make every object of the file, and its directory entries, durable."""
         d = self.file_dir(file_id)

@@ -130,6 +130,7 @@ class Create(Record):
     mode: int
     flags: int
     umask: int = 0
+    client: str | None = None  # register the open on this client lease
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class Open(Record):
     volume: str
     ino: int
     flags: int
+    client: str | None = None  # register the open on this client lease
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,98 @@ class OSDList(Record):
     osds: list[OSDInfo]
 
 
+# ------------------------------------------------------------ client leases, opens, locks
+@dataclass(frozen=True)
+class ClientId(Record):
+    client: str
+
+
+@dataclass(frozen=True)
+class ClientLease(Record):
+    """A client lease and how long the MRC keeps it without a renewal."""
+
+    client: str
+    lease_ns: int
+
+
+@dataclass(frozen=True)
+class Close(Record):
+    """The client closed its last handle of an inode."""
+
+    volume: str
+    ino: int
+    client: str
+
+
+@dataclass(frozen=True)
+class Append(Record):
+    """Reserve ``length`` bytes at the end of a file for one O_APPEND write."""
+
+    volume: str
+    ino: int
+    client: str
+    length: int
+
+
+@dataclass(frozen=True)
+class Offset(Record):
+    offset: int
+
+
+# lock families and modes on the wire (the rules are xfs.mrc.locks)
+POSIX = "posix"  # fcntl record locks and OFD locks: byte ranges
+FLOCK = "flock"  # flock(2): whole file
+READ = "read"
+WRITE = "write"
+UNLOCK = "unlock"
+EOF = 2**63 - 1  # the end of a lock "to the end of the file"
+
+
+@dataclass(frozen=True)
+class LockArgs(Record):
+    """Set, remove or test a lock (see xfs.mrc.locks): family "posix" or "flock", mode
+    "read", "write" or "unlock", bytes start..end inclusive. ``wait``: F_SETLKW, the
+    MRC holds the call until the lock is granted or ``wait`` seconds pass."""
+
+    volume: str
+    ino: int
+    client: str
+    owner: int
+    family: str
+    mode: str
+    start: int
+    end: int
+    pid: int = 0
+    wait: float = 0.0
+
+
+@dataclass(frozen=True)
+class LockHolder(Record):
+    mode: str
+    start: int
+    end: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class LockReply(Record):
+    """granted, or the lock that stands in the way."""
+
+    granted: bool
+    holder: LockHolder | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseLocks(Record):
+    """An owner lets go of all its locks of one family on an inode."""
+
+    volume: str
+    ino: int
+    client: str
+    owner: int
+    family: str
+
+
 @dataclass(frozen=True)
 class MRCStatus(Record):
     uuid: str
@@ -299,6 +393,7 @@ class FileOp(Record):
 @dataclass(frozen=True)
 class SizeReply(Record):
     size: int  # the file size implied by the objects this OSD holds
+    allocated: int = 0  # bytes of object data this OSD holds for the file (holes excluded)
 
 
 @dataclass(frozen=True)
@@ -346,6 +441,20 @@ class MRC:
     )
     osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.USER, idempotent=True)
     status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.USER, idempotent=True)
+    client_open = Method("mrc", "client_open", 1, Empty, ClientLease, Authority.USER)
+    client_renew = Method(
+        "mrc", "client_renew", 1, ClientId, ClientLease, Authority.USER, idempotent=True
+    )
+    client_close = Method(
+        "mrc", "client_close", 1, ClientId, Empty, Authority.USER, idempotent=True
+    )
+    close = Method("mrc", "close", 1, Close, Empty, Authority.USER, idempotent=True)
+    append = Method("mrc", "append", 1, Append, Offset, Authority.USER)
+    lock = Method("mrc", "lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
+    test_lock = Method("mrc", "test_lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
+    release_locks = Method(
+        "mrc", "release_locks", 1, ReleaseLocks, Empty, Authority.USER, idempotent=True
+    )
 
 
 class OSD:

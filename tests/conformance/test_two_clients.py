@@ -1,0 +1,360 @@
+"""Two clients of one volume: locks, appends, open-but-unlinked files, exclusive creates.
+
+``grid.mnt`` and ``other_mount`` are two mounts of the same volume by two client
+processes, as two grid nodes would have. Locks and O_APPEND are checked across them with
+helper processes (``python -c``), because POSIX locks belong to processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.system.grid import Grid
+
+DEADLINE = 60.0
+
+
+def spawn(code: str, *args: str) -> subprocess.Popen[str]:
+    """A helper process running ``code`` (argv[1:] are ``args``)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = DEADLINE) -> str:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, f"helper exited {proc.returncode}: {err}"
+    return out
+
+
+def wait_line(proc: subprocess.Popen[str], expected: str, timeout: float = DEADLINE) -> None:
+    """Wait for the helper to print ``expected`` (it is holding its lock then)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line.strip() == expected:
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"helper exited early: {proc.stderr and proc.stderr.read()}")
+    raise AssertionError(f"helper did not say {expected!r} in time")
+
+
+# A process that takes a lock on argv[1] and holds it until its stdin... is closed: it
+# prints "locked" once it holds the lock, then sleeps until killed.
+HOLD_FCNTL = """
+    import fcntl, os, struct, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    kind = fcntl.F_WRLCK if sys.argv[2] == "w" else fcntl.F_RDLCK
+    start, length = int(sys.argv[3]), int(sys.argv[4])
+    fcntl.fcntl(fd, fcntl.F_SETLKW, struct.pack("hhqqi", kind, 0, start, length, 0))
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[5]) if len(sys.argv) > 5 else 3600)
+"""
+
+HOLD_FLOCK = """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("locked", flush=True)
+    time.sleep(3600)
+"""
+
+FLOCK_FMT = "hhqqi"  # struct flock on x86_64: type, whence, start, len, pid
+
+
+def try_lock(path: Path, kind: int, start: int = 0, length: int = 0) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack(FLOCK_FMT, kind, 0, start, length, 0))
+        return True
+    except OSError as e:
+        assert e.errno in (11, 13), e  # EAGAIN / EACCES
+        return False
+    finally:
+        os.close(fd)
+
+
+def get_lock(path: Path, kind: int, start: int = 0, length: int = 0) -> tuple[int, int, int]:
+    """F_GETLK: (type, start, len) of the lock in the way (type F_UNLCK if none)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        raw = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(FLOCK_FMT, kind, 0, start, length, 0))
+    finally:
+        os.close(fd)
+    type_, _, lstart, llen, _ = struct.unpack(FLOCK_FMT, raw)
+    return type_, lstart, llen
+
+
+@pytest.fixture
+def shared(grid: Grid, other_mount: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """One fresh file, by its path in each mount."""
+    name = f"shared-{tmp_path.name}"
+    (grid.mnt / name).write_bytes(b"x" * 4096)
+    return grid.mnt / name, other_mount / name
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=DEADLINE)
+
+
+# ------------------------------------------------------------------------- fcntl locks
+def test_a_write_lock_on_one_mount_stops_the_other(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    holder = spawn(HOLD_FCNTL, str(a), "w", "0", "100")
+    try:
+        wait_line(holder, "locked")
+        assert not try_lock(b, fcntl.F_WRLCK, 50, 10)
+        assert not try_lock(b, fcntl.F_RDLCK, 0, 1)
+        assert try_lock(b, fcntl.F_WRLCK, 100, 10)  # beyond the held range
+        type_, start, length = get_lock(b, fcntl.F_WRLCK, 0, 0)
+        assert (type_, start, length) == (fcntl.F_WRLCK, 0, 100)
+        assert get_lock(b, fcntl.F_WRLCK, 200, 10)[0] == fcntl.F_UNLCK
+    finally:
+        kill(holder)
+
+
+def test_read_locks_share_write_locks_do_not(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    holder = spawn(HOLD_FCNTL, str(a), "r", "0", "0")
+    try:
+        wait_line(holder, "locked")
+        assert try_lock(b, fcntl.F_RDLCK)
+        assert not try_lock(b, fcntl.F_WRLCK, 4000, 1)
+    finally:
+        kill(holder)
+
+
+def test_exit_of_the_holder_releases_its_locks(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    holder = spawn(HOLD_FCNTL, str(a), "w", "0", "0")
+    try:
+        wait_line(holder, "locked")
+        assert not try_lock(b, fcntl.F_WRLCK)
+    finally:
+        kill(holder)  # SIGKILL: the kernel closes its files
+    deadline = time.monotonic() + 10
+    while not try_lock(b, fcntl.F_WRLCK):
+        assert time.monotonic() < deadline, "the lock of a killed process stayed"
+        time.sleep(0.1)
+
+
+def test_closing_any_descriptor_releases_the_process_locks(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    code = """
+        import fcntl, os, struct, sys, time
+        fd1 = os.open(sys.argv[1], os.O_RDWR)
+        fd2 = os.open(sys.argv[1], os.O_RDONLY)
+        fcntl.fcntl(fd1, fcntl.F_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0))
+        print("locked", flush=True)
+        sys.stdin.readline() if False else time.sleep(1.5)
+        os.close(fd2)  # POSIX: any close of the file drops the process's locks
+        print("closed", flush=True)
+        time.sleep(3600)
+    """
+    holder = spawn(code, str(a))
+    try:
+        wait_line(holder, "locked")
+        assert not try_lock(b, fcntl.F_WRLCK)
+        wait_line(holder, "closed")
+        assert try_lock(b, fcntl.F_WRLCK)
+    finally:
+        kill(holder)
+
+
+def test_setlkw_waits_for_the_other_mount(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    holder = spawn(HOLD_FCNTL, str(a), "w", "0", "0", "2.0")
+    try:
+        wait_line(holder, "locked")
+        started = time.monotonic()
+        waiter = spawn(HOLD_FCNTL, str(b), "w", "0", "0", "0")
+        wait_line(waiter, "locked")  # granted only once the holder exits
+        waited = time.monotonic() - started
+        assert waited > 1.0, f"F_SETLKW returned after {waited:.2f}s while the lock was held"
+        finish(waiter)
+    finally:
+        kill(holder)
+
+
+def test_ofd_locks_conflict_across_mounts(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    f_ofd_setlk = 37
+    fd_a = os.open(a, os.O_RDWR)
+    fd_b = os.open(b, os.O_RDWR)
+    try:
+        fcntl.fcntl(fd_a, f_ofd_setlk, struct.pack(FLOCK_FMT, fcntl.F_WRLCK, 0, 0, 10, 0))
+        with pytest.raises(OSError) as info:
+            fcntl.fcntl(fd_b, f_ofd_setlk, struct.pack(FLOCK_FMT, fcntl.F_WRLCK, 0, 5, 10, 0))
+        assert info.value.errno == 11
+        os.close(fd_a)  # the open file description goes: its OFD lock with it
+        fd_a = -1
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fcntl.fcntl(fd_b, f_ofd_setlk, struct.pack(FLOCK_FMT, fcntl.F_WRLCK, 0, 5, 10, 0))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "OFD lock outlived its file"
+                time.sleep(0.1)
+    finally:
+        if fd_a >= 0:
+            os.close(fd_a)
+        os.close(fd_b)
+
+
+# ------------------------------------------------------------------------- flock
+def test_flock_is_seen_by_the_other_mount(shared: tuple[Path, Path]) -> None:
+    a, b = shared
+    holder = spawn(HOLD_FLOCK, str(a))
+    try:
+        wait_line(holder, "locked")
+        fd = os.open(b, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            # flock and fcntl locks are independent, as on Linux
+            assert try_lock(b, fcntl.F_WRLCK)
+        finally:
+            os.close(fd)
+    finally:
+        kill(holder)
+    fd = os.open(b, os.O_RDWR)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "flock of a killed process stayed"
+                time.sleep(0.1)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------- O_APPEND
+APPENDER = """
+    import os, sys
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+    tag = sys.argv[2].encode()
+    for i in range(int(sys.argv[3])):
+        record = tag + b":%06d:" % i + tag * 20 + b"\\n"
+        assert os.write(fd, record) == len(record)
+    os.close(fd)
+"""
+
+
+def test_appends_from_two_mounts_stay_whole(grid: Grid, other_mount: Path) -> None:
+    name = f"log-{time.monotonic_ns()}"
+    (grid.mnt / name).write_bytes(b"")
+    count = 150
+    writers = [
+        spawn(APPENDER, str(grid.mnt / name), "A", str(count)),
+        spawn(APPENDER, str(other_mount / name), "B", str(count)),
+        spawn(APPENDER, str(grid.mnt / name), "C", str(count)),
+    ]
+    for w in writers:
+        finish(w)
+    lines = (other_mount / name).read_bytes().splitlines()
+    assert len(lines) == 3 * count
+    seen: dict[bytes, list[int]] = {b"A": [], b"B": [], b"C": []}
+    for line in lines:
+        tag, number, body = line.split(b":")
+        assert body == tag * 20, f"torn record {line!r}"
+        seen[tag].append(int(number))
+    for tag, numbers in seen.items():
+        assert numbers == list(range(count)), f"records of {tag!r} lost or reordered"
+
+
+# ------------------------------------------------------------------------- unlinked files
+def test_an_unlinked_open_file_stays_usable_on_both_mounts(
+    grid: Grid, other_mount: Path
+) -> None:
+    name = f"tmp-{time.monotonic_ns()}"
+    data = os.urandom(3 * 1024 * 1024 + 17)  # over all three OSDs
+    with open(grid.mnt / name, "wb") as f:
+        f.write(data)
+    fd = os.open(other_mount / name, os.O_RDWR)
+    here = os.open(grid.mnt / name, os.O_RDONLY)
+    try:
+        os.unlink(grid.mnt / name)  # by the first client, while both have it open
+        assert not (grid.mnt / name).exists()
+        assert os.fstat(here).st_nlink == 0
+        assert os.pread(here, 100, 0) == data[:100]
+        os.close(here)
+        assert os.pread(fd, len(data), 0) == data
+        os.pwrite(fd, b"still here", 1000)
+        os.fsync(fd)
+        expected = data[:1000] + b"still here" + data[1010:]
+        assert os.pread(fd, len(data), 0) == expected
+        assert orphans(grid) == 1, "the MRC did not keep the open file"
+    finally:
+        os.close(fd)
+    deadline = time.monotonic() + 30
+    while orphans(grid) or grid.status()["pending_deletions"]:
+        assert time.monotonic() < deadline, "the file was not freed after its last close"
+        time.sleep(0.2)
+
+
+def orphans(grid: Grid) -> int:
+    """Inodes the MRC keeps without a name (read from its store, read-only)."""
+    db = grid.state / "mrc" / "data" / "mrc.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM inodes WHERE nlink = 0").fetchone()[0])
+
+
+# ------------------------------------------------------------------------- exclusive create
+CREATOR = """
+    import os, sys, time
+    start = float(sys.argv[3])
+    while time.time() < start:
+        pass
+    won = 0
+    for i in range(int(sys.argv[2])):
+        try:
+            os.close(os.open(f"{sys.argv[1]}/race-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            won += 1 << 0
+            print(i, flush=True)
+        except FileExistsError:
+            pass
+"""
+
+
+def test_exclusive_creates_have_one_winner(grid: Grid, other_mount: Path) -> None:
+    d = f"excl-{time.monotonic_ns()}"
+    (grid.mnt / d).mkdir()
+    rounds = 40
+    start = str(time.time() + 1.0)
+    racers = [
+        spawn(CREATOR, str(grid.mnt / d), str(rounds), start),
+        spawn(CREATOR, str(other_mount / d), str(rounds), start),
+    ]
+    won = [set(map(int, finish(r).split())) for r in racers]
+    assert won[0].isdisjoint(won[1])
+    assert won[0] | won[1] == set(range(rounds))

@@ -1,0 +1,16 @@
+"""Types of the C module that adds lock and fallocate operations to pyfuse3's session."""
+
+from collections.abc import Callable
+
+LOCK_EOF: int
+
+def set_handlers(
+    dispatch: Callable[..., bool] | None,
+    closing: Callable[[int, int, bool, bool], None] | None,
+    interrupted: Callable[[int], None] | None,
+    /,
+) -> None: ...
+def reply_err(req: int, errno: int, /) -> int: ...
+def reply_lock(req: int, type: int, start: int, end: int, pid: int, /) -> int: ...
+def sessions_hooked() -> int: ...
+def hook_is_default() -> bool: ...

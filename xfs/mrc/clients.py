@@ -1,0 +1,264 @@
+"""Client leases, open files and locks of the namespace.
+
+A client (one mount's session for one credential) takes a lease and renews it; the
+files it registers as open and the locks it holds end with the lease: on an orderly
+goodbye, or when the MRC sweeps leases that were not renewed in time (a client that
+died or was cut off). An inode that lost its last name stays, as an orphan, while some
+client has it open, and is freed with the last close.
+
+Like the namespace, every operation is one synchronous transaction. Lock waiting (the
+F_SETLKW kind) is not here: the handlers wait for a change and ask again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import sqlite3
+from dataclasses import dataclass
+
+from xfs.mrc import inodes as rows
+from xfs.mrc import locks
+from xfs.mrc.store import Store
+from xfs.proto.errors import XfsError
+from xfs.proto.records import Identity
+
+_U64 = 2**64
+_I63 = 2**63
+
+
+def _signed(owner: int) -> int:
+    """The kernel's u64 lock owner as SQLite's signed 64-bit integer."""
+    return owner - _U64 if owner >= _I63 else owner
+
+
+def _unsigned(owner: int) -> int:
+    return owner + _U64 if owner < 0 else owner
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What ending leases released: files to delete and inodes whose locks changed."""
+
+    clients: int
+    pending: list[int]
+    unlocked: list[tuple[str, int]]  # (volume id, ino)
+
+
+class ClientOps:
+    _store: Store
+
+    # ------------------------------------------------------------------ leases
+    def client_open(self, caller: Identity, lease_ns: int) -> tuple[str, int]:
+        """A new lease for ``caller``: (client id, expiry)."""
+        client = secrets.token_hex(16)
+        expires = self._store.clock() + lease_ns
+        with self._store.transaction() as cur:
+            cur.execute(
+                "INSERT INTO clients (id, principal, expires_ns) VALUES (?, ?, ?)",
+                (client, caller.principal, expires),
+            )
+        return client, expires
+
+    def client_renew(self, caller: Identity, client: str, lease_ns: int) -> int:
+        """Extend a live lease; a lease that ended cannot be renewed (ESTALE)."""
+        with self._store.transaction() as cur:
+            now = self._store.clock()
+            _client(cur, caller, client)
+            # past its expiry the lease has ended, even before the sweeper ends it
+            row = cur.execute("SELECT expires_ns FROM clients WHERE id = ?", (client,)).fetchone()
+            if row[0] < now:  # (the same test as expire_clients)
+                raise XfsError(errno.ESTALE, f"client lease {client} has expired")
+            expires = now + lease_ns
+            cur.execute("UPDATE clients SET expires_ns = ? WHERE id = ?", (expires, client))
+        return expires
+
+    def client_close(self, caller: Identity, client: str) -> Ended:
+        """The client says goodbye: its opens and locks end now."""
+        with self._store.transaction() as cur:
+            _client(cur, caller, client)
+            return _end(cur, [client])
+
+    def expire_clients(self) -> Ended:
+        """End every lease that was not renewed in time."""
+        with self._store.transaction() as cur:
+            now = self._store.clock()
+            ids = [
+                r[0]
+                for r in cur.execute("SELECT id FROM clients WHERE expires_ns < ?", (now,))
+            ]
+            return _end(cur, ids)
+
+    # ------------------------------------------------------------------ opens
+    def close(self, caller: Identity, vol: str, ino: int, client: str) -> int | None:
+        """The client closed its last handle of the inode. Returns the pending deletion
+        id if that freed an orphan."""
+        with self._store.transaction() as cur:
+            _client(cur, caller, client)
+            v = rows.volume(cur, vol)
+            cur.execute(
+                "DELETE FROM opens WHERE client = ? AND volume = ? AND ino = ?",
+                (client, v.id, ino),
+            )
+            cur.execute(
+                "DELETE FROM locks WHERE client = ? AND volume = ? AND ino = ?",
+                (client, v.id, ino),
+            )
+            return _free_if_orphan(cur, v.id, ino)
+
+    def append(self, caller: Identity, vol: str, ino: int, client: str, length: int) -> int:
+        """O_APPEND: reserve ``length`` bytes at the end of the file for one write, and
+        return where they start. The size grows now, so concurrent appenders, on this
+        client or any other, get disjoint ranges in the order the MRC sees them."""
+        if length < 0:
+            raise XfsError(errno.EINVAL, f"negative append length {length}")
+        with self._store.transaction() as cur:
+            _client(cur, caller, client)
+            v = rows.volume(cur, vol)
+            row = cur.execute(
+                "SELECT writable FROM opens WHERE client = ? AND volume = ? AND ino = ?",
+                (client, v.id, ino),
+            ).fetchone()
+            if row is None or not row[0]:
+                raise XfsError(errno.EBADF, f"inode {ino} is not open for writing on {client}")
+            node = rows.inode(cur, v, ino)
+            now = self._store.clock()
+            offset = node.attr.size
+            rows.set_inode(cur, v, node, size=offset + length, mtime_ns=now, ctime_ns=now)
+            return offset
+
+    # ------------------------------------------------------------------ locks
+    def lock(
+        self, caller: Identity, vol: str, ino: int, request: locks.Request
+    ) -> locks.Held | None:
+        """Set or remove a lock: returns the conflicting lock (nothing changed) or None
+        (done)."""
+        if not locks.check_range(request.start, request.end):
+            raise XfsError(errno.EINVAL, f"bad lock range {request.start}..{request.end}")
+        with self._store.transaction() as cur:
+            v = self._lockable(cur, caller, vol, ino, request.client)
+            held = _held(cur, v.id, ino)
+            conflict = locks.conflict(held, request)
+            if conflict is not None:
+                return conflict
+            _store_locks(cur, v.id, ino, locks.apply(held, request))
+            return None
+
+    def test_lock(
+        self, caller: Identity, vol: str, ino: int, request: locks.Request
+    ) -> locks.Held | None:
+        """F_GETLK: the lock that would stop ``request``, if any."""
+        with self._store.read() as cur:
+            v = self._lockable(cur, caller, vol, ino, request.client)
+            return locks.conflict(_held(cur, v.id, ino), request)
+
+    def release_owner(
+        self, caller: Identity, vol: str, ino: int, client: str, owner: int, family: str
+    ) -> bool:
+        """An owner let go of all its locks of ``family`` on the inode (a process closed
+        the file, an open file description went). Returns whether any lock went."""
+        with self._store.transaction() as cur:
+            v = self._lockable(cur, caller, vol, ino, client)
+            held = _held(cur, v.id, ino)
+            left = locks.release_owner(held, client, owner, family)
+            if len(left) == len(held):
+                return False
+            _store_locks(cur, v.id, ino, left)
+            return True
+
+    def _lockable(
+        self, cur: sqlite3.Cursor, caller: Identity, vol: str, ino: int, client: str
+    ) -> rows.Vol:
+        """The volume, once sure the caller's client has the inode open."""
+        _client(cur, caller, client)
+        v = rows.volume(cur, vol)
+        if not _is_open_by(cur, client, v.id, ino):
+            raise XfsError(errno.EBADF, f"inode {ino} is not open on client {client}")
+        return v
+
+
+def register_open(
+    cur: sqlite3.Cursor, caller: Identity, client: str, vid: str, ino: int, flags: int
+) -> None:
+    """Record that ``client`` has the inode open (part of the open's transaction)."""
+    _client(cur, caller, client)
+    writable = int(flags & os.O_ACCMODE != os.O_RDONLY)
+    cur.execute(
+        "INSERT INTO opens (client, volume, ino, writable) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO UPDATE SET writable = max(writable, excluded.writable)",
+        (client, vid, ino, writable),
+    )
+
+
+def _client(cur: sqlite3.Cursor, caller: Identity, client: str) -> None:
+    row = cur.execute("SELECT principal FROM clients WHERE id = ?", (client,)).fetchone()
+    if row is None:
+        raise XfsError(errno.ESTALE, f"client lease {client} has ended")
+    if row[0] != caller.principal:
+        raise XfsError(errno.EPERM, f"client lease {client} belongs to another principal")
+
+
+def _is_open_by(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> bool:
+    row = cur.execute(
+        "SELECT 1 FROM opens WHERE client = ? AND volume = ? AND ino = ?", (client, vid, ino)
+    ).fetchone()
+    return row is not None
+
+
+def _held(cur: sqlite3.Cursor, vid: str, ino: int) -> list[locks.Held]:
+    return [
+        locks.Held(client, _unsigned(owner), family, mode, first, last, pid)
+        for client, owner, family, mode, first, last, pid in cur.execute(
+            "SELECT client, owner, family, mode, first, last, pid FROM locks "
+            "WHERE volume = ? AND ino = ?",
+            (vid, ino),
+        )
+    ]
+
+
+def _store_locks(cur: sqlite3.Cursor, vid: str, ino: int, held: list[locks.Held]) -> None:
+    cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vid, ino))
+    cur.executemany(
+        "INSERT INTO locks (volume, ino, client, owner, family, mode, first, last, pid) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (vid, ino, h.client, _signed(h.owner), h.family, h.mode, h.start, h.end, h.pid)
+            for h in held
+        ],
+    )
+
+
+def _free_if_orphan(cur: sqlite3.Cursor, vid: str, ino: int) -> int | None:
+    """Free an inode that has no name left and that no client has open."""
+    row = cur.execute(
+        "SELECT nlink, xloc FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)
+    ).fetchone()
+    if row is None or row[0] > 0 or rows.is_open(cur, vid, ino):
+        return None
+    cur.execute("DELETE FROM xattrs WHERE volume = ? AND ino = ?", (vid, ino))
+    cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vid, ino))
+    cur.execute("DELETE FROM inodes WHERE volume = ? AND ino = ?", (vid, ino))
+    if row[1] is None:
+        return None
+    found = cur.execute(
+        "INSERT INTO pending_deletions (volume, ino, xloc) VALUES (?, ?, ?) RETURNING id",
+        (vid, ino, row[1]),
+    ).fetchone()
+    return int(found[0])
+
+
+def _end(cur: sqlite3.Cursor, ids: list[str]) -> Ended:
+    pending: list[int] = []
+    unlocked: set[tuple[str, int]] = set()
+    for client in ids:
+        unlocked.update(
+            cur.execute("SELECT DISTINCT volume, ino FROM locks WHERE client = ?", (client,))
+        )
+        opened = list(cur.execute("SELECT volume, ino FROM opens WHERE client = ?", (client,)))
+        cur.execute("DELETE FROM clients WHERE id = ?", (client,))  # cascades
+        for vid, ino in opened:
+            freed = _free_if_orphan(cur, vid, ino)
+            if freed is not None:
+                pending.append(freed)
+    return Ended(len(ids), pending, sorted(unlocked))
