@@ -125,7 +125,7 @@ class Exerciser:
         if size == 0:
             return None
         start = self.rng.randint(0, (size - 1) // PAGE) * PAGE
-        length = self.rng.randint(1, min(size - start, 2 * MiB))
+        length = self.rng.randint(1, min(size - start, 512 * KiB))
         return start, length
 
     def mmap_read(self) -> None:
@@ -171,7 +171,7 @@ class Exerciser:
 
     def run(self, ops: int) -> None:
         choices = [self.pwrite, self.pread, self.mmap_read, self.mmap_write, self.ftruncate]
-        weights = [40, 40, 7, 7, 2]
+        weights = [42, 42, 6, 4, 2]
         for self.step in range(ops):
             op = self.rng.choices(choices, weights)[0]
             self.counts[op.__name__] = self.counts.get(op.__name__, 0) + 1

@@ -232,8 +232,8 @@ class OpenFile:
                 request = FileOp(layout.xcap, layout.xloc)
                 n.start_soon(self.session.osd_call, layout, osd, OSD.fsync, request)
         self._unsynced = False
-        if not layout.xcap.rights & Rights.READ:
-            return  # a write-only handle may not ask what the OSDs hold
+        if not layout.xcap.rights & (Rights.READ | Rights.WRITE):
+            return  # only readers and writers may ask what the OSDs hold
         held: list[int] = []
 
         async def allocated(osd: str) -> None:

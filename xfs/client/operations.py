@@ -95,8 +95,10 @@ class Operations(pyfuse3.Operations):
         return e
 
     def _learn_allocation(self, f: OpenFile) -> None:
-        if f.allocated is not None:
+        if f.allocated is not None and self._allocated.get(f.ino) != f.allocated:
             self._allocated[f.ino] = f.allocated
+            with contextlib.suppress(OSError):  # st_blocks the kernel cached is stale now
+                pyfuse3.invalidate_inode(f.ino, attr_only=True)
             if len(self._allocated) > 100_000:  # a hint only: forget the oldest
                 del self._allocated[next(iter(self._allocated))]
 
@@ -320,14 +322,16 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         handle = self._files[fh]
         mode = _LOCK_MODE[lock.type]
+        # noted before asking: a wait that is interrupted may still be granted, and the
+        # close or exit of the process must then release it
+        handle.lock_owners.add(owner)
+        if mode != locks.UNLOCK:
+            self._locked.setdefault(ino, set()).add(owner)
         holder = await handle.session.lock(
             ino, owner, locks.POSIX, mode, lock.start, lock.end, lock.pid, wait=sleep
         )
         if holder is not None:
             raise pyfuse3.FUSEError(errno.EAGAIN)
-        handle.lock_owners.add(owner)
-        if mode != locks.UNLOCK:
-            self._locked.setdefault(ino, set()).add(owner)
 
     @fuse_errors
     async def flock(self, ino: int, fh: int, owner: int, op: int) -> None:
@@ -336,12 +340,12 @@ class Operations(pyfuse3.Operations):
             mode = locks.UNLOCK
         else:
             mode = locks.WRITE if op & fcntl.LOCK_EX else locks.READ
+        handle.lock_owners.add(owner)  # (before asking: see setlk)
         holder = await handle.session.lock(
             ino, owner, locks.FLOCK, mode, 0, locks.EOF, 0, wait=not op & fcntl.LOCK_NB
         )
         if holder is not None:
             raise pyfuse3.FUSEError(errno.EWOULDBLOCK)
-        handle.lock_owners.add(owner)
 
     @fuse_errors
     async def fallocate(self, ino: int, fh: int, mode: int, offset: int, length: int) -> None:

@@ -87,6 +87,7 @@ class Session:
         self._opens: dict[int, int] = {}  # ino -> handles open (registered on the MRC)
         self._registering: dict[int, trio.Lock] = {}
         self._closes = 0  # closes sent so far
+        self._closing = 0  # closes in flight
 
     # ------------------------------------------------------------------ transport
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
@@ -221,7 +222,11 @@ class Session:
                 if client is None:
                     return
                 try:
-                    await self.mrc(MRC.client_renew, ClientId(client))
+                    # bounded well inside the lease: one hung call must not lose it
+                    with trio.fail_after(lease / 3):
+                        await self.pool.call(
+                            self.mrc_address, MRC.client_renew, ClientId(client), expect=Kind.MRC
+                        )
                 except XfsError as e:
                     if e.code != errno.ESTALE:
                         log.warning("renewing client lease %s failed: %s", client, e)
@@ -238,10 +243,20 @@ class Session:
             "open files are registered again",
             client,
         )
-        lease = await self.mrc(MRC.client_open, Empty())
+        try:
+            lease = await self.mrc(MRC.client_open, Empty())
+        except (XfsError, trio.TooSlowError) as e:
+            log.error("taking a new client lease failed (next renewal tries again): %s", e)
+            return
         self._client = lease.client
         for f in list(self.files.values()):
-            f.layout = await self.reopen(f.ino, f.flags & ~os.O_TRUNC)
+            async with self._registration(f.ino):
+                if f.ino not in self._opens:
+                    continue  # closed meanwhile
+                try:
+                    f.layout = await self.reopen(f.ino, f.flags & ~os.O_TRUNC)
+                except (XfsError, trio.TooSlowError) as e:
+                    log.error("registering open inode %d again failed: %s", f.ino, e)
 
     async def close_client(self) -> None:
         """Say goodbye: the MRC releases this client's opens and locks now."""
@@ -302,7 +317,7 @@ class Session:
         layout = await self.mrc(MRC.create, request)
         ino = layout.attr.ino
         self._opens[ino] = self._opens.get(ino, 0) + 1
-        if self._closes != closes:
+        if self._closes != closes or self._closing:
             # a close of this inode may have overtaken our registration: register again
             async with self._registration(ino):
                 layout = await self.reopen(ino, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
@@ -346,9 +361,11 @@ class Session:
             if ino in self._opens or self._client is None:
                 return  # opened again meanwhile: that registration stands
             self._closes += 1
+            self._closing += 1
             try:
                 await self.mrc(MRC.close, Close(self.volume, ino, self._client))
             finally:
+                self._closing -= 1
                 if ino not in self._opens:
                     self._registering.pop(ino, None)
 

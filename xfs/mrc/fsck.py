@@ -123,6 +123,14 @@ class Fsck:
             lambda vid, ino: f"inode {vid}:{ino} has no name and is not open anywhere",
         )
 
+    def check_opens(self) -> None:
+        """Every open file is an inode that exists."""
+        self._report(
+            "SELECT o.volume, o.ino, o.client FROM opens o WHERE NOT EXISTS "
+            "(SELECT 1 FROM inodes i WHERE i.volume = o.volume AND i.ino = o.ino)",
+            lambda vid, ino, client: f"client {client} has {vid}:{ino} open, which is gone",
+        )
+
     def check_locks(self) -> None:
         """Locks are on inodes that their client has open, over sane ranges."""
         self._report(

@@ -298,6 +298,7 @@ def drop_inode(cur: sqlite3.Cursor, vol: Vol, ino: int, xloc: bytes | None) -> i
     """Remove an inode (no entry names it any more) and queue its objects' deletion."""
     cur.execute("DELETE FROM xattrs WHERE volume = ? AND ino = ?", (vol.id, ino))
     cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vol.id, ino))
+    cur.execute("DELETE FROM opens WHERE volume = ? AND ino = ?", (vol.id, ino))
     cur.execute("DELETE FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino))
     if xloc is None:
         return None

@@ -54,7 +54,10 @@ class LeaseSweeper:
     async def run(self) -> None:
         with self._scope:
             while True:
-                self.sweep()
+                try:
+                    self.sweep()
+                except Exception:  # (a busy store, say): try again next round
+                    log.exception("sweeping client leases failed")
                 await trio.sleep(self._interval)
 
     def stop(self) -> None:
@@ -64,7 +67,7 @@ class LeaseSweeper:
         ended = self._ns.expire_clients()
         if ended.clients:
             log.info(
-                "%d client lease(s) expired: %d lock(s) released, %d file(s) freed",
+                "%d client lease(s) expired: locks released on %d file(s), %d file(s) freed",
                 ended.clients,
                 len(ended.unlocked),
                 len(ended.pending),

@@ -416,6 +416,8 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             v = rows.volume(cur, vol)
             now = self._store.clock()
             node = rows.inode(cur, v, ino)
+            if node.attr.nlink == 0:
+                raise XfsError(errno.ENOENT, f"inode {ino} has no name left to link to")
             dir_ = self._parent(caller, cur, v, new_parent, X_OK)
             if rows.entry(cur, v, new_parent, new_name) is not None:
                 raise XfsError(errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}")

@@ -111,7 +111,9 @@ class OSDHandlers:
         return Empty()
 
     async def size(self, peer: Identity, req: FileOp) -> SizeReply:
-        replica, _ = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
+        # a writer may learn what it wrote (the allocation behind st_blocks) too
+        wanted = Rights.READ if req.xcap.rights & Rights.READ else Rights.WRITE
+        replica, _ = self._authorize(peer, req.xcap, req.xloc, wanted)
         held = await self._run(
             self._store.held_size, req.xcap.file_id, replica.striping.stripe_size
         )
