@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -358,3 +359,27 @@ def test_exclusive_creates_have_one_winner(grid: Grid, other_mount: Path) -> Non
     won = [set(map(int, finish(r).split())) for r in racers]
     assert won[0].isdisjoint(won[1])
     assert won[0] | won[1] == set(range(rounds))
+
+
+# ------------------------------------------------------------------------- a client dies
+@pytest.mark.timeout(180)
+def test_locks_of_a_dead_client_end_with_its_lease(grid: Grid, tmp_path: Path) -> None:
+    """SIGKILL of a whole mount process: its lease is not renewed, so the MRC releases
+    its locks (``client_lease``, 30 s in the embedded grid) and the file stays usable."""
+    third = grid.extra_mount("dying")
+    name = f"lease-{tmp_path.name}"
+    (grid.mnt / name).write_bytes(b"y" * 100)
+    holder = spawn(HOLD_FCNTL, str(third / name), "w", "0", "0")
+    try:
+        wait_line(holder, "locked")
+        assert not try_lock(grid.mnt / name, fcntl.F_WRLCK)
+        mount_pid = int((grid.state / "run" / "mount-dying.pid").read_text())
+        os.kill(mount_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        while not try_lock(grid.mnt / name, fcntl.F_WRLCK):
+            assert time.monotonic() - killed < 90, "the dead client's lock never ended"
+            time.sleep(0.5)
+        assert time.monotonic() - killed > 5, "released before the lease could have expired"
+    finally:
+        kill(holder)
+        subprocess.run(["fusermount3", "-u", "-z", str(third)], timeout=30, check=False)
