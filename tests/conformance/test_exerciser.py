@@ -4,8 +4,10 @@ A seeded random sequence of pwrite (1 B to 300 KiB, anywhere in a few MiB: past 
 to make holes, across the 1 MiB object and stripe boundaries), ftruncate (shrink and
 grow), pread, mmap reads and mmap writes (shared writable mapping + msync) runs on one
 file, and every step is checked against an in-memory model: each read must match
-exactly, the size after every step, the whole file every ``FULL_CHECK`` steps and at the
-end, again after close and reopen, and from the other mount after close (close-to-open).
+exactly (a short read at the end checks the size too), the size (an MRC round trip)
+after every step that changed it and every ``SIZE_CHECK`` steps, the whole file every
+``FULL_CHECK`` steps and at the end, again after close and reopen, and from the other
+mount after close (close-to-open).
 
 Replay a failure with ``XFS_EXERCISER_SEED=<seed> XFS_EXERCISER_OPS=<n>``; the seed is in
 the failure message. The operation count per seed defaults to ``OPS`` (4 seeds x 25,000 =
@@ -222,7 +224,11 @@ def test_exerciser(grid: Grid, workdirs: Workdirs, other_mount: Path, seed: int)
         ex.last = "final whole-file check"
         ex.check_all()
     except OSError as e:
-        ex.fail(f"{e!r}\n{grid.logs()}")
+        # a mount that failed may still be flushing: let it finish writing its log
+        deadline = time.monotonic() + 45
+        while grid.pid("mount") is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        ex.fail(f"{e!r}\n{grid.logs(80)}")
     finally:
         os.close(fd)
     elapsed = time.monotonic() - began
