@@ -236,16 +236,7 @@ def _free_if_orphan(cur: sqlite3.Cursor, vid: str, ino: int) -> int | None:
     ).fetchone()
     if row is None or row[0] > 0 or rows.is_open(cur, vid, ino):
         return None
-    cur.execute("DELETE FROM xattrs WHERE volume = ? AND ino = ?", (vid, ino))
-    cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vid, ino))
-    cur.execute("DELETE FROM inodes WHERE volume = ? AND ino = ?", (vid, ino))
-    if row[1] is None:
-        return None
-    found = cur.execute(
-        "INSERT INTO pending_deletions (volume, ino, xloc) VALUES (?, ?, ?) RETURNING id",
-        (vid, ino, row[1]),
-    ).fetchone()
-    return int(found[0])
+    return rows.drop_inode_of(cur, vid, ino, row[1])
 
 
 def _end(cur: sqlite3.Cursor, ids: list[str]) -> Ended:

@@ -296,14 +296,17 @@ def is_open(cur: sqlite3.Cursor, volume_id: str, ino: int) -> bool:
 
 def drop_inode(cur: sqlite3.Cursor, vol: Vol, ino: int, xloc: bytes | None) -> int | None:
     """Remove an inode (no entry names it any more) and queue its objects' deletion."""
-    cur.execute("DELETE FROM xattrs WHERE volume = ? AND ino = ?", (vol.id, ino))
-    cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vol.id, ino))
-    cur.execute("DELETE FROM opens WHERE volume = ? AND ino = ?", (vol.id, ino))
-    cur.execute("DELETE FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino))
+    return drop_inode_of(cur, vol.id, ino, xloc)
+
+
+def drop_inode_of(cur: sqlite3.Cursor, vid: str, ino: int, xloc: bytes | None) -> int | None:
+    """``drop_inode`` by volume id. Returns the pending deletion id, if any."""
+    for table in ("xattrs", "locks", "opens", "inodes"):
+        cur.execute(f"DELETE FROM {table} WHERE volume = ? AND ino = ?", (vid, ino))
     if xloc is None:
         return None
     row = cur.execute(
         "INSERT INTO pending_deletions (volume, ino, xloc) VALUES (?, ?, ?) RETURNING id",
-        (vol.id, ino, xloc),
+        (vid, ino, xloc),
     ).fetchone()
     return int(row[0])
