@@ -12,7 +12,7 @@ import trio
 
 from xfs.client.file_io import OpenFile
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import OSD, Empty, FileOp, ObjData, ObjRead, ObjWrite, SizeReply
+from xfs.proto.methods import OSD, Empty, FileOp, ObjData, ObjRead, ObjWrite, Synced
 from xfs.proto.records import Attr, FileLayout, Replica, StripingPolicy, XCap, XLocSet
 
 STRIPE = 4096
@@ -71,11 +71,8 @@ class FakeSession:
         if method is OSD.fsync:
             assert isinstance(req, FileOp)
             self.calls.append(("fsync", osd, -1))
-            return Empty()
-        if method is OSD.size:
-            assert isinstance(req, FileOp)
             held = [o for (owner, _), o in self.objects.items() if owner == osd]
-            return SizeReply(0, sum(len(o) for o in held))
+            return Synced(sum(len(o) for o in held))
         raise AssertionError(method)
 
 

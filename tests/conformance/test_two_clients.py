@@ -26,11 +26,12 @@ from tests.system.grid import Grid
 DEADLINE = 60.0
 
 
-def spawn(code: str, *args: str) -> subprocess.Popen[str]:
-    """A helper process running ``code`` (argv[1:] are ``args``)."""
+def spawn(code: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+    """A helper process running ``code`` (argv[1:] are ``args``); with ``stdin`` it
+    can be told when to go on."""
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -61,8 +62,8 @@ def wait_line(proc: subprocess.Popen[str], expected: str, timeout: float = DEADL
     raise AssertionError(f"helper did not say {expected!r} in time")
 
 
-# A process that takes a lock on argv[1] and holds it until its stdin... is closed: it
-# prints "locked" once it holds the lock, then sleeps until killed.
+# A process that takes a lock on argv[1] (argv[2] "w" or "r", bytes argv[3] + argv[4]),
+# prints "locked" once it holds it, then sleeps argv[5] seconds (default: until killed).
 HOLD_FCNTL = """
     import fcntl, os, struct, sys, time
     fd = os.open(sys.argv[1], os.O_RDWR)
@@ -170,15 +171,18 @@ def test_closing_any_descriptor_releases_the_process_locks(shared: tuple[Path, P
         fd2 = os.open(sys.argv[1], os.O_RDONLY)
         fcntl.fcntl(fd1, fcntl.F_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0))
         print("locked", flush=True)
-        sys.stdin.readline() if False else time.sleep(1.5)
+        sys.stdin.readline()  # the test checked that the lock holds
         os.close(fd2)  # POSIX: any close of the file drops the process's locks
         print("closed", flush=True)
         time.sleep(3600)
     """
-    holder = spawn(code, str(a))
+    holder = spawn(code, str(a), stdin=True)
     try:
         wait_line(holder, "locked")
         assert not try_lock(b, fcntl.F_WRLCK)
+        assert holder.stdin is not None
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
         wait_line(holder, "closed")
         assert try_lock(b, fcntl.F_WRLCK)
     finally:
@@ -336,11 +340,9 @@ CREATOR = """
     start = float(sys.argv[3])
     while time.time() < start:
         pass
-    won = 0
     for i in range(int(sys.argv[2])):
         try:
             os.close(os.open(f"{sys.argv[1]}/race-{i}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            won += 1 << 0
             print(i, flush=True)
         except FileExistsError:
             pass

@@ -23,7 +23,7 @@ import trio
 from xfs.common.striping import osd_of, pieces
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import OSD, FileOp, ObjRead, ObjWrite
-from xfs.proto.records import FileLayout, Replica, Rights
+from xfs.proto.records import FileLayout, Replica
 
 if TYPE_CHECKING:
     from xfs.client.session import Session
@@ -227,22 +227,16 @@ class OpenFile:
 
     async def _sync_osds(self) -> None:
         layout = await self.fresh_layout()
-        async with trio.open_nursery() as n:
-            for osd in set(self.replica.osds):
-                request = FileOp(layout.xcap, layout.xloc)
-                n.start_soon(self.session.osd_call, layout, osd, OSD.fsync, request)
-        self._unsynced = False
-        if not layout.xcap.rights & (Rights.READ | Rights.WRITE):
-            return  # only readers and writers may ask what the OSDs hold
         held: list[int] = []
 
-        async def allocated(osd: str) -> None:
+        async def sync(osd: str) -> None:
             request = FileOp(layout.xcap, layout.xloc)
-            held.append((await self.session.osd_call(layout, osd, OSD.size, request)).allocated)
+            held.append((await self.session.osd_call(layout, osd, OSD.fsync, request)).allocated)
 
         async with trio.open_nursery() as n:
             for osd in set(self.replica.osds):
-                n.start_soon(allocated, osd)
+                n.start_soon(sync, osd)
+        self._unsynced = False
         self.allocated = (sum(held), self.size)
 
     def truncated(self, size: int) -> None:

@@ -18,7 +18,17 @@ from xfs.common.rpc import Dispatcher
 from xfs.common.xcap import XCapVerifier
 from xfs.osd.objects import ObjectStore
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import OSD, Empty, FileOp, ObjData, ObjRead, ObjWrite, OSDStatus, SizeReply
+from xfs.proto.methods import (
+    OSD,
+    Empty,
+    FileOp,
+    ObjData,
+    ObjRead,
+    ObjWrite,
+    OSDStatus,
+    SizeReply,
+    Synced,
+)
 from xfs.proto.records import Identity, Replica, Rights, XCap, XLocSet
 
 
@@ -105,10 +115,11 @@ class OSDHandlers:
         )
         return Empty()
 
-    async def fsync(self, peer: Identity, req: FileOp) -> Empty:
+    async def fsync(self, peer: Identity, req: FileOp) -> Synced:
         self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
         await self._run(self._store.fsync, req.xcap.file_id)
-        return Empty()
+        # what a writer learns of its allocation (st_blocks) comes with the sync
+        return Synced(await self._run(self._store.held_bytes, req.xcap.file_id))
 
     async def size(self, peer: Identity, req: FileOp) -> SizeReply:
         # a writer may learn what it wrote (the allocation behind st_blocks) too

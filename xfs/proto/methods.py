@@ -391,6 +391,13 @@ class FileOp(Record):
 
 
 @dataclass(frozen=True)
+class Synced(Record):
+    """The file is durable on this OSD, which holds ``allocated`` bytes of its data."""
+
+    allocated: int
+
+
+@dataclass(frozen=True)
 class SizeReply(Record):
     size: int  # the file size implied by the objects this OSD holds
     allocated: int = 0  # bytes of object data this OSD holds for the file (holes excluded)
@@ -463,7 +470,7 @@ class OSD:
     read = Method("osd", "read", 1, ObjRead, ObjData, Authority.USER, idempotent=True)
     write = Method("osd", "write", 1, ObjWrite, Empty, Authority.USER, idempotent=True)
     truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.USER, idempotent=True)
-    fsync = Method("osd", "fsync", 1, FileOp, Empty, Authority.USER, idempotent=True)
+    fsync = Method("osd", "fsync", 2, FileOp, Synced, Authority.USER, idempotent=True)
     size = Method("osd", "size", 1, FileOp, SizeReply, Authority.USER, idempotent=True)
     delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC, idempotent=True)
     status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY, idempotent=True)
