@@ -22,7 +22,7 @@ OSDS = ["o0", "o1", "o2"]
 class FakeSession:
     """What OpenFile needs of a Session, with OSDs as dicts of objects."""
 
-    def __init__(self, nursery: trio.Nursery, fail_writes: int = 0) -> None:
+    def __init__(self, nursery: trio.Nursery, fail_writes: int = 0, fail_reads: int = 0) -> None:
         self.nursery = nursery
         self.xcap_renew_margin = 60.0
         self.now = 1000.0
@@ -31,6 +31,7 @@ class FakeSession:
         self.reported: list[int] = []
         self.reopened = 0
         self.fail_writes = fail_writes
+        self.fail_reads = fail_reads
 
     def clock(self) -> float:
         return self.now
@@ -66,6 +67,9 @@ class FakeSession:
         if method is OSD.read:
             assert isinstance(req, ObjRead)
             self.calls.append(("read", osd, req.objno))
+            if self.fail_reads:
+                self.fail_reads -= 1
+                raise XfsError(errno.EIO, "OSD read failed")
             obj = self.objects.get((osd, req.objno), bytearray())
             return ObjData(bytes(obj[req.offset : req.offset + req.length]))
         if method is OSD.fsync:
@@ -208,5 +212,30 @@ def test_close_makes_written_data_durable_but_not_a_read_only_close() -> None:
         s.calls.clear()
         await f.flush()
         assert not [c for c in s.calls if c[0] == "fsync"]
+
+    run(main)
+
+
+def test_readers_waiting_on_a_failed_fetch_fetch_once_more_together() -> None:
+    async def main(s: FakeSession) -> None:
+        data = bytes(range(256)) * (STRIPE // 256)
+        s.objects[(OSDS[0], 0)] = bytearray(data)
+        f = OpenFile(s, 5, s.layout(size=STRIPE), 0)  # type: ignore[arg-type]
+        s.fail_reads = 1
+        results: list[bytes | BaseException] = []
+
+        async def reader() -> None:
+            try:
+                results.append(await f.read(0, STRIPE))
+            except ExceptionGroup as e:  # the read's nursery wraps the OSD's error
+                results.append(e.exceptions[0])
+
+        async with trio.open_nursery() as n:
+            for _ in range(4):
+                n.start_soon(reader)
+        # the first fetch failed for its reader; the waiters fetched again, once
+        assert sum(isinstance(r, XfsError) for r in results) == 1
+        assert [r for r in results if isinstance(r, bytes)] == [data] * 3
+        assert [c for c in s.calls if c[0] == "read"] == [("read", OSDS[0], 0)] * 2
 
     run(main)

@@ -229,6 +229,16 @@ class Grid:
                 out.append(f"--- {log.name}\n" + "\n".join(lines))
         return "\n".join(out)
 
+    def assert_no_bugs_logged(self) -> None:
+        """Services log a bug they survive (a failed background task) with its traceback;
+        a test run that produced one fails even if every operation seemed right."""
+        for log in sorted((self.state / "logs").glob("*.log")):
+            text = log.read_text(errors="replace")
+            at = text.find("Traceback (most recent call last)")
+            if at >= 0:
+                excerpt = text[max(0, at - 400) : at + 4000]
+                raise AssertionError(f"{log.name} recorded a bug:\n{excerpt}")
+
     def cleanup(self) -> None:
         """Stop everything this grid started. Never raises."""
         if (self.state / "grid.json").exists():
@@ -263,6 +273,7 @@ def running_grid(prefix: str = "xfs-test-") -> Iterator[Grid]:
     try:
         grid.up()
         yield grid
+        grid.assert_no_bugs_logged()
     finally:
         grid.cleanup()
         if not mounted(grid.mnt):

@@ -284,6 +284,8 @@ class OpenFile:
             await self._fetch(objno)
         except (XfsError, trio.TooSlowError) as e:
             log.debug("prefetch of %d:%d failed: %s", self.ino, objno, e)
+        except Exception:  # a prefetch is optional: a bug in it must not end the mount
+            log.exception("bug in the prefetch of %d:%d", self.ino, objno)
 
     async def _fetch_into(self, objno: int, out: dict[int, bytes]) -> None:
         out[objno] = await self._fetch(objno)
@@ -297,9 +299,8 @@ class OpenFile:
             pending = self._fetching.get(objno)
             if pending is None:
                 break
+            # that fetch may fail or not cache; then the first waiter to wake fetches
             await pending.wait()
-            if objno not in self._cache:  # that fetch failed: try ourselves
-                break
         done = self._fetching[objno] = trio.Event()
         writes = self._writes if self._settled(objno) else -1  # unsettled: never cache
         try:
@@ -317,5 +318,6 @@ class OpenFile:
                 self._cache.popitem(last=False)
             return data
         finally:
-            del self._fetching[objno]
+            if self._fetching.get(objno) is done:
+                del self._fetching[objno]
             done.set()
