@@ -6,6 +6,7 @@ import click
 
 from xfs import __version__
 from xfs.cli.admin import status, volume
+from xfs.cli.audit import audit
 from xfs.cli.ca import ca
 from xfs.cli.grid import down, up
 from xfs.cli.servers import mount, mrc, osd
@@ -17,7 +18,7 @@ def cli() -> None:
     """xfs: a grid file system (MRC, OSDs and a FUSE client over mutual TLS)."""
 
 
-for command in (mrc, osd, mount, up, down, status, volume, ca):
+for command in (mrc, osd, mount, up, down, status, volume, ca, audit):
     cli.add_command(command)
 
 

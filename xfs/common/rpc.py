@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 
 import trio
 
-from xfs.common import framing
+from xfs.common import audit, framing
+from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.tls import TLSConnection, connect
 from xfs.proto.codec import Record
 from xfs.proto.errors import ProtocolError, Unavailable, XfsError
@@ -36,7 +37,6 @@ Req = TypeVar("Req", bound=Record)
 Resp = TypeVar("Resp", bound=Record)
 Handler = Callable[[Identity, Any], Awaitable[Any]]
 Identify = Callable[[bytes], Identity]
-DenialHook = Callable[[Identity | None, str, str], None]
 
 
 def authorized(authority: Authority, peer: Identity) -> bool:
@@ -59,9 +59,9 @@ def authorized(authority: Authority, peer: Identity) -> bool:
 class Dispatcher:
     """Routes wire method names to handlers, checking authority first."""
 
-    def __init__(self, on_denied: DenialHook | None = None) -> None:
+    def __init__(self, audit: Audit = NO_AUDIT) -> None:
         self._routes: dict[str, tuple[Method[Any, Any], Handler]] = {}
-        self._on_denied = on_denied
+        self.audit = audit
 
     def register(
         self, method: Method[Req, Resp], handler: Callable[[Identity, Req], Awaitable[Resp]]
@@ -77,11 +77,18 @@ class Dispatcher:
         method, handler = route
         if not authorized(method.authority, peer):
             reason = f"{peer.principal} ({peer.kind}/{peer.role}) may not call {name}"
-            if self._on_denied:
-                self._on_denied(peer, name, reason)
-            raise XfsError(errno.EPERM if peer.kind is Kind.USER else errno.EACCES, reason)
+            code = errno.EPERM if peer.kind is Kind.USER else errno.EACCES
+            self.audit.record(audit.DENY, peer.principal, name, errno.errorcode[code], why=reason)
+            raise XfsError(code, reason)
         request = method.request.from_wire(params)
-        response = await handler(peer, request)
+        try:
+            response = await handler(peer, request)
+        except XfsError as e:
+            if e.code in (errno.EACCES, errno.EPERM):
+                self.audit.record(
+                    audit.DENY, peer.principal, name, errno.errorcode[e.code], why=e.message
+                )
+            raise
         return response.to_wire()
 
 
@@ -100,7 +107,6 @@ class RPCServer:
         frame_limit: int,
         handshake_timeout: float = 10.0,
         max_inflight: int = 64,
-        on_denied: DenialHook | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.host, self.port = host, port
@@ -109,7 +115,6 @@ class RPCServer:
         self._frame_limit = frame_limit
         self._handshake_timeout = handshake_timeout
         self._max_inflight = max_inflight
-        self._on_denied = on_denied
         self._accept_scope = trio.CancelScope()
         self._conn_scope = trio.CancelScope()
         self._inflight = 0
@@ -165,15 +170,17 @@ class RPCServer:
         except (ssl.SSLError, OSError, XfsError) as e:
             reason = getattr(e, "reason", None) or str(e)
             log.info("TLS handshake from %s refused: %s", addr, reason)
-            if self._on_denied:
-                self._on_denied(None, "tls.handshake", f"{addr[0]}: {reason}")
+            self.dispatcher.audit.record(
+                audit.CERT, addr[0], "tls.handshake", "refused", why=reason
+            )
             return
         try:
             peer = self._identify(conn.peer_certificate())
         except XfsError as e:
             log.info("connection from %s refused: %s", addr, e.message)
-            if self._on_denied:
-                self._on_denied(None, "tls.identify", f"{addr[0]}: {e.message}")
+            self.dispatcher.audit.record(
+                audit.CERT, addr[0], "tls.identify", "refused", why=e.message
+            )
             conn.close()
             return
         conn.peer = peer  # type: ignore[attr-defined]

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import trio
 
+from xfs.common import audit
+from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.mrc import locks, placement
 from xfs.mrc.clients import Ended
@@ -92,8 +94,10 @@ class MRCHandlers:
         *,
         waiters: LockWaiters | None = None,
         client_lease: float = 30.0,
+        audit: Audit = NO_AUDIT,
     ) -> None:
         self._ns = ns
+        self._audit = audit
         self._waiters = waiters or LockWaiters()
         self._lease_ns = int(client_lease * 1e9)
         self._registry = registry
@@ -160,6 +164,18 @@ class MRCHandlers:
         xcap = self._xcaps.issue(
             self._volume(volume)[0], attr.ino, rights, epoch, xloc, peer.fingerprint
         )
+        self._audit.record(
+            audit.XCAP,
+            peer.principal,
+            "issue",
+            volume=volume,
+            ino=attr.ino,
+            rights=int(rights),
+            epoch=epoch,
+            xloc=xloc.version,
+            expires=xcap.expires,
+            holder=peer.fingerprint[:8],
+        )
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
 
@@ -174,14 +190,19 @@ class MRCHandlers:
 
     # ------------------------------------------------------------------ volumes
     async def volume_create(self, peer: Identity, req: VolumeCreate) -> VolumeInfo:
-        return self._ns.create_volume(
+        info = self._ns.create_volume(
             peer, req.name, req.owner or peer.principal, req.group, req.mode, req.striping
         )
+        self._audit.record(
+            audit.ADMIN, peer.principal, "volume_create", volume=req.name, owner=info.owner
+        )
+        return info
 
     async def volume_delete(self, peer: Identity, req: VolumeName) -> Empty:
         self._ns.delete_volume(peer, req.name)
         self._volumes.pop(req.name, None)
         self._on_deletion()
+        self._audit.record(audit.ADMIN, peer.principal, "volume_delete", volume=req.name)
         return Empty()
 
     async def volume_get(self, peer: Identity, req: VolumeName) -> VolumeInfo:

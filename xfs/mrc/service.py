@@ -8,6 +8,7 @@ from collections.abc import Callable
 import trio
 
 from xfs.common import clock as clocks
+from xfs.common.audit import AuditLog
 from xfs.common.config import MRCConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import load_credential
@@ -43,13 +44,14 @@ class MRCService:
             raise SystemExit(f"{config.tls.cert} is not an MRC certificate")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store.open(config.data_dir / "mrc.db")
+        audit = AuditLog(config.data_dir / "audit.log", "mrc", self._clock).open()
         try:
             ring = KeyRing.load_or_create(config.data_dir / "xcap-keys")
             ns = Namespace(store)
             registry = OSDRegistry(store, self._clock, config.osd_dead_after)
             registry.load()
             xcaps = XCapIssuer(ring, self._clock, config.xcap_lifetime)
-            dispatcher = Dispatcher()
+            dispatcher = Dispatcher(audit)
             fingerprint = load_credential(config.tls.cert, config.tls.key).fingerprint
             with self._scope:
                 async with (
@@ -69,6 +71,7 @@ class MRCService:
                         tls.identity.principal.removeprefix("mrc:"),
                         waiters=waiters,
                         client_lease=config.client_lease,
+                        audit=audit,
                     ).register(dispatcher)
                     self.server = RPCServer(
                         dispatcher=dispatcher,
@@ -85,6 +88,7 @@ class MRCService:
                     task_status.started(self)
                     await trio.sleep_forever()
         finally:
+            audit.close()
             store.close()
 
     async def stop(self) -> None:

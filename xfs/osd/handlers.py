@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.common.xcap import XCapVerifier
 from xfs.osd.objects import ObjectStore
@@ -40,8 +41,11 @@ class OSDHandlers:
         verifier: XCapVerifier,
         clock: Callable[[], float],
         io_threads: int = 8,
+        *,
+        audit: Audit = NO_AUDIT,
     ) -> None:
         self._store = store
+        self._audit = audit
         self._uuid = uuid
         self._verifier = verifier
         self._clock = clock

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import trio
 
 from xfs.common import clock as clocks
+from xfs.common.audit import AuditLog
 from xfs.common.config import OSDConfig
 from xfs.common.framing import DATA_FRAME_LIMIT, META_FRAME_LIMIT
 from xfs.common.rpc import Dispatcher, RPCServer, open_pool
@@ -47,8 +48,9 @@ class OSDService:
             )
         keys: dict[str, bytes] = {}
         verifier = XCapVerifier(lambda: keys, VerifiedCache())
-        dispatcher = Dispatcher()
-        OSDHandlers(store, self.uuid, verifier, self._clock).register(dispatcher)
+        audit = AuditLog(config.data_dir / "audit.log", "osd", self._clock)
+        dispatcher = Dispatcher(audit)
+        OSDHandlers(store, self.uuid, verifier, self._clock, audit=audit).register(dispatcher)
         self.server = RPCServer(
             dispatcher=dispatcher,
             ssl_context=tls.server,
@@ -57,7 +59,7 @@ class OSDService:
             port=config.port,
             frame_limit=DATA_FRAME_LIMIT,
         )
-        with self._scope:
+        with audit, self._scope:
             async with (
                 open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
                 trio.open_nursery() as n,
