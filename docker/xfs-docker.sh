@@ -20,9 +20,20 @@ MOUNTPOINT=${XFS_MOUNTPOINT:-/mnt/xfs}
 
 uuid() { python3 -c 'import uuid; print(uuid.uuid4())'; }
 
+refresh_crls() {
+    # Every CA's CRL must be current or the CA vouches for nobody: re-issue them on each
+    # start (operators of a long-running grid also run this from cron).
+    local dir
+    for dir in "$XFS_ETC/ca/services" "$XFS_ETC/ca/$XFS_VO"; do
+        xfs ca crl --dir "$dir" --days 30 >/dev/null
+        chmod 0644 "$dir/crl.pem"
+    done
+}
+
 init() {
     if [ -f "$XFS_ETC/.initialised" ]; then
         echo "xfs-docker: $XFS_ETC is already initialised"
+        refresh_crls
         return
     fi
     umask 077
@@ -102,6 +113,7 @@ vo = "$XFS_VO"
 allow_other = true
 EOF
     chmod 0644 ./*.toml gridmap ca/*/ca.crt
+    refresh_crls
     touch .initialised
     echo "xfs-docker: initialised $XFS_ETC (VO $XFS_VO, user $XFS_USER@$XFS_VO)"
 }

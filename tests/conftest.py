@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,15 @@ from xfs.common.ca import CertPaths
 from xfs.proto.records import Kind, Role
 
 client_errors.STRICT = True  # a bug in a FUSE operation fails the test instead of hiding as EIO
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# `scripts/test.sh` ends an overrunning suite with SIGTERM: let pytest unwind as for Ctrl-C,
+# so fixtures unmount and stop the grids they started instead of leaving them behind
+signal.signal(signal.SIGTERM, _interrupted)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ their configuration files and data directories; starts them as background proces
 loopback; creates the user's home volume (owner the user, mode 0700, stripe width 3);
 and mounts it. A second ``up`` with the same state directory starts the same grid with
 its data. ``down`` unmounts and stops every process it started, by PID.
+
+Every ``up`` re-issues both CAs' CRLs (``<state>/ca/<ca>/crl.pem``, next to the ``ca.crt``
+the processes trust), valid for ``CRL_DAYS``: this also upgrades a state directory made
+before CRLs existed. ``xfs ca revoke --dir <state>/ca/local ...`` revokes a certificate;
+the running processes pick the new CRL up within their ``crl_check_interval``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from xfs.proto.records import Kind, Role, StripingPolicy
 VO = "local"
 ADMIN = "xfs-admin"
 OSD_COUNT = 3
+# Longer than the 7 days of a cron-fed CRL: nobody re-issues the CRLs of an embedded grid
+# but ``up`` (and ``xfs ca revoke``), and the processes read them straight from the CAs.
+CRL_DAYS = 365
 ROLES = ("mrc", "osd1", "osd2", "osd3", "mount")
 
 
@@ -75,8 +83,13 @@ class Layout:
         return self.state / "grid.json"
 
     @property
+    def ca_dirs(self) -> list[Path]:
+        return [self.state / "ca" / "services", self.state / "ca" / VO]
+
+    @property
     def trust(self) -> list[Path]:
-        return [self.state / "ca" / "services" / "ca.crt", self.state / "ca" / VO / "ca.crt"]
+        """The CA certificates every process trusts; each CA's ``crl.pem`` is next to it."""
+        return [d / ca.CA_CERT for d in self.ca_dirs]
 
     @property
     def credentials(self) -> Path:
@@ -142,6 +155,18 @@ def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
     return grid
 
 
+def refresh_crls(layout: Layout) -> None:
+    """Re-issue both CAs' CRLs (at every ``up``; running processes re-read them).
+
+    This is also what upgrades a state directory made before CRLs existed.
+    """
+    for ca_dir in layout.ca_dirs:
+        try:
+            ca.write_crl(ca_dir, days=CRL_DAYS)
+        except XfsError as e:
+            raise GridError(f"cannot re-issue the CRL of {ca_dir}: {e.message}") from None
+
+
 def _only(directory: Path, suffix: str) -> Path:
     found = sorted(directory.glob(f"*{suffix}"))
     if len(found) != 1:
@@ -188,6 +213,7 @@ def write_configs(layout: Layout, grid: Grid) -> None:
         enroll_ca=layout.state / "ca" / VO,
         vo=VO,
         allow_other=_allow_other_permitted(),
+        audit_log=layout.role_dir("mount") / "audit.log",
     )
     layout.config("mount").write_text(config.dump(mount))
 
@@ -300,6 +326,7 @@ def up(state: Path, mountpoint: Path | None, timeout: float = 60.0) -> Grid:
             grid.mountpoint = str(mountpoint)
     else:
         grid = initialise(layout, mountpoint or default_mountpoint(), uid)
+    refresh_crls(layout)
     mnt = Path(grid.mountpoint)
     if running_pid(layout, "mount") is not None and _is_mounted(mnt):
         return grid

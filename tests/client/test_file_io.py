@@ -46,7 +46,7 @@ class FakeSession:
         self.reopened += 1
         return self.layout(expires=self.now + 600)
 
-    async def update_size(self, ino: int, size: int) -> None:
+    async def update_size(self, ino: int, size: int, xcap: XCap) -> None:
         self.reported.append(size)
 
     async def osd_call(self, layout: FileLayout, osd: str, method: Any, req: Any) -> Any:

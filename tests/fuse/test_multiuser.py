@@ -97,6 +97,15 @@ def test_private_files_of_two_users(grid: Grid, users: tuple[str, str], shared: 
     # the files are unchanged
     for name in users:
         assert ok(as_user(name, f"cat {name}.txt", shared)) == f"secret of {name}\n"
+    # every refusal is in the MRC's audit log, against the grid principal that asked
+    from xfs.common import audit
+
+    log = grid.state / "mrc" / "data" / "audit.log"
+    denials = [r for r in audit.records(log) if r["event"] == "deny"]
+    for name in users:
+        assert any(r["actor"] == f"{name}@local" and r["action"] == "mrc.open/1"
+                   and r["outcome"] == "EACCES" for r in denials), denials[-5:]
+    assert audit.verify(log).ok
 
 
 @pytest.mark.timeout(120)
@@ -151,3 +160,53 @@ def test_no_search_permission_means_no_way_through(
                             f"runuser -u {bob} -- cat private/f"],
                cwd=shared, timeout=TIMEOUT, check=False)
     assert proc.stdout == "" and "Permission denied" in proc.stderr, proc
+
+
+@pytest.mark.timeout(120)
+def test_a_credential_of_the_wrong_mode_or_owner_is_refused_and_audited(
+    grid: Grid, users: tuple[str, str], shared: Path
+) -> None:
+    """A local user whose key is readable by others (or not theirs) gets EACCES for every
+    request, the mount records it in its audit log, and other users carry on."""
+    from xfs.common import audit, ca
+
+    alice, _ = users
+    tag = secrets.token_hex(3)
+    carol, dave = f"xfst_carol_{tag}", f"xfst_dave_{tag}"
+    created: list[str] = []
+    try:
+        for name in (carol, dave):
+            run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], timeout=TIMEOUT)
+            created.append(name)
+        for name, owner, mode in ((carol, None, 0o644), (dave, 0, 0o600)):
+            entry = pwd.getpwnam(name)
+            d = grid.state / "credentials" / str(entry.pw_uid)
+            d.mkdir(mode=0o700)
+            issued = ca.issue_user(grid.state / "ca" / "local", name, d, groups=(name,))
+            issued.cert.replace(d / "cert.pem")
+            issued.key.replace(d / "key.pem")
+            for p in (d, d / "cert.pem", d / "key.pem"):
+                os.chown(p, entry.pw_uid, entry.pw_gid)
+            if owner is not None:
+                os.chown(d / "key.pem", owner, owner)
+            os.chmod(d / "key.pem", mode)
+        ok(as_user(alice, "printf open > for-all && chmod 644 for-all", shared))
+        for name in (carol, dave):
+            denied = as_user(name, "cat for-all", shared)
+            assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied
+        # the well-behaved user on the same mount keeps working
+        assert ok(as_user(alice, "cat for-all && printf more >> for-all && cat for-all",
+                          shared)) == "openopenmore"
+        records = list(audit.records(grid.state / "mount" / "audit.log"))
+        for name in (carol, dave):
+            uid = pwd.getpwnam(name).pw_uid
+            mine = [r for r in records if r["actor"] == f"uid:{uid}"]
+            assert mine and mine[0]["event"] == "deny" and mine[0]["outcome"] == "EACCES"
+            assert "must be a file owned by uid" in mine[0]["detail"]["why"]
+        assert audit.verify(grid.state / "mount" / "audit.log").ok
+    finally:
+        for name in created:
+            subprocess.run(["userdel", name], capture_output=True, timeout=TIMEOUT, check=False)
+            with contextlib.suppress(Exception):
+                subprocess.run(["groupdel", name], capture_output=True, timeout=TIMEOUT,
+                               check=False)

@@ -7,20 +7,29 @@
 Every server listens on 127.0.0.1 port 0 with its own data directory under ``root``; OSD
 certificates name the uuid of the store created for them. ``open_grid`` returns once every
 OSD has heartbeat (so it holds the MRC's XCap keys) and stops everything on the way out.
+
+Each service writes its audit log to ``root/audit/<service>.log`` (outside the data
+directories, so a test can compare those trees); :func:`assert_denied_and_audited` checks
+a refusal, its audit record and that a well-behaved client is still served. All services
+read ``clock`` (a :class:`ShiftedClock` lets a test move time forward past expiries).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import errno
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager as AsyncCM
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from tests.conftest import PKI
-from xfs.common import tls
+from xfs.common import audit, tls
 from xfs.common.ca import CertPaths
 from xfs.common.config import MRCConfig, OSDConfig, TLSConfig
 from xfs.common.identity import TrustStore, load_credential
@@ -29,12 +38,41 @@ from xfs.common.xcap import KeyRing
 from xfs.mrc.service import MRCService
 from xfs.osd.objects import ObjectStore
 from xfs.osd.service import OSDService
-from xfs.proto.errors import XfsError
+from xfs.proto.errors import Unavailable, XfsError
 from xfs.proto.methods import MRC, Empty
 from xfs.proto.records import Identity, Kind, Role
 
 HEARTBEAT = 0.1  # seconds between OSD heartbeats
 FAST_RETRY = RetryPolicy(attempts=2, first_backoff=0.01, max_backoff=0.05, connect_timeout=5.0)
+AUDIT_WAIT = 5.0  # seconds a test waits for an audit record written after the reply
+
+
+def run_within(deadline: float, fn: Callable[[], Awaitable[None]]) -> None:
+    """Run the async test body ``fn`` under trio with an absolute deadline."""
+
+    async def bounded() -> None:
+        with trio.fail_after(deadline):
+            await fn()
+
+    trio.run(bounded)
+
+
+def mrc_call(grid: Grid, pool: Pool, method: Any, request: Any) -> Awaitable[Any]:
+    """Call ``method`` on the grid's MRC, insisting that it proves an MRC certificate."""
+    return pool.call(grid.mrc_address, method, request, expect=Kind.MRC)
+
+
+class ShiftedClock:
+    """Wall time plus an offset that only moves forward: expiry without waiting for it."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
 
 
 @dataclass
@@ -49,6 +87,7 @@ class Grid:
     osd_dirs: dict[str, Path] = field(default_factory=dict)  # uuid -> data dir
     osd_addresses: dict[str, str] = field(default_factory=dict)  # uuid -> "host:port"
     osd_certs: dict[str, CertPaths] = field(default_factory=dict)  # uuid -> its certificate
+    audit_logs: dict[str, Path] = field(default_factory=dict)  # "mrc" / "osd:<uuid>" -> log
 
     @property
     def mrc_dir(self) -> Path:
@@ -65,6 +104,79 @@ class Grid:
     def client(self, cert: CertPaths, retry: RetryPolicy = FAST_RETRY) -> AsyncCM[Pool]:
         """A client pool (its own connections) under ``cert``."""
         return open_client(self.trust, cert, retry)
+
+    def audit_marks(self) -> dict[str, int]:
+        """How many records each audit log holds now (see ``audit_since``)."""
+        return {name: len(self._records(path)) for name, path in self.audit_logs.items()}
+
+    def audit_since(self, marks: dict[str, int]) -> list[tuple[str, dict[str, Any]]]:
+        """(service, record) of every record written after ``marks``."""
+        return [
+            (name, record)
+            for name, path in self.audit_logs.items()
+            for record in self._records(path)[marks.get(name, 0) :]
+        ]
+
+    @staticmethod
+    def _records(path: Path) -> list[dict[str, Any]]:
+        return list(audit.records(path)) if path.exists() else []
+
+
+async def assert_denied_and_audited(
+    grid: Grid,
+    call: Awaitable[Any],
+    *,
+    actor: str,
+    action: str = "",
+    code: int = errno.EACCES,
+    reason: str = "",
+    event: str = audit.DENY,
+    service: str = "",
+    still_serves: Callable[[], Awaitable[None]] | None = None,
+) -> XfsError:
+    """Await ``call``: it must be refused, leave an audit record, and harm no one else.
+
+    The refusal is an ``XfsError`` with ``code`` whose message contains ``reason`` (for
+    ``event="cert"``: a refused handshake, ``Unavailable``). A record of ``event`` by
+    ``actor`` must appear in the audit log of ``service`` (any, if empty) with an action
+    starting with ``action`` (a wire name such as ``"osd.write/1"``) and, for a denial,
+    the errno's name as outcome and ``reason`` in its ``why``; every log's hash chain
+    still verifies. Then ``still_serves`` (a well-behaved client on other connections).
+    """
+    marks = grid.audit_marks()
+    with pytest.raises(XfsError) as caught:
+        await call
+    error = caught.value
+    if event == audit.CERT:
+        assert isinstance(error, Unavailable), error
+    else:
+        assert not isinstance(error, Unavailable), error
+        assert error.code == code, error
+        assert reason in error.message, error
+
+    def matches(name: str, record: dict[str, Any]) -> bool:
+        if service and name != service:
+            return False
+        if record["event"] != event or record["actor"] != actor:
+            return False
+        if not str(record["action"]).startswith(action):
+            return False
+        if event == audit.DENY:
+            why = str(record["detail"].get("why", ""))
+            return record["outcome"] == errno.errorcode[code] and reason in why
+        return True
+
+    with trio.move_on_after(AUDIT_WAIT):
+        while not any(matches(n, r) for n, r in grid.audit_since(marks)):
+            await trio.sleep(0.02)
+    found = grid.audit_since(marks)
+    assert any(matches(n, r) for n, r in found), (event, actor, action, reason, error, found)
+    for path in grid.audit_logs.values():
+        if path.exists():
+            assert audit.verify(path).ok, path
+    if still_serves is not None:
+        await still_serves()
+    return error
 
 
 @asynccontextmanager
@@ -97,7 +209,13 @@ async def wait_for_osds(pool: Pool, mrc: str, uuids: set[str],
 
 @asynccontextmanager
 async def open_grid(
-    pki: PKI, root: Path, *, osds: int = 2, mrc_xcap_lifetime: float = 600.0
+    pki: PKI,
+    root: Path,
+    *,
+    osds: int = 2,
+    mrc_xcap_lifetime: float = 600.0,
+    clock: Callable[[], float] = time.time,
+    crl_check_interval: float = 10.0,
 ) -> AsyncIterator[Grid]:
     root.mkdir(parents=True, exist_ok=True)
     trust = TrustStore.load(pki.trust)
@@ -108,7 +226,10 @@ async def open_grid(
             port=0,
             xcap_lifetime=mrc_xcap_lifetime,
             grace=0.5,
-        )
+            audit_log=root / "audit" / "mrc.log",
+            crl_check_interval=crl_check_interval,
+        ),
+        clock=clock,
     )
     super_user = pki.user("root", role=Role.SUPER)
     async with trio.open_nursery() as nursery:
@@ -118,11 +239,13 @@ async def open_grid(
             services.append(mrc)
             assert mrc.server is not None
             grid = Grid(pki, root, trust, mrc, f"127.0.0.1:{mrc.server.port}", super_user)
+            grid.audit_logs["mrc"] = root / "audit" / "mrc.log"
             for i in range(osds):
                 data = root / f"osd{i}"
                 store = ObjectStore(data)
                 store.open()
                 cert = pki.osd(store.uuid)
+                log = root / "audit" / f"osd{i}.log"
                 osd = OSDService(
                     OSDConfig(
                         tls=service_tls(cert, pki),
@@ -131,7 +254,10 @@ async def open_grid(
                         port=0,
                         heartbeat_interval=HEARTBEAT,
                         grace=0.5,
-                    )
+                        audit_log=log,
+                        crl_check_interval=crl_check_interval,
+                    ),
+                    clock=clock,
                 )
                 await nursery.start(osd.run)
                 services.append(osd)
@@ -140,6 +266,7 @@ async def open_grid(
                 grid.osd_dirs[osd.uuid] = data
                 grid.osd_addresses[osd.uuid] = f"127.0.0.1:{osd.server.port}"
                 grid.osd_certs[osd.uuid] = cert
+                grid.audit_logs[f"osd:{osd.uuid}"] = log
             async with grid.client(super_user) as pool:
                 await wait_for_osds(pool, grid.mrc_address, set(grid.osd_addresses), grid.osds)
             yield grid

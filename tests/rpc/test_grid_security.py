@@ -1,7 +1,8 @@
 """Security of a whole in-process grid: XCaps at the OSDs, identities and authority over TLS.
 
 Every refusal is asserted exactly (``XfsError`` with its errno and reason, or
-``Unavailable`` for a refused handshake), and after each one a well-behaved client on a
+``Unavailable`` for a refused handshake), with the audit record it left (``denied``, see
+``ingrid.assert_denied_and_audited``), and after each one a well-behaved client on a
 fresh connection still gets served.
 """
 
@@ -27,11 +28,22 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from tests.conftest import PKI
-from tests.rpc.ingrid import HEARTBEAT, Grid, open_client, open_grid, service_tls
-from xfs.common import ca, tls
+from tests.conftest import PKI, make_pki
+from tests.rpc.ingrid import (
+    HEARTBEAT,
+    Grid,
+    ShiftedClock,
+    assert_denied_and_audited,
+    open_client,
+    open_grid,
+    run_within,
+    service_tls,
+)
+from xfs.client.session import Session
+from xfs.common import audit, ca, tls
 from xfs.common.ca import CertPaths, Minted
 from xfs.common.config import OSDConfig
 from xfs.common.framing import META_FRAME_LIMIT
@@ -46,13 +58,14 @@ from xfs.common.identity import (
 )
 from xfs.common.rpc import Dispatcher, Pool, RPCServer
 from xfs.common.xcap import (
+    CLOCK_SKEW,
     KeyRing,
     XCapVerifier,
     decode_xcap,
     encode_xcap,
     sign,
 )
-from xfs.mrc.xcaps import XCapIssuer
+from xfs.mrc.xcaps import KEY_LEAD, XCapIssuer
 from xfs.osd.objects import ObjectStore
 from xfs.osd.service import OSDService
 from xfs.proto.errors import Unavailable, XfsError
@@ -65,9 +78,12 @@ from xfs.proto.methods import (
     Heartbeat,
     HeartbeatReply,
     Ino,
+    Method,
     ObjRead,
     ObjWrite,
     Open,
+    SetAttr,
+    UpdateSize,
     VolumeCreate,
 )
 from xfs.proto.records import (
@@ -86,14 +102,11 @@ DEADLINE = 30
 STRIPE = 4096  # the smallest stripe the MRC allows: objects stay small
 VOLUME = "home"
 RW = os.O_RDWR
+ALICE, BOB = "alice@physics", "bob@physics"
 
 
 def run(fn: Callable[[], Awaitable[None]]) -> None:
-    async def bounded() -> None:
-        with trio.fail_after(DEADLINE):
-            await fn()
-
-    trio.run(bounded)
+    run_within(DEADLINE, fn)
 
 
 # ----------------------------------------------------------------------------- the world
@@ -130,7 +143,8 @@ class World:
         xloc = xloc or (layout or self.layout).xloc
         reply = await self.osd_call(pool, self.osd_of(objno, layout), OSD.read,
                                     ObjRead(xcap, xloc, objno, 0, STRIPE))
-        return reply.data  # type: ignore[no-any-return]
+        data: bytes = reply.data
+        return data
 
     async def write(self, pool: Pool, xcap: XCap, objno: int, data: bytes, *,
                     xloc: XLocSet | None = None, layout: FileLayout | None = None) -> None:
@@ -139,18 +153,29 @@ class World:
                             ObjWrite(xcap, xloc, objno, 0, data))
 
     async def still_serves(self) -> None:
-        """A well-behaved client, on new connections, reads alice's data back intact."""
+        """A well-behaved client, on new connections, reads alice's data back intact
+        (with a fresh XCap, so that tests may move the clock past alice's first one)."""
         async with self.grid.client(self.alice) as pool:
+            ino = self.layout.attr.ino
+            fresh = await self.mrc_call(pool, MRC.open, Open(VOLUME, ino, os.O_RDONLY))
             for objno, data in self.data.items():
-                assert await self.read(pool, self.layout.xcap, objno) == data
-            attr = await self.mrc_call(pool, MRC.getattr, Ino(VOLUME, self.layout.attr.ino))
-            assert attr.ino == self.layout.attr.ino
+                assert await self.read(pool, fresh.xcap, objno, layout=fresh) == data
+            attr = await self.mrc_call(pool, MRC.getattr, Ino(VOLUME, ino))
+            assert attr.ino == ino
 
 
 @asynccontextmanager
-async def world(pki: PKI, root: Path, *, osds: int = 2) -> AsyncIterator[World]:
+async def world(
+    pki: PKI,
+    root: Path,
+    *,
+    osds: int = 2,
+    clock: Callable[[], float] = time.time,
+    crl_check_interval: float = 10.0,
+) -> AsyncIterator[World]:
     alice, bob = pki.user("alice"), pki.user("bob")
-    async with open_grid(pki, root, osds=osds) as grid:
+    async with open_grid(pki, root, osds=osds, clock=clock,
+                         crl_check_interval=crl_check_interval) as grid:
         async with grid.client(grid.root_user) as admin:
             await admin.call(
                 grid.mrc_address,
@@ -178,6 +203,28 @@ async def refused(call: Awaitable[Any], code: int = errno.EACCES, reason: str = 
     assert e.value.code == code, e.value
     assert reason in e.value.message, e.value
     return e.value
+
+
+async def denied(
+    w: World,
+    call: Awaitable[Any],
+    *,
+    actor: str = ALICE,
+    action: str = "",
+    code: int = errno.EACCES,
+    reason: str = "",
+    service: str = "",
+) -> XfsError:
+    """``call`` is refused with ``code`` and ``reason``, a ``deny`` record of ``actor``
+    and ``action`` is in ``service``'s audit log, and alice is still served."""
+    return await assert_denied_and_audited(
+        w.grid, call, actor=actor, action=action, code=code, reason=reason, service=service,
+        still_serves=w.still_serves,
+    )
+
+
+def osd_log(uuid_: str) -> str:
+    return f"osd:{uuid_}"
 
 
 def flip(b: bytes, i: int, bit: int = 0) -> bytes:
@@ -272,17 +319,15 @@ def test_tampered_xcap_is_refused(pki: PKI, tmp_path: Path, case: str) -> None:
             assert x != w.layout.xcap
             async with w.grid.client(w.alice) as pool:
                 xloc = w.layout.xloc
-                await refused(w.read(pool, x, 0), reason=reason)
-                await w.still_serves()
-                await refused(w.write(pool, x, 1, b"mallory"), reason=reason)
-                await w.still_serves()
+                await denied(w, w.read(pool, x, 0), action=OSD.read.wire_name, reason=reason,
+                             service=osd_log(w.osd_of(0)))
+                await denied(w, w.write(pool, x, 1, b"mallory"), action=OSD.write.wire_name,
+                             reason=reason, service=osd_log(w.osd_of(1)))
                 for uuid_ in xloc.replicas[0].osds:
-                    await refused(w.osd_call(pool, uuid_, OSD.truncate, FileOp(x, xloc, 0)),
-                                  reason=reason)
-                    await refused(w.osd_call(pool, uuid_, OSD.delete, FileOp(x, xloc)),
-                                  reason=reason)
-                    await refused(w.osd_call(pool, uuid_, OSD.size, FileOp(x, xloc)),
-                                  reason=reason)
+                    for method in (OSD.truncate, OSD.delete, OSD.size, OSD.fsync):
+                        await denied(w, w.osd_call(pool, uuid_, method, FileOp(x, xloc, 0)),
+                                     action=method.wire_name, reason=reason,
+                                     service=osd_log(uuid_))
                 # the genuine token still works on the very connection that was refused
                 assert await w.read(pool, w.layout.xcap, 0) == w.data[0]
             await w.still_serves()
@@ -297,24 +342,27 @@ def test_xcap_of_one_holder_is_refused_on_another_connection(pki: PKI, tmp_path:
             x, xloc = w.layout.xcap, w.layout.xloc
             osd0 = w.osd_of(0)
             other_osd = next(u for u in w.grid.osd_certs if u != osd0)
-            for cert in (w.bob, w.grid.root_user):  # a super user has no power at an OSD
+            stolen = "issued to another certificate"
+            for cert, who in ((w.bob, BOB), (w.grid.root_user, "root@physics")):
+                # (a super user has no power at an OSD)
                 async with w.grid.client(cert) as pool:
-                    await refused(w.read(pool, x, 0), reason="issued to another certificate")
-                    await refused(w.write(pool, x, 0, b"bob was here"),
-                                  reason="issued to another certificate")
-                    await refused(w.osd_call(pool, osd0, OSD.truncate, FileOp(x, xloc)),
-                                  reason="issued to another certificate")
-                await w.still_serves()
+                    await denied(w, w.read(pool, x, 0), actor=who, action=OSD.read.wire_name,
+                                 reason=stolen, service=osd_log(osd0))
+                    await denied(w, w.write(pool, x, 0, b"bob was here"), actor=who,
+                                 action=OSD.write.wire_name, reason=stolen)
+                    await denied(w, w.osd_call(pool, osd0, OSD.truncate, FileOp(x, xloc)),
+                                 actor=who, action=OSD.truncate.wire_name, reason=stolen)
             # a service certificate may not act as a user at an OSD at all
             for cert in (w.grid.osd_certs[other_osd], w.grid.pki.mrc):
+                who = Grid.identity(cert).principal
                 async with w.grid.client(cert) as pool:
-                    await refused(w.read(pool, x, 0), reason="may not call")
-                await w.still_serves()
+                    await denied(w, w.read(pool, x, 0), actor=who, action=OSD.read.wire_name,
+                                 reason="may not call", service=osd_log(osd0))
             # OSD.delete admits the MRC, but the XCap still names alice
             async with w.grid.client(w.grid.pki.mrc) as pool:
-                await refused(w.osd_call(pool, osd0, OSD.delete, FileOp(x, xloc)),
-                              reason="issued to another certificate")
-            await w.still_serves()
+                await denied(w, w.osd_call(pool, osd0, OSD.delete, FileOp(x, xloc)),
+                             actor=f"mrc:{pki.mrc_uuid}", action=OSD.delete.wire_name,
+                             reason=stolen, service=osd_log(osd0))
 
     run(main)
 
@@ -330,29 +378,33 @@ def test_xcap_is_bound_to_its_file(pki: PKI, tmp_path: Path) -> None:
                 b = await w.create(pool, b"b")
                 await w.write(pool, b.xcap, 0, b"bob-data", layout=b)
                 # bob may not open alice's 0600 file at the MRC
-                await refused(w.mrc_call(pool, MRC.open, Open(VOLUME, a.attr.ino, os.O_RDONLY)))
+                await denied(w, w.mrc_call(pool, MRC.open,
+                                           Open(VOLUME, a.attr.ino, os.O_RDONLY)),
+                             actor=BOB, action=MRC.open.wire_name, service="mrc")
                 # so he points his own XCap at her file or at another volume: signature breaks
                 for field, value in (("ino", a.attr.ino), ("volume", other_volume.id),
                                      ("volume", a.xcap.volume)):
-                    forged = dataclasses.replace(b.xcap, **{field: value})
+                    change: dict[str, Any] = {field: value}
+                    forged = dataclasses.replace(b.xcap, **change)
                     if forged == b.xcap:  # same volume: ino is the one that differs
                         continue
-                    await refused(w.read(pool, forged, 0), reason="bad signature")
-                    await refused(w.write(pool, forged, 0, b"x"), reason="bad signature")
-                    await w.still_serves()
+                    await denied(w, w.read(pool, forged, 0), actor=BOB,
+                                 action=OSD.read.wire_name, reason="bad signature")
+                    await denied(w, w.write(pool, forged, 0, b"x"), actor=BOB,
+                                 action=OSD.write.wire_name, reason="bad signature")
                 # his genuine XCap of b with the XLocSet of a: refused unless the two sets
                 # are the same, and then it addresses b, never a
                 osd = w.osd_of(0, b)
                 if osd in a.xloc.replicas[0].osds and a.xloc.digest() != b.xloc.digest():
-                    await refused(w.osd_call(pool, osd, OSD.read,
-                                             ObjRead(b.xcap, a.xloc, 0, 0, STRIPE)),
-                                  reason="XLocSet hash")
+                    await denied(w, w.osd_call(pool, osd, OSD.read,
+                                               ObjRead(b.xcap, a.xloc, 0, 0, STRIPE)),
+                                 actor=BOB, action=OSD.read.wire_name, reason="XLocSet hash")
                 else:
                     got = await w.read(pool, b.xcap, 0, xloc=a.xloc, layout=b)
                     assert got == b"bob-data"
                 # alice's genuine XCap of a does not work for bob's b either: it names alice
-                await refused(w.read(pool, a.xcap, 0, layout=b),
-                              reason="issued to another certificate")
+                await denied(w, w.read(pool, a.xcap, 0, layout=b), actor=BOB,
+                             action=OSD.read.wire_name, reason="issued to another certificate")
             await w.still_serves()
 
     run(main)
@@ -367,21 +419,31 @@ def test_read_only_xcap_cannot_write_truncate_or_delete(pki: PKI, tmp_path: Path
             assert await w.read(pool, ro.xcap, 0, layout=ro) == w.data[0]
             x, xloc = ro.xcap, ro.xloc
             for objno in (0, 1):
-                await refused(w.write(pool, x, objno, b"overwrite", layout=ro),
-                              reason="grants rights")
-                await w.still_serves()
+                await denied(w, w.write(pool, x, objno, b"overwrite", layout=ro),
+                             action=OSD.write.wire_name, reason="grants rights",
+                             service=osd_log(w.osd_of(objno)))
             for osd in xloc.replicas[0].osds:
                 for method in (OSD.truncate, OSD.delete, OSD.fsync):
-                    await refused(w.osd_call(pool, osd, method, FileOp(x, xloc, 0)),
-                                  reason="grants rights")
-                    await w.still_serves()
+                    await denied(w, w.osd_call(pool, osd, method, FileOp(x, xloc, 0)),
+                                 action=method.wire_name, reason="grants rights",
+                                 service=osd_log(osd))
+            # nor report a size at the MRC (only a writer's XCap may)
+            await denied(w, w.mrc_call(pool, MRC.update_size,
+                                       UpdateSize(VOLUME, ino, 1 << 40, x)),
+                         action=MRC.update_size.wire_name, reason="grants rights",
+                         service="mrc")
             # write-only may not read, and no user XCap may delete (only the MRC's may)
             wo = await w.mrc_call(pool, MRC.open, Open(VOLUME, ino, os.O_WRONLY))
-            await refused(w.read(pool, wo.xcap, 0, layout=wo), reason="grants rights")
-            await refused(w.osd_call(pool, w.osd_of(0), OSD.delete, FileOp(w.layout.xcap,
-                                                                           w.layout.xloc)),
-                          reason="grants rights")
-            await w.still_serves()
+            await denied(w, w.read(pool, wo.xcap, 0, layout=wo), action=OSD.read.wire_name,
+                         reason="grants rights")
+            await denied(w, w.osd_call(pool, w.osd_of(0), OSD.delete,
+                                       FileOp(w.layout.xcap, w.layout.xloc)),
+                         action=OSD.delete.wire_name, reason="grants rights")
+            for layout in (ro, wo, w.layout):
+                assert layout.xcap.rights & Rights.DELETE == 0
+            # what alice wrote is untouched, and the size was not moved
+            attr = await w.mrc_call(pool, MRC.getattr, Ino(VOLUME, ino))
+            assert attr.size == w.layout.attr.size
 
     run(main)
 
@@ -410,11 +472,13 @@ def test_forged_xlocset_is_refused(pki: PKI, tmp_path: Path) -> None:
             }
             for name, (bad, reason) in forged.items():
                 assert bad.digest() != x.xloc_hash, name
-                await refused(w.read(pool, x, 0, xloc=bad), reason=reason)
-                await refused(w.write(pool, x, 0, b"forged", xloc=bad), reason=reason)
-                await refused(w.osd_call(pool, w.osd_of(1), OSD.truncate, FileOp(x, bad, 0)),
-                              reason=reason)
-                await w.still_serves()
+                await denied(w, w.read(pool, x, 0, xloc=bad), action=OSD.read.wire_name,
+                             reason=reason, service=osd_log(w.osd_of(0)))
+                await denied(w, w.write(pool, x, 0, b"forged", xloc=bad),
+                             action=OSD.write.wire_name, reason=reason)
+                await denied(w, w.osd_call(pool, w.osd_of(1), OSD.truncate, FileOp(x, bad, 0)),
+                             action=OSD.truncate.wire_name, reason=reason,
+                             service=osd_log(w.osd_of(1)))
             # a genuine XCap and XLocSet of a file that is not on this OSD
             async with w.grid.client(w.grid.root_user) as admin:
                 await w.mrc_call(admin, MRC.volume_create, VolumeCreate(
@@ -423,13 +487,14 @@ def test_forged_xlocset_is_refused(pki: PKI, tmp_path: Path) -> None:
             n = await w.create(pool, b"n", volume="narrow")
             (holder,) = n.xloc.replicas[0].osds
             elsewhere = next(u for u in w.grid.osd_addresses if u != holder)
-            await refused(w.osd_call(pool, elsewhere, OSD.write,
-                                     ObjWrite(n.xcap, n.xloc, 0, 0, b"stray")),
-                          reason="not in the XLocSet")
-            await refused(w.osd_call(pool, elsewhere, OSD.read,
-                                     ObjRead(n.xcap, n.xloc, 0, 0, 10)),
-                          reason="not in the XLocSet")
-            await w.still_serves()
+            await denied(w, w.osd_call(pool, elsewhere, OSD.write,
+                                       ObjWrite(n.xcap, n.xloc, 0, 0, b"stray")),
+                         action=OSD.write.wire_name, reason="not in the XLocSet",
+                         service=osd_log(elsewhere))
+            await denied(w, w.osd_call(pool, elsewhere, OSD.read,
+                                       ObjRead(n.xcap, n.xloc, 0, 0, 10)),
+                         action=OSD.read.wire_name, reason="not in the XLocSet",
+                         service=osd_log(elsewhere))
 
     run(main)
 
@@ -472,14 +537,20 @@ def _mutate_str(v: str, rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128)))
 
 
-def mutants(genuine: XCap, other: XCap, rng: random.Random,
-            forger: KeyRing) -> Iterator[tuple[str, XCap | None]]:
-    """Endless mutations of ``genuine``: (kind, XCap), or (kind, None) if undecodable."""
+KINDS = ("bytes", "field", "fields", "splice", "resign", "retired")
+
+
+def mutants(genuine: XCap, other: XCap, rng: random.Random, forger: KeyRing,
+            retired: KeyRing | None = None) -> Iterator[tuple[str, XCap | None]]:
+    """Endless mutations of ``genuine``: (kind, XCap), or (kind, None) if undecodable.
+
+    ``forger`` signs with a key the MRC never had (claiming the real key id: "resign");
+    ``retired`` holds a key the MRC had and retired ("retired": genuine fields, zero to
+    two of them changed, signed by it)."""
     wire = encode_xcap(genuine)
     fields = [f.name for f in dataclasses.fields(XCap)]
     while True:
-        kind = rng.choices(["bytes", "field", "fields", "splice", "resign"],
-                           weights=[35, 35, 10, 10, 10])[0]
+        kind = rng.choices(KINDS, weights=[30, 30, 10, 10, 10, 10 if retired else 0])[0]
         if kind == "bytes":
             b = bytearray(wire)
             for _ in range(rng.randint(1, 3)):
@@ -494,8 +565,9 @@ def mutants(genuine: XCap, other: XCap, rng: random.Random,
                 yield kind, None
             continue
         x = genuine
-        if kind in ("field", "fields", "resign"):
-            for name in rng.sample(fields, 1 if kind != "fields" else rng.randint(2, 4)):
+        if kind in ("field", "fields", "resign", "retired"):
+            changes = {"fields": rng.randint(2, 4), "retired": rng.randint(0, 2)}.get(kind, 1)
+            for name in rng.sample(fields, changes):
                 value = getattr(x, name)
                 if name in _INT_FIELDS:
                     value = _mutate_int(value, rng)
@@ -506,6 +578,9 @@ def mutants(genuine: XCap, other: XCap, rng: random.Random,
                 x = dataclasses.replace(x, **{name: value})
             if kind == "resign":  # signed by another key, then claiming the real key id
                 x = dataclasses.replace(sign(x, forger), key_id=genuine.key_id)
+            elif kind == "retired":
+                assert retired is not None
+                x = sign(x, retired)
         else:  # splice two genuine tokens field by field
             while True:
                 picks = [rng.random() < 0.5 for _ in fields]
@@ -516,29 +591,39 @@ def mutants(genuine: XCap, other: XCap, rng: random.Random,
         yield kind, x
 
 
-def test_fuzzed_xcaps_are_never_accepted_by_the_verifier() -> None:
+def test_fuzzed_xcaps_are_never_accepted_by_the_verifier(tmp_path: Path) -> None:
     rng = random.Random(0x5EC)
-    ring, forger = KeyRing.generate(), KeyRing.generate()
     now = 1_900_000_000
+    # two handles on one key: the MRC's ring rotates it out, the test keeps signing with it
+    ring = KeyRing.load_or_create(tmp_path / "keys", now - 7200)
+    retired = KeyRing.load_or_create(tmp_path / "keys")
+    forger = KeyRing.generate()
     holder = hashlib.sha256(b"alice").digest()
     xloc = XLocSet(1, [Replica([str(uuid.uuid4()), str(uuid.uuid4())],
                                 StripingPolicy(STRIPE, 2))])
     volume = str(uuid.uuid4())
     issuer = XCapIssuer(ring, lambda: now, 600)
-    genuine = issuer.issue(volume, 2, Rights.READ | Rights.WRITE, 0, xloc, holder)
-    other = issuer.issue(volume, 3, Rights.READ, 1, xloc, holder)
     verifier = XCapVerifier(ring.public_keys)
 
     def check(x: XCap) -> None:
         verifier.verify(x, now=now + 1, holder=holder, file_id=x.file_id,
                         rights=int(Rights.READ), xloc=xloc)
 
+    old = issuer.issue(volume, 2, Rights.READ | Rights.WRITE, 0, xloc, holder)
+    check(old)  # accepted and cached
+    old_id = ring.current
+    ring.rotate(now - 3600)
+    ring.retire(old_id)
+    with pytest.raises(XfsError, match="unknown key id"):
+        check(old)  # rotated out: refused although its signature was cached
+    genuine = issuer.issue(volume, 2, Rights.READ | Rights.WRITE, 0, xloc, holder)
+    other = issuer.issue(volume, 3, Rights.READ, 1, xloc, holder)
     check(genuine)  # accepted (and now cached): the verifier is not refusing everything
     check(other)
     stats: dict[str, int] = {}
     accepted: list[tuple[str, XCap]] = []
     unchanged = undecodable = 0
-    gen = mutants(genuine, other, rng, forger)
+    gen = mutants(genuine, other, rng, forger, retired)
     n = 0
     while sum(stats.values()) < 10_000 and n < 20_000:  # 10,000 distinct mutants checked
         n += 1
@@ -560,7 +645,7 @@ def test_fuzzed_xcaps_are_never_accepted_by_the_verifier() -> None:
     checked = sum(stats.values())
     assert checked >= 10_000, (checked, undecodable, unchanged, stats)
     assert unchanged < n // 10, (unchanged, n)
-    assert all(stats.get(k, 0) > 500 for k in ("bytes", "field", "fields", "splice", "resign"))
+    assert all(stats.get(k, 0) > 500 for k in KINDS), stats
     check(genuine)  # still accepted after all that
 
 
@@ -571,6 +656,7 @@ def test_fuzzed_xcaps_are_refused_by_a_real_osd(pki: PKI, tmp_path: Path) -> Non
             rng = random.Random(0xF00D)
             gen = mutants(w.layout.xcap, other.xcap, rng, KeyRing.generate())
             sent = 0
+            marks = w.grid.audit_marks()
             while sent < 200:
                 _, x = next(gen)
                 if x is None or x in (w.layout.xcap, other.xcap):
@@ -581,20 +667,27 @@ def test_fuzzed_xcaps_are_refused_by_a_real_osd(pki: PKI, tmp_path: Path) -> Non
                 await refused(call)
                 sent += 1
             assert sent == 200
+            denials = [r for name, r in w.grid.audit_since(marks)
+                       if name.startswith("osd:") and r["event"] == audit.DENY]
+            assert len(denials) == 200
+            assert {r["actor"] for r in denials} == {ALICE}
+            assert {r["action"] for r in denials} == {OSD.read.wire_name, OSD.write.wire_name}
             await w.still_serves()
 
     run(main)
 
 
 # ----------------------------------------------------------------------------- hostile numbers
-def _tree(root: Path) -> dict[str, int]:
-    """Every path under ``root`` (but the MRC's database) with its size, -1 for dirs."""
-    out: dict[str, int] = {}
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` (but the MRC's database and the audit logs) with its
+    size (-1 for dirs) and mtime."""
+    out: dict[str, tuple[int, int]] = {}
     for p in root.rglob("*"):
         rel = p.relative_to(root)
-        if "mrc" in rel.parts:
+        if "mrc" in rel.parts or "audit" in rel.parts:
             continue
-        out[str(rel)] = -1 if p.is_dir() else p.lstat().st_size
+        st = p.lstat()
+        out[str(rel)] = (-1 if p.is_dir() else st.st_size, st.st_mtime_ns)
     return out
 
 
@@ -615,10 +708,9 @@ def test_hostile_object_numbers_and_ranges_are_refused(pki: PKI, tmp_path: Path)
                 (osd0, 0, -(1 << 63), 1 << 62),
             ]
             for osd, objno, offset, length in reads:
-                await refused(w.osd_call(pool, osd, OSD.read,
-                                         ObjRead(x, xloc, objno, offset, length)),
-                              code=errno.EINVAL)
-                await w.still_serves()
+                await denied(w, w.osd_call(pool, osd, OSD.read,
+                                           ObjRead(x, xloc, objno, offset, length)),
+                             action=OSD.read.wire_name, code=errno.EINVAL, service=osd_log(osd))
             writes = [  # (osd, objno, offset, size of data)
                 (osd0, -1, 0, 10), (osd0, big, 0, 10), (osd1, big + 1, 0, 10),
                 (osd0, (1 << 64) - 2, 0, 1), (osd0, 1, 0, 10), (osd1, 0, 0, 10),
@@ -626,14 +718,13 @@ def test_hostile_object_numbers_and_ranges_are_refused(pki: PKI, tmp_path: Path)
                 (osd0, 0, 0, STRIPE + 1), (osd0, 0, 1 << 63, 1), (osd0, 0, (1 << 64) - 1, 1),
             ]
             for osd, objno, offset, size in writes:
-                await refused(w.osd_call(pool, osd, OSD.write,
-                                         ObjWrite(x, xloc, objno, offset, b"h" * size)),
-                              code=errno.EINVAL)
-                await w.still_serves()
+                await denied(w, w.osd_call(pool, osd, OSD.write,
+                                           ObjWrite(x, xloc, objno, offset, b"h" * size)),
+                             action=OSD.write.wire_name, code=errno.EINVAL, service=osd_log(osd))
             for osd in (osd0, osd1):
-                await refused(w.osd_call(pool, osd, OSD.truncate, FileOp(x, xloc, -1)),
-                              code=errno.EINVAL)
-                await w.still_serves()
+                await denied(w, w.osd_call(pool, osd, OSD.truncate, FileOp(x, xloc, -1)),
+                             action=OSD.truncate.wire_name, code=errno.EINVAL,
+                             reason="negative size", service=osd_log(osd))
                 # a huge size is harmless: it cuts nothing and creates nothing
                 await w.osd_call(pool, osd, OSD.truncate, FileOp(x, xloc, (1 << 64) - 1))
             await w.still_serves()
@@ -695,6 +786,17 @@ BAD_CERTS: dict[str, Callable[[PKI, Path, Grid], CertPaths]] = {
                                           Role.STANDARD, ())), d, "fakemrc"),
     "ca-certificate-as-a-peer": lambda p, d, g: CertPaths(p.vo_ca / ca.CA_CERT,
                                                           p.vo_ca / ca.CA_KEY),
+    # names and attributes crafted to smuggle in groups or roles, signed by a trusted CA
+    "group-injection": lambda p, d, g: _save(
+        forge(ca.load_ca(p.vo_ca), Claims(CertKind.USER, "alice@physics", "physics",
+                                          Role.STANDARD, ("users,role=super@physics",))),
+        d, "groupinject"),
+    "principal-injection": lambda p, d, g: _save(
+        forge(ca.load_ca(p.vo_ca), Claims(CertKind.USER, "alice,role=super@physics", "physics",
+                                          Role.STANDARD, ())), d, "principalinject"),
+    "group-of-another-vo": lambda p, d, g: _save(
+        forge(ca.load_ca(p.vo_ca), Claims(CertKind.USER, "alice@physics", "physics",
+                                          Role.STANDARD, ("admins@chem",))), d, "foreigngroup"),
 }
 
 
@@ -703,19 +805,24 @@ def test_bad_certificate_handshake_is_refused(pki: PKI, tmp_path: Path, case: st
     async def main() -> None:
         async with world(pki, tmp_path / "grid") as w:
             cert = BAD_CERTS[case](pki, tmp_path / "certs", w.grid)
+
+            async def handshake_refused(call: Awaitable[Any], service: str) -> None:
+                # the refusal is recorded by the server, against the peer's address
+                await assert_denied_and_audited(
+                    w.grid, call, event=audit.CERT, actor="127.0.0.1", action="tls.",
+                    service=service, still_serves=w.still_serves)
+
             async with w.grid.client(cert) as pool:
-                with pytest.raises(Unavailable):
-                    await pool.call(w.grid.mrc_address, MRC.status, Empty(), expect=Kind.MRC)
-                await w.still_serves()
+                await handshake_refused(
+                    pool.call(w.grid.mrc_address, MRC.status, Empty(), expect=Kind.MRC), "mrc")
                 for uuid_, address in w.grid.osd_addresses.items():
-                    with pytest.raises(Unavailable):
-                        await pool.call(address, OSD.status, Empty(), expect=f"osd:{uuid_}")
-                    await w.still_serves()
-                with pytest.raises(Unavailable):
-                    await pool.call(w.grid.mrc_address, MRC.osd_heartbeat,
-                                    Heartbeat(str(uuid.uuid4()), "127.0.0.1:1", 1, 2),
-                                    expect=Kind.MRC)
-            await w.still_serves()
+                    await handshake_refused(
+                        pool.call(address, OSD.status, Empty(), expect=f"osd:{uuid_}"),
+                        osd_log(uuid_))
+                await handshake_refused(
+                    pool.call(w.grid.mrc_address, MRC.osd_heartbeat,
+                              Heartbeat(str(uuid.uuid4()), "127.0.0.1:1", 1, 2),
+                              expect=Kind.MRC), "mrc")
 
     run(main)
 
@@ -730,11 +837,11 @@ def test_user_of_another_trusted_vo_is_accepted_as_itself(pki: PKI, tmp_path: Pa
                 await w.write(pool, layout.xcap, 0, b"chem data", layout=layout)
                 assert await w.read(pool, layout.xcap, 0, layout=layout) == b"chem data"
                 # and she is no one else: alice's 0600 file stays closed to her
-                await refused(w.mrc_call(pool, MRC.open,
-                                         Open(VOLUME, w.layout.attr.ino, os.O_RDONLY)))
-                await refused(w.read(pool, w.layout.xcap, 0),
-                              reason="issued to another certificate")
-            await w.still_serves()
+                await denied(w, w.mrc_call(pool, MRC.open,
+                                           Open(VOLUME, w.layout.attr.ino, os.O_RDONLY)),
+                             actor="carol@chem", action=MRC.open.wire_name, service="mrc")
+                await denied(w, w.read(pool, w.layout.xcap, 0), actor="carol@chem",
+                             action=OSD.read.wire_name, reason="issued to another certificate")
 
     run(main)
 
@@ -744,22 +851,24 @@ def test_heartbeats_only_from_the_osd_itself(pki: PKI, tmp_path: Path) -> None:
     async def main() -> None:
         async with world(pki, tmp_path) as w:
             (u0, a0), (u1, a1) = w.grid.osd_addresses.items()
+            # a user certificate posing as an OSD
             async with w.grid.client(w.alice) as pool:
-                await refused(w.mrc_call(pool, MRC.osd_heartbeat, Heartbeat(u0, a0, 1, 2)),
-                              code=errno.EPERM, reason="may not call")
-            await w.still_serves()
+                await denied(w, w.mrc_call(pool, MRC.osd_heartbeat, Heartbeat(u0, a0, 1, 2)),
+                             action=MRC.osd_heartbeat.wire_name, code=errno.EPERM,
+                             reason="may not call", service="mrc")
             async with w.grid.client(w.grid.osd_certs[u0]) as pool:
-                await refused(w.mrc_call(pool, MRC.osd_heartbeat,
-                                         Heartbeat(u1, "127.0.0.1:1", 1 << 50, 1 << 50)),
-                              reason=f"may not report for OSD {u1}")
-                await w.still_serves()
+                await denied(w, w.mrc_call(pool, MRC.osd_heartbeat,
+                                           Heartbeat(u1, "127.0.0.1:1", 1 << 50, 1 << 50)),
+                             actor=f"osd:{u0}", action=MRC.osd_heartbeat.wire_name,
+                             reason=f"may not report for OSD {u1}", service="mrc")
                 # a service may not act as an administrator either
-                await refused(w.mrc_call(pool, MRC.volume_create, VolumeCreate("osdvol")),
-                              reason="may not call")
+                await denied(w, w.mrc_call(pool, MRC.volume_create, VolumeCreate("osdvol")),
+                             actor=f"osd:{u0}", action=MRC.volume_create.wire_name,
+                             reason="may not call", service="mrc")
                 # its own heartbeat is fine
                 reply = await w.mrc_call(pool, MRC.osd_heartbeat, Heartbeat(u0, a0, 1, 2))
                 assert isinstance(reply, HeartbeatReply) and reply.xcap_keys
-            async with w.grid.client(w.alice) as pool:
+            async with w.grid.client(w.grid.root_user) as pool:
                 status = await w.mrc_call(pool, MRC.status, Empty())
                 addresses = {o.uuid: o.address for o in status.osds}
                 assert addresses == {u0: a0, u1: a1}
@@ -771,14 +880,16 @@ def test_heartbeats_only_from_the_osd_itself(pki: PKI, tmp_path: Path) -> None:
 def test_standard_user_may_not_create_volumes(pki: PKI, tmp_path: Path) -> None:
     async def main() -> None:
         async with world(pki, tmp_path) as w:
-            for cert in (w.alice, pki.user("dave", role=Role.ADVANCED)):
+            for cert, who in ((w.alice, ALICE),
+                              (pki.user("dave", role=Role.ADVANCED), "dave@physics")):
                 async with w.grid.client(cert) as pool:
-                    await refused(w.mrc_call(pool, MRC.volume_create, VolumeCreate("mine")),
-                                  code=errno.EPERM, reason="may not call")
-                    await refused(w.mrc_call(pool, MRC.volume_delete,
-                                             MRC.volume_delete.request(VOLUME)),
-                                  code=errno.EPERM, reason="may not call")
-                await w.still_serves()
+                    await denied(w, w.mrc_call(pool, MRC.volume_create, VolumeCreate("mine")),
+                                 actor=who, action=MRC.volume_create.wire_name,
+                                 code=errno.EPERM, reason="may not call", service="mrc")
+                    await denied(w, w.mrc_call(pool, MRC.volume_delete,
+                                               MRC.volume_delete.request(VOLUME)),
+                                 actor=who, action=MRC.volume_delete.wire_name,
+                                 code=errno.EPERM, reason="may not call", service="mrc")
 
     run(main)
 
@@ -844,9 +955,442 @@ def test_osd_takes_xcap_keys_only_from_the_mrc(pki: PKI, tmp_path: Path) -> None
                                             expect=f"osd:{store.uuid}"),
                                   reason="unknown key id")
                 assert beats == []
+                denials = [r for r in audit.records(tmp_path / "osd" / "audit.log")
+                           if r["event"] == audit.DENY]
+                assert [(r["actor"], r["action"]) for r in denials] == [
+                    (ALICE, OSD.write.wire_name)]
+                assert "unknown key id" in denials[0]["detail"]["why"]
             finally:
                 await osd.stop()
                 await fake_mrc.stop(0.5)
                 n.cancel_scope.cancel()
+
+    run(main)
+
+
+# ----------------------------------------------------------------------------- truncate epochs
+def test_xcap_replayed_after_a_truncate_may_not_write(pki: PKI, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with world(pki, tmp_path) as w, w.grid.client(w.alice) as pool:
+            ino, old = w.layout.attr.ino, w.layout
+            osds = old.xloc.replicas[0].osds
+            # alice truncates: a new epoch and a new XCap, and every OSD is told
+            result = await w.mrc_call(pool, MRC.setattr, SetAttr(VOLUME, ino, size=100))
+            new = result.layout
+            assert new is not None
+            assert new.xcap.truncate_epoch == old.xcap.truncate_epoch + 1
+            for osd in osds:
+                await w.osd_call(pool, osd, OSD.truncate, FileOp(new.xcap, new.xloc, 100))
+            w.data = {0: w.data[0][:100], 1: b""}
+            stale = "older than 1"
+            for objno in (0, 1):  # the old XCap may no longer write ...
+                await denied(w, w.write(pool, old.xcap, objno, b"resurrected"),
+                             action=OSD.write.wire_name, reason=stale,
+                             service=osd_log(w.osd_of(objno)))
+            for osd in osds:  # ... nor truncate (which would cut what came after)
+                await denied(w, w.osd_call(pool, osd, OSD.truncate, FileOp(old.xcap, old.xloc)),
+                             action=OSD.truncate.wire_name, reason=stale, service=osd_log(osd))
+            # reading is not fenced: a truncate changes no permission, and what is read is
+            # the truncated file
+            assert await w.read(pool, old.xcap, 0) == w.data[0]
+            assert await w.read(pool, old.xcap, 1) == b""
+            # a size reported under the old epoch is ignored: the truncate came after it
+            attr = await w.mrc_call(pool, MRC.update_size, UpdateSize(VOLUME, ino, 9999,
+                                                                      old.xcap))
+            assert attr.size == 100
+            # the new XCap works; after an O_TRUNC open (epoch 2) it is stale in turn
+            await w.write(pool, new.xcap, 1, b"after")
+            w.data[1] = b"after"
+            trunc = await w.mrc_call(pool, MRC.open, Open(VOLUME, ino, RW | os.O_TRUNC))
+            assert trunc.xcap.truncate_epoch == 2 and trunc.attr.size == 0
+            for osd in osds:
+                await w.osd_call(pool, osd, OSD.truncate, FileOp(trunc.xcap, trunc.xloc, 0))
+            w.data = {0: b"", 1: b""}
+            await denied(w, w.write(pool, new.xcap, 1, b"late"), action=OSD.write.wire_name,
+                         reason="older than 2")
+            await w.write(pool, trunc.xcap, 0, b"fresh")
+            w.data[0] = b"fresh"
+            # O_RDONLY|O_TRUNC is checked for write, and its XCap may truncate the OSDs
+            ro_trunc = await w.mrc_call(pool, MRC.open, Open(VOLUME, ino, os.O_RDONLY
+                                                             | os.O_TRUNC))
+            assert ro_trunc.xcap.rights == int(Rights.READ | Rights.TRUNCATE)
+            for osd in osds:
+                await w.osd_call(pool, osd, OSD.truncate,
+                                 FileOp(ro_trunc.xcap, ro_trunc.xloc, 0))
+            w.data = {0: b""}
+            await w.still_serves()
+
+    run(main)
+
+
+def test_a_writer_renews_its_xcap_after_another_clients_truncate(
+    pki: PKI, tmp_path: Path
+) -> None:
+    """Two sessions of the library: B's truncate fences A's XCap, A renews and goes on."""
+
+    async def main() -> None:
+        async with world(pki, tmp_path) as w, w.grid.client(w.alice) as pa, \
+                w.grid.client(w.alice) as pb, trio.open_nursery() as n:
+            who = Grid.identity(w.alice)
+            a, b = (Session(pool=p, mrc=w.grid.mrc_address, volume=VOLUME, identity=who,
+                            nursery=n, clock=time.time) for p in (pa, pb))
+            layout = await w.create(pa, b"shared")
+            fa = await a.open(layout.attr.ino, RW)
+            await fa.write(0, b"A" * 100)
+            await fa.flush()
+            await fa.write(200, b"B" * 10)  # held back in A's write-behind buffer
+            marks = w.grid.audit_marks()
+            await b.setattr(layout.attr.ino, size=50)  # epoch 1, the OSDs truncated
+            await fa.flush()  # refused once at the OSD, renewed at the MRC, sent again
+            assert fa.layout.xcap.truncate_epoch == 1
+            refusals = [r for _, r in w.grid.audit_since(marks) if r["event"] == audit.DENY]
+            assert refusals and all("truncate epoch 0" in r["detail"]["why"] for r in refusals)
+            fb = await b.open(layout.attr.ino, os.O_RDONLY)
+            assert fb.size == 210
+            assert await fb.read(0, 300) == b"A" * 50 + bytes(150) + b"B" * 10
+            await a.release(fa)
+            await b.release(fb)
+            await w.still_serves()
+            n.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_update_size_needs_a_write_xcap_of_the_file(pki: PKI, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with world(pki, tmp_path) as w, w.grid.client(w.alice) as pool:
+            a = w.layout
+            ino, size = a.attr.ino, a.attr.size
+            b = await w.create(pool, b"b", mode=0o666)
+            expired = _issued(a.xcap, w, at=time.time() - 3600, lifetime=600)
+            for xcap, reason in ((b.xcap, "issued for"),
+                                 (dataclasses.replace(a.xcap, expires=a.xcap.expires + 1),
+                                  "bad signature"),
+                                 (sign(a.xcap, KeyRing.generate()), "unknown key id"),
+                                 (expired, "expired")):
+                await denied(w, w.mrc_call(pool, MRC.update_size,
+                                           UpdateSize(VOLUME, ino, 1 << 40, xcap)),
+                             action=MRC.update_size.wire_name, reason=reason, service="mrc")
+            async with w.grid.client(w.bob) as bob:
+                # bob may write b, but his XCap of b does not let him size a; nor does
+                # alice's XCap of a, presented on his connection
+                mine = await w.mrc_call(bob, MRC.open, Open(VOLUME, b.attr.ino, RW))
+                for xcap, reason in ((mine.xcap, "issued for"),
+                                     (a.xcap, "issued to another certificate")):
+                    await denied(w, w.mrc_call(bob, MRC.update_size,
+                                               UpdateSize(VOLUME, ino, 1 << 40, xcap)),
+                                 actor=BOB, action=MRC.update_size.wire_name, reason=reason,
+                                 service="mrc")
+                attr = await w.mrc_call(bob, MRC.update_size,
+                                        UpdateSize(VOLUME, b.attr.ino, 77, mine.xcap))
+                assert attr.size == 77
+            assert (await w.mrc_call(pool, MRC.getattr, Ino(VOLUME, ino))).size == size
+            attr = await w.mrc_call(pool, MRC.update_size, UpdateSize(VOLUME, ino, 5000,
+                                                                      a.xcap))
+            assert attr.size == 5000
+
+    run(main)
+
+
+# ----------------------------------------------------------------------------- lifetime
+LIFETIME = 600  # the grid's xcap_lifetime
+
+
+def test_renewal_rechecks_permission_and_the_old_xcap_expires(pki: PKI, tmp_path: Path) -> None:
+    clock = ShiftedClock()
+
+    async def main() -> None:
+        async with world(pki, tmp_path, clock=clock) as w, \
+                w.grid.client(w.alice) as pool, w.grid.client(w.grid.root_user) as admin:
+            c = await w.create(pool, b"c", mode=0o644)
+            d = await w.create(pool, b"d", mode=0o600)
+            await w.write(pool, c.xcap, 0, b"c-data", layout=c)
+            await w.write(pool, d.xcap, 0, b"d-data", layout=d)
+            # alice takes her own access away from c; root gives d to bob
+            await w.mrc_call(pool, MRC.setattr, SetAttr(VOLUME, c.attr.ino, mode=0))
+            await w.mrc_call(admin, MRC.setattr, SetAttr(VOLUME, d.attr.ino, owner=BOB))
+            for layout in (c, d):
+                for flags in (RW, os.O_RDONLY):
+                    await denied(w, w.mrc_call(pool, MRC.open,
+                                               Open(VOLUME, layout.attr.ino, flags)),
+                                 action=MRC.open.wire_name, service="mrc")
+                # the XCap already held works until it expires (the documented window) ...
+                assert await w.read(pool, layout.xcap, 0, layout=layout) == \
+                    (b"c-data" if layout is c else b"d-data")
+            clock.advance(LIFETIME - 1)
+            await w.write(pool, c.xcap, 0, b"still mine", layout=c)
+            clock.advance(1)
+            for layout in (c, d):  # ... and not a second longer
+                await denied(w, w.read(pool, layout.xcap, 0, layout=layout),
+                             action=OSD.read.wire_name, reason="expired")
+                await denied(w, w.write(pool, layout.xcap, 0, b"late", layout=layout),
+                             action=OSD.write.wire_name, reason="expired")
+                await denied(w, w.mrc_call(pool, MRC.update_size,
+                                           UpdateSize(VOLUME, layout.attr.ino, 1, layout.xcap)),
+                             action=MRC.update_size.wire_name, reason="expired")
+
+    run(main)
+
+
+def test_client_renewal_is_refused_after_chmod(pki: PKI, tmp_path: Path) -> None:
+    """The library's own renewal (``OpenFile.fresh_layout``) re-checks at the MRC."""
+    clock = ShiftedClock()
+
+    async def main() -> None:
+        async with world(pki, tmp_path, clock=clock) as w, w.grid.client(w.alice) as pool, \
+                trio.open_nursery() as n:
+            session = Session(pool=pool, mrc=w.grid.mrc_address, volume=VOLUME,
+                              identity=Grid.identity(w.alice), nursery=n, clock=clock)
+            layout = await w.create(pool, b"e", mode=0o644)
+            f = await session.open(layout.attr.ino, RW)
+            await f.write(0, b"before")
+            await f.flush()
+            first = f.layout.xcap
+            clock.advance(LIFETIME - session.xcap_renew_margin + 1)  # renewal is due
+            await f.write(0, b"renewed")
+            await f.flush()
+            assert f.layout.xcap.expires > first.expires  # renewed, permission re-checked
+            await session.setattr(layout.attr.ino, mode=0)
+            clock.advance(LIFETIME - session.xcap_renew_margin + 1)
+            await f.write(0, b"after chmod")
+            marks = w.grid.audit_marks()
+            with pytest.raises(XfsError) as e:
+                await f.flush()
+            assert e.value.code == errno.EACCES, e.value
+            assert any(r["event"] == audit.DENY and r["action"] == MRC.open.wire_name
+                       and r["actor"] == ALICE for _, r in w.grid.audit_since(marks))
+            await w.still_serves()
+            n.cancel_scope.cancel()
+
+    run(main)
+
+
+# ----------------------------------------------------------------------------- key rotation
+def _signer(w: World, kid: str) -> KeyRing:
+    """A ring holding only the MRC's key ``kid`` (read from its directory while it exists)."""
+    raw = (w.grid.mrc_dir / "xcap-keys" / f"{kid}.key").read_bytes()
+    return KeyRing({kid: Ed25519PrivateKey.from_private_bytes(raw)}, kid)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Until ``check()`` holds: OSDs learn the MRC's keys by heartbeat."""
+    with trio.fail_after(50 * HEARTBEAT + 5):
+        while not await check():
+            await trio.sleep(HEARTBEAT / 2)
+
+
+def test_rotated_out_and_wrong_key_xcaps_are_refused(pki: PKI, tmp_path: Path) -> None:
+    clock = ShiftedClock()
+
+    async def main() -> None:
+        async with world(pki, tmp_path, clock=clock) as w, w.grid.client(w.alice) as pool:
+            rotator = w.grid.mrc.rotator
+            assert rotator is not None
+            x, xloc = w.layout.xcap, w.layout.xloc
+            fp = Grid.identity(w.alice).fingerprint
+            k1 = x.key_id
+            old_signer = _signer(w, k1)
+
+            def mint(ring: KeyRing) -> XCap:
+                return XCapIssuer(ring, clock, LIFETIME).issue(
+                    x.volume, x.ino, Rights.READ | Rights.WRITE, x.truncate_epoch, xloc, fp)
+
+            async def accepted(token: XCap) -> bool:
+                try:
+                    return await w.read(pool, token, 0) == w.data[0]
+                except XfsError as e:
+                    assert "unknown key id" in e.message, e
+                    return False
+
+            async def reopen() -> XCap:
+                layout = await w.mrc_call(pool, MRC.open, Open(VOLUME, x.ino, RW))
+                xcap: XCap = layout.xcap
+                return xcap
+
+            # a day later the next key is staged: published to the OSDs, not yet signing
+            clock.advance(24 * 3600 - KEY_LEAD)
+            rotator.step()
+            k2 = (w.grid.mrc_dir / "xcap-keys" / "current").read_text().strip()
+            assert k2 == k1
+            (k2,) = {p.stem for p in (w.grid.mrc_dir / "xcap-keys").glob("*.key")} - {k1}
+            await _eventually(lambda: accepted(mint(_signer(w, k2))))
+            last_of_k1 = await reopen()
+            assert last_of_k1.key_id == k1
+            # then it signs; the old key still verifies what it signed
+            clock.advance(KEY_LEAD)
+            rotator.step()
+            first_of_k2 = await reopen()
+            assert first_of_k2.key_id == k2
+            assert await accepted(first_of_k2) and await accepted(last_of_k1)
+            # once all it signed has expired it is retired, and within a heartbeat refused
+            clock.advance(LIFETIME + CLOCK_SKEW)
+            rotator.step()
+            assert not (w.grid.mrc_dir / "xcap-keys" / f"{k1}.key").exists()
+            rotated_out = mint(old_signer)  # within its validity window: only the key is bad
+            assert rotated_out.not_before <= clock() < rotated_out.expires
+
+            async def refused_now() -> bool:
+                return not await accepted(rotated_out)
+
+            await _eventually(refused_now)
+            for osd in xloc.replicas[0].osds:
+                await denied(w, w.osd_call(pool, osd, OSD.read,
+                                           ObjRead(rotated_out, xloc, 0 if osd == w.osd_of(0)
+                                                   else 1, 0, 10)),
+                             action=OSD.read.wire_name, reason="unknown key id",
+                             service=osd_log(osd))
+            await denied(w, w.write(pool, rotated_out, 0, b"old key"),
+                         action=OSD.write.wire_name, reason="unknown key id")
+            await denied(w, w.mrc_call(pool, MRC.update_size,
+                                       UpdateSize(VOLUME, x.ino, 1 << 30, rotated_out)),
+                         action=MRC.update_size.wire_name, reason="unknown key id")
+            # wrong keys: one the MRC never had, with its own id or claiming the real one
+            wrong = mint(KeyRing.generate())
+            await denied(w, w.read(pool, wrong, 0), action=OSD.read.wire_name,
+                         reason="unknown key id")
+            await denied(w, w.read(pool, dataclasses.replace(wrong, key_id=k2), 0),
+                         action=OSD.read.wire_name, reason="bad signature")
+            assert await accepted(await reopen())
+            keys = [r["action"] for _, r in w.grid.audit_since({})
+                    if r["event"] == audit.ADMIN and r["action"].startswith("xcap_key")]
+            assert keys == ["xcap_key_stage", "xcap_key_promote", "xcap_key_retire"]
+
+    run(main)
+
+
+# ----------------------------------------------------------------------------- hostile file ids
+def test_hostile_file_ids_touch_nothing_outside_the_data_dir(pki: PKI, tmp_path: Path) -> None:
+    """Even XCaps signed with the MRC's real key (a compromised or buggy MRC) cannot name
+    paths: ids with '..', absolute paths, NUL bytes or huge numbers are refused."""
+
+    async def main() -> None:
+        sentinel = tmp_path / "sentinel"
+        sentinel.mkdir()
+        (sentinel / "precious").write_bytes(b"keep me")
+        async with world(pki, tmp_path / "grid") as w, w.grid.client(w.alice) as pool:
+            x, xloc = w.layout.xcap, w.layout.xloc
+            osd0, osd1 = xloc.replicas[0].osds
+            ring = w.grid.keyring()
+            fp = Grid.identity(w.alice).fingerprint
+            before, listing = _tree(tmp_path), sorted(os.listdir(sentinel))
+            # from objects/<pp>/<volume>/<ino> five levels up is tmp_path
+            volumes = ["../../../../../sentinel", "../../../..", "..", ".", "", str(sentinel),
+                       "/etc", f"{x.volume}/../../../../../sentinel", f"{x.volume}\0",
+                       "\0", f"{x.volume}:{x.ino}", x.volume.upper(), f"{x.volume}\n"]
+            ids = [(v, x.ino) for v in volumes] + [
+                (x.volume, ino) for ino in (0, -1, 1 << 63, (1 << 64) - 1, -(1 << 63))]
+            everything = Rights.READ | Rights.WRITE | Rights.TRUNCATE | Rights.DELETE
+            for i, (volume, ino) in enumerate(ids):
+                hostile = XCapIssuer(ring, time.time, 600).issue(volume, ino, everything,
+                                                                 0, xloc, fp)
+                osd = (osd0, osd1)[i % 2]
+                objno = i % 2
+                calls: list[tuple[Method[Any, Any], Any]] = [
+                    (OSD.read, ObjRead(hostile, xloc, objno, 0, 10)),
+                    (OSD.write, ObjWrite(hostile, xloc, objno, 0, b"escape")),
+                    (OSD.truncate, FileOp(hostile, xloc, 0)),
+                    (OSD.size, FileOp(hostile, xloc)),
+                    (OSD.fsync, FileOp(hostile, xloc)),
+                    (OSD.delete, FileOp(hostile, xloc)),
+                ]
+                for method, request in calls:
+                    await denied(w, w.osd_call(pool, osd, method, request),
+                                 action=method.wire_name, reason="names no file an OSD holds",
+                                 service=osd_log(osd))
+            assert _tree(tmp_path) == before
+            assert sorted(os.listdir(sentinel)) == listing
+            assert (sentinel / "precious").read_bytes() == b"keep me"
+            for data_dir in w.grid.osd_dirs.values():  # nothing but the layout in the stores
+                assert sorted(os.listdir(data_dir)) == ["FORMAT", "UUID", "objects"]
+
+    run(main)
+
+
+# ----------------------------------------------------------------------------- impostor OSDs
+def test_a_user_certificate_posing_as_an_osd_gets_no_xcap(pki: PKI, tmp_path: Path) -> None:
+    async def main() -> None:
+        async with world(pki, tmp_path) as w:
+            (u0, _), (u1, a1) = w.grid.osd_addresses.items()
+            received: list[Any] = []
+
+            async def read(peer: Any, req: ObjRead) -> Any:
+                received.append(req)
+                raise XfsError(errno.EIO, "stolen")
+
+            dispatcher = Dispatcher()
+            dispatcher.register(OSD.read, read)
+            # alice's own certificate, and one the VO CA signed claiming to be OSD u0
+            forged = _save(forge(ca.load_ca(pki.vo_ca), Claims(
+                CertKind.OSD, f"osd:{u0}", SERVICES_VO, Role.STANDARD, ())),
+                tmp_path / "certs", "fakeosd")
+            impostors = [
+                RPCServer(dispatcher=dispatcher,
+                          ssl_context=tls.server_context(cert.cert, cert.key,
+                                                         w.grid.trust.ssl_cafile_bundle()),
+                          identify=w.grid.trust.identify, host="127.0.0.1", port=0,
+                          frame_limit=META_FRAME_LIMIT)
+                for cert in (w.alice, forged)
+            ]
+            async with trio.open_nursery() as n, w.grid.client(w.bob) as pool:
+                for impostor in impostors:
+                    await n.start(impostor.serve)
+                fake, fake_osd = (f"127.0.0.1:{i.port}" for i in impostors)
+                session = Session(pool=pool, mrc=w.grid.mrc_address, volume=VOLUME,
+                                  identity=Grid.identity(w.bob), nursery=n, clock=time.time)
+                b = await w.create(pool, b"b")
+                # the layout's address of an OSD points at alice's server, or at the other
+                # OSD: the client checks who answers against the XLocSet's OSD and refuses.
+                # A user certificate is not even a server certificate (no serverAuth): the
+                # handshake fails; another OSD's is, but names another OSD.
+                for address, refusal in ((fake, "CERTIFICATE_VERIFY_FAILED"),
+                                         (fake_osd, "is not signed by the service CA"),
+                                         (a1, f"is osd:{u1}, not osd:{u0}")):
+                    bad = dataclasses.replace(b, addresses={**b.addresses, u0: address})
+                    with pytest.raises(XfsError) as e:
+                        await session.osd_call(bad, u0, OSD.read,
+                                               ObjRead(b.xcap, b.xloc, 0, 0, 10))
+                    assert isinstance(e.value, Unavailable) == (address == fake), e.value
+                    assert refusal in e.value.message, e.value
+                assert received == []  # the XCap never reached an impostor
+                for impostor in impostors:
+                    await impostor.stop(0.5)
+                n.cancel_scope.cancel()
+            await w.still_serves()
+
+    run(main)
+
+
+# ----------------------------------------------------------------------------- revocation
+def test_xcap_of_a_revoked_certificate_is_useless(tmp_path: Path) -> None:
+    """Revoking the holder's certificate ends its XCaps too: the holder can no longer
+    connect, and nobody else can present them."""
+    pki = make_pki(tmp_path / "pki")  # this test revokes: a PKI of its own
+
+    async def main() -> None:
+        async with world(pki, tmp_path / "grid", crl_check_interval=0.1) as w:
+            mallory = pki.user("mallory")
+            async with w.grid.client(mallory) as pool:
+                m = await w.create(pool, b"m")
+                await w.write(pool, m.xcap, 0, b"mine", layout=m)
+                marks = w.grid.audit_marks()
+                ca.revoke(pki.vo_ca, cert=mallory.cert)
+                with trio.fail_after(10):  # every server drops her live connections
+                    while not any(r["action"] == "revoked-connection-closed"
+                                  and r["actor"] == "mallory@physics"
+                                  for _, r in w.grid.audit_since(marks)):
+                        await trio.sleep(0.05)
+            assert m.xcap.expires > time.time()  # the XCap itself is still valid
+            osd = w.osd_of(0, m)
+            async with w.grid.client(mallory) as pool:
+                await assert_denied_and_audited(
+                    w.grid, w.read(pool, m.xcap, 0, layout=m), event=audit.CERT,
+                    actor="127.0.0.1", action="tls.", service=osd_log(osd),
+                    still_serves=w.still_serves)
+            async with w.grid.client(w.bob) as pool:  # replayed from another user's connection
+                await denied(w, w.read(pool, m.xcap, 0, layout=m), actor=BOB,
+                             action=OSD.read.wire_name, reason="issued to another certificate",
+                             service=osd_log(osd))
+                await denied(w, w.write(pool, m.xcap, 0, b"bob", layout=m), actor=BOB,
+                             action=OSD.write.wire_name, reason="issued to another certificate")
 
     run(main)

@@ -11,14 +11,20 @@ import pytest
 
 from xfs.osd import objects as objects_mod
 from xfs.osd.objects import (
+    EPOCH_NAME,
     FORMAT_LINE,
     HEADER,
+    MAX_EPOCH,
     MAX_OBJNO,
     TEMP_PREFIX,
+    CorruptEpoch,
     CorruptObject,
     ObjectStore,
+    StaleEpoch,
     StoreFormatError,
+    decode_epoch,
     decode_object,
+    encode_epoch,
     encode_header,
     parse_file_id,
     parse_object_relpath,
@@ -53,7 +59,7 @@ def test_open_creates_layout_and_keeps_uuid(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         _ = s.uuid
     s.open()
-    assert (tmp_path / "osd" / "FORMAT").read_text() == "xfs-osd-objects 1\n"
+    assert (tmp_path / "osd" / "FORMAT").read_text() == "xfs-osd-objects 2\n"
     assert (tmp_path / "osd" / "objects").is_dir()
     assert len(s.uuid) == 36
     again = ObjectStore(tmp_path / "osd")
@@ -63,9 +69,27 @@ def test_open_creates_layout_and_keeps_uuid(tmp_path: Path) -> None:
 
 def test_format_version_mismatch(tmp_path: Path) -> None:
     ObjectStore(tmp_path / "osd").open()
-    (tmp_path / "osd" / "FORMAT").write_text("xfs-osd-objects 2\n")
-    with pytest.raises(StoreFormatError, match="FORMAT"):
-        ObjectStore(tmp_path / "osd").open()
+    for newer in ("xfs-osd-objects 3\n", "xfs-osd-objects 1 \n", "junk"):
+        (tmp_path / "osd" / "FORMAT").write_text(newer)
+        with pytest.raises(StoreFormatError, match="FORMAT"):
+            ObjectStore(tmp_path / "osd").open()
+        assert (tmp_path / "osd" / "FORMAT").read_text() == newer  # left alone
+
+
+def test_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    s = ObjectStore(tmp_path / "osd")
+    s.open()
+    s.write(FID, 0, 0, b"from version 1")
+    (tmp_path / "osd" / "FORMAT").write_text("xfs-osd-objects 1\n")  # as version 1 left it
+    with pytest.raises(StoreFormatError):
+        scrub(s)  # scrub reads only the current format: open() upgrades
+    again = ObjectStore(tmp_path / "osd")
+    again.open()
+    assert (tmp_path / "osd" / "FORMAT").read_text() == FORMAT_LINE
+    assert again.uuid == s.uuid
+    assert again.read(FID, 0, 0, 100) == b"from version 1"
+    assert again.epoch(FID) == 0  # no epoch file: never truncated with an epoch
+    assert scrub(again).ok
 
 
 def test_open_refuses_foreign_directory(tmp_path: Path) -> None:
@@ -469,3 +493,118 @@ def test_edquot_on_replace_is_enospc_other_errors_eio(
         assert e.value.code == code
         assert "object 1" in e.value.message
         assert not store.file_dir(FID).exists() or os.listdir(store.file_dir(FID)) == []
+
+
+# ----------------------------------------------------------------------------- truncate epochs
+def test_epoch_codec() -> None:
+    for epoch in (0, 1, 7, MAX_EPOCH):
+        assert decode_epoch(encode_epoch(epoch)) == epoch
+    raw = encode_epoch(5)
+    for i in range(len(raw) * 8):
+        flipped = bytearray(raw)
+        flipped[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(ValueError):
+            decode_epoch(bytes(flipped))
+    for bad in (b"", raw[:-1], raw + b"\0"):
+        with pytest.raises(ValueError):
+            decode_epoch(bad)
+    for epoch in (-1, MAX_EPOCH + 1, True):
+        with pytest.raises(XfsError):
+            encode_epoch(epoch)
+
+
+def test_truncate_epoch_fences_older_writes_and_truncates(store: ObjectStore) -> None:
+    store.write(FID, 0, 0, b"a" * 50, epoch=0)
+    assert store.epoch(FID) == 0
+    assert not (store.file_dir(FID) / EPOCH_NAME).exists()  # epoch 0 is never written
+    store.truncate(FID, 10, S, 1, 0, epoch=3)
+    assert store.epoch(FID) == 3
+    assert decode_epoch((store.file_dir(FID) / EPOCH_NAME).read_bytes()) == 3
+    for older in (0, 2):
+        with pytest.raises(StaleEpoch) as e:
+            store.write(FID, 0, 0, b"late", epoch=older)
+        assert e.value.code == errno.EACCES and "older than 3" in e.value.message
+        with pytest.raises(StaleEpoch):
+            store.truncate(FID, 0, S, 1, 0, epoch=older)
+    assert store.read(FID, 0, 0, 100) == b"a" * 10  # nothing refused landed
+    store.write(FID, 0, 10, b"b", epoch=3)  # the same epoch and newer ones are fine
+    store.truncate(FID, 5, S, 1, 0, epoch=3)  # a retry of the same truncate
+    store.write(FID, 0, 5, b"c", epoch=9)  # a write does not raise the epoch
+    assert store.epoch(FID) == 3
+    assert store.read(FID, 0, 0, 100) == b"aaaaac"
+    store.write(FID, 0, 0, b"z")  # no epoch: not fenced (local callers)
+    # the epoch survives a restart, and is per file
+    again = ObjectStore(store.root)
+    again.open()
+    assert again.epoch(FID) == 3 and again.epoch(OTHER) == 0
+    with pytest.raises(StaleEpoch):
+        again.write(FID, 0, 0, b"late", epoch=2)
+    again.write(OTHER, 0, 0, b"x", epoch=0)
+    assert scrub(again).ok
+
+
+def test_truncate_epoch_of_a_file_never_written_here(store: ObjectStore) -> None:
+    store.truncate(FID, 0, S, 2, 1, epoch=4)  # fences even before the first write
+    assert store.epoch(FID) == 4
+    with pytest.raises(StaleEpoch):
+        store.write(FID, 1, 0, b"x", epoch=3)
+    assert store.held_size(FID, S) == 0
+
+
+def test_delete_forgets_the_epoch(store: ObjectStore) -> None:
+    store.truncate(FID, 0, S, 1, 0, epoch=4)
+    store.delete(FID)
+    assert store.epoch(FID) == 0
+    assert not store.file_dir(FID).exists()
+
+
+def test_bad_epochs_are_refused_and_corrupt_ones_reported(store: ObjectStore) -> None:
+    for bad in (-1, MAX_EPOCH + 1, "1"):
+        with pytest.raises(XfsError) as e:
+            store.truncate(FID, 0, S, 1, 0, epoch=bad)  # type: ignore[arg-type]
+        assert e.value.code == errno.EINVAL
+        with pytest.raises(XfsError) as e:
+            store.write(FID, 0, 0, b"x", epoch=bad)  # type: ignore[arg-type]
+        assert e.value.code == errno.EINVAL
+    store.truncate(FID, 0, S, 1, 0, epoch=2)
+    path = store.file_dir(FID) / EPOCH_NAME
+    raw = bytearray(path.read_bytes())
+    raw[12] ^= 1
+    path.write_bytes(bytes(raw))
+    fresh = ObjectStore(store.root)  # no cached epoch
+    fresh.open()
+    with pytest.raises(CorruptEpoch) as e:
+        fresh.write(FID, 0, 0, b"x", epoch=5)
+    assert e.value.code == errno.EIO
+    assert scrub(fresh).bad_epochs == [FID] and not scrub(fresh).ok
+    rel = os.path.relpath(store.file_dir(FID), store.root)
+    (store.file_dir(FID) / f"{TEMP_PREFIX}{EPOCH_NAME}.0123456789abcdef").write_bytes(b"")
+    (store.file_dir(FID) / "epochs").write_bytes(b"")
+    assert scrub(fresh).stray == [f"{rel}/epochs"]
+
+
+def test_truncate_waits_for_writes_in_flight(store: ObjectStore) -> None:
+    """No write that passed the epoch check lands after a truncate that raised it."""
+    store.write(FID, 0, 0, b"")
+    stop = threading.Event()
+    refused = 0
+
+    def writer(n: int) -> None:
+        nonlocal refused
+        while not stop.is_set():
+            try:
+                store.write(FID, n, 0, b"w" * S, epoch=0)
+            except StaleEpoch:
+                refused += 1
+                return
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    store.truncate(FID, 0, S, 1, 0, epoch=1)
+    held_after = store.held_bytes(FID)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert held_after == 0 and store.held_bytes(FID) == 0
+    assert refused == 4

@@ -234,3 +234,186 @@ def test_encode_decode(ring: KeyRing) -> None:
     for garbage in (b"", b"\xc1", b"\x93\x01\x02\x03", xc.encode_xcap(x) + b"\x00", b"\x00" * 5000):
         with pytest.raises(ProtocolError):
             xc.decode_xcap(garbage)
+
+
+# ----------------------------------------------------------------------------- the cache
+def test_cache_keys_on_every_byte_of_the_token(ring: KeyRing) -> None:
+    """A token differing from a cached one in any byte is verified afresh, and refused."""
+    keys = ring.public_keys()
+    cache = VerifiedCache()
+    v = XCapVerifier(lambda: keys, cache)
+    x = sign(unsigned(), ring)
+    kw: dict[str, Any] = {"holder": HOLDER, "file_id": "vol1:42", "rights": 1, "xloc": XLOC}
+    v.verify(x, now=T0, **kw)
+    v.verify(x, now=T0, **kw)
+    assert (cache.hits, cache.misses) == (1, 1)
+    wire = xc.encode_xcap(x)
+    checked = 0
+    for i in range(len(wire)):
+        for bit in range(8):
+            b = bytearray(wire)
+            b[i] ^= 1 << bit
+            try:
+                y = xc.decode_xcap(bytes(b))
+            except (ProtocolError, XfsError):
+                continue
+            if y == x:
+                continue  # another encoding of the same values (none exists for msgpack ints)
+            assert xc.token_bytes(y) != xc.token_bytes(x)
+            hits, misses = cache.hits, cache.misses
+            with pytest.raises(XfsError) as e:
+                v.verify(y, now=T0, holder=HOLDER, file_id=y.file_id, rights=0)
+            assert e.value.code == errno.EACCES
+            assert cache.hits == hits  # never served from the cache
+            # looked up and missed, unless its key id names no key (refused before)
+            assert cache.misses == misses + 1 or y.key_id not in keys
+            checked += 1
+    assert checked > 100
+    assert len(cache) == 1  # only the genuine token was ever added
+    v.verify(x, now=T0, **kw)  # and it is still served from the cache
+
+
+# ----------------------------------------------------------------------------- issuing
+def test_rights_for_flags() -> None:
+    import os
+
+    from xfs.mrc.xcaps import rights_for_flags
+
+    assert rights_for_flags(os.O_RDONLY) == Rights.READ
+    assert rights_for_flags(os.O_WRONLY) == Rights.WRITE | Rights.TRUNCATE
+    assert rights_for_flags(os.O_RDWR) == Rights.READ | Rights.WRITE | Rights.TRUNCATE
+    # O_TRUNC was checked for write: the opener truncates the OSDs with this XCap
+    assert rights_for_flags(os.O_RDONLY | os.O_TRUNC) == Rights.READ | Rights.TRUNCATE
+    for flags in (os.O_RDONLY, os.O_RDWR | os.O_TRUNC | os.O_CREAT):
+        assert not rights_for_flags(flags) & Rights.DELETE
+
+
+def test_issuer_checks_returned_xcaps(ring: KeyRing) -> None:
+    from xfs.mrc.xcaps import XCapIssuer
+
+    now = [float(T0)]
+    issuer = XCapIssuer(ring, lambda: now[0], 60)
+    x = issuer.issue("vol1", 42, Rights.WRITE | Rights.TRUNCATE, 3, XLOC, HOLDER)
+    assert (x.not_before, x.expires, x.truncate_epoch) == (T0, T0 + 60, 3)
+    ok: dict[str, Any] = {"holder": HOLDER, "volume_id": "vol1", "ino": 42, "rights": Rights.WRITE}
+    issuer.check(x, **ok)
+    for bad, reason in (
+        ({"holder": bytes(32)}, "another certificate"),
+        ({"ino": 43}, "issued for"),
+        ({"volume_id": "vol2"}, "issued for"),
+        ({"rights": Rights.READ}, "rights"),
+    ):
+        with pytest.raises(XfsError, match=reason):
+            issuer.check(x, **{**ok, **bad})
+    with pytest.raises(XfsError, match="bad signature"):
+        issuer.check(dataclasses.replace(x, rights=0xF), **ok)
+    with pytest.raises(XfsError, match="unknown key"):
+        issuer.check(sign(x, KeyRing.generate()), **ok)
+    now[0] = T0 + 60
+    with pytest.raises(XfsError, match="expired"):
+        issuer.check(x, **ok)
+
+
+# ----------------------------------------------------------------------------- rotation
+def test_stage_and_promote(tmp_path: Path) -> None:
+    d = tmp_path / "keys"
+    ring = KeyRing.load_or_create(d, now=1000.0)
+    first = ring.current
+    assert ring.since() == {first: 1000.0} and ring.staged == ()
+    staged = ring.stage(now=2000.0)
+    assert ring.current == first and ring.staged == (staged,)
+    assert set(ring.public_keys()) == {first, staged}  # published before it signs
+    assert sign(unsigned(), ring).key_id == first
+    again = KeyRing.load_or_create(d)
+    assert again.current == first and again.staged == (staged,)
+    assert again.since() == {first: 1000.0, staged: 2000.0}
+    ring.promote(staged, now=2300.0)
+    assert ring.current == staged and ring.staged == ()
+    assert sign(unsigned(), ring).key_id == staged
+    again = KeyRing.load_or_create(d)
+    assert again.current == staged and again.since() == {first: 1000.0, staged: 2300.0}
+    with pytest.raises(XfsError) as e:
+        ring.promote("0123456789abcdef")
+    assert e.value.code == errno.ENOENT
+
+
+def test_plan_rotation() -> None:
+    from xfs.mrc.xcaps import RotationPlan, plan_rotation
+
+    def plan(since: dict[str, float], current: str, now: float) -> RotationPlan:
+        return plan_rotation(since, current, now, period=1000, lead=100, keep=65)
+
+    assert plan({"a": 0}, "a", 899) == RotationPlan()
+    assert plan({"a": 0}, "a", 900) == RotationPlan(stage=True)
+    # staged at 900: promoted when both the period and the lead are over
+    assert plan({"a": 0, "b": 900}, "a", 999) == RotationPlan()
+    assert plan({"a": 0, "b": 900}, "a", 1000) == RotationPlan(promote="b")
+    assert plan({"a": 0, "b": 950}, "a", 1000) == RotationPlan()  # staged late
+    assert plan({"a": 0, "b": 950}, "a", 1050) == RotationPlan(promote="b")
+    # b current since 1000: a signed until then, so its tokens live until 1000 + keep
+    assert plan({"a": 0, "b": 1000}, "b", 1064) == RotationPlan()
+    assert plan({"a": 0, "b": 1000}, "b", 1065) == RotationPlan(retire=("a",))
+    # an MRC that was down long: old keys go, a new key is staged (not used at once)
+    assert plan({"a": 0, "b": 1000}, "b", 10**6) == RotationPlan(stage=True, retire=("a",))
+
+
+def test_rotator_rotates_on_schedule_and_audits(tmp_path: Path) -> None:
+    from xfs.common.audit import AuditLog, records
+    from xfs.mrc.xcaps import KeyRotator
+
+    now = [float(T0)]
+    ring = KeyRing.load_or_create(tmp_path / "keys", now=now[0])
+    first = ring.current
+    with AuditLog(tmp_path / "audit.log", "mrc") as log:
+        rotator = KeyRotator(ring, lambda: now[0], period=3600, lifetime=600, audit=log)
+        lead, keep = 300, 600 + xc.CLOCK_SKEW
+        tokens = {}
+        rotator.step()
+        assert ring.key_ids == (first,)
+        now[0] = T0 + 3600 - lead
+        rotator.step()
+        (second,) = ring.staged
+        assert ring.current == first
+        now[0] = T0 + 3600
+        tokens["last-of-first"] = sign(unsigned(expires=int(now[0]) + 600), ring)
+        rotator.step()
+        assert ring.current == second
+        keys = ring.public_keys()
+        use(tokens["last-of-first"], keys, now=now[0] + 599)  # the old key still verifies
+        now[0] = T0 + 3600 + keep - 1
+        rotator.step()
+        assert set(ring.key_ids) == {first, second}
+        now[0] = T0 + 3600 + keep
+        rotator.step()
+        assert ring.key_ids == (second,)
+        assert "unknown key" in refused(tokens["last-of-first"], ring.public_keys(), now=T0)
+        assert not (tmp_path / "keys" / f"{first}.key").exists()
+    actions = [(r["event"], r["action"], r["detail"]["key"]) for r in records(log.path)]
+    assert actions == [
+        ("admin", "xcap_key_stage", second),
+        ("admin", "xcap_key_promote", second),
+        ("admin", "xcap_key_retire", first),
+    ]
+
+
+# ----------------------------------------------------------------------------- config
+def test_xcap_lifetime_and_rotation_are_bounded(tmp_path: Path) -> None:
+    from xfs.common import config as cfg
+
+    base = {"tls": {"cert": "c", "key": "k", "trust": []}, "data_dir": "d"}
+    assert cfg.from_dict(cfg.MRCConfig, base, tmp_path).xcap_lifetime == 600
+    for lifetime in (10, 600, 120.5):
+        cfg.from_dict(cfg.MRCConfig, {**base, "xcap_lifetime": lifetime}, tmp_path)
+    for lifetime in (601, 3600, 9.9, 0, -1):
+        with pytest.raises(cfg.ConfigError, match=r"xcap_lifetime.*within minutes"):
+            cfg.from_dict(cfg.MRCConfig, {**base, "xcap_lifetime": lifetime}, tmp_path)
+    cfg.from_dict(cfg.MRCConfig, {**base, "xcap_key_rotation": 1 / 6}, tmp_path)
+    for hours in (0.1, 0, -24):
+        with pytest.raises(cfg.ConfigError, match="xcap_key_rotation"):
+            cfg.from_dict(cfg.MRCConfig, {**base, "xcap_key_rotation": hours}, tmp_path)
+    toml = tmp_path / "mrc.toml"
+    toml.write_text(
+        'data_dir = "d"\nxcap_lifetime = 86400\n[tls]\ncert = "c"\nkey = "k"\ntrust = []\n'
+    )
+    with pytest.raises(cfg.ConfigError, match=r"86400 s is outside 10\.\.600 s"):
+        cfg.load(cfg.MRCConfig, toml)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,16 +14,19 @@ from rich.console import Console
 from rich.table import Table
 
 from xfs import embedded
-from xfs.common import tls
+from xfs.client.credentials import CredentialStore
+from xfs.common import config, tls
+from xfs.common.config import ConfigError, MountConfig
 from xfs.common.framing import META_FRAME_LIMIT
-from xfs.common.identity import TrustStore, load_credential
-from xfs.common.rpc import RetryPolicy, open_pool
+from xfs.common.identity import Credential, TrustStore, load_credential
+from xfs.common.rpc import Pool, RetryPolicy, open_pool
 from xfs.proto.codec import Record
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC, Empty, Method, VolumeCreate, VolumeName
 from xfs.proto.records import Kind, StripingPolicy
 
 R = TypeVar("R", bound=Record)
+T = TypeVar("T")
 
 
 def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -50,31 +54,45 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def call_mrc(options: dict[str, Any], method: Method[Any, R], request: Any) -> R:
-    """Call the MRC as the given credential (or the embedded grid's administrator)."""
-    if options.get("mrc_address"):
-        if not (options.get("cert") and options.get("key") and options.get("trust")):
-            raise click.ClickException("--mrc needs --cert, --key and --trust")
-        cred = load_credential(options["cert"], options["key"])
-        trust_files = list(options["trust"])
-        address = options["mrc_address"]
-    else:
-        layout = embedded.Layout((options.get("state") or embedded.default_state()).absolute())
-        if not layout.grid_file.exists():
-            raise click.ClickException(f"no xfs grid in {layout.state}; give --mrc or --state")
-        grid = embedded.Grid.load(layout.grid_file)
-        cred = load_credential(*layout.admin)
-        trust_files = layout.trust
-        address = f"127.0.0.1:{grid.ports['mrc']}"
-    trust = TrustStore.load(trust_files)
-    ctx = tls.client_context(cred.cert_path, cred.key_path, trust.ssl_cafile_bundle())
+def _embedded_user(layout: embedded.Layout) -> Credential:
+    """Your own credential in the embedded grid's credential store."""
+    mount = config.load(MountConfig, layout.config("mount"))
+    store = CredentialStore(mount.credentials, enroll_ca=mount.enroll_ca)
+    return store.get(os.getuid())
 
-    async def main() -> R:
+
+def run_mrc(
+    options: dict[str, Any], fn: Callable[[Pool, str], Awaitable[T]], *, own: bool = False
+) -> T:
+    """Run ``fn(pool, mrc_address)`` as the given credential, or in the embedded grid as
+    its administrator (``own``: as yourself, with your credential of its mount)."""
+    try:
+        if options.get("mrc_address"):
+            if not (options.get("cert") and options.get("key") and options.get("trust")):
+                raise click.ClickException("--mrc needs --cert, --key and --trust")
+            cred = load_credential(options["cert"], options["key"])
+            trust_files = list(options["trust"])
+            address = options["mrc_address"]
+        else:
+            state = (options.get("state") or embedded.default_state()).absolute()
+            layout = embedded.Layout(state)
+            if not layout.grid_file.exists():
+                raise click.ClickException(f"no xfs grid in {state}; give --mrc or --state")
+            grid = embedded.Grid.load(layout.grid_file)
+            cred = _embedded_user(layout) if own else load_credential(*layout.admin)
+            trust_files = layout.trust
+            address = f"127.0.0.1:{grid.ports['mrc']}"
+        trust = TrustStore.load(trust_files)
+        ctx = tls.client_context(cred.cert_path, cred.key_path, trust.ssl_cafile_bundle())
+    except (XfsError, ConfigError) as e:
+        raise click.ClickException(str(getattr(e, "message", e))) from None
+
+    async def main() -> T:
         async with open_pool(
             ctx, trust.identify, frame_limit=META_FRAME_LIMIT, retry=RetryPolicy(attempts=2)
         ) as pool:
             with trio.fail_after(30):
-                return await pool.call(address, method, request, expect=Kind.MRC)
+                return await fn(pool, address)
 
     try:
         return trio.run(main)
@@ -82,6 +100,15 @@ def call_mrc(options: dict[str, Any], method: Method[Any, R], request: Any) -> R
         raise click.ClickException(e.message) from None
     except trio.TooSlowError:
         raise click.ClickException(f"the MRC at {address} did not answer in time") from None
+
+
+def call_mrc(options: dict[str, Any], method: Method[Any, R], request: Any) -> R:
+    """Call the MRC as the given credential (or the embedded grid's administrator)."""
+
+    async def one(pool: Pool, address: str) -> R:
+        return await pool.call(address, method, request, expect=Kind.MRC)
+
+    return run_mrc(options, one)
 
 
 def _size(n: int) -> str:

@@ -1,4 +1,4 @@
-"""``xfs ca``: create VO and service CAs, issue certificates, show what a certificate says."""
+"""``xfs ca``: create VO and service CAs, issue and revoke certificates, write CRLs."""
 
 from __future__ import annotations
 
@@ -30,11 +30,11 @@ def ca() -> None:
 
 
 @ca.command("init")
-@click.option("--dir", "dir_", type=_DIR, required=True, help="Directory for ca.crt/ca.key.")
+@click.option("--dir", "dir_", type=_DIR, required=True, help="Directory for the new CA.")
 @click.option("--vo", required=True, help="The VO this CA vouches for.")
 @click.option("--days", type=click.IntRange(min=1), default=3650, show_default=True)
 def init(dir_: Path, vo: str, days: int) -> None:
-    """Create the CA of a VO."""
+    """Create the CA of a VO (ca.crt, ca.key, and a first, empty CRL)."""
     cert = _run(lambda: ca_lib.init_vo_ca(dir_, vo, days=days))
     click.echo(f"created CA of VO {vo}: {cert}")
 
@@ -94,7 +94,8 @@ def issue_service(
 
 @ca.command("show")
 @click.argument("cert_file", type=click.Path(dir_okay=False, path_type=Path))
-def show(cert_file: Path) -> None:
+@click.option("--ca", "ca_dir", type=_DIR, help="Also say whether this CA revoked it.")
+def show(cert_file: Path, ca_dir: Path | None) -> None:
     """Print what a certificate says (its identity extension, parsed strictly)."""
     s = _run(lambda: ca_lib.describe(cert_file))
     c = s.claims
@@ -105,7 +106,64 @@ def show(cert_file: Path) -> None:
         f"role:        {c.role.value}\n"
         f"groups:      {', '.join(c.groups) or '-'}\n"
         f"issuer:      {s.issuer}\n"
+        f"serial:      {s.serial}\n"
         f"not before:  {s.not_before.isoformat()}\n"
         f"not after:   {s.not_after.isoformat()}\n"
         f"fingerprint: sha256:{s.fingerprint.hex()}"
     )
+    if ca_dir is not None:
+        at = _run(lambda: ca_lib.revoked_at(ca_dir, s.serial))
+        click.echo(f"revoked:     {at.isoformat() if at else 'no'}")
+
+
+def _serial(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value, 16) if value.lower().startswith("0x") else int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a serial number (decimal or 0x…)") from None
+
+
+def _print_crl(s: ca_lib.CRLSummary) -> None:
+    click.echo(
+        f"CRL {s.number} ({s.revoked} revoked) written to {s.path}; "
+        f"next update {s.next_update.isoformat()}"
+    )
+
+
+_CRL_DAYS = click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=ca_lib.CRL_DAYS,
+    show_default=True,
+    help="Days until the CRL's nextUpdate; re-issue it before then (xfs ca crl).",
+)
+
+
+@ca.command("revoke")
+@click.option("--dir", "dir_", type=_DIR, required=True, help="The CA directory.")
+@click.option("--serial", callback=_serial, help="Serial number (as xfs ca show prints it).")
+@click.option(
+    "--cert",
+    "cert_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The certificate file.",
+)
+@_CRL_DAYS
+def revoke(dir_: Path, serial: int | None, cert_file: Path | None, days: int) -> None:
+    """Revoke a certificate and write the CA's new CRL."""
+    if (serial is None) == (cert_file is None):
+        raise click.UsageError("give exactly one of --serial and --cert")
+    r, crl = _run(lambda: ca_lib.revoke(dir_, serial=serial, cert=cert_file, days=days))
+    what = "already revoked" if r.already else "revoked"
+    click.echo(f"{what}: serial {r.serial} ({r.principal or 'unknown principal'})")
+    _print_crl(crl)
+
+
+@ca.command("crl")
+@click.option("--dir", "dir_", type=_DIR, required=True, help="The CA directory.")
+@_CRL_DAYS
+def crl(dir_: Path, days: int) -> None:
+    """Re-issue the CA's CRL (run it from cron well within --days)."""
+    _print_crl(_run(lambda: ca_lib.write_crl(dir_, days=days)))

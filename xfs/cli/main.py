@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from xfs import __version__
+from xfs.cli.acl import acl
 from xfs.cli.admin import status, volume
 from xfs.cli.audit import audit
 from xfs.cli.ca import ca
+from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
 from xfs.cli.servers import mount, mrc, osd
 
@@ -18,7 +20,7 @@ def cli() -> None:
     """xfs: a grid file system (MRC, OSDs and a FUSE client over mutual TLS)."""
 
 
-for command in (mrc, osd, mount, up, down, status, volume, ca, audit):
+for command in (mrc, osd, mount, up, down, status, volume, ca, audit, acl, delegate):
     cli.add_command(command)
 
 

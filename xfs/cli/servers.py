@@ -58,11 +58,26 @@ osd = _server_command("osd", OSDConfig, "Run an OSD (object storage daemon) unti
     required=True,
     help="TOML configuration file (mrc, volume, mountpoint, trust, credentials).",
 )
+@click.option(
+    "--delegation",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A delegation token file (xfs delegate create --out): act for its grantor, "
+    "serving only the uid that runs the mount.",
+)
 @click.option("-v", "--verbose", is_flag=True)
-def mount(config_file: Path, verbose: bool) -> None:
+def mount(config_file: Path, delegation: Path | None, verbose: bool) -> None:
     """Mount a volume with FUSE and serve it until unmounted or SIGTERM."""
+    from xfs.client.delegation import read_token
     from xfs.client.mount import Mount
+    from xfs.proto.errors import XfsError
 
     setup_logging(verbose)
-    m = Mount(_load(MountConfig, config_file, {}))
+    overrides: dict[str, Any] = {}
+    if delegation is not None:
+        try:
+            read_token(delegation)  # a bad token file is one line here, not a traceback
+        except XfsError as e:
+            raise click.ClickException(e.message) from None
+        overrides["delegation"] = str(delegation.absolute())
+    m = Mount(_load(MountConfig, config_file, overrides))
     serve(m, m.stop)

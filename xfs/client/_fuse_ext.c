@@ -17,6 +17,11 @@
  *
  * Only sessions created after set_handlers() (fuse_ext.install()) get the extra
  * operations; others are left exactly as pyfuse3 built them.
+ *
+ * The init operation is wrapped too: after pyfuse3's, it asks for FUSE_CAP_DONT_MASK,
+ * so the kernel leaves the umask to us (it sends the requested mode and the umask
+ * apart). The MRC then applies the umask, except under a default ACL, as POSIX.1e
+ * wants (posix_acl_create); without it the kernel would apply the umask itself.
  */
 #define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
@@ -39,9 +44,13 @@ typedef struct fuse_session *(*session_new_fn)(struct fuse_args *,
                                               size_t, void *);
 typedef void (*file_op_fn)(fuse_req_t, fuse_ino_t, struct fuse_file_info *);
 
+typedef void (*init_fn)(void *, struct fuse_conn_info *);
+
 static file_op_fn inner_flush;   /* pyfuse3's flush, chained after our hook */
 static file_op_fn inner_release; /* pyfuse3's release */
+static init_fn inner_init;       /* pyfuse3's init */
 static unsigned long sessions_hooked;
+static int umask_by_fs; /* FUSE_CAP_DONT_MASK negotiated by the last session's init */
 
 static PyObject *dispatch_cb; /* dispatch(kind, req, *args) -> True once it owns req */
 static PyObject *closing_cb;  /* closing(fh, owner, flock_release, is_release) */
@@ -194,6 +203,15 @@ static void xfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
         fuse_reply_err(req, 0);
 }
 
+static void xfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+    if (inner_init != NULL)
+        inner_init(userdata, conn);
+    umask_by_fs = (conn->capable & FUSE_CAP_DONT_MASK) != 0;
+    if (umask_by_fs)
+        conn->want |= FUSE_CAP_DONT_MASK;
+}
+
 /* ------------------------------------------------------------------ */
 /* The hook                                                             */
 
@@ -213,6 +231,8 @@ fuse_session_new(struct fuse_args *args, const struct fuse_lowlevel_ops *op, siz
     memcpy(&ops, op, op_size < sizeof(ops) ? op_size : sizeof(ops));
     inner_flush = ops.flush;
     inner_release = ops.release;
+    inner_init = ops.init;
+    ops.init = xfs_init;
     ops.flush = xfs_flush;
     ops.release = xfs_release;
     ops.getlk = xfs_getlk;
@@ -289,6 +309,13 @@ static PyObject *py_sessions_hooked(PyObject *self, PyObject *unused)
     return PyLong_FromUnsignedLong(sessions_hooked);
 }
 
+static PyObject *py_umask_by_fs(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(umask_by_fs);
+}
+
 static PyObject *py_hook_is_default(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -306,6 +333,8 @@ static PyMethodDef methods[] = {
      "reply_lock(req, type, start, end, pid) -> int: answer a getlk request."},
     {"sessions_hooked", py_sessions_hooked, METH_NOARGS,
      "sessions_hooked() -> int: FUSE sessions created through the hook so far."},
+    {"umask_by_fs", py_umask_by_fs, METH_NOARGS,
+     "umask_by_fs() -> bool: whether the kernel leaves the umask to the file system."},
     {"hook_is_default", py_hook_is_default, METH_NOARGS,
      "hook_is_default() -> bool: whether fuse_session_new resolves to the hook globally."},
     {NULL, NULL, 0, NULL},

@@ -107,10 +107,26 @@ class OpenFile:
                 self._stale = False
         return self.layout
 
+    async def _renewed(self, refused: FileLayout) -> FileLayout:
+        """A new XCap after an OSD refused ``refused``'s (unless one came meanwhile)."""
+        async with self._renewing:
+            if self.layout is refused:
+                self.layout = await self.session.reopen(self.ino, self.flags)
+                self._stale = False
+        return self.layout
+
     async def _osd(
         self, objno: int, call: Callable[[FileLayout, str], Awaitable[object]]
     ) -> object:
         layout = await self.fresh_layout()
+        try:
+            return await call(layout, osd_of(layout.xloc.replicas[0], objno))
+        except XfsError as e:
+            if e.code != errno.EACCES:
+                raise
+        # The OSD refused the XCap: typically another client truncated the file (a new
+        # truncate epoch). Renewing re-runs the MRC's permission check; one more try.
+        layout = await self._renewed(layout)
         return await call(layout, osd_of(layout.xloc.replicas[0], objno))
 
     def opened(self, flags: int) -> None:
@@ -216,7 +232,8 @@ class OpenFile:
         if self.size_dirty:
             self.size_dirty = False
             try:
-                await self.session.update_size(self.ino, self.size)
+                layout = await self.fresh_layout()
+                await self.session.update_size(self.ino, self.size, layout.xcap)
             except BaseException:
                 self.size_dirty = True
                 raise

@@ -2,11 +2,13 @@
 
 Builds the credential store, identity map and per-uid sessions, mounts the volume, and
 tears everything down in reverse order: on SIGTERM or unmount, open files are flushed
-(within a deadline) before the FUSE session closes.
+(within a deadline) before the FUSE session closes. With a delegation token (a worker's
+mount for a batch job) it serves the uid that runs it alone, acting for the grantor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -18,11 +20,13 @@ import pyfuse3
 import trio
 
 from xfs.client.credentials import CredentialStore
+from xfs.client.delegation import assume_on_connect, read_token
 from xfs.client.idmap import IdentityMap
 from xfs.client.operations import Operations
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
 from xfs.common import tls
+from xfs.common.audit import NO_AUDIT, Audit, AuditLog
 from xfs.common.config import MountConfig
 from xfs.common.framing import DATA_FRAME_LIMIT
 from xfs.common.identity import Credential, TrustStore
@@ -43,48 +47,64 @@ class Mount:
         bundle = trust.ssl_cafile_bundle()
         store = CredentialStore(config.credentials, enroll_ca=config.enroll_ca)
         idmap = IdentityMap.load(config.vo, config.identity_map)
+        # under a delegation every new MRC connection presents the token first
+        token = None if config.delegation is None else read_token(config.delegation)
+        greet = None if token is None else assume_on_connect(token)
 
-        async with trio.open_nursery() as nursery:
+        audit_log: contextlib.AbstractContextManager[Audit] = (
+            contextlib.nullcontext(NO_AUDIT)
+            if config.audit_log is None
+            else AuditLog(config.audit_log, "mount")
+        )
+        with audit_log as mount_audit:
+            async with trio.open_nursery() as nursery:
 
-            async def make_session(credential: Credential) -> Session:
-                ctx = tls.client_context(credential.cert_path, credential.key_path, bundle)
-                pool = Pool(nursery, ctx, trust.identify, frame_limit=DATA_FRAME_LIMIT)
-                return Session(
-                    pool=pool,
-                    mrc=config.mrc,
-                    volume=config.volume,
-                    identity=credential.identity,
-                    nursery=nursery,
-                    clock=time.time,
-                    io_timeout=config.io_timeout,
-                    xcap_renew_margin=config.xcap_renew_margin,
+                async def make_session(credential: Credential) -> Session:
+                    ctx = tls.client_context(credential.cert_path, credential.key_path, bundle)
+                    pool = Pool(
+                        nursery, ctx, trust.identify, frame_limit=DATA_FRAME_LIMIT, on_connect=greet
+                    )
+                    return Session(
+                        pool=pool,
+                        mrc=config.mrc,
+                        volume=config.volume,
+                        identity=credential.identity,
+                        nursery=nursery,
+                        clock=time.time,
+                        io_timeout=config.io_timeout,
+                        xcap_renew_margin=config.xcap_renew_margin,
+                    )
+
+                sessions = Sessions(
+                    store,
+                    make_session,
+                    only_uid=None if token is None else os.getuid(),
+                    audit=mount_audit,
                 )
+                own = await sessions.get(os.getuid())
+                await own.volume_info()  # fail early, with a clear error, if it is not there
 
-            sessions = Sessions(store, make_session)
-            own = await sessions.get(os.getuid())
-            await own.volume_info()  # fail early, with a clear error, if it is not there
-
-            self.operations = Operations(sessions, idmap)
-            options = {f"fsname=xfs:{config.volume}", "subtype=xfs", "noatime"}
-            if config.allow_other:
-                options.add("allow_other")
-            requests = fuse_ext.install(self.operations)
-            pyfuse3.init(self.operations, str(config.mountpoint), options)
-            try:
-                fuse_ext.verify_installed()
-            except fuse_ext.LockHookError:
-                pyfuse3.close(unmount=True)
-                raise
-            log.info("mounted volume %s at %s", config.volume, config.mountpoint)
-            try:
-                await nursery.start(requests.run)
-                task_status.started(self)
-                await pyfuse3.main()
-            finally:
-                requests.stop()
-                await self._flush_all(sessions)
-                pyfuse3.close(unmount=True)
-                nursery.cancel_scope.cancel()
+                self.operations = Operations(sessions, idmap)
+                options = {f"fsname=xfs:{config.volume}", "subtype=xfs", "noatime"}
+                if config.allow_other:
+                    options.add("allow_other")
+                requests = fuse_ext.install(self.operations)
+                pyfuse3.init(self.operations, str(config.mountpoint), options)
+                try:
+                    fuse_ext.verify_installed()
+                except fuse_ext.LockHookError:
+                    pyfuse3.close(unmount=True)
+                    raise
+                log.info("mounted volume %s at %s", config.volume, config.mountpoint)
+                try:
+                    await nursery.start(requests.run)
+                    task_status.started(self)
+                    await pyfuse3.main()
+                finally:
+                    requests.stop()
+                    await self._flush_all(sessions)
+                    pyfuse3.close(unmount=True)
+                    nursery.cancel_scope.cancel()
 
     async def _flush_all(self, sessions: Sessions) -> None:
         with trio.move_on_after(self.config.io_timeout) as scope:

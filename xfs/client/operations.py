@@ -20,7 +20,9 @@ from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
 
 # isort: split
 import pyfuse3
+import trio
 
+from xfs.client import acl_xattr
 from xfs.client.errors import fuse_errors
 from xfs.client.file_io import OpenFile
 from xfs.client.handles import Handle
@@ -28,7 +30,9 @@ from xfs.client.idmap import IdentityMap
 from xfs.client.inodes import InodeTable
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
+from xfs.mrc import acl as acls
 from xfs.proto import methods as locks
+from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Attr
 
 NOW_TOLERANCE_NS = 50_000_000  # a time this close to the clock came from UTIME_NOW
@@ -64,6 +68,7 @@ class Operations(pyfuse3.Operations):
         self._locked: dict[int, set[int]] = {}  # ino -> owners holding POSIX locks here
         self._dirs: dict[int, tuple[Session, int]] = {}
         self._dir_modes: dict[int, int] = {}  # last seen mode of each directory
+        self._dir_acls: dict[int, tuple[float, bool]] = {}  # ino -> (when, has access ACL)
         self._allocated: dict[int, tuple[int, int]] = {}  # ino -> (bytes held, at size)
 
     # ------------------------------------------------------------------ helpers
@@ -115,7 +120,31 @@ class Operations(pyfuse3.Operations):
 
     def _searchable_by_all(self, directory: int) -> bool:
         mode = self._dir_modes.get(directory)
-        return mode is not None and bool(mode & 0o001)
+        _, has_acl = self._dir_acls.get(directory, (0.0, True))
+        return mode is not None and bool(mode & 0o001) and not has_acl
+
+    async def _learn_acl(self, session: Session, directory: int) -> None:
+        """Whether ``directory`` has an access ACL, which may refuse search to someone
+        the other bits let in: its entries are then not cached (see ``_entry``). Asked
+        at most once per attribute timeout, only of directories others may search.
+        Never raises: unknown counts as having one."""
+        mode = self._dir_modes.get(directory)
+        known = self._dir_acls.get(directory)
+        now = time.monotonic()
+        if mode is None or not mode & 0o001 or (known and now - known[0] < self._attr_timeout):
+            return
+        try:
+            await session.getxattr(directory, acls.ACCESS)
+            has_acl = True
+        except XfsError as e:
+            if e.code != errno.ENODATA:
+                return
+            has_acl = False
+        except trio.TooSlowError:
+            return
+        self._dir_acls[directory] = (now, has_acl)
+        if len(self._dir_acls) > 100_000:  # a hint only: forget the oldest
+            del self._dir_acls[next(iter(self._dir_acls))]
 
     # ------------------------------------------------------------------ inodes
     @fuse_errors
@@ -123,7 +152,9 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.lookup(parent_inode, name), parent_inode)
+        attr = await session.lookup(parent_inode, name)
+        await self._learn_acl(session, parent_inode)
+        return self._entry(attr, parent_inode)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
@@ -181,16 +212,18 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(
-            await session.mknod(parent_inode, name, mode, rdev, ctx.umask), parent_inode
-        )
+        attr = await session.mknod(parent_inode, name, mode, rdev, ctx.umask)
+        await self._learn_acl(session, parent_inode)
+        return self._entry(attr, parent_inode)
 
     @fuse_errors
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.mkdir(parent_inode, name, mode, ctx.umask), parent_inode)
+        attr = await session.mkdir(parent_inode, name, mode, ctx.umask)
+        await self._learn_acl(session, parent_inode)
+        return self._entry(attr, parent_inode)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -205,7 +238,9 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.symlink(parent_inode, name, target), parent_inode)
+        attr = await session.symlink(parent_inode, name, target)
+        await self._learn_acl(session, parent_inode)
+        return self._entry(attr, parent_inode)
 
     @fuse_errors
     async def rename(
@@ -225,7 +260,9 @@ class Operations(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
-        return self._entry(await session.link(inode, new_parent_inode, new_name), new_parent_inode)
+        attr = await session.link(inode, new_parent_inode, new_name)
+        await self._learn_acl(session, new_parent_inode)
+        return self._entry(attr, new_parent_inode)
 
     # ------------------------------------------------------------------ files
     def _file_info(self, session: Session, f: OpenFile, flags: int) -> pyfuse3.FileInfo:
@@ -251,6 +288,7 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
+        await self._learn_acl(session, parent_inode)
         return self._file_info(session, f, flags), self._entry(f.layout.attr, parent_inode)
 
     @fuse_errors
@@ -381,6 +419,7 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         session, ino = self._dirs[fh]
+        await self._learn_acl(session, ino)
         cursor = start_id
         while True:
             entries = await session.readdir(ino, cursor, 256)
@@ -412,15 +451,34 @@ class Operations(pyfuse3.Operations):
         return out
 
     # ------------------------------------------------------------------ xattrs
+    # POSIX ACLs (system.posix_acl_*, and xfs's text form system.xfs.acl*) are
+    # translated between local ids and grid names by xfs.client.acl_xattr.
+    def _acl_changed(self, inode: int) -> None:
+        """An ACL was set or removed: the mode may have changed, and whether the kernel
+        may cache entries of a directory too."""
+        self._dir_acls.pop(inode, None)
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+
     @fuse_errors
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
-        await (await self._session(ctx)).setxattr(inode, name, value)
+        session = await self._session(ctx)
+        if name not in acl_xattr.NAMES:
+            await session.setxattr(inode, name, value)
+            return
+        try:
+            await acl_xattr.setxattr(session, self.idmap, inode, name, value)
+        finally:
+            self._acl_changed(inode)
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        return await (await self._session(ctx)).getxattr(inode, name)
+        session = await self._session(ctx)
+        if name in acl_xattr.NAMES:
+            return await acl_xattr.getxattr(session, self.idmap, inode, name)
+        return await session.getxattr(inode, name)
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
@@ -428,7 +486,14 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await (await self._session(ctx)).removexattr(inode, name)
+        session = await self._session(ctx)
+        if name not in acl_xattr.NAMES:
+            await session.removexattr(inode, name)
+            return
+        try:
+            await acl_xattr.removexattr(session, inode, name)
+        finally:
+            self._acl_changed(inode)
 
 
 __all__ = ["ROOT_INO", "Operations"]

@@ -49,7 +49,16 @@ from xfs.proto.methods import (
     XattrGet,
     XattrSet,
 )
-from xfs.proto.records import Attr, DirEntry, FileLayout, Identity, Kind, StatFS, VolumeInfo
+from xfs.proto.records import (
+    Attr,
+    DirEntry,
+    FileLayout,
+    Identity,
+    Kind,
+    StatFS,
+    VolumeInfo,
+    XCap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +203,9 @@ class Session:
     async def removexattr(self, ino: int, name: bytes) -> None:
         await self.mrc(MRC.removexattr, XattrGet(self.volume, ino, name))
 
-    async def update_size(self, ino: int, size: int) -> Attr:
-        return await self.mrc(MRC.update_size, UpdateSize(self.volume, ino, size))
+    async def update_size(self, ino: int, size: int, xcap: XCap) -> Attr:
+        """Report a size we wrote, with the write XCap we wrote under."""
+        return await self.mrc(MRC.update_size, UpdateSize(self.volume, ino, size, xcap))
 
     # ------------------------------------------------------------------ client lease
     async def client(self) -> str:

@@ -1,27 +1,52 @@
 """Certificate authorities: a CA per VO, one for services, and the certificates they issue.
 
-A CA lives in a directory holding ``ca.crt`` and ``ca.key`` (mode 0600). Keys are EC P-256,
-signatures SHA-256. Every certificate carries the identity extension (``xfs.common.identity``)
-and has the subject ``CN=<principal>, O=<vo>``; the naming rules are checked here on issue
-and again on every parse.
+A CA lives in a directory holding:
 
-The ``mint_*`` functions work in memory (tests use them directly); ``init_*`` and
-``issue_*`` write files. Revocation (CRLs) is a later addition: ``load_ca`` is where a CA's
-revocation state would be read.
+    ca.crt        the CA certificate
+    ca.key        its key (mode 0600)
+    index.json    what it issued and revoked (below)
+    crl.pem       its current CRL, signed by ca.key; what relying parties need next to
+                  ca.crt (``xfs.common.crl``)
+    index.lock    taken (flock) while the index and CRL are rewritten
+
+Keys are EC P-256, signatures SHA-256. Every certificate carries the identity extension
+(``xfs.common.identity``) and has the subject ``CN=<principal>, O=<vo>``; the naming rules
+are checked here on issue and again on every parse.
+
+``index.json`` is JSON (sorted keys), version 1::
+
+    {"v": 1, "crl_number": 4,
+     "issued": [{"serial": "<decimal>", "principal": "alice@physics", "kind": "user",
+                 "not_after": "<ISO 8601 UTC>"}, ...],
+     "revoked": [{"serial": "<decimal>", "at": "<ISO 8601 UTC>"}, ...]}
+
+``crl_number`` is the number of the last CRL written (the CRLNumber extension increases
+with every CRL). A CA directory made before revocation existed has no index: it reads as
+empty, and its older certificates are revoked by file (``revoke(cert=...)``).
+
+The ``mint_*`` functions work in memory (tests use them directly); ``init_*``, ``issue_*``,
+``revoke`` and ``write_crl`` write files. ``init_*`` writes a first, empty CRL; every CRL is
+valid from one minute ago (clock skew) for ``days`` (default 7): operators re-issue it
+before then (``xfs ca crl`` from cron), or every relying party refuses the CA's peers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
+import fcntl
 import ipaddress
+import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -43,6 +68,11 @@ from xfs.proto.records import Kind, Role
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
+CA_CRL = "crl.pem"  # xfs.common.crl.crl_path(<dir>/ca.crt)
+CA_INDEX = "index.json"
+CA_LOCK = "index.lock"
+INDEX_VERSION = 1
+CRL_DAYS = 7  # default validity of a CRL
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 BACKDATE = dt.timedelta(minutes=1)  # tolerate a peer's clock running slightly behind
 
@@ -84,6 +114,26 @@ class CertSummary:
     not_after: dt.datetime
     fingerprint: bytes
     issuer: str
+    serial: int
+
+
+@dataclass(frozen=True)
+class CRLSummary:
+    """A CRL just written: what ``xfs ca crl`` and ``xfs ca revoke`` print."""
+
+    path: Path
+    number: int
+    revoked: int
+    this_update: dt.datetime
+    next_update: dt.datetime
+
+
+@dataclass(frozen=True)
+class Revocation:
+    serial: int
+    principal: str | None  # from the index or the certificate; None if neither says
+    at: dt.datetime
+    already: bool  # it had been revoked before
 
 
 def _invalid(message: str) -> XfsError:
@@ -308,7 +358,9 @@ def _save_ca(dir: Path, minted: Minted) -> Path:
     for name in (CA_KEY, CA_CERT):
         if (dir / name).exists():
             raise XfsError(errno.EEXIST, f"{dir / name} exists; refusing to overwrite a CA")
-    return _store(minted, dir / CA_CERT, dir / CA_KEY, replace=False).cert
+    cert = _store(minted, dir / CA_CERT, dir / CA_KEY, replace=False).cert
+    write_crl(dir)  # relying parties refuse a CA without a CRL
+    return cert
 
 
 def init_vo_ca(dir: Path, vo: str, days: int = 3650) -> Path:
@@ -362,6 +414,7 @@ def issue_user(
     minted = mint_user(
         load_ca(ca_dir), name, groups=groups, role=role, days=days, not_before=not_before
     )
+    _record_issued(Path(ca_dir), minted)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return _store(minted, out_dir / f"{name}.crt", out_dir / f"{name}.key", replace=True)
@@ -379,6 +432,7 @@ def issue_service(
     """Issue ``osd:<uuid>`` / ``mrc:<uuid>``; writes ``<out_dir>/<kind>-<uuid>.crt``/``.key``."""
     ca = load_ca(ca_dir)
     minted = mint_service(ca, kind, uuid, hosts=hosts, days=days, not_before=not_before)
+    _record_issued(Path(ca_dir), minted)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{minted.claims.kind.value}-{uuid}"
@@ -394,4 +448,178 @@ def describe(cert_path: Path) -> CertSummary:
         not_after=cert.not_valid_after_utc,
         fingerprint=fingerprint(cert),
         issuer=cert.issuer.rfc4514_string(),
+        serial=cert.serial_number,
     )
+
+
+# ------------------------------------------------------------------ revocation
+def mint_crl(
+    ca: Minted,
+    revoked: Iterable[tuple[int, dt.datetime]],
+    *,
+    number: int,
+    days: int = CRL_DAYS,
+    now: dt.datetime | None = None,
+) -> x509.CertificateRevocationList:
+    """A complete CRL of ``ca`` listing ``revoked`` (serial, when), valid for ``days``."""
+    if days < 1:
+        raise _invalid(f"a CRL must be valid for at least one day, not {days}")
+    if now is None:
+        now = dt.datetime.now(dt.UTC)
+    elif now.tzinfo is None:
+        raise _invalid("now must be timezone-aware")
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - BACKDATE)
+        .next_update(now + dt.timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+    )
+    for serial, at in sorted(revoked):
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at)
+        builder = builder.add_revoked_certificate(entry.build())
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+@contextlib.contextmanager
+def _locked(ca_dir: Path) -> Iterator[None]:
+    """Serialise the writers of a CA's index and CRL (``xfs ca``, a mount enrolling users)."""
+    try:
+        fd = os.open(ca_dir / CA_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise XfsError(e.errno or errno.EIO, f"cannot lock {ca_dir}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _read_index(ca_dir: Path) -> dict[str, Any]:
+    path = ca_dir / CA_INDEX
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:  # a CA made before revocation existed
+        return {"v": INDEX_VERSION, "crl_number": 0, "issued": [], "revoked": []}
+    except (OSError, ValueError) as e:
+        raise _invalid(f"{path}: unreadable CA index ({e})") from None
+    if (
+        not isinstance(index, dict)
+        or index.keys() != {"v", "crl_number", "issued", "revoked"}
+        or index["v"] != INDEX_VERSION
+        or type(index["crl_number"]) is not int
+        or not isinstance(index["issued"], list)
+        or not isinstance(index["revoked"], list)
+    ):
+        raise _invalid(f"{path}: not a version {INDEX_VERSION} CA index")
+    return index
+
+
+def _write_index(ca_dir: Path, index: dict[str, Any]) -> None:
+    data = json.dumps(index, sort_keys=True, indent=1).encode() + b"\n"
+    _write(ca_dir / CA_INDEX, data, 0o644, replace=True)
+
+
+def _record_issued(ca_dir: Path, minted: Minted) -> None:
+    claims = minted.claims
+    with _locked(ca_dir):
+        index = _read_index(ca_dir)
+        index["issued"].append(
+            {
+                "serial": str(minted.cert.serial_number),
+                "principal": claims.principal,
+                "kind": claims.kind.value,
+                "not_after": minted.cert.not_valid_after_utc.isoformat(),
+            }
+        )
+        _write_index(ca_dir, index)
+
+
+def _write_crl(
+    ca_dir: Path, ca: Minted, index: dict[str, Any], days: int, now: dt.datetime | None
+) -> CRLSummary:
+    """Sign the next CRL from ``index`` and write it (the caller holds the lock)."""
+    number = index["crl_number"] + 1
+    revoked = [(int(r["serial"]), dt.datetime.fromisoformat(r["at"])) for r in index["revoked"]]
+    crl = mint_crl(ca, revoked, number=number, days=days, now=now)
+    index["crl_number"] = number  # first: a crash after it skips a number, never reuses one
+    _write_index(ca_dir, index)
+    _write(ca_dir / CA_CRL, crl.public_bytes(serialization.Encoding.PEM), 0o644, replace=True)
+    assert crl.next_update_utc is not None
+    return CRLSummary(
+        ca_dir / CA_CRL, number, len(revoked), crl.last_update_utc, crl.next_update_utc
+    )
+
+
+def write_crl(ca_dir: Path, days: int = CRL_DAYS, now: dt.datetime | None = None) -> CRLSummary:
+    """Re-issue the CRL of the CA in ``ca_dir`` (``crl.pem``), valid for ``days`` from ``now``."""
+    ca_dir = Path(ca_dir)
+    ca = load_ca(ca_dir)
+    with _locked(ca_dir):
+        return _write_crl(ca_dir, ca, _read_index(ca_dir), days, now)
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def revoke(
+    ca_dir: Path,
+    *,
+    serial: int | None = None,
+    cert: Path | None = None,
+    days: int = CRL_DAYS,
+    now: dt.datetime | None = None,
+) -> tuple[Revocation, CRLSummary]:
+    """Revoke a certificate of this CA, by serial (it must be in the index) or by file
+    (it must be signed by this CA), and write the new CRL. Revoking twice is harmless."""
+    if (serial is None) == (cert is None):
+        raise _invalid("revoke either a serial number or a certificate file")
+    ca_dir = Path(ca_dir)
+    ca = load_ca(ca_dir)
+    principal: str | None = None
+    if cert is not None:
+        leaf = read_cert(cert)
+        if _is_ca(leaf):
+            raise _invalid(f"{cert} is a CA certificate: remove it from the trust lists instead")
+        try:
+            leaf.verify_directly_issued_by(ca.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            raise _invalid(f"{cert} was not issued by the CA in {ca_dir}") from None
+        serial = leaf.serial_number
+        with contextlib.suppress(XfsError):
+            principal = parse_identity_extension(leaf).principal
+    assert serial is not None
+    when = now or dt.datetime.now(dt.UTC)
+    with _locked(ca_dir):
+        index = _read_index(ca_dir)
+        issued = {int(e["serial"]): e for e in index["issued"]}
+        if serial in issued:
+            principal = issued[serial]["principal"]
+        elif cert is None:
+            raise XfsError(
+                errno.ENOENT,
+                f"serial {serial} is not in {ca_dir / CA_INDEX} (a certificate issued before "
+                "the index existed is revoked with --cert FILE)",
+            )
+        before = {int(r["serial"]): r["at"] for r in index["revoked"]}
+        if serial not in before:
+            index["revoked"].append({"serial": str(serial), "at": when.isoformat()})
+        summary = _write_crl(ca_dir, ca, index, days, now)
+    at = dt.datetime.fromisoformat(before[serial]) if serial in before else when
+    return Revocation(serial, principal, at, serial in before), summary
+
+
+def revoked_at(ca_dir: Path, serial: int) -> dt.datetime | None:
+    """When the CA in ``ca_dir`` revoked ``serial``, per its index; None if it did not."""
+    for r in _read_index(Path(ca_dir))["revoked"]:
+        if int(r["serial"]) == serial:
+            return dt.datetime.fromisoformat(r["at"])
+    return None

@@ -3,6 +3,11 @@
 Each process reads one TOML file whose keys are exactly the fields of its dataclass
 below (unknown keys are an error, so a typo does not silently fall back to a default).
 Relative paths are taken relative to the file's directory.
+
+``crl_check_interval`` (MRC and OSD, seconds, default 10): how often a server re-reads its
+trust files and CRLs (those whose mtime changed) and closes the connections whose
+certificate is now refused. The CRL of each trusted CA lives next to its file in ``trust``
+(``xfs.common.crl``); a CA whose CRL is missing or expired vouches for nobody.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 T = TypeVar("T")
+
+MIN_XCAP_LIFETIME = 10.0  # seconds: twice the clock skew an OSD allows
+MAX_XCAP_LIFETIME = 600.0  # seconds: an XCap expires within minutes
 
 
 class ConfigError(Exception):
@@ -37,7 +45,23 @@ class MRCConfig:
     osd_dead_after: float = 30.0  # seconds without heartbeat before an OSD is not used
     client_lease: float = 30.0  # seconds a client's opens and locks outlive its last renewal
     grace: float = 5.0  # seconds in-flight requests get on SIGTERM
-    audit_log: Path | None = None
+    crl_check_interval: float = 10.0  # seconds between re-reads of the trust files and CRLs
+    audit_log: Path | None = None  # None: <data_dir>/audit.log
+    xcap_key_rotation: float = 24.0  # hours a signing key signs before the next one does
+    max_delegation: float = 7 * 86400.0  # seconds a delegation to a worker may last at most
+
+    def __post_init__(self) -> None:
+        if not MIN_XCAP_LIFETIME <= self.xcap_lifetime <= MAX_XCAP_LIFETIME:
+            raise ConfigError(
+                f"xcap_lifetime: {self.xcap_lifetime:g} s is outside "
+                f"{MIN_XCAP_LIFETIME:g}..{MAX_XCAP_LIFETIME:g} s (an XCap must expire "
+                "within minutes, so that a changed permission takes effect)"
+            )
+        if not self.xcap_key_rotation * 3600 >= self.xcap_lifetime:
+            raise ConfigError(
+                f"xcap_key_rotation: {self.xcap_key_rotation:g} h is shorter than "
+                f"xcap_lifetime ({self.xcap_lifetime:g} s)"
+            )
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,8 @@ class OSDConfig:
     heartbeat_interval: float = 2.0
     labels: dict[str, str] = field(default_factory=dict)
     grace: float = 5.0
+    crl_check_interval: float = 10.0  # seconds between re-reads of the trust files and CRLs
+    audit_log: Path | None = None  # None: <data_dir>/audit.log
 
 
 @dataclass(frozen=True)
@@ -65,6 +91,10 @@ class MountConfig:
     allow_other: bool = True
     io_timeout: float = 30.0  # seconds before an operation with no reachable server fails
     xcap_renew_margin: float = 60.0
+    # a delegation token file (xfs delegate create --out): the mount serves only the uid
+    # that runs it, with that uid's (worker) credential, acting for the grantor
+    delegation: Path | None = None
+    audit_log: Path | None = None  # where the mount records refused local users; None: nowhere
 
 
 def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:

@@ -11,7 +11,9 @@ are the only ones in xfs; ``xfs.common.ca`` checks them on issue with the same f
 
 A peer's identity is trusted only through ``TrustStore.identify``, which also checks that
 the CA that signed the certificate may vouch for it: a VO CA for users of its own VO only,
-the service CA for OSDs and MRCs only.
+the service CA for OSDs and MRCs only; and that the certificate is not revoked by that CA's
+CRL, which must be present and current (``xfs.common.crl`` says where it lives and what
+fails closed). ``TrustStore.reload`` re-reads the CA files and CRLs whose mtime changed.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import enum
 import errno
 import hashlib
 import json
+import logging
+import os
 import re
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,8 +36,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from xfs.common import crl
 from xfs.proto.errors import XfsError
 from xfs.proto.records import Identity, Kind, Role
+
+log = logging.getLogger(__name__)
 
 XFS_IDENTITY_OID = x509.ObjectIdentifier("1.3.6.1.4.1.58888.1.1")
 IDENTITY_VERSION = 1
@@ -272,47 +279,97 @@ def _is_ca_cert(cert: x509.Certificate) -> bool:
 
 
 # ------------------------------------------------------------------ trust store
+Stamp = tuple[int, int, int] | None  # (mtime_ns, size, inode) of a file; None: absent
+
+
 @dataclass(frozen=True)
 class TrustAnchor:
     cert: x509.Certificate
     claims: Claims
+    revocation: crl.CRLState | None = None  # None: not checked (``from_certs`` without CRLs)
+
+    @property
+    def name(self) -> str:
+        """How messages name this CA."""
+        if self.claims.kind is CertKind.SERVICE_CA:
+            return "the service CA"
+        return f"the CA of VO {self.claims.vo!r}"
 
 
 class TrustStore:
-    """The CAs this process trusts: any number of VO CAs and service CAs."""
+    """The CAs this process trusts (any number of VO CAs and service CAs) and their CRLs.
 
-    def __init__(self, anchors: Sequence[TrustAnchor]) -> None:
+    Not thread-safe: identify and reload from one thread (the trio thread).
+    """
+
+    def __init__(
+        self,
+        anchors: Sequence[TrustAnchor],
+        *,
+        files: Sequence[Path] = (),
+        stamps: dict[Path, Stamp] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._anchors = tuple(anchors)
+        self._files = tuple(files)
+        self._stamps = dict(stamps or {})
+        self._clock = clock
+        self.generation = 0  # how many times ``reload`` re-read the files
 
     @classmethod
-    def from_certs(cls, certs: Iterable[x509.Certificate]) -> TrustStore:
-        anchors = []
-        for cert in certs:
-            try:
-                claims = parse_identity_extension(cert)
-            except XfsError as e:
-                raise XfsError(errno.EINVAL, f"not an xfs CA certificate: {e.message}") from None
-            if not claims.kind.is_ca or not _is_ca_cert(cert):
-                raise XfsError(
-                    errno.EINVAL, f"{claims.principal} ({claims.vo}) is not a CA certificate"
-                )
-            anchors.append(TrustAnchor(cert, claims))
+    def from_certs(
+        cls,
+        certs: Iterable[x509.Certificate],
+        crls: Iterable[x509.CertificateRevocationList] | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> TrustStore:
+        """A store of ``certs`` in memory.
+
+        With ``crls`` (even none), every CA needs its current CRL among them. Without,
+        revocation is not checked at all: for tests and tools that only check names. A
+        process's trust always comes from ``load``, which always checks.
+        """
+        anchors = _anchors(certs)
+        if crls is not None:
+            found = list(crls)
+            anchors = [replace(a, revocation=crl.state_for(a.cert, found)) for a in anchors]
         if not anchors:
             raise XfsError(errno.EINVAL, "a trust store needs at least one CA")
-        return cls(anchors)
+        return cls(anchors, clock=clock)
 
     @classmethod
-    def load(cls, paths: Iterable[Path]) -> TrustStore:
-        """Read PEM CA certificate files (each may hold several certificates)."""
-        certs: list[x509.Certificate] = []
-        for path in paths:
+    def load(cls, paths: Iterable[Path], *, clock: Callable[[], float] = time.time) -> TrustStore:
+        """Read PEM CA certificate files (each may hold several certificates) and their CRLs.
+
+        A bad CA file is an error. A missing or bad CRL is not: it is logged, and the CA
+        vouches for nobody until it is fixed (``identify`` re-reads it before refusing).
+        """
+        files = tuple(Path(p) for p in paths)
+        stamps = _stamps(files)  # taken before reading: a change while reading is seen later
+        anchors = [anchor for path in files for anchor in _read_trust_file(path)]
+        if not anchors:
+            raise XfsError(errno.EINVAL, "a trust store needs at least one CA")
+        return cls(anchors, files=files, stamps=stamps, clock=clock)
+
+    def reload(self) -> bool:
+        """Re-read every CA file and CRL if one changed (mtime, size or inode); True if so.
+
+        A CA file that has become unreadable drops its CAs (their peers are refused) until
+        it can be read again: the store never keeps what it read before.
+        """
+        stamps = _stamps(self._files)
+        if not self._files or stamps == self._stamps:
+            return False
+        anchors: list[TrustAnchor] = []
+        for path in self._files:
             try:
-                certs.extend(x509.load_pem_x509_certificates(Path(path).read_bytes()))
-            except OSError as e:
-                raise XfsError(e.errno or errno.EIO, f"cannot read {path}: {e.strerror}") from None
-            except ValueError as e:
-                raise XfsError(errno.EINVAL, f"{path}: not PEM certificates ({e})") from None
-        return cls.from_certs(certs)
+                anchors.extend(_read_trust_file(path))
+            except XfsError as e:
+                log.error("trust file %s dropped until it is fixed: %s", path, e.message)
+        self._anchors, self._stamps = tuple(anchors), stamps
+        self.generation += 1
+        return True
 
     @property
     def anchors(self) -> tuple[TrustAnchor, ...]:
@@ -328,10 +385,20 @@ class TrustStore:
         """The identity of a peer from its leaf certificate (already verified by TLS).
 
         Checks again, independently of TLS: the issuing CA is one of ours (name and
-        signature), it may vouch for this kind and VO, and both are valid at ``now``
-        (unix seconds; the wall clock if None). ``XfsError(EACCES)`` otherwise.
+        signature), it may vouch for this kind and VO, both are valid at ``now`` (unix
+        seconds; the store's clock if None), and the CA's CRL is present, current and does
+        not list the certificate. A missing or stale CRL makes the store re-read its files
+        once (``reload``) before refusing. ``XfsError(EACCES)`` otherwise.
         """
-        t = time.time() if now is None else now
+        t = self._clock() if now is None else now
+        try:
+            return self._identify(der, t)
+        except crl.StaleCRL:
+            if not self.reload():
+                raise
+        return self._identify(der, t)
+
+    def _identify(self, der: bytes, t: float) -> Identity:
         try:
             cert = x509.load_der_x509_certificate(der)
         except ValueError as e:
@@ -351,6 +418,8 @@ class TrustStore:
                 )
         elif anchor.claims.kind is not CertKind.SERVICE_CA:
             raise XfsError(errno.EACCES, f"{who} is not signed by the service CA")
+        if anchor.revocation is not None:
+            crl.check(anchor.revocation, cert.serial_number, t, anchor.name, peer=who)
         return to_identity(claims, fingerprint(cert))
 
     def _issuer_of(self, cert: x509.Certificate, who: str) -> TrustAnchor:
@@ -367,6 +436,59 @@ class TrustStore:
         if named:
             raise XfsError(errno.EACCES, f"certificate of {who}: bad signature")
         raise XfsError(errno.EACCES, f"certificate of {who}: issuer is not a trusted CA")
+
+
+def _anchors(certs: Iterable[x509.Certificate]) -> list[TrustAnchor]:
+    anchors = []
+    for cert in certs:
+        try:
+            claims = parse_identity_extension(cert)
+        except XfsError as e:
+            raise XfsError(errno.EINVAL, f"not an xfs CA certificate: {e.message}") from None
+        if not claims.kind.is_ca or not _is_ca_cert(cert):
+            raise XfsError(
+                errno.EINVAL, f"{claims.principal} ({claims.vo}) is not a CA certificate"
+            )
+        anchors.append(TrustAnchor(cert, claims))
+    return anchors
+
+
+def _read_trust_file(path: Path) -> list[TrustAnchor]:
+    """The CAs of one trust file, each with the state of its CRL (the file next to it)."""
+    try:
+        anchors = _anchors(x509.load_pem_x509_certificates(path.read_bytes()))
+    except OSError as e:
+        raise XfsError(e.errno or errno.EIO, f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise XfsError(errno.EINVAL, f"{path}: not PEM certificates ({e})") from None
+    crl_file = crl.crl_path(path)
+    try:
+        found, problem = crl.parse_crls(crl_file.read_bytes()), ""
+    except FileNotFoundError:
+        found, problem = [], "CRL missing"
+    except OSError as e:
+        found, problem = [], f"CRL missing (unreadable: {e.strerror})"
+    except ValueError as e:
+        found, problem = [], f"CRL missing (not a PEM CRL: {e})"
+    out = []
+    for anchor in anchors:
+        state = crl.CRLState.unavailable(problem) if problem else crl.state_for(anchor.cert, found)
+        if state.problem:
+            log.warning("%s vouches for nobody: %s (%s)", anchor.name, state.problem, crl_file)
+        out.append(replace(anchor, revocation=state))
+    return out
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _stamps(files: Sequence[Path]) -> dict[Path, Stamp]:
+    return {p: _stamp(p) for f in files for p in (f, crl.crl_path(f))}
 
 
 # ------------------------------------------------------------------ own credential

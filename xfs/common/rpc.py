@@ -25,11 +25,12 @@ import trio
 
 from xfs.common import audit, framing
 from xfs.common.audit import NO_AUDIT, Audit
+from xfs.common.identity import TrustStore
 from xfs.common.tls import TLSConnection, connect
 from xfs.proto.codec import Record
 from xfs.proto.errors import ProtocolError, Unavailable, XfsError
 from xfs.proto.methods import Authority, Method
-from xfs.proto.records import Identity, Kind
+from xfs.proto.records import Identity, Kind, Role
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,24 @@ Req = TypeVar("Req", bound=Record)
 Resp = TypeVar("Resp", bound=Record)
 Handler = Callable[[Identity, Any], Awaitable[Any]]
 Identify = Callable[[bytes], Identity]
+# Who a connection acts as after an assume method: called before each of its later
+# requests; raises XfsError once that identity may no longer be used (revoked, expired).
+Acting = Callable[[], Identity]
+AssumeHandler = Callable[[Identity, Req], Awaitable[tuple[Resp, Acting]]]
+
+_NEEDS = {
+    Authority.USER: "a user certificate of role standard, advanced or super",
+    Authority.ADVANCED: "role advanced or super",
+    Authority.ADMIN: "role super",
+    Authority.WORKER: "a user certificate of role worker",
+    Authority.HOLDER: "a user certificate",
+    Authority.OSD: "an OSD certificate",
+    Authority.MRC: "the MRC certificate",
+    Authority.USER_OR_MRC: "a user certificate or the MRC's",
+}
+
+
+_USER_AUTHORITIES = (Authority.USER, Authority.ADVANCED, Authority.ADMIN)
 
 
 def authorized(authority: Authority, peer: Identity) -> bool:
@@ -44,9 +63,15 @@ def authorized(authority: Authority, peer: Identity) -> bool:
         case Authority.ANY:
             return True
         case Authority.USER:
-            return peer.kind is Kind.USER
+            return peer.kind is Kind.USER and peer.role is not Role.WORKER
+        case Authority.ADVANCED:
+            return peer.kind is Kind.USER and peer.role in (Role.ADVANCED, Role.SUPER)
         case Authority.ADMIN:
             return peer.is_super
+        case Authority.WORKER:
+            return peer.kind is Kind.USER and peer.role is Role.WORKER
+        case Authority.HOLDER:
+            return peer.kind is Kind.USER
         case Authority.OSD:
             return peer.kind is Kind.OSD
         case Authority.MRC:
@@ -56,11 +81,27 @@ def authorized(authority: Authority, peer: Identity) -> bool:
     return False
 
 
+class ConnState:
+    """One server connection as the dispatcher sees it: the identity its certificate
+    names, and, once an assume method succeeded on it, who its requests act as."""
+
+    def __init__(self, peer: Identity) -> None:
+        self.peer = peer
+        self.acting: Acting | None = None
+        self.assuming = False  # an assume is in flight
+
+
 class Dispatcher:
-    """Routes wire method names to handlers, checking authority first."""
+    """Routes wire method names to handlers, checking authority first.
+
+    Authority is checked on the identity the connection acts as: its certificate's, or,
+    after the one method registered with ``register_assume`` succeeded on it, the one its
+    ``Acting`` callable returns, asked again before every request.
+    """
 
     def __init__(self, audit: Audit = NO_AUDIT) -> None:
         self._routes: dict[str, tuple[Method[Any, Any], Handler]] = {}
+        self._assume: str | None = None
         self.audit = audit
 
     def register(
@@ -70,26 +111,61 @@ class Dispatcher:
             raise ValueError(f"{method.wire_name} registered twice")
         self._routes[method.wire_name] = (method, handler)
 
-    async def dispatch(self, peer: Identity, name: str, params: Any) -> Any:
-        route = self._routes.get(name)
-        if route is None:
-            raise XfsError(errno.ENOSYS, f"unknown method {name!r:.80}")
-        method, handler = route
-        if not authorized(method.authority, peer):
-            reason = f"{peer.principal} ({peer.kind}/{peer.role}) may not call {name}"
-            code = errno.EPERM if peer.kind is Kind.USER else errno.EACCES
-            self.audit.record(audit.DENY, peer.principal, name, errno.errorcode[code], why=reason)
-            raise XfsError(code, reason)
-        request = method.request.from_wire(params)
+    def register_assume(self, method: Method[Req, Resp], handler: AssumeHandler[Req, Resp]) -> None:
+        """Register the method by which a connection takes on another identity: the
+        handler returns its response and the ``Acting`` of the connection. Once per
+        connection; requests sent before the reply act as the certificate."""
+        if self._assume is not None:
+            raise ValueError(f"{self._assume} is already the assume method")
+        self.register(method, handler)  # type: ignore[arg-type]
+        self._assume = method.wire_name
+
+    async def dispatch(self, peer: Identity | ConnState, name: str, params: Any) -> Any:
+        conn = peer if isinstance(peer, ConnState) else ConnState(peer)
+        caller = conn.peer
         try:
-            response = await handler(peer, request)
+            route = self._routes.get(name)
+            if route is None:
+                raise XfsError(errno.ENOSYS, f"unknown method {name!r:.80}")
+            method, handler = route
+            if conn.acting is not None:
+                caller = conn.acting()
+            if not authorized(method.authority, caller):
+                raise XfsError(
+                    errno.EPERM if caller.kind is Kind.USER else errno.EACCES,
+                    self._refusal(caller, method),
+                )
+            request = method.request.from_wire(params)
+            if name != self._assume:
+                response = await handler(caller, request)
+            elif conn.acting is not None or conn.assuming:
+                raise XfsError(errno.EPERM, "this connection has assumed a delegation already")
+            else:
+                conn.assuming = True
+                try:
+                    response, conn.acting = await handler(caller, request)
+                finally:
+                    conn.assuming = False
         except XfsError as e:
             if e.code in (errno.EACCES, errno.EPERM):
+                via = {} if caller is conn.peer else {"via": conn.peer.principal}
                 self.audit.record(
-                    audit.DENY, peer.principal, name, errno.errorcode[e.code], why=e.message
+                    audit.DENY,
+                    caller.principal,
+                    name,
+                    errno.errorcode[e.code],
+                    why=e.message,
+                    **via,
                 )
             raise
         return response.to_wire()
+
+    def _refusal(self, caller: Identity, method: Method[Any, Any]) -> str:
+        reason = f"{caller.principal} ({caller.kind}/{caller.role}) may not call {method.wire_name}"
+        if caller.role is Role.WORKER and method.authority in _USER_AUTHORITIES:
+            then = f" (call {self._assume} first)" if self._assume else ""
+            return f"{reason}: a worker acts only under a delegation{then}"
+        return f"{reason}: it needs {_NEEDS.get(method.authority, 'another authority')}"
 
 
 # ---------------------------------------------------------------------------- server
@@ -107,7 +183,11 @@ class RPCServer:
         frame_limit: int,
         handshake_timeout: float = 10.0,
         max_inflight: int = 64,
+        trust: TrustStore | None = None,
+        crl_check_interval: float = 10.0,
     ) -> None:
+        """With ``trust`` (the store behind ``identify``), a ``TrustWatch`` reloads it every
+        ``crl_check_interval`` seconds while serving and closes connections it now refuses."""
         self.dispatcher = dispatcher
         self.host, self.port = host, port
         self._ctx = ssl_context
@@ -120,6 +200,7 @@ class RPCServer:
         self._inflight = 0
         self._idle = trio.Event()
         self._connections: set[TLSConnection] = set()
+        self._watch = TrustWatch(self, trust, crl_check_interval) if trust is not None else None
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         listener = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
@@ -130,6 +211,8 @@ class RPCServer:
         log.info("listening on %s:%d", self.host, self.port)
         with self._conn_scope:
             async with trio.open_nursery() as nursery:
+                if self._watch is not None:
+                    nursery.start_soon(self._watch.run)
                 task_status.started(self.port)
                 with self._accept_scope, listener:
                     while True:
@@ -139,6 +222,8 @@ class RPCServer:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, give in-flight requests ``grace`` seconds, then close all."""
         self._accept_scope.cancel()
+        if self._watch is not None:
+            self._watch.stop()
         if self._inflight:
             with trio.move_on_after(grace):
                 await self._idle.wait()
@@ -156,6 +241,33 @@ class RPCServer:
                 closed += 1
         return closed
 
+    async def close_refused(self) -> int:
+        """Identify every live connection again and close those now refused (a revoked
+        certificate, its CA's CRL expired or missing, the certificate expired), telling the
+        peer why in an ``error`` notification. Returns how many were closed."""
+        closed = 0
+        for conn in list(self._connections):
+            try:
+                self._identify(conn.peer_certificate())
+                continue
+            except XfsError as e:
+                refusal = e
+            peer: Identity | None = getattr(conn, "peer", None)
+            principal = peer.principal if peer is not None else "?"
+            log.warning("closing the connection of %s: %s", principal, refusal.message)
+            self.dispatcher.audit.record(
+                audit.CERT,
+                principal,
+                "revoked-connection-closed",
+                refusal.name,
+                why=refusal.message,
+            )
+            await self._send(conn, framing.encode_notification("error", refusal.to_wire()))
+            self._connections.discard(conn)  # now: the next round must not close it again
+            conn.close()  # its receive loop ends with Unavailable
+            closed += 1
+        return closed
+
     async def _serve_connection(self, tsock: trio.socket.SocketType, addr: Any) -> None:
         raw = socket.socket(fileno=tsock.detach())
         raw.setblocking(True)
@@ -168,7 +280,8 @@ class RPCServer:
                 abandon_on_cancel=True,
             )
         except (ssl.SSLError, OSError, XfsError) as e:
-            reason = getattr(e, "reason", None) or str(e)
+            # verify_message says why a certificate failed ("certificate has expired")
+            reason = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
             log.info("TLS handshake from %s refused: %s", addr, reason)
             self.dispatcher.audit.record(
                 audit.CERT, addr[0], "tls.handshake", "refused", why=reason
@@ -194,6 +307,7 @@ class RPCServer:
     async def _receive_loop(self, conn: TLSConnection, peer: Identity) -> None:
         reader = trio.CapacityLimiter(1)
         slots = trio.Semaphore(self._max_inflight)
+        state = ConnState(peer)  # what this connection acts as (see Dispatcher)
         async with trio.open_nursery() as nursery:
             while True:
                 try:
@@ -210,11 +324,15 @@ class RPCServer:
                     await self._send(conn, framing.encode_notification("error", e.to_wire()))
                     break
                 await slots.acquire()
-                nursery.start_soon(self._handle, conn, peer, message, slots)
+                nursery.start_soon(self._handle, conn, state, message, slots)
             nursery.cancel_scope.cancel()
 
     async def _handle(
-        self, conn: TLSConnection, peer: Identity, request: framing.Request, slots: trio.Semaphore
+        self,
+        conn: TLSConnection,
+        peer: Identity | ConnState,
+        request: framing.Request,
+        slots: trio.Semaphore,
     ) -> None:
         self._inflight += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
@@ -240,6 +358,53 @@ class RPCServer:
     async def _send(conn: TLSConnection, frame: bytes) -> None:
         with contextlib.suppress(Unavailable):  # the peer went away; its reader notices
             await trio.to_thread.run_sync(conn.send, frame, abandon_on_cancel=True)
+
+
+class TrustWatch:
+    """Reloads a server's trust store every ``interval`` seconds and closes the live
+    connections it now refuses (``RPCServer.close_refused``).
+
+    ``TrustStore.reload`` re-reads only the CA files and CRLs whose mtime changed, so a
+    round is a few ``stat`` calls plus one identification per live connection. A CRL that
+    expires without being replaced is caught here too, as are certificates that expire.
+    Every change of the store is recorded (``crl-loaded``, one record per CA).
+    """
+
+    def __init__(self, server: RPCServer, trust: TrustStore, interval: float) -> None:
+        self._server = server
+        self._trust = trust
+        self._interval = interval
+        self._recorded = -1  # the trust store generation last recorded in the audit log
+        self._scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        with self._scope:
+            while True:
+                await self.check()
+                await trio.sleep(self._interval)
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    async def check(self) -> int:
+        """One round: reload, record what changed, close what is now refused."""
+        self._trust.reload()  # small local files, read in this thread like identify does
+        if self._trust.generation != self._recorded:
+            self._recorded = self._trust.generation
+            for anchor in self._trust.anchors:
+                state = anchor.revocation
+                what = state.describe() if state is not None else "revocation not checked"
+                ok = state is not None and not state.problem
+                log.info("%s: %s", anchor.name, what)
+                self._server.dispatcher.audit.record(
+                    audit.CERT,
+                    anchor.cert.subject.rfc4514_string(),
+                    "crl-loaded",
+                    "ok" if ok else "unusable",
+                    ca=anchor.name,
+                    crl=what,
+                )
+        return await self._server.close_refused()
 
 
 # ---------------------------------------------------------------------------- client
@@ -330,8 +495,16 @@ class ClientConnection:
         return pending.result
 
 
+OnConnect = Callable[[ClientConnection], Awaitable[None]]
+
+
 class Pool:
-    """Connections to many servers under one credential; the layer that retries."""
+    """Connections to many servers under one credential; the layer that retries.
+
+    ``on_connect`` runs on every new connection before any call is sent on it (a worker
+    presents its delegation there: see xfs.client.delegation); if it fails, so does the
+    call that needed the connection.
+    """
 
     def __init__(
         self,
@@ -341,12 +514,14 @@ class Pool:
         *,
         frame_limit: int = framing.DATA_FRAME_LIMIT,
         retry: RetryPolicy = RetryPolicy(),
+        on_connect: OnConnect | None = None,
     ) -> None:
         self._nursery = nursery
         self._ctx = ssl_context
         self._identify = identify
         self._frame_limit = frame_limit
         self.retry = retry
+        self._on_connect = on_connect
         self._conns: dict[str, ClientConnection] = {}
         self._dialing: dict[str, trio.Lock] = {}
 
@@ -390,10 +565,23 @@ class Pool:
             conn = self._conns.get(address)
             if conn is None or conn.closed:
                 conn = await self._dial(address)
-                self._conns[address] = conn
                 self._nursery.start_soon(conn.run)
+                if self._on_connect is not None:
+                    await self._greet(conn)
+                self._conns[address] = conn
         self._check_peer(conn, expect)
         return conn
+
+    async def _greet(self, conn: ClientConnection) -> None:
+        assert self._on_connect is not None
+        try:
+            await self._on_connect(conn)
+        except Unavailable as e:
+            conn.close()
+            raise NotSent(e.message) from None  # nothing of the caller's was sent yet
+        except BaseException:
+            conn.close()
+            raise
 
     async def _dial(self, address: str) -> ClientConnection:
         host, _, port = address.rpartition(":")
@@ -437,9 +625,17 @@ async def open_pool(
     *,
     frame_limit: int = framing.DATA_FRAME_LIMIT,
     retry: RetryPolicy = RetryPolicy(),
+    on_connect: OnConnect | None = None,
 ) -> AsyncIterator[Pool]:
     async with trio.open_nursery() as nursery:
-        pool = Pool(nursery, ssl_context, identify, frame_limit=frame_limit, retry=retry)
+        pool = Pool(
+            nursery,
+            ssl_context,
+            identify,
+            frame_limit=frame_limit,
+            retry=retry,
+            on_connect=on_connect,
+        )
         try:
             yield pool
         finally:

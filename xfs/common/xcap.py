@@ -3,7 +3,9 @@
 The signature covers ``b"xfs-xcap-v1\\0"`` followed by the msgpack array of every field of
 the ``XCap`` but ``signature``, in field order; the key id is among the signed fields. The
 MRC's ``KeyRing`` names each key by ``key_id(public)`` (16 hex digits of the SHA-256 of the
-raw public key); after ``rotate()`` the older keys still verify until they are retired.
+raw public key); a new key can be ``stage``d (published, not yet signing) before it is
+``promote``d, and the older keys still verify until they are retired (the schedule is
+``xfs.mrc.xcaps.KeyRotator``'s).
 
 ``verify`` is pure (no clock, no I/O): the caller passes the time and the connection's
 holder fingerprint. ``VerifiedCache`` remembers signature checks only, keyed by the whole
@@ -20,6 +22,7 @@ import hmac
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,14 +59,22 @@ def key_id(public_raw: bytes) -> str:
 
 # ------------------------------------------------------------------ the key ring
 class KeyRing:
-    """The MRC's signing keys: one current key, older ones kept to verify until retired.
+    """The MRC's signing keys: one current key, older ones kept to verify until retired,
+    and perhaps a staged newer one that verifies (OSDs learn it) but does not sign yet.
 
     Built in memory by ``generate()`` or backed by a directory of ``<key_id>.key`` files
     (raw 32-byte private keys, mode 0600) and a ``current`` file naming the signing key.
+    Each key has a ``since`` time, kept as its file's mtime: when it became current, or,
+    for a staged key, when it was staged. A key is *staged* if its ``since`` is later
+    than the current key's, *old* otherwise.
     """
 
     def __init__(
-        self, keys: Mapping[str, Ed25519PrivateKey], current: str, dir: Path | None = None
+        self,
+        keys: Mapping[str, Ed25519PrivateKey],
+        current: str,
+        dir: Path | None = None,
+        since: Mapping[str, float] | None = None,
     ) -> None:
         if current not in keys:
             raise XfsError(errno.EINVAL, f"current key {current!r} is not in the ring")
@@ -73,19 +84,22 @@ class KeyRing:
         self._keys = dict(keys)
         self._current = current
         self._dir = dir
+        self._since = {kid: float((since or {}).get(kid, 0.0)) for kid in keys}
 
     @classmethod
-    def generate(cls) -> KeyRing:
+    def generate(cls, now: float | None = None) -> KeyRing:
         """A ring of one fresh key, kept in memory only."""
         key = Ed25519PrivateKey.generate()
         kid = key_id(_raw(key.public_key()))
-        return cls({kid: key}, kid)
+        return cls({kid: key}, kid, since={kid: time.time() if now is None else now})
 
     @classmethod
-    def load_or_create(cls, dir: Path) -> KeyRing:
+    def load_or_create(cls, dir: Path, now: float | None = None) -> KeyRing:
+        """The ring kept in ``dir``, or a new one of one key made there (``since`` now)."""
         dir = Path(dir)
         dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys: dict[str, Ed25519PrivateKey] = {}
+        since: dict[str, float] = {}
         try:
             for path in sorted(dir.iterdir()):
                 m = _KEY_FILE.fullmatch(path.name)
@@ -95,15 +109,17 @@ class KeyRing:
                 if len(raw) != 32:
                     raise XfsError(errno.EINVAL, f"{path}: not a raw Ed25519 private key")
                 keys[m.group(1)] = Ed25519PrivateKey.from_private_bytes(raw)
+                since[m.group(1)] = path.stat().st_mtime
             current = (dir / _CURRENT).read_text().strip() if keys else ""
         except OSError as e:
             raise XfsError(e.errno or errno.EIO, f"key ring {dir}: {e.strerror}") from None
         if not keys:
-            ring = cls.generate()
+            ring = cls.generate(now)
             ring._dir = dir
-            ring._save(ring.current)
+            ring._save_key(ring.current)
+            ring._save_current()
             return ring
-        return cls(keys, current, dir)
+        return cls(keys, current, dir, since)
 
     @property
     def current(self) -> str:
@@ -114,16 +130,42 @@ class KeyRing:
         return tuple(self._keys)
 
     def public_keys(self) -> dict[str, bytes]:
-        """Every key that still verifies: key id -> raw 32-byte Ed25519 public key."""
+        """Every key that verifies (old, current, staged): key id -> raw public key."""
         return {kid: _raw(key.public_key()) for kid, key in self._keys.items()}
 
-    def rotate(self) -> str:
-        """Make a new current key; the previous ones still verify. Returns the new id."""
+    def since(self) -> dict[str, float]:
+        """key id -> when it became current (or was staged), unix seconds."""
+        return dict(self._since)
+
+    @property
+    def staged(self) -> tuple[str, ...]:
+        """Keys newer than the current one: published, not yet signing."""
+        now = self._since[self._current]
+        return tuple(k for k, t in self._since.items() if k != self._current and t > now)
+
+    def stage(self, now: float | None = None) -> str:
+        """Add a new key that verifies but does not sign yet. Returns its id."""
         key = Ed25519PrivateKey.generate()
         kid = key_id(_raw(key.public_key()))
         self._keys[kid] = key
-        self._save(kid)
+        self._since[kid] = time.time() if now is None else now
+        self._save_key(kid)
+        return kid
+
+    def promote(self, kid: str, now: float | None = None) -> None:
+        """Make ``kid`` (a key of the ring) the signing key from ``now`` on."""
+        if kid not in self._keys:
+            raise XfsError(errno.ENOENT, f"no key {kid!r:.40} in the ring")
+        self._since[kid] = time.time() if now is None else now
+        self._touch(kid)
         self._current = kid
+        self._save_current()
+
+    def rotate(self, now: float | None = None) -> str:
+        """Make a new current key at once; the previous ones still verify. Returns its id.
+        (An OSD refuses its tokens until its next heartbeat: ``stage`` first to avoid it.)"""
+        kid = self.stage(now)
+        self.promote(kid, now)
         return kid
 
     def retire(self, kid: str) -> None:
@@ -135,21 +177,41 @@ class KeyRing:
         if self._dir is not None:
             (self._dir / f"{kid}.key").unlink(missing_ok=True)
         del self._keys[kid]
+        del self._since[kid]
 
     def sign_bytes(self, message: bytes) -> bytes:
         return self._keys[self._current].sign(message)
 
-    def _save(self, new_current: str) -> None:
-        """Write the key ``new_current`` (if new) and make it current, both atomically."""
+    def _save_key(self, kid: str) -> None:
+        """Write a key atomically, its mtime set to its ``since``."""
         if self._dir is None:
             return
-        raw = self._keys[new_current].private_bytes(
+        raw = self._keys[kid].private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        _write_atomic(self._dir / f"{new_current}.key", raw, 0o600)
-        _write_atomic(self._dir / _CURRENT, new_current.encode() + b"\n", 0o600)
+        _write_atomic(self._dir / f"{kid}.key", raw, 0o600)
+        self._touch(kid)
+
+    def _touch(self, kid: str) -> None:
+        if self._dir is None:
+            return
+        t = self._since[kid]
+        path = self._dir / f"{kid}.key"
+        try:
+            os.utime(path, (t, t))
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)  # the time decides when older keys retire: keep it
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise XfsError(e.errno or errno.EIO, f"key ring {self._dir}: {e.strerror}") from None
+
+    def _save_current(self) -> None:
+        if self._dir is not None:
+            _write_atomic(self._dir / _CURRENT, self._current.encode() + b"\n", 0o600)
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

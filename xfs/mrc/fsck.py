@@ -10,8 +10,10 @@ import sqlite3
 import stat
 from collections.abc import Callable
 
+from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc.store import FORMAT_VERSION, Store
+from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO
 
 _IFMT = 0o170000
@@ -183,6 +185,46 @@ class Fsck:
             "!= (target IS NOT NULL) OR (target IS NOT NULL AND size != length(target))",
             lambda vid, ino: f"inode {vid}:{ino}: symlink without target or target elsewhere",
         )
+
+    def check_delegations(self) -> None:
+        """Delegations are of a volume that exists, end after they begin, keep a 32-byte
+        secret hash and the grantor's groups as a JSON list."""
+        self._report(
+            "SELECT d.id FROM delegations d LEFT JOIN volumes v ON v.id = d.volume "
+            "WHERE v.id IS NULL OR d.expires_ns <= d.created_ns "
+            "OR (d.revoked_ns IS NOT NULL AND d.revoked_ns < d.created_ns) "
+            "OR length(d.secret) != 32 OR d.root < 1 OR CASE WHEN json_valid(d.groups) "
+            "THEN json_type(d.groups) != 'array' ELSE 1 END",
+            lambda id: f"delegation {id} is not valid",
+        )
+
+    def check_acls(self) -> None:
+        """Stored ACLs decode as valid ACLs in canonical form; default ACLs are on
+        directories only and nothing is on a symlink; an access ACL says more than the
+        mode, and its owner, mask (or owning group) and other entries are the mode's."""
+        found = self.cur.execute(
+            "SELECT x.volume, x.ino, x.name, x.value, i.mode FROM xattrs x JOIN inodes i "
+            "ON i.volume = x.volume AND i.ino = x.ino WHERE x.name IN (?, ?)",
+            (acls.ACCESS, acls.DEFAULT),
+        ).fetchall()
+        for vid, ino, name, blob, mode in found:
+            where = f"inode {vid}:{ino} {bytes(name).decode()}"
+            try:
+                acl = acls.decode(bytes(blob))
+            except XfsError as e:
+                self.problems.append(f"{where}: {e.message}")
+                continue
+            if acls.encode(acl) != bytes(blob):
+                self.problems.append(f"{where}: not in canonical form")
+            if stat.S_ISLNK(mode) or (bytes(name) == acls.DEFAULT and not stat.S_ISDIR(mode)):
+                self.problems.append(f"{where}: on a {oct(stat.S_IFMT(mode))} inode")
+            if bytes(name) == acls.ACCESS:
+                if acl.is_minimal():
+                    self.problems.append(f"{where}: says no more than the mode (not kept)")
+                if acls.mode_bits(acl) != mode & 0o777:
+                    self.problems.append(
+                        f"{where}: gives {acls.mode_bits(acl):03o}, the mode {mode & 0o777:03o}"
+                    )
 
     def check_foreign_keys(self) -> None:
         self._report(

@@ -1,12 +1,16 @@
 """RPC adapters of the MRC: decode, call the namespace, attach layouts and XCaps, encode.
 
 Authority per method is declared in ``xfs.proto.methods`` and checked by the dispatcher;
-per-object permissions are the namespace's. Namespace calls are synchronous single
-transactions, so no await separates a check from the mutation it guards.
+per-object permissions are the namespace's. Before a namespace call, ``_as`` says who
+the caller is on the volume (``roles.effective``: a super user of another VO is standard
+there) and keeps a worker's delegated connection inside its directory (``delegations``).
+Namespace calls are synchronous single transactions, and no await separates ``_as``, a
+check or the mutation it guards.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import random
@@ -18,8 +22,9 @@ import trio
 from xfs.common import audit
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
-from xfs.mrc import locks, placement
+from xfs.mrc import locks, placement, roles
 from xfs.mrc.clients import Ended
+from xfs.mrc.delegations import Delegated, Delegation, Delegations
 from xfs.mrc.leases import LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
@@ -33,6 +38,11 @@ from xfs.proto.methods import (
     ClientLease,
     Close,
     Create,
+    Delegate,
+    DelegationId,
+    DelegationInfo,
+    DelegationList,
+    DelegationToken,
     DirEntries,
     Empty,
     Heartbeat,
@@ -95,9 +105,11 @@ class MRCHandlers:
         waiters: LockWaiters | None = None,
         client_lease: float = 30.0,
         audit: Audit = NO_AUDIT,
+        delegations: Delegations | None = None,
     ) -> None:
         self._ns = ns
         self._audit = audit
+        self._delegations = delegations
         self._waiters = waiters or LockWaiters()
         self._lease_ns = int(client_lease * 1e9)
         self._registry = registry
@@ -105,9 +117,9 @@ class MRCHandlers:
         self._on_deletion = on_deletion
         self._uuid = uuid
         self._rng = rng or random.Random()
-        # name -> (id, default striping): fixed once a volume exists, and asked for on every
-        # create, where get_volume would also count the volume's files
-        self._volumes: dict[str, tuple[str, StripingPolicy]] = {}
+        # name -> (id, default striping, owner): fixed once a volume exists, and asked for
+        # on every request, where get_volume would also count the volume's files
+        self._volumes: dict[str, tuple[str, StripingPolicy, str]] = {}
 
     def register(self, d: Dispatcher) -> None:
         for method, handler in [
@@ -147,16 +159,30 @@ class MRCHandlers:
             (MRC.osd_heartbeat, self.osd_heartbeat),
             (MRC.osd_list, self.osd_list),
             (MRC.status, self.status),
+            (MRC.delegate, self.delegate),
+            (MRC.delegation_revoke, self.delegation_revoke),
+            (MRC.delegation_list, self.delegation_list),
         ]:
             d.register(method, handler)  # type: ignore[arg-type]
+        d.register_assume(MRC.assume, self.assume)
 
     # ------------------------------------------------------------------ helpers
-    def _volume(self, name: str) -> tuple[str, StripingPolicy]:
+    def _volume(self, name: str) -> tuple[str, StripingPolicy, str]:
         known = self._volumes.get(name)
         if known is None:
             info = self._ns.get_volume(name)
-            known = self._volumes[name] = (info.id, info.striping)
+            known = self._volumes[name] = (info.id, info.striping, info.owner)
         return known
+
+    def _as(self, peer: Identity, volume: str, *inos: int, see: bool = False) -> Identity:
+        """Who ``peer`` is for a request on ``volume`` that touches ``inos``: see
+        ``roles.effective``; a delegated connection must stay in its volume and inside its
+        directory (``see``: or on the path down to it), else EACCES."""
+        vid, _, owner = self._volume(volume)
+        if isinstance(peer, Delegated):
+            assert self._delegations is not None
+            self._delegations.confine(peer, vid, inos, see=see)
+        return roles.effective(peer, owner)
 
     def _layout(
         self, peer: Identity, volume: str, attr: Attr, xloc: XLocSet, epoch: int, rights: Rights
@@ -175,6 +201,7 @@ class MRCHandlers:
             xloc=xloc.version,
             expires=xcap.expires,
             holder=peer.fingerprint[:8],
+            **_via(peer),
         )
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
@@ -190,6 +217,9 @@ class MRCHandlers:
 
     # ------------------------------------------------------------------ volumes
     async def volume_create(self, peer: Identity, req: VolumeCreate) -> VolumeInfo:
+        denial = roles.volume_create_denial(peer, req.owner, req.group)
+        if denial is not None:
+            raise XfsError(errno.EPERM, denial)
         info = self._ns.create_volume(
             peer, req.name, req.owner or peer.principal, req.group, req.mode, req.striping
         )
@@ -199,13 +229,19 @@ class MRCHandlers:
         return info
 
     async def volume_delete(self, peer: Identity, req: VolumeName) -> Empty:
+        denial = roles.volume_delete_denial(peer, req.name, self._volume(req.name)[2])
+        if denial is not None:
+            raise XfsError(errno.EPERM, denial)
         self._ns.delete_volume(peer, req.name)
         self._volumes.pop(req.name, None)
+        if self._delegations is not None:
+            self._delegations.load()  # the volume's delegations went with it
         self._on_deletion()
         self._audit.record(audit.ADMIN, peer.principal, "volume_delete", volume=req.name)
         return Empty()
 
     async def volume_get(self, peer: Identity, req: VolumeName) -> VolumeInfo:
+        self._as(peer, req.name)
         return self._ns.get_volume(req.name)
 
     async def volume_list(self, peer: Identity, req: Empty) -> VolumeList:
@@ -213,14 +249,21 @@ class MRCHandlers:
 
     # ------------------------------------------------------------------ inodes
     async def lookup(self, peer: Identity, req: Lookup) -> Attr:
-        return self._ns.lookup(peer, req.volume, req.parent, req.name)
+        who = self._as(peer, req.volume)
+        if isinstance(peer, Delegated):
+            assert self._delegations is not None
+            vid = self._volume(req.volume)[0]
+            self._delegations.confine_lookup(peer, vid, req.parent, req.name)
+        return self._ns.lookup(who, req.volume, req.parent, req.name)
 
     async def getattr(self, peer: Identity, req: Ino) -> Attr:
-        return self._ns.getattr(peer, req.volume, req.ino)
+        who = self._as(peer, req.volume, req.ino, see=True)
+        return self._ns.getattr(who, req.volume, req.ino)
 
     async def setattr(self, peer: Identity, req: SetAttr) -> SetAttrResult:
+        who = self._as(peer, req.volume, req.ino)
         attr, xloc = self._ns.setattr(
-            peer,
+            who,
             req.volume,
             req.ino,
             mode=req.mode,
@@ -234,23 +277,37 @@ class MRCHandlers:
         )
         if xloc is None:
             return SetAttrResult(attr)
-        _, _, epoch = self._ns.open(peer, req.volume, req.ino, os.O_WRONLY)  # W was needed
-        layout = self._layout(peer, req.volume, attr, xloc, epoch, Rights.TRUNCATE | Rights.WRITE)
+        _, _, epoch = self._ns.open(who, req.volume, req.ino, os.O_WRONLY)  # W was needed
+        layout = self._layout(who, req.volume, attr, xloc, epoch, Rights.TRUNCATE | Rights.WRITE)
         return SetAttrResult(attr, layout)
 
     async def access(self, peer: Identity, req: Access) -> Empty:
-        self._ns.access(peer, req.volume, req.ino, req.mask)
+        who = self._as(peer, req.volume, req.ino, see=True)
+        self._ns.access(who, req.volume, req.ino, req.mask)
         return Empty()
 
     async def update_size(self, peer: Identity, req: UpdateSize) -> Attr:
-        return self._ns.update_size(peer, req.volume, req.ino, req.size, req.mtime_ns)
+        # only a writer of this file, by the XCap it writes with; a size reported under
+        # an older truncate epoch is ignored (the truncate superseded it)
+        who = self._as(peer, req.volume, req.ino)
+        self._xcaps.check(
+            req.xcap,
+            holder=peer.fingerprint,
+            volume_id=self._volume(req.volume)[0],
+            ino=req.ino,
+            rights=Rights.WRITE,
+        )
+        return self._ns.update_size(
+            who, req.volume, req.ino, req.size, req.mtime_ns, epoch=req.xcap.truncate_epoch
+        )
 
     # ------------------------------------------------------------------ entries
     async def mknod(self, peer: Identity, req: MkNod) -> Attr:
+        who = self._as(peer, req.volume, req.parent)
         if stat.S_ISREG(req.mode):
             flags = 0o100 | 0o200  # O_CREAT | O_EXCL: a new, empty regular file
             attr, _, _ = self._ns.create(
-                peer,
+                who,
                 req.volume,
                 req.parent,
                 req.name,
@@ -260,14 +317,16 @@ class MRCHandlers:
                 self._place(req.volume),
             )
             return attr
-        return self._ns.mknod(peer, req.volume, req.parent, req.name, req.mode, req.rdev, req.umask)
+        return self._ns.mknod(who, req.volume, req.parent, req.name, req.mode, req.rdev, req.umask)
 
     async def mkdir(self, peer: Identity, req: MkNod) -> Attr:
-        return self._ns.mkdir(peer, req.volume, req.parent, req.name, req.mode, req.umask)
+        who = self._as(peer, req.volume, req.parent)
+        return self._ns.mkdir(who, req.volume, req.parent, req.name, req.mode, req.umask)
 
     async def create(self, peer: Identity, req: Create) -> FileLayout:
+        who = self._as(peer, req.volume, req.parent)
         attr, xloc, epoch = self._ns.create(
-            peer,
+            who,
             req.volume,
             req.parent,
             req.name,
@@ -277,27 +336,31 @@ class MRCHandlers:
             self._place(req.volume),
             req.client,
         )
-        return self._layout(peer, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+        return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
-        attr, xloc, epoch = self._ns.open(peer, req.volume, req.ino, req.flags, req.client)
+        who = self._as(peer, req.volume, req.ino)
+        attr, xloc, epoch = self._ns.open(who, req.volume, req.ino, req.flags, req.client)
         if xloc is None:
             raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
-        return self._layout(peer, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+        return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
     async def unlink(self, peer: Identity, req: Remove) -> Empty:
-        if self._ns.unlink(peer, req.volume, req.parent, req.name) is not None:
+        who = self._as(peer, req.volume, req.parent)
+        if self._ns.unlink(who, req.volume, req.parent, req.name) is not None:
             self._on_deletion()
         return Empty()
 
     async def rmdir(self, peer: Identity, req: Remove) -> Empty:
-        self._ns.rmdir(peer, req.volume, req.parent, req.name)
+        who = self._as(peer, req.volume, req.parent)
+        self._ns.rmdir(who, req.volume, req.parent, req.name)
         return Empty()
 
     async def rename(self, peer: Identity, req: Rename) -> Empty:
+        who = self._as(peer, req.volume, req.parent, req.new_parent)
         if (
             self._ns.rename(
-                peer, req.volume, req.parent, req.name, req.new_parent, req.new_name, req.flags
+                who, req.volume, req.parent, req.name, req.new_parent, req.new_name, req.flags
             )
             is not None
         ):
@@ -305,19 +368,24 @@ class MRCHandlers:
         return Empty()
 
     async def link(self, peer: Identity, req: Link) -> Attr:
-        return self._ns.link(peer, req.volume, req.ino, req.new_parent, req.new_name)
+        who = self._as(peer, req.volume, req.ino, req.new_parent)
+        return self._ns.link(who, req.volume, req.ino, req.new_parent, req.new_name)
 
     async def symlink(self, peer: Identity, req: Symlink) -> Attr:
-        return self._ns.symlink(peer, req.volume, req.parent, req.name, req.target)
+        who = self._as(peer, req.volume, req.parent)
+        return self._ns.symlink(who, req.volume, req.parent, req.name, req.target)
 
     async def readlink(self, peer: Identity, req: Ino) -> Target:
-        return Target(self._ns.readlink(peer, req.volume, req.ino))
+        who = self._as(peer, req.volume, req.ino)
+        return Target(self._ns.readlink(who, req.volume, req.ino))
 
     async def readdir(self, peer: Identity, req: ReadDir) -> DirEntries:
+        who = self._as(peer, req.volume, req.ino)
         limit = max(1, min(req.limit, 4096))
-        return DirEntries(self._ns.readdir(peer, req.volume, req.ino, req.cursor, limit))
+        return DirEntries(self._ns.readdir(who, req.volume, req.ino, req.cursor, limit))
 
     async def statfs(self, peer: Identity, req: VolumeName) -> StatFS:
+        self._as(peer, req.name)
         files, _ = self._ns.statfs_counts(req.name)
         osds = [o for o in self._registry.all() if o.alive]
         total = sum(o.total for o in osds)
@@ -328,17 +396,21 @@ class MRCHandlers:
 
     # ------------------------------------------------------------------ xattrs
     async def getxattr(self, peer: Identity, req: XattrGet) -> XattrValue:
-        return XattrValue(self._ns.getxattr(peer, req.volume, req.ino, req.name))
+        who = self._as(peer, req.volume, req.ino)
+        return XattrValue(self._ns.getxattr(who, req.volume, req.ino, req.name))
 
     async def setxattr(self, peer: Identity, req: XattrSet) -> Empty:
-        self._ns.setxattr(peer, req.volume, req.ino, req.name, req.value, req.flags)
+        who = self._as(peer, req.volume, req.ino)
+        self._ns.setxattr(who, req.volume, req.ino, req.name, req.value, req.flags)
         return Empty()
 
     async def listxattr(self, peer: Identity, req: Ino) -> XattrNames:
-        return XattrNames(self._ns.listxattr(peer, req.volume, req.ino))
+        who = self._as(peer, req.volume, req.ino)
+        return XattrNames(self._ns.listxattr(who, req.volume, req.ino))
 
     async def removexattr(self, peer: Identity, req: XattrGet) -> Empty:
-        self._ns.removexattr(peer, req.volume, req.ino, req.name)
+        who = self._as(peer, req.volume, req.ino)
+        self._ns.removexattr(who, req.volume, req.ino, req.name)
         return Empty()
 
     # ------------------------------------------------------------------ OSDs
@@ -359,6 +431,62 @@ class MRCHandlers:
             self._ns.pending_count(),
         )
 
+    # ------------------------------------------------------------------ delegations
+    def _delegations_of(self, peer: Identity) -> Delegations:
+        if isinstance(peer, Delegated):
+            raise XfsError(
+                errno.EPERM,
+                f"{peer.worker} acts under delegation {peer.delegation}: it may not manage "
+                "delegations",
+            )
+        if self._delegations is None:
+            raise XfsError(errno.EOPNOTSUPP, "this MRC keeps no delegations")
+        return self._delegations
+
+    async def delegate(self, peer: Identity, req: Delegate) -> DelegationInfo:
+        delegations = self._delegations_of(peer)
+        who = self._as(peer, req.volume)
+        attr = self._ns.getattr(who, req.volume, req.ino)
+        if not stat.S_ISDIR(attr.mode):
+            raise XfsError(errno.ENOTDIR, f"inode {req.ino} is not a directory")
+        if attr.owner != who.principal:  # the owner may delegate; others need w and x
+            self._ns.access(who, req.volume, req.ino, os.W_OK | os.X_OK)
+        d, token = delegations.create(
+            who, self._volume(req.volume)[0], req.ino, req.grantee, req.lifetime, req.path
+        )
+        self._audit.record(
+            audit.ADMIN,
+            peer.principal,
+            "delegate",
+            delegation=d.id,
+            grantee=d.grantee,
+            volume=req.volume,
+            ino=d.root,
+            expires=d.expires_ns / 1e9,
+        )
+        return dataclasses.replace(_info(d, req.volume), token=token)
+
+    async def assume(
+        self, peer: Identity, req: DelegationToken
+    ) -> tuple[DelegationInfo, Callable[[], Identity]]:
+        delegations = self._delegations_of(peer)
+        d = delegations.assume(peer, req.token)
+        self._audit.record(
+            audit.ADMIN, peer.principal, "assume", delegation=d.id, grantor=d.grantor
+        )
+        return _info(d, delegations.volume_name(d)), delegations.acting(peer, d.id)
+
+    async def delegation_revoke(self, peer: Identity, req: DelegationId) -> Empty:
+        d = self._delegations_of(peer).revoke(peer, req.id)
+        self._audit.record(
+            audit.ADMIN, peer.principal, "delegation_revoke", delegation=d.id, grantor=d.grantor
+        )
+        return Empty()
+
+    async def delegation_list(self, peer: Identity, req: Empty) -> DelegationList:
+        visible = self._delegations_of(peer).visible(peer)
+        return DelegationList([_info(d, volume) for d, volume in visible])
+
     # ------------------------------------------------------------------ clients, locks
     async def client_open(self, peer: Identity, req: Empty) -> ClientLease:
         client, _ = self._ns.client_open(peer, self._lease_ns)
@@ -378,15 +506,19 @@ class MRCHandlers:
             self._on_deletion()
 
     async def close(self, peer: Identity, req: Close) -> Empty:
-        if self._ns.close(peer, req.volume, req.ino, req.client) is not None:
+        # (no inode check: closing ends the caller's own registration, of an orphan too)
+        who = self._as(peer, req.volume)
+        if self._ns.close(who, req.volume, req.ino, req.client) is not None:
             self._on_deletion()
         self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
         return Empty()
 
     async def append(self, peer: Identity, req: Append) -> Offset:
-        return Offset(self._ns.append(peer, req.volume, req.ino, req.client, req.length))
+        who = self._as(peer, req.volume, req.ino)
+        return Offset(self._ns.append(who, req.volume, req.ino, req.client, req.length))
 
     async def lock(self, peer: Identity, req: LockArgs) -> LockReply:
+        who = self._as(peer, req.volume, req.ino)
         request = _lock_request(req)
         key = (self._volume(req.volume)[0], req.ino)
         holder: locks.Held | None = None
@@ -394,7 +526,7 @@ class MRCHandlers:
             while True:
                 # take the event before testing: no await in between (see LockWaiters)
                 changed = self._waiters.event(key)
-                holder = self._ns.lock(peer, req.volume, req.ino, request)
+                holder = self._ns.lock(who, req.volume, req.ino, request)
                 if holder is None:
                     self._waiters.changed([key])
                     return LockReply(True)
@@ -404,15 +536,36 @@ class MRCHandlers:
         return LockReply(False, None if holder is None else _holder(holder, req.client))
 
     async def test_lock(self, peer: Identity, req: LockArgs) -> LockReply:
-        holder = self._ns.test_lock(peer, req.volume, req.ino, _lock_request(req))
+        who = self._as(peer, req.volume, req.ino)
+        holder = self._ns.test_lock(who, req.volume, req.ino, _lock_request(req))
         return LockReply(holder is None, None if holder is None else _holder(holder, req.client))
 
     async def release_locks(self, peer: Identity, req: ReleaseLocks) -> Empty:
         if req.family not in (locks.POSIX, locks.FLOCK):
             raise XfsError(errno.EINVAL, f"bad lock family {req.family!r}")
-        if self._ns.release_owner(peer, req.volume, req.ino, req.client, req.owner, req.family):
+        who = self._as(peer, req.volume)  # (letting go of its own locks: no inode check)
+        if self._ns.release_owner(who, req.volume, req.ino, req.client, req.owner, req.family):
             self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
         return Empty()
+
+
+def _via(peer: Identity) -> dict[str, str]:
+    """Audit detail of a request made under a delegation: the worker that made it."""
+    return {"via": peer.worker} if isinstance(peer, Delegated) else {}
+
+
+def _info(d: Delegation, volume: str) -> DelegationInfo:
+    return DelegationInfo(
+        d.id,
+        d.grantor,
+        d.grantee,
+        volume,
+        d.root,
+        d.path,
+        d.created_ns / 1e9,
+        d.expires_ns / 1e9,
+        None if d.revoked_ns is None else d.revoked_ns / 1e9,
+    )
 
 
 def _lock_request(req: LockArgs) -> locks.Request:

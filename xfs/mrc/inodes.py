@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from xfs.mrc import acl as acls
 from xfs.proto.errors import XfsError
 from xfs.proto.records import NAME_MAX, Attr, StripingPolicy, VolumeInfo, XLocSet
 
@@ -68,6 +69,7 @@ class Inode:
     truncate_epoch: int
     xloc: bytes | None
     target: bytes | None
+    acl: bytes | None = None  # the access ACL as stored (xfs.mrc.acl.encode), if any
 
     @property
     def ino(self) -> int:
@@ -83,6 +85,15 @@ class Inode:
 
     def layout(self) -> XLocSet | None:
         return None if self.xloc is None else decode_xloc(self.xloc)
+
+    @property
+    def access_acl(self) -> acls.Acl | None:
+        if self.acl is None:
+            return None
+        try:
+            return acls.decode(self.acl)
+        except XfsError as e:
+            raise XfsError(errno.EIO, f"inode {self.ino}: stored ACL is corrupt: {e}") from None
 
 
 def show(name: bytes) -> str:
@@ -125,12 +136,24 @@ def row_to_attr(row: Any, blksize: int) -> Attr:
 
 
 def row_to_inode(row: Any, blksize: int) -> Inode:
-    return Inode(row_to_attr(row[:10], blksize), row[10], row[11], row[12])
+    """An ``Inode`` from the ``INODE_COLS`` of a row, and its access ACL if the row has
+    one more column."""
+    acl = bytes(row[13]) if len(row) > 13 and row[13] is not None else None
+    return Inode(row_to_attr(row[:10], blksize), row[10], row[11], row[12], acl)
+
+
+# The access ACL of the inode of the row (one primary-key lookup in ``xattrs``).
+_ACCESS_ACL = (
+    "(SELECT x.value FROM xattrs x WHERE x.volume = inodes.volume AND x.ino = inodes.ino "
+    "AND x.name = ?)"
+)
 
 
 def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
+    """The inode ``ino``, with its access ACL (permission checks need it)."""
     row = cur.execute(
-        f"SELECT {INODE_COLS} FROM inodes WHERE volume = ? AND ino = ?", (vol.id, ino)
+        f"SELECT {INODE_COLS}, {_ACCESS_ACL} FROM inodes WHERE volume = ? AND ino = ?",
+        (acls.ACCESS, vol.id, ino),
     ).fetchone()
     if row is None:
         # A stale handle (as NFS says): the inode went while a client still knew it. The
@@ -264,6 +287,7 @@ def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inod
         fields.get("truncate_epoch", node.truncate_epoch),
         fields.get("xloc", node.xloc),
         node.target,
+        node.acl,
     )
 
 

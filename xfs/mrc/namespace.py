@@ -14,13 +14,14 @@ import os
 import sqlite3
 import stat
 
+from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms
 from xfs.mrc.clients import ClientOps, register_open
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
 from xfs.mrc.volumes import VolumeOps
-from xfs.mrc.xattrs import XattrOps
+from xfs.mrc.xattrs import XattrOps, read_acl, write_acl
 from xfs.proto.errors import XfsError
 from xfs.proto.records import PATH_MAX, ROOT_INO, Attr, DirEntry, Identity, XLocSet
 
@@ -36,8 +37,40 @@ def _deny(code: int, what: str) -> XfsError:
 
 
 def _need(caller: Identity, node: rows.Inode, mask: int, what: str) -> None:
-    if not perms.may(caller, node.attr, mask):
+    if not perms.may(caller, node.attr, mask, node.access_acl):
         raise _deny(errno.EACCES, what)
+
+
+def _inherited(
+    caller: Identity,
+    cur: sqlite3.Cursor,
+    v: rows.Vol,
+    dir_: rows.Inode,
+    mode: int,
+    umask: int,
+    is_dir: bool,
+) -> tuple[str, str, int, acls.Acl | None, acls.Acl | None]:
+    """(owner, group, permission bits, access ACL, default ACL) of a new entry in
+    ``dir_``: under a default ACL the umask is not applied, the default ACL limited by
+    the requested mode becomes the access ACL (posix_acl_create), and a new directory
+    takes it as its own default too."""
+    default = read_acl(cur, v, dir_.ino, acls.DEFAULT)
+    owner, group, bits = perms.new_entry(
+        caller, dir_.attr, mode, umask if default is None else 0, is_dir
+    )
+    if default is None:
+        return owner, group, bits, None, None
+    access, bits = acls.inherit(default, bits)
+    return owner, group, bits, access, default if is_dir else None
+
+
+def _store_acls(
+    cur: sqlite3.Cursor, v: rows.Vol, ino: int, access: acls.Acl | None, default: acls.Acl | None
+) -> None:
+    if access is not None:
+        write_acl(cur, v, ino, acls.ACCESS, access)
+    if default is not None:
+        write_acl(cur, v, ino, acls.DEFAULT, default)
 
 
 class Namespace(VolumeOps, XattrOps, ClientOps):
@@ -84,9 +117,11 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             if rows.entry(cur, v, parent, name) is not None:
                 raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
             _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
-            owner, group, bits = perms.new_entry(caller, dir_.attr, mode, umask, is_dir)
-            if target is not None:
-                bits = 0o777
+            owner, group, bits, access, default = _inherited(
+                caller, cur, v, dir_, mode, umask, is_dir
+            )
+            if target is not None:  # symbolic links: 0777 and no ACLs
+                bits, access, default = 0o777, None, None
             node = rows.new_inode(
                 cur,
                 v,
@@ -100,6 +135,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 target=target,
                 size=len(target) if target is not None else 0,
             )
+            _store_acls(cur, v, node.ino, access, default)
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now, nlink_delta=1 if is_dir else 0)
             return node.attr
@@ -231,7 +267,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                     new_mode = perms.chmod_result(
                         caller, node.attr, mode, group or node.attr.group
                     )
-                elif perms.may_drop_setid(caller, node.attr, mode):
+                elif perms.may_drop_setid(caller, node.attr, mode, node.access_acl):
                     new_mode = stat.S_IFMT(node.mode) | (mode & 0o7777)  # a writer's kill-priv
                 else:
                     raise _deny(errno.EPERM, f"chmod of inode {ino}")
@@ -245,7 +281,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 explicit = True  # one time set to now, the other left alone (UTIME_OMIT)
             if (explicit or atime_now or mtime_now) and size is None:
                 # (with a size, the times are the truncate's own: W was checked above)
-                denial = perms.utimens_denial(caller, node.attr, explicit, touch)
+                denial = perms.utimens_denial(caller, node.attr, explicit, touch, node.access_acl)
                 if denial is not None:
                     raise _deny(denial, f"set times of inode {ino}")
                 if atime_now or atime_ns is not None:
@@ -254,15 +290,26 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                     fields["mtime_ns"] = now if mtime_now else mtime_ns
             if fields:  # every change sets ctime
                 fields["ctime_ns"] = now
+            access = node.access_acl
+            if access is not None and new_mode & 0o777 != node.mode & 0o777:
+                write_acl(cur, v, ino, acls.ACCESS, acls.chmod(access, new_mode))  # in sync
             node = rows.set_inode(cur, v, node, **fields)
             return node.attr, xloc
 
     def update_size(
-        self, caller: Identity, vol: str, ino: int, size: int, mtime_ns: int | None = None
+        self,
+        caller: Identity,
+        vol: str,
+        ino: int,
+        size: int,
+        mtime_ns: int | None = None,
+        *,
+        epoch: int | None = None,
     ) -> Attr:
         """A writer reached ``size``: the file grows to it (never shrinks), and mtime and
-        ctime become ``mtime_ns`` (or now). The writer's XCap was checked by its OSDs;
-        permission was checked when the file was opened."""
+        ctime become ``mtime_ns`` (or now). The writer's XCap was checked by the caller;
+        permission was checked when the file was opened. With ``epoch`` (the XCap's
+        truncate epoch) older than the file's, nothing changes: a truncate came after."""
         if size < 0:
             raise XfsError(errno.EINVAL, f"negative size {size} for inode {ino}")
         with self._store.transaction() as cur:
@@ -272,6 +319,8 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 raise XfsError(errno.EISDIR, f"inode {ino} is a directory")
             if not stat.S_ISREG(node.mode):
                 raise XfsError(errno.EINVAL, f"inode {ino} is not a regular file")
+            if epoch is not None and epoch < node.truncate_epoch:
+                return node.attr
             t = self._store.clock() if mtime_ns is None else mtime_ns
             node = rows.set_inode(
                 cur, v, node, size=max(size, node.attr.size), mtime_ns=t, ctime_ns=t
@@ -357,7 +406,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                     register_open(cur, caller, client, v.id, node.ino, flags)
                 return node.attr, node.layout() or xloc, node.truncate_epoch
             _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
-            owner, group, bits = perms.new_entry(caller, dir_.attr, mode, umask, False)
+            owner, group, bits, access, _ = _inherited(caller, cur, v, dir_, mode, umask, False)
             node = rows.new_inode(
                 cur,
                 v,
@@ -368,6 +417,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 now=now,
                 xloc=xloc,
             )
+            _store_acls(cur, v, node.ino, access, None)
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now)
             if client is not None:
@@ -421,7 +471,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             dir_ = self._parent(caller, cur, v, new_parent, X_OK)
             if rows.entry(cur, v, new_parent, new_name) is not None:
                 raise XfsError(errno.EEXIST, f"entry {rows.show(new_name)} exists in {new_parent}")
-            denial = perms.link_denial(caller, node.attr)
+            denial = perms.link_denial(caller, node.attr, node.access_acl)
             if denial is not None:  # (Linux checks this before the directory's permission)
                 raise _deny(denial, f"hard link to inode {ino}")
             _need(caller, dir_, W_OK | X_OK, f"link {rows.show(new_name)} in {new_parent}")

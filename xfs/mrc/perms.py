@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 
+from xfs.mrc import acl as acls
 from xfs.proto.records import Attr, Identity
 
 R_OK = os.R_OK  # 4
@@ -23,18 +24,22 @@ _ALL_PERMS = 0o7777
 
 
 # ------------------------------------------------------------------------- mode bits
-def may(caller: Identity, attr: Attr, mask: int) -> bool:
+def may(caller: Identity, attr: Attr, mask: int, acl: acls.Acl | None = None) -> bool:
     """May ``caller`` access ``attr`` for every bit of ``mask`` (R_OK|W_OK|X_OK)?
 
     POSIX order: the owner class if the caller owns the inode, else the group class if
-    the caller is in its group, else other; only that one class counts. A super caller
-    may always read and write, and execute (search) if the inode is a directory or has
-    any execute bit.
+    the caller is in its group, else other; only that one class counts. With an access
+    ``acl``, POSIX.1e order instead (``acl.permits``). A super caller may always read
+    and write, and execute (search) if the inode is a directory or has any execute bit.
     """
     if mask & ~(R_OK | W_OK | X_OK):
         raise ValueError(f"bad access mask {mask:#o}")
     if caller.is_super:
         return not (mask & X_OK) or stat.S_ISDIR(attr.mode) or bool(attr.mode & _EXEC_BITS)
+    if acl is not None:
+        return acls.permits(
+            acl, attr.mode, attr.owner, attr.group, caller.principal, caller.groups, mask
+        )
     if caller.principal == attr.owner:
         bits = (attr.mode >> 6) & 7
     elif attr.group in caller.groups:
@@ -137,7 +142,7 @@ def chown_result(caller: Identity, attr: Attr) -> int:
     return mode
 
 
-def may_drop_setid(caller: Identity, attr: Attr, perm: int) -> bool:
+def may_drop_setid(caller: Identity, attr: Attr, perm: int, acl: acls.Acl | None = None) -> bool:
     """Is the chmod of a non-directory to ``perm`` only the kernel clearing S_ISUID and/or
     S_ISGID for a writer (it does so on write and truncate without CAP_FSETID), by a
     caller who may write the file? Such a chmod is allowed to non-owners."""
@@ -149,11 +154,11 @@ def may_drop_setid(caller: Identity, attr: Attr, perm: int) -> bool:
         perm & ~old == 0
         and dropped != 0
         and dropped & ~(stat.S_ISUID | stat.S_ISGID) == 0
-        and may(caller, attr, W_OK)
+        and may(caller, attr, W_OK, acl)
     )
 
 
-def link_denial(caller: Identity, attr: Attr) -> int | None:
+def link_denial(caller: Identity, attr: Attr, acl: acls.Acl | None = None) -> int | None:
     """None if ``caller`` may make a new hard link to ``attr``, else errno.
 
     Directories: EPERM. Others' files: Linux's ``protected_hardlinks`` rule, which xfs
@@ -169,13 +174,15 @@ def link_denial(caller: Identity, attr: Attr) -> int | None:
         not stat.S_ISREG(mode)
         or mode & stat.S_ISUID
         or (mode & (stat.S_ISGID | stat.S_IXGRP)) == (stat.S_ISGID | stat.S_IXGRP)
-        or not may(caller, attr, R_OK | W_OK)
+        or not may(caller, attr, R_OK | W_OK, acl)
     ):
         return errno.EPERM
     return None
 
 
-def utimens_denial(caller: Identity, attr: Attr, explicit: bool, now: bool) -> int | None:
+def utimens_denial(
+    caller: Identity, attr: Attr, explicit: bool, now: bool, acl: acls.Acl | None = None
+) -> int | None:
     """None if ``caller`` may set times (``explicit`` values and/or ``now``), else errno.
 
     Explicit times need the owner or super (EPERM); setting both to the current time (a
@@ -186,7 +193,7 @@ def utimens_denial(caller: Identity, attr: Attr, explicit: bool, now: bool) -> i
         return None
     if explicit:
         return errno.EPERM
-    if now and not may(caller, attr, W_OK):
+    if now and not may(caller, attr, W_OK, acl):
         return errno.EACCES
     return None
 
@@ -212,10 +219,13 @@ def xattr_visible(caller: Identity, name: bytes) -> bool:
     return caller.is_super or not name.startswith(_PRIVILEGED)
 
 
-def xattr_denial(caller: Identity, attr: Attr, name: bytes, write: bool) -> int | None:
+def xattr_denial(
+    caller: Identity, attr: Attr, name: bytes, write: bool, acl: acls.Acl | None = None
+) -> int | None:
     """None if ``caller`` may read (or ``write``) xattr ``name`` of ``attr``, else errno.
 
-    ``system.*`` (ACLs, later) and unknown namespaces: EOPNOTSUPP. ``trusted.*`` and
+    ``system.*`` (the ACLs have their own rules, in ``xattrs``) and unknown namespaces:
+    EOPNOTSUPP. ``trusted.*`` and
     ``security.*``: super only, EPERM on write and ENODATA on read (they look absent).
     ``user.*``: only on regular files and directories (EPERM on write, ENODATA on read
     elsewhere), write needs W and, in a sticky directory, the owner; read needs R.
@@ -236,8 +246,8 @@ def xattr_denial(caller: Identity, attr: Attr, name: bytes, write: bool) -> int 
             and not is_owner_or_super(caller, attr)
         ):
             return errno.EPERM
-        return None if may(caller, attr, W_OK) else errno.EACCES
-    return None if may(caller, attr, R_OK) else errno.EACCES
+        return None if may(caller, attr, W_OK, acl) else errno.EACCES
+    return None if may(caller, attr, R_OK, acl) else errno.EACCES
 
 
 # ------------------------------------------------------------------------- open

@@ -15,13 +15,14 @@ from xfs.common.identity import load_credential
 from xfs.common.rpc import Dispatcher, RPCServer, open_pool
 from xfs.common.service_tls import ServiceTLS
 from xfs.common.xcap import KeyRing
+from xfs.mrc.delegations import Delegations
 from xfs.mrc.deleter import Deleter
 from xfs.mrc.handlers import MRCHandlers
 from xfs.mrc.leases import LeaseSweeper, LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.store import Store
-from xfs.mrc.xcaps import XCapIssuer
+from xfs.mrc.xcaps import KeyRotator, XCapIssuer
 from xfs.proto.records import Kind
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class MRCService:
         self._scope = trio.CancelScope()
         self.server: RPCServer | None = None
         self.deleter: Deleter | None = None
+        self.rotator: KeyRotator | None = None
 
     async def run(
         self, *, task_status: trio.TaskStatus[MRCService] = trio.TASK_STATUS_IGNORED
@@ -44,13 +46,23 @@ class MRCService:
             raise SystemExit(f"{config.tls.cert} is not an MRC certificate")
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store.open(config.data_dir / "mrc.db")
-        audit = AuditLog(config.data_dir / "audit.log", "mrc", self._clock).open()
+        audit_path = config.audit_log or config.data_dir / "audit.log"
+        audit = AuditLog(audit_path, "mrc", self._clock).open()
         try:
-            ring = KeyRing.load_or_create(config.data_dir / "xcap-keys")
+            ring = KeyRing.load_or_create(config.data_dir / "xcap-keys", self._clock())
             ns = Namespace(store)
             registry = OSDRegistry(store, self._clock, config.osd_dead_after)
             registry.load()
+            delegations = Delegations(store, self._clock, config.max_delegation)
+            delegations.load()
             xcaps = XCapIssuer(ring, self._clock, config.xcap_lifetime)
+            self.rotator = KeyRotator(
+                ring,
+                self._clock,
+                period=config.xcap_key_rotation * 3600,
+                lifetime=config.xcap_lifetime,
+                audit=audit,
+            )
             dispatcher = Dispatcher(audit)
             fingerprint = load_credential(config.tls.cert, config.tls.key).fingerprint
             with self._scope:
@@ -72,11 +84,14 @@ class MRCService:
                         waiters=waiters,
                         client_lease=config.client_lease,
                         audit=audit,
+                        delegations=delegations,
                     ).register(dispatcher)
                     self.server = RPCServer(
                         dispatcher=dispatcher,
                         ssl_context=tls.server,
                         identify=tls.trust.identify,
+                        trust=tls.trust,
+                        crl_check_interval=config.crl_check_interval,
                         host=config.host,
                         port=config.port,
                         frame_limit=META_FRAME_LIMIT,
@@ -84,6 +99,7 @@ class MRCService:
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)
                     n.start_soon(sweeper.run)
+                    n.start_soon(self.rotator.run)
                     log.info("MRC serving %s on %s:%d", config.data_dir, config.host, port)
                     task_status.started(self)
                     await trio.sleep_forever()

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 # Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
 # entries and xattrs are BLOBs: POSIX names are bytes, not text.
@@ -147,6 +147,26 @@ CREATE TABLE osds (
     labels    TEXT NOT NULL,                  -- JSON object of str -> str
     last_seen REAL NOT NULL                   -- unix seconds
 ) STRICT;
+
+-- A delegation (docs/design/delegation.md): the worker certificate named grantee may
+-- act as the grantor (its principal, VO and these groups; role standard) inside directory
+-- root of the volume, until expires_ns or revoked_ns. The token's secret is kept only
+-- as its SHA-256. Rows go with their volume; the directory may go before them (nothing
+-- is then inside the delegation). Times are the MRC clock's.
+CREATE TABLE delegations (
+    id         TEXT PRIMARY KEY,              -- random, public: names it in list and revoke
+    secret     BLOB NOT NULL,                 -- SHA-256 of the token's secret (32 bytes)
+    grantor    TEXT NOT NULL,                 -- principal
+    vo         TEXT NOT NULL,                 -- the grantor's VO
+    groups     TEXT NOT NULL,                 -- JSON list: the grantor's groups when it delegated
+    grantee    TEXT NOT NULL,                 -- principal of the worker certificate
+    volume     TEXT NOT NULL REFERENCES volumes(id),
+    root       INTEGER NOT NULL,              -- ino of the delegated directory
+    path       TEXT NOT NULL,                 -- how the grantor named it (for display only)
+    created_ns INTEGER NOT NULL,
+    expires_ns INTEGER NOT NULL,              -- > created_ns
+    revoked_ns INTEGER                        -- NULL while not revoked
+) STRICT;
 """
 
 
@@ -253,6 +273,9 @@ def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
         raise StoreError(f"{path}: MRC store without a format_version")
     if row[0] == 1:
         _upgrade_from_1(conn)
+        row = (2,)
+    if row[0] == 2:
+        _upgrade_from_2(conn)
         return
     if row[0] != FORMAT_VERSION:
         raise StoreError(
@@ -268,6 +291,17 @@ def _upgrade_from_1(conn: sqlite3.Connection) -> None:
     conn.executescript(
         "BEGIN IMMEDIATE;\n"
         + SCHEMA[start:end]
-        + f"UPDATE meta SET value = {FORMAT_VERSION} WHERE key = 'format_version';\n"
+        + "UPDATE meta SET value = 2 WHERE key = 'format_version';\n"
+        "COMMIT;"
+    )
+
+
+def _upgrade_from_2(conn: sqlite3.Connection) -> None:
+    """Format 2 lacked the table of delegations: add it."""
+    start = SCHEMA.index("-- A delegation")
+    conn.executescript(
+        "BEGIN IMMEDIATE;\n"
+        + SCHEMA[start:]
+        + "UPDATE meta SET value = 3 WHERE key = 'format_version';\n"
         "COMMIT;"
     )

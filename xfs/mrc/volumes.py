@@ -107,7 +107,7 @@ class VolumeOps:
                 "FROM inodes WHERE volume = ? AND xloc IS NOT NULL ORDER BY ino",
                 (vol.id,),
             )
-            for table in ("dentries", "xattrs", "locks", "opens", "inodes"):
+            for table in ("dentries", "xattrs", "locks", "opens", "inodes", "delegations"):
                 cur.execute(f"DELETE FROM {table} WHERE volume = ?", (vol.id,))
             cur.execute("DELETE FROM volumes WHERE id = ?", (vol.id,))
 

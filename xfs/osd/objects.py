@@ -1,10 +1,11 @@
-"""The OSD's on-disk object store (format version 1): the one canonical description.
+"""The OSD's on-disk object store (format version 2): the one canonical description.
 
 Layout under ``root``::
 
-    FORMAT                    "xfs-osd-objects 1\\n"
+    FORMAT                    "xfs-osd-objects 2\\n"
     UUID                      this OSD's uuid (uuid4, canonical form, then "\\n")
     objects/<pp>/<volume>/<ino>/<objno>
+    objects/<pp>/<volume>/<ino>/epoch
 
 where ``<pp>`` is the first two hex digits of sha256(file_id), ``file_id`` is
 ``"<volume>:<ino>"`` and each object file is a 16-byte header
@@ -14,15 +15,28 @@ An object is replaced whole (temp file ``.tmp.<objno>.<hex>`` beside it, then
 :func:`parse_file_id` and :func:`check_objno` accepted, so nothing outside ``root`` is
 touched whatever a peer sends.
 
+``epoch`` holds the highest truncate epoch a truncate of the file presented here, as
+``struct.pack(">4sHHQI", b"XFSE", 1, 0, epoch, crc32c(the 16 bytes before))``; it is
+written only by a truncate that raises it (temp ``.tmp.epoch.<hex>``, fsync, replace,
+fsync of the directories), and a missing file means epoch 0. A write or truncate whose
+XCap carries a lower epoch is refused (:class:`StaleEpoch`); reads are not fenced.
+
+Version 1 was the same layout without ``epoch`` files: :meth:`ObjectStore.open` upgrades
+a version-1 store by rewriting FORMAT (every file then has epoch 0). Nothing reads a
+version-2 store as version 1.
+
 Everything here is synchronous; the service calls it from worker threads, concurrently.
 Read-modify-write of one object is serialised by a striped lock on (file_id, objno);
-reads take no lock (an object file is always whole).
+reads take no lock (an object file is always whole). Writes hold a striped per-file gate
+shared, truncate and delete hold it exclusive, so a write that passed the epoch check
+lands before a truncate that raises the epoch, never after it.
 
 Errors: bad ids and arguments raise ``XfsError(EINVAL)``; a bad header, short file or
-CRC mismatch raises :class:`CorruptObject` (EIO); a full disk raises ``XfsError(ENOSPC)``;
-any other OS failure ``XfsError(EIO)``. A store whose FORMAT or UUID is missing or wrong
-raises :class:`StoreFormatError` from :meth:`ObjectStore.open` (a startup failure, never
-sent on the wire, so not an ``XfsError``).
+CRC mismatch raises :class:`CorruptObject` (EIO), a bad epoch file :class:`CorruptEpoch`
+(EIO); an older truncate epoch raises :class:`StaleEpoch` (EACCES); a full disk raises
+``XfsError(ENOSPC)``; any other OS failure ``XfsError(EIO)``. A store whose FORMAT or
+UUID is missing or wrong raises :class:`StoreFormatError` from :meth:`ObjectStore.open`
+(a startup failure, never sent on the wire, so not an ``XfsError``).
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import secrets
 import struct
 import threading
 import uuid as uuidlib
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,22 +58,29 @@ import google_crc32c
 
 from xfs.proto.errors import XfsError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FORMAT_LINE = f"xfs-osd-objects {FORMAT_VERSION}\n"
+UPGRADABLE = {"xfs-osd-objects 1\n"}  # older formats open() upgrades in place
 OBJECT_MAGIC = b"XFSO"
 OBJECT_VERSION = 1
 HEADER = struct.Struct(">4sHHII")  # magic, version, flags, crc32c(data), len(data)
 MAX_OBJNO = 1 << 40
 MAX_INO = (1 << 63) - 1
 MAX_OBJECT_SIZE = (1 << 32) - 1  # the header's length field; stripe size is checked above
+MAX_EPOCH = (1 << 64) - 1
 TEMP_PREFIX = ".tmp."
+EPOCH_NAME = "epoch"
+EPOCH_MAGIC = b"XFSE"
+EPOCH_VERSION = 1
+EPOCH_RECORD = struct.Struct(">4sHHQI")  # magic, version, flags, epoch, crc32c(first 16)
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INO_RE = re.compile(r"[1-9][0-9]{0,18}")
 _OBJNO_RE = re.compile(r"0|[1-9][0-9]{0,12}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{2}")
-TEMP_RE = re.compile(r"\.tmp\.(?:0|[1-9][0-9]{0,12})\.[0-9a-f]{16}")
+TEMP_RE = re.compile(r"\.tmp\.(?:0|[1-9][0-9]{0,12}|epoch)\.[0-9a-f]{16}")
 _N_LOCKS = 64
+_EPOCH_CACHE = 1 << 16  # files whose epoch is remembered in memory
 
 
 class CorruptObject(XfsError):
@@ -70,6 +92,28 @@ class CorruptObject(XfsError):
         )
         self.file_id = file_id
         self.objno = objno
+
+
+class CorruptEpoch(XfsError):
+    """A file's epoch record on disk failed verification."""
+
+    def __init__(self, file_id: str, reason: str) -> None:
+        super().__init__(errno.EIO, f"corrupt truncate epoch of {file_id}: {reason}")
+        self.file_id = file_id
+
+
+class StaleEpoch(XfsError):
+    """A write or truncate carried a truncate epoch older than one this OSD has seen."""
+
+    def __init__(self, file_id: str, epoch: int, current: int) -> None:
+        super().__init__(
+            errno.EACCES,
+            f"xcap: truncate epoch {epoch} of {file_id} is older than {current} "
+            "(the file was truncated since: renew the XCap)",
+        )
+        self.file_id = file_id
+        self.epoch = epoch
+        self.current = current
 
 
 class StoreFormatError(Exception):
@@ -176,6 +220,26 @@ def decode_object(header: bytes, data: bytes) -> bytes:
     return data
 
 
+def encode_epoch(epoch: int) -> bytes:
+    check_uint("truncate epoch", epoch, MAX_EPOCH)
+    head = EPOCH_RECORD.pack(EPOCH_MAGIC, EPOCH_VERSION, 0, epoch, 0)[:-4]
+    return head + struct.pack(">I", google_crc32c.value(head))
+
+
+def decode_epoch(raw: bytes) -> int:
+    """The epoch of an epoch record; ValueError with the reason if it is not one."""
+    if len(raw) != EPOCH_RECORD.size:
+        raise ValueError(f"{len(raw)} bytes, not {EPOCH_RECORD.size}")
+    magic, version, flags, epoch, crc = EPOCH_RECORD.unpack(raw)
+    if magic != EPOCH_MAGIC:
+        raise ValueError(f"bad magic {magic!r}")
+    if version != EPOCH_VERSION or flags != 0:
+        raise ValueError(f"unknown epoch record version {version} flags {flags}")
+    if google_crc32c.value(raw[:-4]) != crc:
+        raise ValueError("CRC32C mismatch")
+    return int(epoch)
+
+
 def check_format(root: Path) -> str:
     """Check FORMAT and UUID of an existing store; return its uuid."""
     try:
@@ -233,6 +297,51 @@ def _write_file_atomic(path: Path, content: bytes) -> None:
     os.replace(tmp, path)
 
 
+class _Gate:
+    """Shared (writes) or exclusive (truncate, delete) use of the files of one stripe.
+
+    A waiting exclusive user holds new shared users back, so truncates are not starved.
+    Not reentrant: no caller takes a gate it already holds.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._waiting:
+                self._cond.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._shared -= 1
+                if not self._shared:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._waiting += 1
+            try:
+                while self._exclusive or self._shared:
+                    self._cond.wait()
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
 class ObjectStore:
     """Objects of files on one local file system. Call :meth:`open` before use."""
 
@@ -241,15 +350,31 @@ class ObjectStore:
         self.objects = self.root / "objects"
         self._uuid: str | None = None
         self._locks = [threading.Lock() for _ in range(_N_LOCKS)]
+        self._gates = [_Gate() for _ in range(_N_LOCKS)]
+        self._epochs: OrderedDict[str, int] = OrderedDict()  # file_id -> epoch on disk
+        self._epochs_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
-        """Create the layout in an empty (or missing) directory, else check it."""
+        """Create the layout in an empty (or missing) directory, else check it (and
+        upgrade a store of an older format version, see the module's description)."""
         with _os_errors(f"open {self.root}"):
             self.root.mkdir(parents=True, exist_ok=True)
             if not (self.root / "FORMAT").exists():
                 self._create()
+            else:
+                self._upgrade()
         self._uuid = check_format(self.root)
+
+    def _upgrade(self) -> None:
+        try:
+            fmt = (self.root / "FORMAT").read_text("ascii", "replace")
+        except OSError:
+            return  # check_format reports it
+        if fmt in UPGRADABLE:
+            # 1 -> 2 adds epoch files; a store without any is a valid version-2 store
+            _write_file_atomic(self.root / "FORMAT", FORMAT_LINE.encode())
+            _fsync_path(self.root)
 
     def _create(self) -> None:
         # FORMAT is written last, so a store without it is one whose creation was cut short.
@@ -278,6 +403,76 @@ class ObjectStore:
 
     def _lock(self, file_id: str, objno: int) -> threading.Lock:
         return self._locks[hash((file_id, objno)) % _N_LOCKS]
+
+    def _gate(self, file_id: str) -> _Gate:
+        return self._gates[hash(file_id) % _N_LOCKS]
+
+    # ------------------------------------------------------------------ truncate epochs
+    def epoch(self, file_id: str) -> int:
+        """The highest truncate epoch a truncate of the file presented here (0: none)."""
+        with self._gate(file_id).shared():
+            return self._epoch(file_id)
+
+    def _epoch(self, file_id: str) -> int:
+        """``epoch`` with the file's gate held (so no truncate stores one meanwhile)."""
+        d = self.file_dir(file_id)
+        with self._epochs_lock:
+            if file_id in self._epochs:
+                self._epochs.move_to_end(file_id)
+                return self._epochs[file_id]
+        with _os_errors(f"read the truncate epoch of {file_id}"):
+            try:
+                fd = os.open(d / EPOCH_NAME, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                raw = None
+            else:
+                with open(fd, "rb", buffering=0) as f:
+                    raw = f.read(EPOCH_RECORD.size + 1)
+        try:
+            epoch = 0 if raw is None else decode_epoch(raw)
+        except ValueError as e:
+            raise CorruptEpoch(file_id, str(e)) from None
+        self._remember_epoch(file_id, epoch)
+        return epoch
+
+    def _remember_epoch(self, file_id: str, epoch: int | None) -> None:
+        with self._epochs_lock:
+            if epoch is None:
+                self._epochs.pop(file_id, None)
+                return
+            self._epochs[file_id] = epoch
+            self._epochs.move_to_end(file_id)
+            while len(self._epochs) > _EPOCH_CACHE:
+                self._epochs.popitem(last=False)
+
+    def _check_epoch(self, file_id: str, epoch: int) -> int:
+        """Refuse ``epoch`` if older than the file's; returns the file's. Gate held."""
+        current = self._epoch(file_id)
+        if check_uint("truncate epoch", epoch, MAX_EPOCH) < current:
+            raise StaleEpoch(file_id, epoch, current)
+        return current
+
+    def _store_epoch(self, file_id: str, epoch: int) -> None:
+        """Persist a higher epoch (durably, before the truncate acts). Gate held exclusive."""
+        d = self.file_dir(file_id)
+        path = d / EPOCH_NAME
+        tmp = d / f"{TEMP_PREFIX}{EPOCH_NAME}.{secrets.token_hex(8)}"
+        self._remember_epoch(file_id, None)
+        with _os_errors(f"write the truncate epoch of {file_id}"):
+            d.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    _write_all(fd, encode_epoch(epoch))
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self._fsync_dirs(d)
+        self._remember_epoch(file_id, epoch)
 
     def _held(self, file_id: str) -> list[tuple[int, Path]]:
         """The objects of a file on disk, by object number."""
@@ -343,14 +538,28 @@ class ObjectStore:
         data = self._load(file_id, objno, path)
         return b"" if data is None else data[offset : offset + length]
 
-    def write(self, file_id: str, objno: int, offset: int, data: bytes, sync: bool = False) -> None:
-        """Write ``data`` at ``offset``; a gap after the old end is zero-filled."""
+    def write(
+        self,
+        file_id: str,
+        objno: int,
+        offset: int,
+        data: bytes,
+        sync: bool = False,
+        *,
+        epoch: int | None = None,
+    ) -> None:
+        """Write ``data`` at ``offset``; a gap after the old end is zero-filled.
+
+        With ``epoch`` (the XCap's truncate epoch), refused if the file was truncated
+        here with a higher one (:class:`StaleEpoch`)."""
         path = self.object_path(file_id, objno)
         if not isinstance(data, bytes | bytearray | memoryview):
             raise _einval("data must be bytes")
         data = bytes(data)
         check_uint("offset", offset, max(0, MAX_OBJECT_SIZE - len(data)))
-        with self._lock(file_id, objno):
+        with self._gate(file_id).shared(), self._lock(file_id, objno):
+            if epoch is not None:
+                self._check_epoch(file_id, epoch)
             if offset != 0 or self._length(file_id, objno, path) > len(data):
                 old = self._load(file_id, objno, path) or b""
                 buf = bytearray(old)
@@ -389,13 +598,26 @@ class ObjectStore:
         return length
 
     # ------------------------------------------------------------------ files
-    def truncate(self, file_id: str, size: int, stripe_size: int, width: int, column: int) -> None:
+    def truncate(
+        self,
+        file_id: str,
+        size: int,
+        stripe_size: int,
+        width: int,
+        column: int,
+        *,
+        epoch: int | None = None,
+    ) -> None:
         """Make the objects held here consistent with a file of ``size`` bytes.
 
         Objects starting at or past ``size`` are deleted and the one holding bytes past
         ``size`` is cut; the rest (holes included) stay. Acts on every object of the file
         on disk, a superset of the column's own, so that even a stray object cannot hold
         data past the end; ``width`` and ``column`` are only checked.
+
+        With ``epoch`` (the XCap's truncate epoch): refused if older than the file's
+        (:class:`StaleEpoch`); a higher one is stored first, fencing off every write
+        that carries an older one. The same epoch again (a retry) truncates again.
         """
         self.file_dir(file_id)
         check_uint("size", size)
@@ -403,6 +625,14 @@ class ObjectStore:
             raise _einval("stripe size must be positive")
         if check_uint("width", width) == 0 or check_uint("column", column) >= width:
             raise _einval(f"bad column {column} of width {width}")
+        if epoch is not None:
+            check_uint("truncate epoch", epoch, MAX_EPOCH)
+        with self._gate(file_id).exclusive():
+            if epoch is not None and self._check_epoch(file_id, epoch) < epoch:
+                self._store_epoch(file_id, epoch)
+            self._cut(file_id, size, stripe_size)
+
+    def _cut(self, file_id: str, size: int, stripe_size: int) -> None:
         for objno, path in self._held(file_id):
             start = objno * stripe_size
             with self._lock(file_id, objno):
@@ -448,7 +678,8 @@ class ObjectStore:
         The volume directory above it stays (shared with the volume's other files).
         """
         d = self.file_dir(file_id)
-        with _os_errors(f"delete {file_id}"):
+        with self._gate(file_id).exclusive(), _os_errors(f"delete {file_id}"):
+            self._remember_epoch(file_id, None)
             for _ in range(3):  # a racing write may add an object between unlinks and rmdir
                 try:
                     names = os.listdir(d)

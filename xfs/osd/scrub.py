@@ -3,9 +3,11 @@
 1. FORMAT and UUID are those of this format version (else StoreFormatError: nothing
    else can be interpreted).
 2. Every path under objects/ is one the layout builds: a prefix dir, a volume dir, a
-   file dir whose prefix matches, canonical object names; or a temp file younger than
-   TEMP_MAX_AGE (a write in progress). Anything else is reported as stray.
-3. Every object decodes and its CRC32C matches.
+   file dir whose prefix matches, canonical object names, an ``epoch`` file; or a temp
+   file younger than TEMP_MAX_AGE (a write in progress). Anything else is reported as
+   stray.
+3. Every object decodes and its CRC32C matches; every epoch record decodes and its
+   CRC32C matches (else its file id is reported in ``bad_epochs``).
 
 Scrub only reports; repair comes with replication.
 """
@@ -18,10 +20,13 @@ import time
 from dataclasses import dataclass, field
 
 from xfs.osd.objects import (
+    EPOCH_NAME,
+    EPOCH_RECORD,
     TEMP_RE,
     CorruptObject,
     ObjectStore,
     check_format,
+    decode_epoch,
     is_valid_dir,
     parse_object_relpath,
 )
@@ -34,10 +39,11 @@ class ScrubReport:
     checked: int
     corrupt: list[tuple[str, int]] = field(default_factory=list)
     stray: list[str] = field(default_factory=list)  # paths relative to the store's root
+    bad_epochs: list[str] = field(default_factory=list)  # file ids
 
     @property
     def ok(self) -> bool:
-        return not self.corrupt and not self.stray
+        return not self.corrupt and not self.stray and not self.bad_epochs
 
 
 def scrub(store: ObjectStore, *, now: float | None = None) -> ScrubReport:
@@ -47,6 +53,7 @@ def scrub(store: ObjectStore, *, now: float | None = None) -> ScrubReport:
     checked = 0
     corrupt: list[tuple[str, int]] = []
     stray: list[str] = []
+    bad_epochs: list[str] = []
 
     def walk(parts: tuple[str, ...]) -> None:
         nonlocal checked
@@ -75,6 +82,17 @@ def scrub(store: ObjectStore, *, now: float | None = None) -> ScrubReport:
                     store.read(parsed[0], parsed[1], 0, 0)  # verifies the whole object
                 except CorruptObject:
                     corrupt.append(parsed)
+            elif len(sub) == 4 and entry.name == EPOCH_NAME and is_valid_dir(parts):
+                if not stat.S_ISREG(st.st_mode):
+                    stray.append(rel)
+                    continue
+                try:
+                    with open(entry.path, "rb") as f:
+                        decode_epoch(f.read(EPOCH_RECORD.size + 1))
+                except ValueError:
+                    bad_epochs.append(f"{parts[1]}:{parts[2]}")
+                except FileNotFoundError:
+                    continue
             elif not (
                 len(sub) == 4
                 and stat.S_ISREG(st.st_mode)
@@ -84,4 +102,4 @@ def scrub(store: ObjectStore, *, now: float | None = None) -> ScrubReport:
                 stray.append(rel)
 
     walk(())
-    return ScrubReport(checked=checked, corrupt=corrupt, stray=stray)
+    return ScrubReport(checked=checked, corrupt=corrupt, stray=stray, bad_epochs=bad_epochs)

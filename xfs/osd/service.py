@@ -48,13 +48,15 @@ class OSDService:
             )
         keys: dict[str, bytes] = {}
         verifier = XCapVerifier(lambda: keys, VerifiedCache())
-        audit = AuditLog(config.data_dir / "audit.log", "osd", self._clock)
+        audit = AuditLog(config.audit_log or config.data_dir / "audit.log", "osd", self._clock)
         dispatcher = Dispatcher(audit)
         OSDHandlers(store, self.uuid, verifier, self._clock, audit=audit).register(dispatcher)
         self.server = RPCServer(
             dispatcher=dispatcher,
             ssl_context=tls.server,
             identify=tls.trust.identify,
+            trust=tls.trust,
+            crl_check_interval=config.crl_check_interval,
             host=config.host,
             port=config.port,
             frame_limit=DATA_FRAME_LIMIT,

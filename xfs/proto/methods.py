@@ -29,13 +29,19 @@ Resp = TypeVar("Resp", bound=Record)
 
 
 class Authority(enum.Enum):
-    """Who may call a method (checked on the verified peer identity)."""
+    """Who may call a method (checked on the identity a connection acts as: its verified
+    certificate's, or after ``MRC.assume`` the grantor's of a delegation)."""
 
-    USER = "user"  # any user certificate (per-object checks follow in the handler)
-    ADMIN = "admin"  # a user of role super, or an admin certificate
+    # a user of role standard, advanced or super, or a worker's connection acting under a
+    # delegation (as its grantor, role standard); per-object checks follow in the handler
+    USER = "user"
+    ADVANCED = "advanced"  # a user of role advanced or super: the operator's views
+    ADMIN = "admin"  # a user of role super (the handler checks the VO of what it touches)
+    WORKER = "worker"  # a user of role worker: to present a delegation
+    HOLDER = "holder"  # any user certificate, workers included: the XCap carried decides
     OSD = "osd"  # an OSD service certificate
     MRC = "mrc"  # the MRC service certificate
-    USER_OR_MRC = "user_or_mrc"
+    USER_OR_MRC = "user_or_mrc"  # any user certificate (as HOLDER) or the MRC
     ANY = "any"  # any verified peer
 
 
@@ -143,11 +149,13 @@ class Open(Record):
 
 @dataclass(frozen=True)
 class UpdateSize(Record):
-    """Sent by a writer after its data is on the OSDs (on flush, fsync and close)."""
+    """Sent by a writer after its data is on the OSDs (on flush, fsync and close), with
+    its write XCap for the file (a size from before a newer truncate epoch is ignored)."""
 
     volume: str
     ino: int
     size: int
+    xcap: XCap
     mtime_ns: int | None = None
 
 
@@ -348,6 +356,48 @@ class ReleaseLocks(Record):
     family: str
 
 
+# ----------------------------------------------------------------------------- delegations
+@dataclass(frozen=True)
+class Delegate(Record):
+    """Let ``grantee`` (a worker certificate's principal) act as the caller inside
+    directory ``ino`` of ``volume`` for ``lifetime`` seconds (docs/design/delegation.md)."""
+
+    volume: str
+    ino: int
+    grantee: str
+    lifetime: float
+    path: str = ""  # how the grantor names the directory (shown by delegation_list only)
+
+
+@dataclass(frozen=True)
+class DelegationInfo(Record):
+    id: str
+    grantor: str
+    grantee: str
+    volume: str
+    ino: int
+    path: str
+    created: float  # unix seconds (MRC clock)
+    expires: float
+    revoked: float | None = None
+    token: str = ""  # in the reply to delegate only: what the worker presents to assume
+
+
+@dataclass(frozen=True)
+class DelegationToken(Record):
+    token: str
+
+
+@dataclass(frozen=True)
+class DelegationId(Record):
+    id: str
+
+
+@dataclass(frozen=True)
+class DelegationList(Record):
+    delegations: list[DelegationInfo]
+
+
 @dataclass(frozen=True)
 class MRCStatus(Record):
     uuid: str
@@ -429,7 +479,7 @@ class MRC:
     mkdir = Method("mrc", "mkdir", 1, MkNod, Attr, Authority.USER)
     create = Method("mrc", "create", 1, Create, FileLayout, Authority.USER)
     open = Method("mrc", "open", 1, Open, FileLayout, Authority.USER)
-    update_size = Method("mrc", "update_size", 1, UpdateSize, Attr, Authority.USER)
+    update_size = Method("mrc", "update_size", 2, UpdateSize, Attr, Authority.USER)
     unlink = Method("mrc", "unlink", 1, Remove, Empty, Authority.USER)
     rmdir = Method("mrc", "rmdir", 1, Remove, Empty, Authority.USER)
     rename = Method("mrc", "rename", 1, Rename, Empty, Authority.USER)
@@ -446,8 +496,8 @@ class MRC:
     osd_heartbeat = Method(
         "mrc", "osd_heartbeat", 1, Heartbeat, HeartbeatReply, Authority.OSD, idempotent=True
     )
-    osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.USER, idempotent=True)
-    status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.USER, idempotent=True)
+    osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.ADVANCED, idempotent=True)
+    status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.ADVANCED, idempotent=True)
     client_open = Method("mrc", "client_open", 1, Empty, ClientLease, Authority.USER)
     client_renew = Method(
         "mrc", "client_renew", 1, ClientId, ClientLease, Authority.USER, idempotent=True
@@ -462,16 +512,24 @@ class MRC:
     release_locks = Method(
         "mrc", "release_locks", 1, ReleaseLocks, Empty, Authority.USER, idempotent=True
     )
+    delegate = Method("mrc", "delegate", 1, Delegate, DelegationInfo, Authority.USER)
+    assume = Method("mrc", "assume", 1, DelegationToken, DelegationInfo, Authority.WORKER)
+    delegation_revoke = Method(
+        "mrc", "delegation_revoke", 1, DelegationId, Empty, Authority.USER, idempotent=True
+    )
+    delegation_list = Method(
+        "mrc", "delegation_list", 1, Empty, DelegationList, Authority.USER, idempotent=True
+    )
 
 
 class OSD:
     """An OSD's methods. Each carries an XCap, verified before anything is touched."""
 
-    read = Method("osd", "read", 1, ObjRead, ObjData, Authority.USER, idempotent=True)
-    write = Method("osd", "write", 1, ObjWrite, Empty, Authority.USER, idempotent=True)
-    truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.USER, idempotent=True)
-    fsync = Method("osd", "fsync", 2, FileOp, Synced, Authority.USER, idempotent=True)
-    size = Method("osd", "size", 1, FileOp, SizeReply, Authority.USER, idempotent=True)
+    read = Method("osd", "read", 1, ObjRead, ObjData, Authority.HOLDER, idempotent=True)
+    write = Method("osd", "write", 1, ObjWrite, Empty, Authority.HOLDER, idempotent=True)
+    truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.HOLDER, idempotent=True)
+    fsync = Method("osd", "fsync", 2, FileOp, Synced, Authority.HOLDER, idempotent=True)
+    size = Method("osd", "size", 1, FileOp, SizeReply, Authority.HOLDER, idempotent=True)
     delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC, idempotent=True)
     status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY, idempotent=True)
 
