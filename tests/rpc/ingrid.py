@@ -16,6 +16,7 @@ read ``clock`` (a :class:`ShiftedClock` lets a test move time forward past expir
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,12 +28,23 @@ from typing import Any
 
 import pytest
 import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.conftest import PKI
 from xfs.common import audit, tls
-from xfs.common.ca import CertPaths
+from xfs.common.ca import CertPaths, Minted
 from xfs.common.config import MRCConfig, OSDConfig, TLSConfig
-from xfs.common.identity import TrustStore, load_credential
+from xfs.common.identity import (
+    XFS_IDENTITY_OID,
+    Claims,
+    TrustStore,
+    encode_claims,
+    load_credential,
+    subject_for,
+)
 from xfs.common.rpc import Pool, RetryPolicy, open_pool
 from xfs.common.xcap import KeyRing
 from xfs.mrc.service import MRCService
@@ -60,6 +72,38 @@ def run_within(deadline: float, fn: Callable[[], Awaitable[None]]) -> None:
 def mrc_call(grid: Grid, pool: Pool, method: Any, request: Any) -> Awaitable[Any]:
     """Call ``method`` on the grid's MRC, insisting that it proves an MRC certificate."""
     return pool.call(grid.mrc_address, method, request, expect=Kind.MRC)
+
+
+# ----------------------------------------------------------------------------- forged certificates
+def save_minted(minted: Minted, dir: Path, name: str) -> CertPaths:
+    """Write a minted certificate and key as ``dir/name.crt`` and ``dir/name.key``."""
+    dir.mkdir(parents=True, exist_ok=True)
+    paths = CertPaths(dir / f"{name}.crt", dir / f"{name}.key")
+    paths.cert.write_bytes(minted.cert_pem())
+    paths.key.write_bytes(minted.key_pem())
+    return paths
+
+
+def forge(issuer: Minted, claims: Claims) -> Minted:
+    """A leaf certificate for any claims, signed by ``issuer`` whatever it may vouch for."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject_for(claims))
+        .issuer_name(issuer.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
+                                              ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.UnrecognizedExtension(XFS_IDENTITY_OID, encode_claims(claims)),
+                       critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return Minted(cert, key)
 
 
 class ShiftedClock:

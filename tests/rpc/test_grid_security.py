@@ -25,11 +25,7 @@ from typing import Any
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.conftest import PKI, make_pki
 from tests.rpc.ingrid import (
@@ -37,24 +33,23 @@ from tests.rpc.ingrid import (
     Grid,
     ShiftedClock,
     assert_denied_and_audited,
+    forge,
     open_client,
     open_grid,
     run_within,
+    save_minted,
     service_tls,
 )
 from xfs.client.session import Session
 from xfs.common import audit, ca, tls
-from xfs.common.ca import CertPaths, Minted
+from xfs.common.ca import CertPaths
 from xfs.common.config import OSDConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import (
     SERVICES_VO,
-    XFS_IDENTITY_OID,
     CertKind,
     Claims,
     TrustStore,
-    encode_claims,
-    subject_for,
 )
 from xfs.common.rpc import Dispatcher, Pool, RPCServer
 from xfs.common.xcap import (
@@ -734,34 +729,7 @@ def test_hostile_object_numbers_and_ranges_are_refused(pki: PKI, tmp_path: Path)
 
 
 # ----------------------------------------------------------------------------- TLS identities
-def _save(minted: Minted, dir: Path, name: str) -> CertPaths:
-    dir.mkdir(parents=True, exist_ok=True)
-    paths = CertPaths(dir / f"{name}.crt", dir / f"{name}.key")
-    paths.cert.write_bytes(minted.cert_pem())
-    paths.key.write_bytes(minted.key_pem())
-    return paths
-
-
-def forge(issuer: Minted, claims: Claims) -> Minted:
-    """A leaf certificate for any claims, signed by ``issuer`` whatever it may vouch for."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject_for(claims))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
-                                              ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.UnrecognizedExtension(XFS_IDENTITY_OID, encode_claims(claims)),
-                       critical=False)
-        .sign(issuer.key, hashes.SHA256())
-    )
-    return Minted(cert, key)
+_save = save_minted
 
 
 def _user_claims(principal: str, vo: str, role: Role = Role.STANDARD) -> Claims:

@@ -19,25 +19,18 @@ from typing import Any
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.conftest import PKI, make_pki
-from tests.rpc.ingrid import run_within, service_tls
+from tests.rpc.ingrid import forge, run_within, save_minted, service_tls
 from xfs.common import audit, ca, tls
 from xfs.common.audit import AuditLog
 from xfs.common.ca import CertPaths
 from xfs.common.config import MRCConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import (
-    XFS_IDENTITY_OID,
     CertKind,
     Claims,
     TrustStore,
-    encode_claims,
-    subject_for,
 )
 from xfs.common.rpc import Dispatcher, Pool, RetryPolicy, RPCServer, open_pool
 from xfs.mrc.service import MRCService
@@ -245,28 +238,7 @@ def test_crl_signed_by_another_ca_is_refused(pki: PKI, tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- bad certificates
 def _forge(issuer: ca.Minted, claims: Claims, out: Path) -> CertPaths:
     """A user certificate for ``claims`` signed by ``issuer``, whatever its VO."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    start = NOW - dt.timedelta(minutes=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject_for(claims))
-        .issuer_name(issuer.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.UnrecognizedExtension(XFS_IDENTITY_OID, encode_claims(claims)), critical=False
-        )
-        .sign(issuer.key, hashes.SHA256())
-    )
-    minted = ca.Minted(cert, key)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "forged.crt").write_bytes(minted.cert_pem())
-    (out / "forged.key").write_bytes(minted.key_pem())
-    return CertPaths(out / "forged.crt", out / "forged.key")
+    return save_minted(forge(issuer, claims), out, "forged")
 
 
 BAD: dict[str, tuple[Callable[[PKI, Path], CertPaths], str, str]] = {
