@@ -216,6 +216,28 @@ def test_chown_keeps_the_acl_in_sync(ns: Namespace) -> None:
 
 
 # ------------------------------------------------------------------ inheritance
+def test_attributes_say_whether_an_access_acl_is_there(ns: Namespace) -> None:
+    """Every reply that carries attributes says so (the client decides by it whether
+    the kernel may cache a directory's entries for all local users)."""
+    d = ns.mkdir(ALICE, V, ROOT_INO, b"d", 0o755, 0)
+    assert not d.acl
+    set_acl(ns, d.ino, "u::rwx,u:bob@physics:-,g::rx,m::rx,o::rx")
+    assert ns.getattr(ALICE, V, d.ino).acl
+    assert ns.lookup(ALICE, V, ROOT_INO, b"d").acl
+    assert [(e.name, e.attr.acl) for e in ns.readdir(ALICE, V, ROOT_INO, 0, 10)] == [(b"d", True)]
+    ns.setattr(ALICE, V, d.ino, mode=0o750)
+    assert ns.getattr(ALICE, V, d.ino).acl  # chmod keeps the ACL (its mask moves)
+    # inherited on create: the new entries' own attributes say so at once
+    set_acl(ns, d.ino, "u::rwx,u:carol@physics:rwx,g::rx,m::rwx,o::rx", name=acls.DEFAULT)
+    assert mkfile(ns, b"f", 0o644, parent=d.ino).acl
+    assert ns.mkdir(ALICE, V, d.ino, b"sub", 0o755, 0).acl
+    assert [e.attr.acl for e in ns.readdir(ALICE, V, d.ino, 0, 10)] == [True, True]
+    ns.removexattr(ALICE, V, d.ino, acls.ACCESS)
+    assert not ns.getattr(ALICE, V, d.ino).acl
+    assert not ns.lookup(ALICE, V, ROOT_INO, b"d").acl
+    assert not mkfile(ns, b"plain", 0o644).acl  # no default ACL above it
+
+
 def test_default_acl_is_inherited(ns: Namespace) -> None:
     d = ns.mkdir(ALICE, V, ROOT_INO, b"d", 0o755, 0)
     default = "u::rwx,u:carol@physics:rwx,g::r-x,m::rwx,o::r-x"

@@ -20,7 +20,6 @@ from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
 
 # isort: split
 import pyfuse3
-import trio
 
 from xfs.client import acl_xattr
 from xfs.client.errors import fuse_errors
@@ -30,9 +29,7 @@ from xfs.client.idmap import IdentityMap
 from xfs.client.inodes import InodeTable
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
-from xfs.mrc import acl as acls
 from xfs.proto import methods as locks
-from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Attr
 
 NOW_TOLERANCE_NS = 50_000_000  # a time this close to the clock came from UTIME_NOW
@@ -67,8 +64,9 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, Handle] = {}
         self._locked: dict[int, set[int]] = {}  # ino -> owners holding POSIX locks here
         self._dirs: dict[int, tuple[Session, int]] = {}
-        self._dir_modes: dict[int, int] = {}  # last seen mode of each directory
-        self._dir_acls: dict[int, tuple[float, bool]] = {}  # ino -> (when, has access ACL)
+        # whether every local user may search a directory, as its last seen attributes
+        # say: others' x bit, and no access ACL (which may refuse some)
+        self._dir_search: dict[int, bool] = {}
         self._allocated: dict[int, tuple[int, int]] = {}  # ino -> (bytes held, at size)
 
     # ------------------------------------------------------------------ helpers
@@ -77,7 +75,7 @@ class Operations(pyfuse3.Operations):
 
     def _attributes(self, attr: Attr, cacheable: bool = True) -> pyfuse3.EntryAttributes:
         if attr.mode & 0o170000 == 0o040000:
-            self._dir_modes[attr.ino] = attr.mode
+            self._dir_search[attr.ino] = bool(attr.mode & 0o001) and not attr.acl
         e = pyfuse3.EntryAttributes()
         e.st_ino = attr.ino
         e.generation = 0
@@ -119,32 +117,7 @@ class Operations(pyfuse3.Operations):
         return self._attributes(attr, cacheable=self._searchable_by_all(parent))
 
     def _searchable_by_all(self, directory: int) -> bool:
-        mode = self._dir_modes.get(directory)
-        _, has_acl = self._dir_acls.get(directory, (0.0, True))
-        return mode is not None and bool(mode & 0o001) and not has_acl
-
-    async def _learn_acl(self, session: Session, directory: int) -> None:
-        """Whether ``directory`` has an access ACL, which may refuse search to someone
-        the other bits let in: its entries are then not cached (see ``_entry``). Asked
-        at most once per attribute timeout, only of directories others may search.
-        Never raises: unknown counts as having one."""
-        mode = self._dir_modes.get(directory)
-        known = self._dir_acls.get(directory)
-        now = time.monotonic()
-        if mode is None or not mode & 0o001 or (known and now - known[0] < self._attr_timeout):
-            return
-        try:
-            await session.getxattr(directory, acls.ACCESS)
-            has_acl = True
-        except XfsError as e:
-            if e.code != errno.ENODATA:
-                return
-            has_acl = False
-        except trio.TooSlowError:
-            return
-        self._dir_acls[directory] = (now, has_acl)
-        if len(self._dir_acls) > 100_000:  # a hint only: forget the oldest
-            del self._dir_acls[next(iter(self._dir_acls))]
+        return self._dir_search.get(directory, False)
 
     # ------------------------------------------------------------------ inodes
     @fuse_errors
@@ -153,7 +126,6 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.lookup(parent_inode, name)
-        await self._learn_acl(session, parent_inode)
         return self._entry(attr, parent_inode)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
@@ -213,7 +185,6 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.mknod(parent_inode, name, mode, rdev, ctx.umask)
-        await self._learn_acl(session, parent_inode)
         return self._entry(attr, parent_inode)
 
     @fuse_errors
@@ -222,7 +193,6 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.mkdir(parent_inode, name, mode, ctx.umask)
-        await self._learn_acl(session, parent_inode)
         return self._entry(attr, parent_inode)
 
     @fuse_errors
@@ -239,7 +209,6 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.symlink(parent_inode, name, target)
-        await self._learn_acl(session, parent_inode)
         return self._entry(attr, parent_inode)
 
     @fuse_errors
@@ -261,7 +230,6 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.link(inode, new_parent_inode, new_name)
-        await self._learn_acl(session, new_parent_inode)
         return self._entry(attr, new_parent_inode)
 
     # ------------------------------------------------------------------ files
@@ -288,7 +256,6 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
-        await self._learn_acl(session, parent_inode)
         return self._file_info(session, f, flags), self._entry(f.layout.attr, parent_inode)
 
     @fuse_errors
@@ -419,7 +386,6 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         session, ino = self._dirs[fh]
-        await self._learn_acl(session, ino)
         cursor = start_id
         while True:
             entries = await session.readdir(ino, cursor, 256)
@@ -455,8 +421,8 @@ class Operations(pyfuse3.Operations):
     # translated between local ids and grid names by xfs.client.acl_xattr.
     def _acl_changed(self, inode: int) -> None:
         """An ACL was set or removed: the mode may have changed, and whether the kernel
-        may cache entries of a directory too."""
-        self._dir_acls.pop(inode, None)
+        may cache entries of a directory too (unknown until its attributes come again)."""
+        self._dir_search.pop(inode, None)
         with contextlib.suppress(OSError):
             pyfuse3.invalidate_inode(inode, attr_only=True)
 

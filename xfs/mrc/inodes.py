@@ -129,30 +129,34 @@ def volume(cur: sqlite3.Cursor, name: str) -> Vol:
     return row_to_volume(row)
 
 
-def row_to_attr(row: Any, blksize: int) -> Attr:
-    """An ``Attr`` from the ``ATTR_COLS`` of a row."""
+def row_to_attr(row: Any, blksize: int, acl: bool = False) -> Attr:
+    """An ``Attr`` from the ``ATTR_COLS`` of a row; ``acl``: it has an access ACL."""
     ino, mode, nlink, owner, grp, size, atime, mtime, ctime, rdev = row
-    return Attr(ino, mode, nlink, owner, grp, size, atime, mtime, ctime, rdev, blksize)
+    return Attr(ino, mode, nlink, owner, grp, size, atime, mtime, ctime, rdev, blksize, acl)
 
 
 def row_to_inode(row: Any, blksize: int) -> Inode:
     """An ``Inode`` from the ``INODE_COLS`` of a row, and its access ACL if the row has
     one more column."""
     acl = bytes(row[13]) if len(row) > 13 and row[13] is not None else None
-    return Inode(row_to_attr(row[:10], blksize), row[10], row[11], row[12], acl)
+    return Inode(row_to_attr(row[:10], blksize, acl is not None), row[10], row[11], row[12], acl)
 
 
-# The access ACL of the inode of the row (one primary-key lookup in ``xattrs``).
-_ACCESS_ACL = (
-    "(SELECT x.value FROM xattrs x WHERE x.volume = inodes.volume AND x.ino = inodes.ino "
-    "AND x.name = ?)"
-)
+def access_acl_sql(table: str) -> str:
+    """A scalar subquery: the stored access ACL of the row of ``table`` (an ``inodes``
+    table or alias), or NULL; one primary-key lookup in ``xattrs``; takes the parameter
+    ``acl.ACCESS``."""
+    return (
+        f"(SELECT x.value FROM xattrs x WHERE x.volume = {table}.volume "
+        f"AND x.ino = {table}.ino AND x.name = ?)"
+    )
 
 
 def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
     """The inode ``ino``, with its access ACL (permission checks need it)."""
     row = cur.execute(
-        f"SELECT {INODE_COLS}, {_ACCESS_ACL} FROM inodes WHERE volume = ? AND ino = ?",
+        f"SELECT {INODE_COLS}, {access_acl_sql('inodes')} FROM inodes "
+        "WHERE volume = ? AND ino = ?",
         (acls.ACCESS, vol.id, ino),
     ).fetchone()
     if row is None:

@@ -9,6 +9,7 @@ Volume operations and xattrs are mixed in from ``volumes`` and ``xattrs``.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import sqlite3
@@ -65,12 +66,19 @@ def _inherited(
 
 
 def _store_acls(
-    cur: sqlite3.Cursor, v: rows.Vol, ino: int, access: acls.Acl | None, default: acls.Acl | None
-) -> None:
-    if access is not None:
-        write_acl(cur, v, ino, acls.ACCESS, access)
+    cur: sqlite3.Cursor,
+    v: rows.Vol,
+    node: rows.Inode,
+    access: acls.Acl | None,
+    default: acls.Acl | None,
+) -> Attr:
+    """Store the inherited ACLs of a new inode; its attributes as they now are."""
     if default is not None:
-        write_acl(cur, v, ino, acls.DEFAULT, default)
+        write_acl(cur, v, node.ino, acls.DEFAULT, default)
+    if access is None:
+        return node.attr
+    write_acl(cur, v, node.ino, acls.ACCESS, access)
+    return dataclasses.replace(node.attr, acl=True)
 
 
 class Namespace(VolumeOps, XattrOps, ClientOps):
@@ -135,10 +143,10 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 target=target,
                 size=len(target) if target is not None else 0,
             )
-            _store_acls(cur, v, node.ino, access, default)
+            attr = _store_acls(cur, v, node, access, default)
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now, nlink_delta=1 if is_dir else 0)
-            return node.attr
+            return attr
 
     def _truncate(
         self, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
@@ -201,15 +209,18 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             v = rows.volume(cur, vol)
             self._parent(caller, cur, v, ino, R_OK)
             found = cur.execute(
-                f"SELECT d.name, d.cursor, {', '.join('i.' + c for c in rows.ATTR_COLS)} "
+                f"SELECT d.name, d.cursor, {', '.join('i.' + c for c in rows.ATTR_COLS)}, "
+                f"{rows.access_acl_sql('i')} IS NOT NULL "
                 "FROM dentries d JOIN inodes i ON i.volume = d.volume AND i.ino = d.ino "
                 "WHERE d.volume = ? AND d.parent = ? AND d.cursor > ? "
                 "ORDER BY d.cursor LIMIT ?",
-                (v.id, ino, cursor, limit),
+                (acls.ACCESS, v.id, ino, cursor, limit),
             ).fetchall()
         blksize = v.striping.stripe_size
         return [
-            DirEntry(name=bytes(r[0]), attr=rows.row_to_attr(r[2:], blksize), cursor=r[1])
+            DirEntry(
+                name=bytes(r[0]), attr=rows.row_to_attr(r[2:-1], blksize, bool(r[-1])), cursor=r[1]
+            )
             for r in found
         ]
 
@@ -417,12 +428,12 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 now=now,
                 xloc=xloc,
             )
-            _store_acls(cur, v, node.ino, access, None)
+            attr = _store_acls(cur, v, node, access, None)
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now)
             if client is not None:
                 register_open(cur, caller, client, v.id, node.ino, flags)
-            return node.attr, xloc, node.truncate_epoch
+            return attr, xloc, node.truncate_epoch
 
     def open(
         self, caller: Identity, vol: str, ino: int, flags: int, client: str | None = None

@@ -109,6 +109,7 @@ class Attr(Record):
     ctime_ns: int
     rdev: int = 0
     blksize: int = 1 << 20
+    acl: bool = False  # has an access ACL: the mode bits alone do not decide permissions
 
 
 @dataclass(frozen=True)
