@@ -57,6 +57,7 @@ class Server:
     rpc: RPCServer
     audit_path: Path
     release: trio.Event  # lets the slow handler (MRC.getattr) return
+    entered: trio.Event  # set once the slow handler holds a request
 
     @property
     def address(self) -> str:
@@ -77,12 +78,13 @@ class Server:
 @asynccontextmanager
 async def server(pki: PKI, root: Path) -> AsyncIterator[Server]:
     trust = TrustStore.load(pki.trust)
-    release = trio.Event()
+    release, entered = trio.Event(), trio.Event()
 
     async def status(peer: Identity, req: Empty) -> OSDStatus:
         return OSDStatus(peer.principal, 1, 2, 3)
 
     async def slow(peer: Identity, req: Ino) -> Attr:
+        entered.set()
         await release.wait()
         return Attr(req.ino, 0o100644, 1, peer.principal, "g@physics", 0, 0, 0, 0)
 
@@ -103,7 +105,7 @@ async def server(pki: PKI, root: Path) -> AsyncIterator[Server]:
         async with trio.open_nursery() as n:
             await n.start(srv.serve)
             try:
-                yield Server(srv, root / "audit.log", release)
+                yield Server(srv, root / "audit.log", release, entered)
             finally:
                 release.set()
                 await srv.stop(0.5)
@@ -322,7 +324,7 @@ def test_revoked_while_connected_is_closed_within_the_interval(pki: PKI, tmp_pat
 
             async with trio.open_nursery() as n:
                 n.start_soon(in_flight)
-                await trio.sleep(0.05)
+                await srv.entered.wait()  # the call is on the server when the CRL changes
                 revoked, _ = ca.revoke(pki.vo_ca, serial=serial_of(alice))
                 with trio.fail_after(2 + 3 * CHECK):  # the reload interval, and some
                     closed = await srv.wait_record("revoked-connection-closed")

@@ -232,7 +232,7 @@ class RPCServer:
             conn.close()
 
     def close_where(self, predicate: Callable[[Identity], bool]) -> int:
-        """Close live connections whose peer matches (used when a certificate is revoked)."""
+        """Close live connections whose peer matches (revocation uses ``close_refused``)."""
         closed = 0
         for conn in list(self._connections):
             peer = getattr(conn, "peer", None)

@@ -454,24 +454,9 @@ class ObjectStore:
 
     def _store_epoch(self, file_id: str, epoch: int) -> None:
         """Persist a higher epoch (durably, before the truncate acts). Gate held exclusive."""
-        d = self.file_dir(file_id)
-        path = d / EPOCH_NAME
-        tmp = d / f"{TEMP_PREFIX}{EPOCH_NAME}.{secrets.token_hex(8)}"
         self._remember_epoch(file_id, None)
         with _os_errors(f"write the truncate epoch of {file_id}"):
-            d.mkdir(parents=True, exist_ok=True)
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                try:
-                    _write_all(fd, encode_epoch(epoch))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            self._fsync_dirs(d)
+            self._replace(self.file_dir(file_id) / EPOCH_NAME, encode_epoch(epoch), sync=True)
         self._remember_epoch(file_id, epoch)
 
     def _held(self, file_id: str) -> list[tuple[int, Path]]:
@@ -502,28 +487,32 @@ class ObjectStore:
             raise CorruptObject(file_id, objno, str(e)) from None
 
     def _store(self, file_id: str, objno: int, path: Path, data: bytes, sync: bool) -> None:
-        header = encode_header(data)
-        tmp = path.with_name(f"{TEMP_PREFIX}{objno}.{secrets.token_hex(8)}")
         with _os_errors(f"write object {objno} of {file_id}"):
+            self._replace(path, encode_header(data), data, sync=sync)
+
+    def _replace(self, path: Path, *chunks: bytes, sync: bool) -> None:
+        """Write ``path`` anew through a temporary file of its own (the old content stays
+        whole until the rename); with ``sync``, durably, its directories included."""
+        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(8)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                try:
-                    _write_all(fd, header)
-                    _write_all(fd, data)
-                    if sync:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            if sync:
-                self._fsync_dirs(path.parent)
+                for chunk in chunks:
+                    _write_all(fd, chunk)
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if sync:
+            self._fsync_dirs(path.parent)
 
     def _fsync_dirs(self, file_dir: Path) -> None:
         """fsync a file's directory and its ancestors up to objects/ (new entries)."""
