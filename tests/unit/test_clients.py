@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.unit.mrc_world import BOB, ROOT, V, fsck_checked_store, ident, raises
 from xfs.mrc import fsck
 from xfs.mrc.clients import Ended
 from xfs.mrc.handlers import MRCHandlers
@@ -32,25 +33,16 @@ from xfs.proto.methods import Close, LockArgs, LockHolder, LockReply
 from xfs.proto.records import (
     ROOT_INO,
     Identity,
-    Kind,
     Replica,
-    Role,
     StripingPolicy,
     XLocSet,
 )
 
-V = "vol"
 LEASE = 30 * 10**9
 SEC = 10**9
 
 
-def ident(principal: str, *groups: str, role: Role = Role.STANDARD) -> Identity:
-    return Identity(principal, "physics", Kind.USER, role, tuple(groups), b"\0" * 32)
-
-
-ALICE = ident("alice@physics", "users@physics")
-BOB = ident("bob@physics", "users@physics")
-ROOT = ident("root@physics", "admins@physics", role=Role.SUPER)
+ALICE = ident("alice@physics", "users@physics")  # (no personal group here)
 XLOC = XLocSet(version=1, replicas=[Replica(osds=["osd-1"], striping=StripingPolicy())])
 
 
@@ -81,11 +73,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    s = Store.open(tmp_path / "mrc.db", clock)
-    yield s
-    problems = fsck.check(s)
-    s.close()
-    assert problems == []
+    yield from fsck_checked_store(tmp_path / "mrc.db", clock)
 
 
 @pytest.fixture
@@ -93,13 +81,6 @@ def ns(store: Store) -> Namespace:
     n = Namespace(store)
     n.create_volume(ROOT, V, owner="alice@physics", group="users@physics", mode=0o777)
     return n
-
-
-def raises(code: int, fn: Callable[..., object], *args: object, **kw: object) -> XfsError:
-    with pytest.raises(XfsError) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, f"{info.value!r}, wanted {errno.errorcode[code]}"
-    return info.value
 
 
 def gone(ns: Namespace, ino: int) -> None:

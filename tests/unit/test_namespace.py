@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.mrc_world import ALICE, BOB, CAROL, ROOT, V, fsck_checked_store, ident, raises
 from xfs.mrc import fsck, namespace
 from xfs.mrc.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import FORMAT_VERSION, Store, StoreError
 from xfs.mrc.xattrs import XATTR_CREATE, XATTR_REPLACE
-from xfs.proto.errors import XfsError
 from xfs.proto.records import (
     ROOT_INO,
     Attr,
@@ -30,18 +30,6 @@ from xfs.proto.records import (
     StripingPolicy,
     XLocSet,
 )
-
-V = "vol"
-
-
-def ident(principal: str, *groups: str, role: Role = Role.STANDARD) -> Identity:
-    return Identity(principal, "physics", Kind.USER, role, tuple(groups), b"\0" * 32)
-
-
-ALICE = ident("alice@physics", "users@physics", "alice@physics")
-BOB = ident("bob@physics", "users@physics")
-CAROL = ident("carol@physics", "others@physics")
-ROOT = ident("root@physics", "admins@physics", role=Role.SUPER)
 
 
 def xloc(osd: str = "osd-1", version: int = 1) -> XLocSet:
@@ -66,11 +54,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    s = Store.open(tmp_path / "mrc.db", clock)
-    yield s
-    problems = fsck.check(s)
-    s.close()
-    assert problems == []
+    yield from fsck_checked_store(tmp_path / "mrc.db", clock)
 
 
 @pytest.fixture
@@ -79,13 +63,6 @@ def ns(store: Store) -> Namespace:
     n.create_volume(ROOT, V, owner="alice@physics", group="users@physics", mode=0o777,
                     striping=StripingPolicy(stripe_size=1 << 16, width=2))
     return n
-
-
-def raises(code: int, fn: Callable[..., object], *args: object, **kw: object) -> XfsError:
-    with pytest.raises(XfsError) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, f"{info.value!r}, wanted {errno.errorcode[code]}"
-    return info.value
 
 
 def mkfile(ns: Namespace, name: bytes, who: Identity = ALICE, parent: int = ROOT_INO,

@@ -8,12 +8,13 @@ import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
 
+from tests.unit.mrc_world import ALICE, BOB, CAROL, DAVE, ROOT, V, fsck_checked_store, raises
 from xfs.mrc import acl as acls
 from xfs.mrc import fsck
 from xfs.mrc.acl import Acl
@@ -21,30 +22,14 @@ from xfs.mrc.namespace import Namespace
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
 from xfs.proto.errors import XfsError
-from xfs.proto.records import ROOT_INO, Attr, Identity, Kind, Replica, Role, StripingPolicy, XLocSet
+from xfs.proto.records import ROOT_INO, Attr, Identity, Replica, StripingPolicy, XLocSet
 
-V = "vol"
-
-
-def ident(principal: str, *groups: str, role: Role = Role.STANDARD) -> Identity:
-    return Identity(principal, "physics", Kind.USER, role, tuple(groups), b"\0" * 32)
-
-
-ALICE = ident("alice@physics", "users@physics", "alice@physics")
-BOB = ident("bob@physics", "users@physics")
-CAROL = ident("carol@physics", "others@physics")
-DAVE = ident("dave@physics", "team@physics")
-ROOT = ident("root@physics", "admins@physics", role=Role.SUPER)
 XLOC = XLocSet(version=1, replicas=[Replica(osds=["osd-1"], striping=StripingPolicy())])
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "mrc.db")
-    yield s
-    problems = fsck.check(s)
-    s.close()
-    assert problems == []
+    yield from fsck_checked_store(tmp_path / "mrc.db")
 
 
 @pytest.fixture
@@ -53,13 +38,6 @@ def ns(store: Store) -> Namespace:
     n.create_volume(ROOT, V, owner="alice@physics", group="users@physics", mode=0o777,
                     striping=StripingPolicy())
     return n
-
-
-def raises(code: int, fn: Callable[..., object], *args: object, **kw: object) -> XfsError:
-    with pytest.raises(XfsError) as info:
-        fn(*args, **kw)
-    assert info.value.code == code, f"{info.value!r}, wanted {errno.errorcode[code]}"
-    return info.value
 
 
 def parse(text: str) -> Acl:
