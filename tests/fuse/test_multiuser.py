@@ -23,17 +23,17 @@ pytestmark = [pytest.mark.fuse, pytest.mark.system]
 TIMEOUT = 30
 
 
-@pytest.fixture(scope="module")
-def users() -> Iterator[tuple[str, str]]:
-    """Two fresh local accounts, always removed afterwards."""
+@contextlib.contextmanager
+def local_accounts(*roles: str) -> Iterator[tuple[str, ...]]:
+    """Fresh local accounts ``xfst_<role>_<tag>``, always removed afterwards."""
     tag = secrets.token_hex(3)
-    names = (f"xfst_alice_{tag}", f"xfst_bob_{tag}")
-    created = []
+    created: list[str] = []
     try:
-        for name in names:
+        for role in roles:
+            name = f"xfst_{role}_{tag}"
             run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], timeout=TIMEOUT)
             created.append(name)
-        yield names
+        yield tuple(created)
     finally:
         for name in created:
             subprocess.run(["userdel", name], capture_output=True, timeout=TIMEOUT, check=False)
@@ -41,6 +41,13 @@ def users() -> Iterator[tuple[str, str]]:
             with contextlib.suppress(Exception):
                 subprocess.run(["groupdel", name], capture_output=True, timeout=TIMEOUT,
                                check=False)
+
+
+@pytest.fixture(scope="module")
+def users() -> Iterator[tuple[str, str]]:
+    """Two fresh local accounts, always removed afterwards."""
+    with local_accounts("alice", "bob") as (alice, bob):
+        yield alice, bob
 
 
 def as_user(name: str, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -171,13 +178,7 @@ def test_a_credential_of_the_wrong_mode_or_owner_is_refused_and_audited(
     from xfs.common import audit, ca
 
     alice, _ = users
-    tag = secrets.token_hex(3)
-    carol, dave = f"xfst_carol_{tag}", f"xfst_dave_{tag}"
-    created: list[str] = []
-    try:
-        for name in (carol, dave):
-            run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], timeout=TIMEOUT)
-            created.append(name)
+    with local_accounts("carol", "dave") as (carol, dave):
         for name, owner, mode in ((carol, None, 0o644), (dave, 0, 0o600)):
             entry = pwd.getpwnam(name)
             d = grid.state / "credentials" / str(entry.pw_uid)
@@ -204,9 +205,3 @@ def test_a_credential_of_the_wrong_mode_or_owner_is_refused_and_audited(
             assert mine and mine[0]["event"] == "deny" and mine[0]["outcome"] == "EACCES"
             assert "must be a file owned by uid" in mine[0]["detail"]["why"]
         assert audit.verify(grid.state / "mount" / "audit.log").ok
-    finally:
-        for name in created:
-            subprocess.run(["userdel", name], capture_output=True, timeout=TIMEOUT, check=False)
-            with contextlib.suppress(Exception):
-                subprocess.run(["groupdel", name], capture_output=True, timeout=TIMEOUT,
-                               check=False)

@@ -29,6 +29,7 @@ from typing import Any
 
 from xfs.common.clock import Clock
 from xfs.mrc import roles
+from xfs.mrc.inodes import is_ancestor_of
 from xfs.mrc.store import Store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import Identity, Kind
@@ -114,22 +115,6 @@ def _row(r: Any) -> Delegation:
         expires,
         revoked,
     )
-
-
-def _inside(cur: sqlite3.Cursor, vid: str, root: int, ino: int) -> bool:
-    """Is ``ino`` the directory ``root`` or below it, through any of its links?"""
-    row = cur.execute(
-        """
-        WITH RECURSIVE up(ino) AS (
-            SELECT ?
-            UNION
-            SELECT d.parent FROM dentries d JOIN up ON d.volume = ? AND d.ino = up.ino
-        )
-        SELECT 1 FROM up WHERE ino = ?
-        """,
-        (ino, vid, root),
-    ).fetchone()
-    return row is not None
 
 
 def _path(cur: sqlite3.Cursor, vid: str, root: int) -> list[tuple[int, bytes]]:
@@ -313,7 +298,7 @@ class Delegations:
         with self._store.read() as cur:
             above: set[int] | None = None
             for ino in inos:
-                if _inside(cur, volume, who.root, ino):
+                if is_ancestor_of(cur, volume, who.root, ino):
                     continue
                 if see:
                     if above is None:
@@ -328,7 +313,7 @@ class Delegations:
         directory on that path)."""
         self.confine(who, volume)
         with self._store.read() as cur:
-            if _inside(cur, volume, who.root, parent):
+            if is_ancestor_of(cur, volume, who.root, parent):
                 return
             steps = _path(cur, volume, who.root)
         if parent in {p for p, _ in steps} and (name in (b".", b"..") or (parent, name) in steps):

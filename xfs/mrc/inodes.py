@@ -193,6 +193,11 @@ def parent_of(cur: sqlite3.Cursor, vol: Vol, ino: int) -> int:
 
 def is_ancestor(cur: sqlite3.Cursor, vol: Vol, ancestor: int, ino: int) -> bool:
     """Is directory ``ancestor`` equal to ``ino`` or above it?"""
+    return is_ancestor_of(cur, vol.id, ancestor, ino)
+
+
+def is_ancestor_of(cur: sqlite3.Cursor, volume_id: str, ancestor: int, ino: int) -> bool:
+    """``is_ancestor`` by volume id: through any of the links of ``ino``."""
     row = cur.execute(
         """
         WITH RECURSIVE up(ino) AS (
@@ -202,7 +207,7 @@ def is_ancestor(cur: sqlite3.Cursor, vol: Vol, ancestor: int, ino: int) -> bool:
         )
         SELECT 1 FROM up WHERE ino = ?
         """,
-        (ino, vol.id, ancestor),
+        (ino, volume_id, ancestor),
     ).fetchone()
     return row is not None
 
