@@ -49,8 +49,22 @@ class MRCConfig:
     audit_log: Path | None = None  # None: <data_dir>/audit.log
     xcap_key_rotation: float = 24.0  # hours a signing key signs before the next one does
     max_delegation: float = 7 * 86400.0  # seconds a delegation to a worker may last at most
+    # replication (docs/design/replication.md)
+    osd_lease: float = 10.0  # seconds an OSD may act as primary after a heartbeat it sent
+    osd_replace_after: float = 300.0  # seconds silent before an OSD's replicas are replaced
+    heal_interval: float = 2.0  # seconds between the healer's rounds
 
     def __post_init__(self) -> None:
+        if not 1.0 <= self.osd_lease <= self.osd_dead_after:
+            raise ConfigError(
+                f"osd_lease: {self.osd_lease:g} s must be at least 1 s and at most "
+                f"osd_dead_after ({self.osd_dead_after:g} s)"
+            )
+        if self.osd_replace_after < self.osd_dead_after:
+            raise ConfigError(
+                f"osd_replace_after: {self.osd_replace_after:g} s is shorter than "
+                f"osd_dead_after ({self.osd_dead_after:g} s)"
+            )
         if not MIN_XCAP_LIFETIME <= self.xcap_lifetime <= MAX_XCAP_LIFETIME:
             raise ConfigError(
                 f"xcap_lifetime: {self.xcap_lifetime:g} s is outside "
@@ -76,6 +90,8 @@ class OSDConfig:
     grace: float = 5.0
     crl_check_interval: float = 10.0  # seconds between re-reads of the trust files and CRLs
     audit_log: Path | None = None  # None: <data_dir>/audit.log
+    peer_timeout: float = 5.0  # seconds a forward to another replica may take per attempt
+    forward_deadline: float = 20.0  # seconds a primary tries a replica before failing a write
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,7 @@ class MountConfig:
     vo: str = "local"
     allow_other: bool = True
     io_timeout: float = 30.0  # seconds before an operation with no reachable server fails
+    osd_timeout: float = 10.0  # seconds one OSD call may take before another replica is tried
     xcap_renew_margin: float = 60.0
     # a delegation token file (xfs delegate create --out): the mount serves only the uid
     # that runs it, with that uid's (worker) credential, acting for the grantor

@@ -16,6 +16,7 @@ from xfs.proto.records import (
     Attr,
     DirEntry,
     FileLayout,
+    FilePolicy,
     OSDInfo,
     StatFS,
     StripingPolicy,
@@ -73,6 +74,7 @@ class VolumeCreate(Record):
     group: str = ""
     mode: int = 0o755
     striping: StripingPolicy = field(default_factory=StripingPolicy)
+    policy: FilePolicy | None = None  # replication and placement; None: none, factor 1
 
 
 @dataclass(frozen=True)
@@ -254,9 +256,13 @@ class Heartbeat(Record):
 
 @dataclass(frozen=True)
 class HeartbeatReply(Record):
-    """The MRC's current XCap verification keys: key id -> raw Ed25519 public key."""
+    """The MRC's current XCap verification keys (key id -> raw Ed25519 public key), the
+    lease this heartbeat grants (seconds from when it was sent during which the OSD may
+    act as a primary; see docs/design/replication.md) and the addresses of the OSDs."""
 
     xcap_keys: dict[str, bytes]
+    lease: float = 0.0
+    osds: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -404,6 +410,50 @@ class MRCStatus(Record):
     volumes: list[VolumeInfo]
     osds: list[OSDInfo]
     pending_deletions: int
+    repair: RepairStatus | None = None
+
+
+@dataclass(frozen=True)
+class RepairStatus(Record):
+    """Self-healing and draining, as ``xfs status`` shows them."""
+
+    replicated_files: int  # files with a replication policy
+    below_factor: int  # of them, with fewer complete replicas than their factor
+    filling: int  # replicas being filled
+    dead: list[str]  # OSDs declared dead (their replicas are being replaced)
+    draining: dict[str, int]  # OSD uuid -> replicas still on it
+
+
+@dataclass(frozen=True)
+class ReplicaFailed(Record):
+    """``osd`` did not answer for a file at XLocSet ``version`` (from a client or OSD)."""
+
+    xcap: XCap
+    version: int
+    osd: str
+
+
+@dataclass(frozen=True)
+class ReplicaFilled(Record):
+    """An OSD now holds every object of its column of the file at XLocSet ``version``."""
+
+    xcap: XCap
+    version: int
+    osd: str
+
+
+@dataclass(frozen=True)
+class XLocReply(Record):
+    """The file's current replica set, with an XCap for it and the OSDs' addresses."""
+
+    xloc: XLocSet
+    xcap: XCap
+    addresses: dict[str, str]
+
+
+@dataclass(frozen=True)
+class OSDName(Record):
+    uuid: str
 
 
 # ----------------------------------------------------------------------------- OSD records
@@ -451,6 +501,30 @@ class Synced(Record):
 class SizeReply(Record):
     size: int  # the file size implied by the objects this OSD holds
     allocated: int = 0  # bytes of object data this OSD holds for the file (holes excluded)
+
+
+@dataclass(frozen=True)
+class ObjSum(Record):
+    """What an OSD holds of one object: enough to tell two copies apart."""
+
+    objno: int
+    crc: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ObjSums(Record):
+    objects: list[ObjSum]
+
+
+@dataclass(frozen=True)
+class ObjPut(Record):
+    """Replace one object whole (``data`` None: remove it): reconciliation and repair."""
+
+    xcap: XCap
+    xloc: XLocSet
+    objno: int
+    data: bytes | None
 
 
 @dataclass(frozen=True)
@@ -520,6 +594,14 @@ class MRC:
     delegation_list = Method(
         "mrc", "delegation_list", 1, Empty, DelegationList, Authority.USER, idempotent=True
     )
+    # replication: failures and fills reported by clients and OSDs (see the handlers)
+    replica_failed = Method(
+        "mrc", "replica_failed", 1, ReplicaFailed, XLocReply, Authority.ANY, idempotent=True
+    )
+    replica_filled = Method(
+        "mrc", "replica_filled", 1, ReplicaFilled, XLocReply, Authority.OSD, idempotent=True
+    )
+    osd_drain = Method("mrc", "osd_drain", 1, OSDName, Empty, Authority.ADMIN, idempotent=True)
 
 
 class OSD:
@@ -532,6 +614,16 @@ class OSD:
     size = Method("osd", "size", 1, FileOp, SizeReply, Authority.HOLDER, idempotent=True)
     delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC, idempotent=True)
     status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY, idempotent=True)
+    # between the OSDs of one file's replicas (the XCap is verified, the holder is not:
+    # the peer must be an OSD of the XLocSet); see xfs.osd.replication
+    fwd_write = Method("osd", "fwd_write", 1, ObjWrite, Empty, Authority.OSD, idempotent=True)
+    fwd_truncate = Method("osd", "fwd_truncate", 1, FileOp, Empty, Authority.OSD, idempotent=True)
+    fwd_fsync = Method("osd", "fwd_fsync", 1, FileOp, Synced, Authority.OSD, idempotent=True)
+    sums = Method("osd", "sums", 1, FileOp, ObjSums, Authority.OSD, idempotent=True)
+    put = Method("osd", "put", 1, ObjPut, Empty, Authority.OSD, idempotent=True)
+    fetch = Method("osd", "fetch", 1, ObjRead, ObjData, Authority.OSD, idempotent=True)
+    # the MRC asks a file's primary to fill its new replicas now
+    sync = Method("osd", "sync", 1, FileOp, Empty, Authority.MRC, idempotent=True)
 
 
 def all_methods() -> list[Method[Any, Any]]:

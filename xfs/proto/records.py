@@ -50,9 +50,18 @@ class Rights(enum.IntFlag):
 
 
 class UpdatePolicy(enum.StrEnum):
-    NONE = "none"
-    RONLY = "ronly"
-    RW = "rw"
+    """How a file's replicas are kept (docs/design/replication.md)."""
+
+    NONE = "none"  # one replica, writable
+    RONLY = "ronly"  # sealed: immutable, any complete replica serves reads
+    RW = "rw"  # writable: a primary orders writes and forwards them to every replica
+
+
+class Fill(enum.StrEnum):
+    """How a new read-only replica gets its objects."""
+
+    FULL = "full"  # all of them, in the background
+    PARTIAL = "partial"  # each on its first read, from a complete replica
 
 
 @dataclass(frozen=True)
@@ -79,21 +88,78 @@ class StripingPolicy(Record):
 
 @dataclass(frozen=True)
 class Replica(Record):
-    """One full copy of a file, striped RAID0 over ``osds`` (column i on osds[i])."""
+    """One full copy of a file, striped RAID0 over ``osds`` (column i on osds[i]).
+
+    ``incomplete`` names the OSDs (columns) of this replica that do not yet hold every
+    object: a new replica is filled from a complete one before it may serve reads or
+    become primary.
+    """
 
     osds: list[str]
     striping: StripingPolicy
+    incomplete: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.incomplete
 
 
 @dataclass(frozen=True)
 class XLocSet(Record):
+    """The replica set of a file. ``version`` rises with every change: the fencing epoch.
+
+    For ``rw`` files ``replicas[0]`` is the primary (its OSD of each stripe column orders
+    the writes of that column); the MRC keeps a complete replica first. ``factor`` is how
+    many replicas the file should have: the MRC heals toward it. ``fill`` says how new
+    read-only replicas are filled, ``seal_on_close`` that the file is sealed (becomes
+    ``ronly``) when its last writer closes it.
+    """
+
     version: int
     replicas: list[Replica]
     update_policy: UpdatePolicy = UpdatePolicy.NONE
+    factor: int = 1
+    fill: Fill = Fill.FULL
+    seal_on_close: bool = False
+
+    @property
+    def replicated(self) -> bool:
+        return self.update_policy is not UpdatePolicy.NONE
+
+    def group(self, column: int) -> list[str]:
+        """The OSDs holding stripe column ``column``, one per replica, primary first."""
+        return [r.osds[column] for r in self.replicas if column < len(r.osds)]
 
     def digest(self) -> bytes:
         """The hash an XCap carries, so that an OSD can refuse a forged XLocSet."""
         return hashlib.sha256(msgpack.packb(self.to_wire(), use_bin_type=True)).digest()
+
+
+@dataclass(frozen=True)
+class PlacementPolicy(Record):
+    """How the MRC picks OSDs for new replicas: filter -> group -> sort (xfs.mrc.placement).
+
+    ``require``: label values an OSD must carry (filter). ``spread``: the label whose
+    values are failure domains; replicas of a file go to different ones while there are
+    enough (group). ``sort``: ``free`` (most free space first), ``random``, or
+    ``prefer:<label>=<value>`` (those first, then by free space).
+    """
+
+    require: dict[str, str] = field(default_factory=dict)
+    spread: str = "host"
+    sort: str = "free"
+
+
+@dataclass(frozen=True)
+class FilePolicy(Record):
+    """The policy of a volume or directory (inherited by what is created in it) or file."""
+
+    replication: UpdatePolicy = UpdatePolicy.NONE
+    factor: int = 1
+    fill: Fill = Fill.FULL
+    seal_on_close: bool = False
+    striping: StripingPolicy = field(default_factory=StripingPolicy)
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
 
 
 @dataclass(frozen=True)
