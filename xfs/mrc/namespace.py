@@ -14,6 +14,7 @@ import errno
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
@@ -24,7 +25,15 @@ from xfs.mrc.store import Store
 from xfs.mrc.volumes import VolumeOps
 from xfs.mrc.xattrs import XattrOps, read_acl, write_acl
 from xfs.proto.errors import XfsError
-from xfs.proto.records import PATH_MAX, ROOT_INO, Attr, DirEntry, Identity, XLocSet
+from xfs.proto.records import (
+    PATH_MAX,
+    ROOT_INO,
+    Attr,
+    DirEntry,
+    Identity,
+    UpdatePolicy,
+    XLocSet,
+)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -262,6 +271,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 if not stat.S_ISREG(node.mode):
                     raise XfsError(errno.EINVAL, f"cannot truncate inode {ino}: not a file")
                 _need(caller, node, W_OK, f"truncate inode {ino}")
+                _writable(node)
                 fields.update(size=size, truncate_epoch=node.truncate_epoch + 1, mtime_ns=now)
                 xloc = node.layout()
             new_mode = node.mode
@@ -467,9 +477,53 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
         if flags & os.O_DIRECTORY and not node.is_dir:
             raise XfsError(errno.ENOTDIR, f"inode {node.ino} is not a directory")
         _need(caller, node, mask, f"open inode {node.ino} with flags {flags:#x}")
+        if mask & W_OK or flags & os.O_TRUNC:
+            _writable(node)
         if flags & os.O_TRUNC and stat.S_ISREG(node.mode):
             node = self._truncate(cur, v, node, 0, now)
         return node
+
+    # ------------------------------------------------------------------ replica sets
+    def update_xloc(
+        self, vid: str, ino: int, change: Callable[[XLocSet], XLocSet]
+    ) -> tuple[XLocSet, int]:
+        """Apply ``change`` (see ``replicas``) to a file's XLocSet in one transaction.
+
+        Returns the XLocSet now stored and the file's truncate epoch. No permission
+        check: the callers (replication handlers, the healer) have made theirs.
+        """
+        with self._store.transaction() as cur:
+            row = cur.execute(
+                "SELECT xloc, truncate_epoch FROM inodes WHERE volume = ? AND ino = ?",
+                (vid, ino),
+            ).fetchone()
+            if row is None or row[0] is None:
+                raise XfsError(errno.ESTALE, f"no file {vid}:{ino} (stale)")
+            old = rows.decode_xloc(row[0])
+            new = change(old)
+            if new != old:
+                cur.execute(
+                    "UPDATE inodes SET xloc = ? WHERE volume = ? AND ino = ?",
+                    (rows.encode_xloc(new), vid, ino),
+                )
+            return new, int(row[1])
+
+    def replicated_files(
+        self, after: tuple[str, int] = ("", 0), limit: int = 500
+    ) -> list[tuple[str, int, XLocSet]]:
+        """Files whose XLocSet is replicated (or will be), in (volume id, ino) order."""
+        with self._store.read() as cur:
+            found = cur.execute(
+                "SELECT volume, ino, xloc FROM inodes WHERE xloc IS NOT NULL "
+                "AND (volume, ino) > (?, ?) ORDER BY volume, ino LIMIT ?",
+                (*after, limit),
+            ).fetchall()
+        out = []
+        for vid, ino, blob in found:
+            xloc = rows.decode_xloc(blob)
+            if xloc.replicated or xloc.factor > 1:
+                out.append((vid, ino, xloc))
+        return out
 
     def link(self, caller: Identity, vol: str, ino: int, new_parent: int, new_name: bytes) -> Attr:
         rows.check_name(new_name)
@@ -655,3 +709,10 @@ class _Rename:
         rows.touch_dir(cur, v, new_parent, now, nlink_delta=-shift)
         rows.set_inode(cur, v, src, ctime_ns=now)
         rows.set_inode(cur, v, dst, ctime_ns=now)
+
+
+def _writable(node: rows.Inode) -> None:
+    """A sealed (read-only replicated) file refuses writes and truncates."""
+    layout = node.layout()
+    if layout is not None and layout.update_policy is UpdatePolicy.RONLY:
+        raise XfsError(errno.EPERM, f"inode {node.ino} is sealed (read-only replicated)")
