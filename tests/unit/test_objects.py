@@ -59,7 +59,7 @@ def test_open_creates_layout_and_keeps_uuid(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         _ = s.uuid
     s.open()
-    assert (tmp_path / "osd" / "FORMAT").read_text() == "xfs-osd-objects 2\n"
+    assert (tmp_path / "osd" / "FORMAT").read_text() == "xfs-osd-objects 3\n"
     assert (tmp_path / "osd" / "objects").is_dir()
     assert len(s.uuid) == 36
     again = ObjectStore(tmp_path / "osd")
@@ -69,7 +69,7 @@ def test_open_creates_layout_and_keeps_uuid(tmp_path: Path) -> None:
 
 def test_format_version_mismatch(tmp_path: Path) -> None:
     ObjectStore(tmp_path / "osd").open()
-    for newer in ("xfs-osd-objects 3\n", "xfs-osd-objects 1 \n", "junk"):
+    for newer in ("xfs-osd-objects 4\n", "xfs-osd-objects 1 \n", "junk"):
         (tmp_path / "osd" / "FORMAT").write_text(newer)
         with pytest.raises(StoreFormatError, match="FORMAT"):
             ObjectStore(tmp_path / "osd").open()
@@ -90,6 +90,52 @@ def test_version_1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert again.read(FID, 0, 0, 100) == b"from version 1"
     assert again.epoch(FID) == 0  # no epoch file: never truncated with an epoch
     assert scrub(again).ok
+
+
+def test_version_2_store_is_upgraded_with_xloc_version_0(tmp_path: Path) -> None:
+    s = ObjectStore(tmp_path / "osd")
+    s.open()
+    s.write(FID, 0, 0, b"from version 2")
+    (tmp_path / "osd" / "FORMAT").write_text("xfs-osd-objects 2\n")
+    again = ObjectStore(tmp_path / "osd")
+    again.open()
+    assert (tmp_path / "osd" / "FORMAT").read_text() == FORMAT_LINE
+    assert again.xloc_version(FID) == 0
+    assert again.read(FID, 0, 0, 100) == b"from version 2"
+
+
+def test_xloc_version_only_rises_and_survives_reopening(tmp_path: Path) -> None:
+    s = ObjectStore(tmp_path / "osd")
+    s.open()
+    assert s.xloc_version(FID) == 0
+    assert s.install_xloc_version(FID, 3) == 3
+    assert s.install_xloc_version(FID, 2) == 3  # never lowered
+    again = ObjectStore(tmp_path / "osd")
+    again.open()
+    assert again.xloc_version(FID) == 3
+    assert scrub(again).ok
+    again.delete(FID)
+    assert again.xloc_version(FID) == 0
+
+
+def test_sums_put_and_load(store: ObjectStore) -> None:
+    store.write(FID, 0, 0, b"abc")
+    store.write(FID, 3, 0, b"defg")
+    sums = store.sums(FID)
+    assert [(o, n) for o, _, n in sums] == [(0, 3), (3, 4)]
+    store.put(FID, 3, b"xyz")
+    store.put(FID, 0, None)
+    store.put(FID, 9, None)  # removing what is not there is fine
+    assert store.load(FID, 0) is None and store.load(FID, 3) == b"xyz"
+    other = dict((o, c) for o, c, _ in store.sums(FID))
+    assert list(other) == [3] and other[3] != dict((o, c) for o, c, _ in sums)[3]
+
+
+def test_sums_mark_a_bad_header_as_unlike_any_good_copy(store: ObjectStore) -> None:
+    store.write(FID, 0, 0, b"abc")
+    path = store.object_path(FID, 0)
+    path.write_bytes(b"garbage")
+    assert store.sums(FID) == [(0, 0, -1)]
 
 
 def test_open_refuses_foreign_directory(tmp_path: Path) -> None:

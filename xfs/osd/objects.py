@@ -21,9 +21,14 @@ written only by a truncate that raises it (temp ``.tmp.epoch.<hex>``, fsync, rep
 fsync of the directories), and a missing file means epoch 0. A write or truncate whose
 XCap carries a lower epoch is refused (:class:`StaleEpoch`); reads are not fenced.
 
-Version 1 was the same layout without ``epoch`` files: :meth:`ObjectStore.open` upgrades
-a version-1 store by rewriting FORMAT (every file then has epoch 0). Nothing reads a
-version-2 store as version 1.
+``xloc`` (format 3) holds the highest XLocSet version of the file this OSD has installed
+(docs/design/replication.md), in the same record format as ``epoch``; a missing file
+means version 0. Requests carrying an older version are refused by the replication
+layer (``xfs.osd.replication``), which is what fences a stale primary.
+
+Version 1 was the layout without ``epoch`` files, version 2 without ``xloc`` files:
+:meth:`ObjectStore.open` upgrades either by rewriting FORMAT (every file then has epoch
+0 and XLocSet version 0). Nothing reads a version-3 store as an older one.
 
 Everything here is synchronous; the service calls it from worker threads, concurrently.
 Read-modify-write of one object is serialised by a striped lock on (file_id, objno);
@@ -58,9 +63,9 @@ import google_crc32c
 
 from xfs.proto.errors import XfsError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 FORMAT_LINE = f"xfs-osd-objects {FORMAT_VERSION}\n"
-UPGRADABLE = {"xfs-osd-objects 1\n"}  # older formats open() upgrades in place
+UPGRADABLE = {"xfs-osd-objects 1\n", "xfs-osd-objects 2\n"}  # older formats open() upgrades in place
 OBJECT_MAGIC = b"XFSO"
 OBJECT_VERSION = 1
 HEADER = struct.Struct(">4sHHII")  # magic, version, flags, crc32c(data), len(data)
@@ -70,6 +75,7 @@ MAX_OBJECT_SIZE = (1 << 32) - 1  # the header's length field; stripe size is che
 MAX_EPOCH = (1 << 64) - 1
 TEMP_PREFIX = ".tmp."
 EPOCH_NAME = "epoch"
+XLOC_NAME = "xloc"  # same record format as EPOCH_NAME
 EPOCH_MAGIC = b"XFSE"
 EPOCH_VERSION = 1
 EPOCH_RECORD = struct.Struct(">4sHHQI")  # magic, version, flags, epoch, crc32c(first 16)
@@ -353,6 +359,9 @@ class ObjectStore:
         self._gates = [_Gate() for _ in range(_N_LOCKS)]
         self._epochs: OrderedDict[str, int] = OrderedDict()  # file_id -> epoch on disk
         self._epochs_lock = threading.Lock()
+        self._xlocs: dict[str, int] = {}  # file_id -> installed XLocSet version
+        self._xlocs_lock = threading.Lock()
+        self._xloc_write = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -372,7 +381,7 @@ class ObjectStore:
         except OSError:
             return  # check_format reports it
         if fmt in UPGRADABLE:
-            # 1 -> 2 adds epoch files; a store without any is a valid version-2 store
+            # 1 -> 2 adds epoch files, 2 -> 3 xloc files; without any it is valid as 3
             _write_file_atomic(self.root / "FORMAT", FORMAT_LINE.encode())
             _fsync_path(self.root)
 
@@ -458,6 +467,78 @@ class ObjectStore:
         with _os_errors(f"write the truncate epoch of {file_id}"):
             self._replace(self.file_dir(file_id) / EPOCH_NAME, encode_epoch(epoch), sync=True)
         self._remember_epoch(file_id, epoch)
+
+    # ------------------------------------------------------------------ XLocSet versions
+    def xloc_version(self, file_id: str) -> int:
+        """The highest XLocSet version of the file installed here (0: none)."""
+        with self._xlocs_lock:
+            if file_id in self._xlocs:
+                return self._xlocs[file_id]
+        path = self.file_dir(file_id) / XLOC_NAME
+        with _os_errors(f"read the XLocSet version of {file_id}"):
+            try:
+                raw = path.read_bytes()
+            except FileNotFoundError:
+                raw = None
+        try:
+            version = 0 if raw is None else decode_epoch(raw)
+        except ValueError as e:
+            raise CorruptEpoch(file_id, f"xloc record: {e}") from None
+        with self._xlocs_lock:
+            self._xlocs[file_id] = version
+        return version
+
+    def install_xloc_version(self, file_id: str, version: int) -> int:
+        """Persist ``version`` if it is higher than the installed one; returns the
+        installed version afterwards (durable before this returns)."""
+        check_uint("XLocSet version", version, MAX_EPOCH)
+        with self._xloc_write:
+            current = self.xloc_version(file_id)
+            if version > current:
+                with _os_errors(f"write the XLocSet version of {file_id}"):
+                    self._replace(
+                        self.file_dir(file_id) / XLOC_NAME, encode_epoch(version), sync=True
+                    )
+                with self._xlocs_lock:
+                    self._xlocs[file_id] = version
+                return version
+            return current
+
+    def sums(self, file_id: str) -> list[tuple[int, int, int]]:
+        """(objno, crc32c, length) of every object held here, from the headers."""
+        out = []
+        for objno, path in self._held(file_id):
+            with _os_errors(f"read object {objno} of {file_id}"):
+                try:
+                    with open(path, "rb", buffering=0) as f:
+                        header = f.read(HEADER.size)
+                except FileNotFoundError:
+                    continue
+            try:
+                crc, length = decode_header(header)
+            except ValueError:
+                crc, length = 0, -1  # unreadable: differs from every good copy
+            out.append((objno, crc, length))
+        return out
+
+    def load(self, file_id: str, objno: int) -> bytes | None:
+        """The whole verified object, or None if this OSD does not hold it."""
+        return self._load(file_id, objno, self.object_path(file_id, objno))
+
+    def put(
+        self, file_id: str, objno: int, data: bytes | None, *, epoch: int | None = None
+    ) -> None:
+        """Replace an object whole (``None``: remove it), durably: reconciliation, repair
+        and fills. Fenced by the truncate epoch like ``write``."""
+        path = self.object_path(file_id, objno)
+        with self._gate(file_id).shared(), self._lock(file_id, objno):
+            if epoch is not None:
+                self._check_epoch(file_id, epoch)
+            if data is None:
+                with _os_errors(f"remove object {objno} of {file_id}"):
+                    path.unlink(missing_ok=True)
+            else:
+                self._store(file_id, objno, path, bytes(data), sync=True)
 
     def _held(self, file_id: str) -> list[tuple[int, Path]]:
         """The objects of a file on disk, by object number."""
@@ -669,6 +750,8 @@ class ObjectStore:
         d = self.file_dir(file_id)
         with self._gate(file_id).exclusive(), _os_errors(f"delete {file_id}"):
             self._remember_epoch(file_id, None)
+            with self._xlocs_lock:
+                self._xlocs.pop(file_id, None)
             for _ in range(3):  # a racing write may add an object between unlinks and rmdir
                 try:
                     names = os.listdir(d)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from xfs.osd.objects import (
     EPOCH_NAME,
+    XLOC_NAME,
     EPOCH_RECORD,
     TEMP_RE,
     CorruptObject,
@@ -82,7 +83,7 @@ def scrub(store: ObjectStore, *, now: float | None = None) -> ScrubReport:
                     store.read(parsed[0], parsed[1], 0, 0)  # verifies the whole object
                 except CorruptObject:
                     corrupt.append(parsed)
-            elif len(sub) == 4 and entry.name == EPOCH_NAME and is_valid_dir(parts):
+            elif len(sub) == 4 and entry.name in (EPOCH_NAME, XLOC_NAME) and is_valid_dir(parts):
                 if not stat.S_ISREG(st.st_mode):
                     stray.append(rel)
                     continue
