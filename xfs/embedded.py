@@ -1,10 +1,24 @@
 """The embedded default: a whole grid on this machine, under one state directory.
 
-``up`` makes (once) a VO CA and a service CA, certificates for an MRC and three OSDs,
-their configuration files and data directories; starts them as background processes on
-loopback; creates the user's home volume (owner the user, mode 0700, stripe width 3);
-and mounts it. A second ``up`` with the same state directory starts the same grid with
-its data. ``down`` unmounts and stops every process it started, by PID.
+``up`` makes (once) a VO CA and a service CA, certificates for an MRC and ``--osds`` OSDs
+(default 3; roles ``mrc``, ``osd1``..``osdN``, ``mount``), their configuration files and
+data directories; starts them as background processes on loopback; creates the user's
+home volume (owner the user, mode 0700, replication ``rw`` with factor min(3, N), stripe
+width 1, 1 MiB stripes); and mounts it. A second ``up`` with the same state directory
+starts the same grid with its data. ``down`` unmounts and stops every process it started,
+by PID.
+
+``--set ROLE.KEY=VALUE`` (ROLE ``mrc``, ``osd`` for every OSD, ``osdK``, or ``mount``;
+VALUE a TOML value, else a string) is kept in grid.json and applied, later ones winning,
+whenever the configuration files are written: at an ``up`` that starts the servers.
+
+Tests may put roles into network namespaces (grid.json ``netns``: role -> name under
+/run/netns, and ``hosts``: role -> the IPv4 address it listens on and advertises, default
+127.0.0.1). Such a role runs under ``nsenter --net`` (only the network namespace: the
+FUSE mount stays visible), and ``up`` makes its admin calls from inside the MRC's
+namespace. ``xfs status --state`` calls 127.0.0.1 from here, so for an MRC in a
+namespace run ``nsenter --net=/run/netns/NAME -- xfs status --mrc HOST:PORT --cert ...``
+(tests/system/grid.py does).
 
 Every ``up`` re-issues both CAs' CRLs (``<state>/ca/<ca>/crl.pem``, next to the ``ca.crt``
 the processes trust), valid for ``CRL_DAYS``: this also upgrades a state directory made
@@ -21,30 +35,34 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
 from xfs.client.credentials import CredentialStore, account_name, local_groups
 from xfs.common import ca, config, tls
-from xfs.common.config import MountConfig, MRCConfig, OSDConfig, TLSConfig
+from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig, TLSConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import TrustStore
 from xfs.common.rpc import RetryPolicy, open_pool
 from xfs.osd.objects import ObjectStore
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC, Empty, VolumeCreate, VolumeName
-from xfs.proto.records import Kind, Role, StripingPolicy
+from xfs.proto.records import FilePolicy, Kind, Role, StripingPolicy, UpdatePolicy
+
+T = TypeVar("T")
 
 VO = "local"
 ADMIN = "xfs-admin"
-OSD_COUNT = 3
+DEFAULT_OSDS = 3
+LOOPBACK = "127.0.0.1"
 # Longer than the 7 days of a cron-fed CRL: nobody re-issues the CRLs of an embedded grid
 # but ``up`` (and ``xfs ca revoke``), and the processes read them straight from the CAs.
 CRL_DAYS = 365
-ROLES = ("mrc", "osd1", "osd2", "osd3", "mount")
 
 
 class GridError(Exception):
@@ -110,6 +128,10 @@ class Grid:
     volume: str
     mountpoint: str
     ports: dict[str, int] = field(default_factory=dict)
+    osds: int = DEFAULT_OSDS  # fixed when the grid is made
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> key -> value
+    netns: dict[str, str] = field(default_factory=dict)  # role -> network namespace (tests)
+    hosts: dict[str, str] = field(default_factory=dict)  # role -> address; default loopback
 
     @classmethod
     def load(cls, path: Path) -> Grid:
@@ -117,6 +139,63 @@ class Grid:
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @property
+    def osd_roles(self) -> list[str]:
+        return [f"osd{i}" for i in range(1, self.osds + 1)]
+
+    @property
+    def server_roles(self) -> list[str]:
+        return ["mrc", *self.osd_roles]
+
+    @property
+    def roles(self) -> list[str]:
+        return [*self.server_roles, "mount"]
+
+    def host(self, role: str) -> str:
+        return self.hosts.get(role, LOOPBACK)
+
+    @property
+    def mrc_address(self) -> str:
+        return f"{self.host('mrc')}:{self.ports['mrc']}"
+
+    def add_settings(self, settings: list[str]) -> None:
+        """Merge ``ROLE.KEY=VALUE`` settings (later ones win); see :func:`parse_setting`."""
+        roles = {"osd", *self.roles}
+        for text in settings:
+            role, key, value = parse_setting(text)
+            if role not in roles:
+                raise GridError(f"--set {text}: no role {role!r} (one of {sorted(roles)})")
+            self.settings.setdefault(role, {})[key] = value
+
+    def settings_of(self, role: str) -> dict[str, Any]:
+        """The settings applied to ``role``: those of every OSD, then its own."""
+        general = self.settings.get("osd", {}) if role.startswith("osd") else {}
+        return {**general, **self.settings.get(role, {})}
+
+
+def parse_setting(text: str) -> tuple[str, str, Any]:
+    """``ROLE.KEY=VALUE`` -> (role, key, value); VALUE is a TOML value, else a string."""
+    name, eq, raw = text.partition("=")
+    role, dot, key = name.strip().partition(".")
+    if not (eq and dot and role and key):
+        raise GridError(f"--set {text}: expected ROLE.KEY=VALUE")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return role, key.strip(), value
+
+
+def parse_assignments(pairs: list[str], what: str) -> dict[str, str]:
+    """``ROLE=VALUE`` pairs (the hidden ``--netns`` and ``--host`` of ``up``)."""
+    result = {}
+    for text in pairs:
+        role, eq, value = text.partition("=")
+        if not (eq and role and value):
+            raise GridError(f"--{what} {text}: expected ROLE={what.upper()}")
+        result[role] = value
+    return result
 
 
 def _free_port(preferred: int | None = None) -> int:
@@ -131,7 +210,7 @@ def _free_port(preferred: int | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------- set-up
-def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
+def initialise(layout: Layout, mountpoint: Path, uid: int, osds: int = DEFAULT_OSDS) -> Grid:
     """Create CAs, certificates, data directories and the grid file (first ``up`` only)."""
     state = layout.state
     state.mkdir(parents=True, exist_ok=True)
@@ -142,7 +221,9 @@ def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
     ca.init_vo_ca(state / "ca" / VO, VO)
     mrc_uuid = str(uuid.uuid4())
     ca.issue_service(state / "ca" / "services", Kind.MRC, mrc_uuid, layout.role_dir("mrc"))
-    for i in range(1, OSD_COUNT + 1):
+    if osds < 1:
+        raise GridError(f"--osds {osds}: a grid needs at least one OSD")
+    for i in range(1, osds + 1):
         role = f"osd{i}"
         store = ObjectStore(layout.role_dir(role) / "data")
         layout.role_dir(role).mkdir(parents=True, exist_ok=True)
@@ -150,7 +231,7 @@ def initialise(layout: Layout, mountpoint: Path, uid: int) -> Grid:
         ca.issue_service(state / "ca" / "services", Kind.OSD, store.uuid, layout.role_dir(role))
     ca.issue_user(state / "ca" / VO, ADMIN, state / "admin", role=Role.SUPER, days=3650)
     CredentialStore(layout.credentials, enroll_ca=state / "ca" / VO).get(uid)
-    grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint))
+    grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint), osds=osds)
     grid.save(layout.grid_file)
     return grid
 
@@ -174,37 +255,49 @@ def _only(directory: Path, suffix: str) -> Path:
     return found[0]
 
 
-def write_configs(layout: Layout, grid: Grid) -> None:
-    """(Re)write every process's configuration, with ports free right now."""
-    for role in ROLES[:-1]:
-        grid.ports[role] = _free_port(grid.ports.get(role))
-    grid.save(layout.grid_file)
-    mrc_address = f"127.0.0.1:{grid.ports['mrc']}"
+def _with_settings(cfg: T, settings: dict[str, Any], role: str) -> T:
+    """``cfg`` with ``settings`` applied, checked as a configuration file would be."""
+    if not settings:
+        return cfg
+    data = tomllib.loads(config.dump(cfg))
+    data.update(settings)
+    where = f"--set {role}"
+    try:
+        return config.from_dict(type(cfg), data, Path("/"), where)
+    except ConfigError as e:  # from_dict names ``where``; a dataclass's own check does not
+        message = str(e)
+        raise GridError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def build_configs(layout: Layout, grid: Grid) -> dict[str, Any]:
+    """Every process's configuration (role -> config), with the grid's settings applied."""
+    port = grid.ports.get
+    mrc_address = f"{grid.host('mrc')}:{port('mrc', 0)}"
 
     def tls_of(role: str) -> TLSConfig:
         d = layout.role_dir(role)
         return TLSConfig(_only(d, ".crt"), _only(d, ".key"), layout.trust)
 
-    mrc = MRCConfig(
-        tls=tls_of("mrc"),
-        data_dir=layout.role_dir("mrc") / "data",
-        port=grid.ports["mrc"],
-        osd_dead_after=15.0,
-    )
-    layout.config("mrc").write_text(config.dump(mrc))
-    for i in range(1, OSD_COUNT + 1):
-        role = f"osd{i}"
-        osd = OSDConfig(
+    configs: dict[str, Any] = {
+        "mrc": MRCConfig(
+            tls=tls_of("mrc"),
+            data_dir=layout.role_dir("mrc") / "data",
+            host=grid.host("mrc"),
+            port=port("mrc", 0),
+            osd_dead_after=15.0,
+        )
+    }
+    for i, role in enumerate(grid.osd_roles, 1):
+        configs[role] = OSDConfig(
             tls=tls_of(role),
             data_dir=layout.role_dir(role) / "data",
             mrc=mrc_address,
-            port=grid.ports[role],
+            host=grid.host(role),
+            port=port(role, 0),
             heartbeat_interval=2.0,
             labels={"host": f"local-{i}"},
         )
-        layout.config(role).write_text(config.dump(osd))
-    layout.role_dir("mount").mkdir(exist_ok=True)
-    mount = MountConfig(
+    configs["mount"] = MountConfig(
         mrc=mrc_address,
         volume=grid.volume,
         mountpoint=Path(grid.mountpoint),
@@ -215,7 +308,17 @@ def write_configs(layout: Layout, grid: Grid) -> None:
         allow_other=_allow_other_permitted(),
         audit_log=layout.role_dir("mount") / "audit.log",
     )
-    layout.config("mount").write_text(config.dump(mount))
+    return {role: _with_settings(c, grid.settings_of(role), role) for role, c in configs.items()}
+
+
+def write_configs(layout: Layout, grid: Grid) -> None:
+    """(Re)write every process's configuration, with ports free right now."""
+    for role in grid.server_roles:
+        grid.ports[role] = _free_port(grid.ports.get(role))
+    grid.save(layout.grid_file)
+    layout.role_dir("mount").mkdir(exist_ok=True)
+    for role, cfg in build_configs(layout, grid).items():
+        layout.config(role).write_text(config.dump(cfg))
 
 
 def _allow_other_permitted() -> bool:
@@ -241,14 +344,29 @@ def running_pid(layout: Layout, role: str) -> int | None:
     return pid if str(layout.config(role)).encode() in cmdline else None
 
 
-def spawn(layout: Layout, role: str) -> subprocess.Popen[bytes] | None:
-    """Start ``role`` unless it runs already (then None)."""
+def in_netns(netns: str | None) -> list[str]:
+    """The prefix that runs a command in network namespace ``netns`` (None: here).
+
+    ``nsenter --net`` switches only the network namespace (``ip netns exec`` would also
+    unshare the mount namespace and hide the FUSE mount) and then execs the command, so
+    the PID and the command line are the command's own.
+    """
+    return [] if netns is None else ["nsenter", f"--net=/run/netns/{netns}", "--"]
+
+
+def spawn(layout: Layout, role: str, grid: Grid | None = None) -> subprocess.Popen[bytes] | None:
+    """Start ``role`` unless it runs already (then None); in its namespace if it has one."""
     if running_pid(layout, role) is not None:
         return None
+    grid = grid or Grid.load(layout.grid_file)
     command = role.rstrip("0123456789")
     log = layout.log(role).open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xfs.cli.main", command, "--config", str(layout.config(role))],
+        [
+            *in_netns(grid.netns.get(role)),
+            *[sys.executable, "-m", "xfs.cli.main", command],
+            *["--config", str(layout.config(role))],
+        ],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -283,20 +401,20 @@ async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
     """Wait for the MRC and the OSDs, then make sure the home volume exists."""
     trust = TrustStore.load(layout.trust)
     ctx = tls.client_context(*layout.admin, trust.ssl_cafile_bundle())
-    mrc = f"127.0.0.1:{grid.ports['mrc']}"
+    mrc = grid.mrc_address
     async with open_pool(
         ctx, trust.identify, frame_limit=META_FRAME_LIMIT, retry=RetryPolicy(attempts=1)
     ) as pool:
         while True:
             try:
                 status = await pool.call(mrc, MRC.status, Empty(), expect=Kind.MRC)
-                if sum(o.alive for o in status.osds) >= OSD_COUNT:
+                if sum(o.alive for o in status.osds) >= grid.osds:
                     break
             except XfsError:
                 pass
             if time.monotonic() > deadline:
                 raise GridError(
-                    f"the MRC and {OSD_COUNT} OSDs did not come up; see {layout.state / 'logs'}"
+                    f"the MRC and {grid.osds} OSDs did not come up; see {layout.state / 'logs'}"
                 )
             await trio.sleep(0.2)
         try:
@@ -304,6 +422,10 @@ async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
         except XfsError:
             user = account_name(grid.user_uid)
             group = local_groups(grid.user_uid)[0]
+            striping = StripingPolicy(1 << 20, 1)
+            policy = FilePolicy(
+                replication=UpdatePolicy.RW, factor=min(3, grid.osds), striping=striping
+            )
             await pool.call(
                 mrc,
                 MRC.volume_create,
@@ -312,12 +434,59 @@ async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
                     owner=f"{user}@{VO}",
                     group=f"{group}@{VO}",
                     mode=0o700,
-                    striping=StripingPolicy(1 << 20, OSD_COUNT),
+                    striping=striping,
+                    policy=policy,
                 ),
             )
 
 
-def up(state: Path, mountpoint: Path | None, timeout: float = 60.0) -> Grid:
+def admin_main(state: Path, timeout: float) -> None:
+    """:func:`_admin` as a process of its own (``up`` runs it inside the MRC's namespace)."""
+    layout = Layout(state)
+    try:
+        trio.run(_admin, layout, Grid.load(layout.grid_file), time.monotonic() + timeout)
+    except GridError as e:
+        print(e, file=sys.stderr)
+        sys.exit(1)
+
+
+def _run_admin(layout: Layout, grid: Grid, deadline: float) -> None:
+    netns = grid.netns.get("mrc")
+    if netns is None:
+        trio.run(_admin, layout, grid, deadline)
+        return
+    timeout = max(1.0, deadline - time.monotonic())
+    code = (
+        "import sys; from pathlib import Path; from xfs import embedded; "
+        "embedded.admin_main(Path(sys.argv[1]), float(sys.argv[2]))"
+    )
+    argv = [*in_netns(netns), sys.executable, "-c", code, str(layout.state), str(timeout)]
+    try:
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout + 30
+        )
+    except subprocess.TimeoutExpired:
+        raise GridError(f"the admin calls in network namespace {netns} hung") from None
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+        raise GridError(f"in network namespace {netns}: {lines[-1]}")
+
+
+def up(
+    state: Path,
+    mountpoint: Path | None,
+    timeout: float = 60.0,
+    *,
+    osds: int = DEFAULT_OSDS,
+    settings: list[str] | None = None,
+    netns: dict[str, str] | None = None,
+    hosts: dict[str, str] | None = None,
+) -> Grid:
+    """Start the grid (made first if new, with ``osds`` OSDs) and mount its home volume.
+
+    ``settings``, ``netns`` and ``hosts`` are merged into grid.json; they take effect when
+    the configuration files are written, that is when the servers are not running.
+    """
     layout = Layout(state)
     uid = os.getuid()
     if layout.grid_file.exists():
@@ -325,7 +494,12 @@ def up(state: Path, mountpoint: Path | None, timeout: float = 60.0) -> Grid:
         if mountpoint is not None and str(mountpoint) != grid.mountpoint:
             grid.mountpoint = str(mountpoint)
     else:
-        grid = initialise(layout, mountpoint or default_mountpoint(), uid)
+        grid = initialise(layout, mountpoint or default_mountpoint(), uid, osds)
+    grid.add_settings(settings or [])
+    grid.netns.update(netns or {})
+    grid.hosts.update(hosts or {})
+    build_configs(layout, grid)  # refuses bad settings before they are kept
+    grid.save(layout.grid_file)
     refresh_crls(layout)
     mnt = Path(grid.mountpoint)
     if running_pid(layout, "mount") is not None and _is_mounted(mnt):
@@ -336,10 +510,10 @@ def up(state: Path, mountpoint: Path | None, timeout: float = 60.0) -> Grid:
     if not running_pid(layout, "mrc"):
         write_configs(layout, grid)
     deadline = time.monotonic() + timeout
-    for role in ROLES[:-1]:
-        spawn(layout, role)
-    trio.run(_admin, layout, grid, deadline)
-    mount = spawn(layout, "mount")
+    for role in grid.server_roles:
+        spawn(layout, role, grid)
+    _run_admin(layout, grid, deadline)
+    mount = spawn(layout, "mount", grid)
     while not _is_mounted(mnt):
         if mount is not None and mount.poll() is not None:
             raise GridError(f"the mount process exited; see {layout.log('mount')}")
@@ -356,7 +530,7 @@ def down(state: Path) -> list[str]:
     if not layout.grid_file.exists():
         raise GridError(f"no xfs grid in {state}")
     grid = Grid.load(layout.grid_file)
-    stopped = [r for r in ROLES if running_pid(layout, r) is not None]
+    stopped = [r for r in grid.roles if running_pid(layout, r) is not None]
     stop_role(layout, "mount")
     mnt = Path(grid.mountpoint)
     if _is_mounted(mnt):
@@ -366,6 +540,6 @@ def down(state: Path) -> list[str]:
             stdin=subprocess.DEVNULL,
             capture_output=True,
         )
-    for role in reversed(ROLES[:-1]):
+    for role in reversed(grid.server_roles):
         stop_role(layout, role)
     return stopped

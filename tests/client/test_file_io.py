@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from xfs.client.failover import Health
 from xfs.client.file_io import OpenFile
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import OSD, Empty, FileOp, ObjData, ObjRead, ObjWrite, Synced
@@ -32,6 +33,9 @@ class FakeSession:
         self.reopened = 0
         self.fail_writes = fail_writes
         self.fail_reads = fail_reads
+        self.io_timeout = 5.0
+        self.osd_timeout = 2.0
+        self.health = Health()
 
     def clock(self) -> float:
         return self.now

@@ -4,7 +4,15 @@
 test gives it. Everything it starts is stopped by :meth:`Grid.cleanup`, which never
 raises and never touches a process that is not ours: it runs ``xfs down``, lazily
 unmounts the mountpoint if it is still in /proc/mounts, then SIGKILLs every PID listed in
-``<state>/run/*.pid`` whose command line names this state directory.
+``<state>/run/*.pid`` whose command line names this state directory (a role run in a
+network namespace is ``nsenter --net=... -- python ...``, which execs python: same PID,
+and its command line names the state directory either way).
+
+``Grid(root, osds=N, settings=[...], netns={role: name}, hosts={role: address})`` passes
+``--osds``, ``--set``, ``--netns`` and ``--host`` to ``xfs up``. The namespaces are the
+test's (tests/system/netns.py ``Network``), which removes them; :meth:`Grid.cleanup` only
+stops processes. With the MRC in a namespace, admin commands (:meth:`Grid.admin`,
+:meth:`Grid.status`) run in it via nsenter, with ``--mrc`` and the admin credential.
 """
 
 from __future__ import annotations
@@ -26,8 +34,6 @@ from typing import Any
 
 UP_TIMEOUT = 90.0
 DOWN_TIMEOUT = 60.0
-ROLES = ("mrc", "osd1", "osd2", "osd3", "mount")
-SERVER_ROLES = ("mrc", "osd1", "osd2", "osd3")
 
 
 def xfs_command() -> list[str]:
@@ -90,16 +96,47 @@ def _alive(pid: int) -> bool:
 class Grid:
     """The embedded grid of one test module: a state directory and a mountpoint."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        osds: int = 3,
+        settings: list[str] | None = None,
+        netns: dict[str, str] | None = None,
+        hosts: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.state = root / "state"
         self.mnt = root / "mnt"
+        self.osds = osds
+        self.settings = list(settings or [])
+        self.netns = dict(netns or {})
+        self.hosts = dict(hosts or {})
+        self.osd_roles = tuple(f"osd{i}" for i in range(1, osds + 1))
+        self.server_roles = ("mrc", *self.osd_roles)
+        self.roles = (*self.server_roles, "mount")
         self.up_races = 0  # how often `xfs up` lost the race described in ``up``
         self.extra_mounts: list[Path] = []
+        self.children: dict[str, subprocess.Popen[bytes]] = {}  # started here: reaped here
 
     # ---------------------------------------------------------------- commands
     def xfs(self, *args: str, timeout: float = 60.0, check: bool = True) -> Any:
         return run([*xfs_command(), *args], timeout=timeout, check=check)
+
+    def admin(self, *args: str, timeout: float = 60.0, check: bool = True) -> Any:
+        """An admin command (``xfs status``, ``xfs volume ...``) as the grid's administrator,
+        run inside the MRC's network namespace if it has one."""
+        netns = self.netns.get("mrc")
+        if netns is None:
+            return self.xfs(*args, "--state", str(self.state), timeout=timeout, check=check)
+        grid = json.loads((self.state / "grid.json").read_text())
+        cert, key = self.state / "admin" / "xfs-admin.crt", self.state / "admin" / "xfs-admin.key"
+        trust = [f"--trust={self.state / 'ca' / ca / 'ca.crt'}" for ca in ("services", "local")]
+        argv = [
+            "nsenter", f"--net=/run/netns/{netns}", "--", *xfs_command(), *args,
+            "--mrc", f"{self.hosts.get('mrc', '127.0.0.1')}:{grid['ports']['mrc']}",
+            "--cert", str(cert), "--key", str(key), *trust,
+        ]
+        return run(argv, timeout=timeout, check=check)
 
     def up(self) -> subprocess.CompletedProcess[str]:
         """`xfs up`: start (or restart, with the same data) and mount; returns once mounted.
@@ -110,9 +147,13 @@ class Grid:
         the mount comes up fine. `xfs up` is idempotent, so a second call finishes it.
         """
         deadline = time.monotonic() + UP_TIMEOUT
+        options = ["--osds", str(self.osds)]
+        options += [f"--set={s}" for s in self.settings]
+        options += [f"--netns={role}={name}" for role, name in self.netns.items()]
+        options += [f"--host={role}={address}" for role, address in self.hosts.items()]
         for _ in range(3):
             proc = self.xfs(
-                "up", "--state", str(self.state), "--mountpoint", str(self.mnt),
+                "up", "--state", str(self.state), "--mountpoint", str(self.mnt), *options,
                 timeout=max(1.0, deadline - time.monotonic()), check=False,
             )
             if proc.returncode == 0 or "the mount process exited" not in proc.stderr:
@@ -132,9 +173,26 @@ class Grid:
         return self.xfs("down", "--state", str(self.state), timeout=DOWN_TIMEOUT)
 
     def status(self) -> dict[str, Any]:
-        proc = self.xfs("status", "--state", str(self.state), "--json", timeout=60)
+        proc = self.admin("status", "--json", timeout=60)
         result: dict[str, Any] = json.loads(proc.stdout)
         return result
+
+    def wait_osds_alive(self, n: int, timeout: float = 60.0) -> None:
+        """Wait until the MRC reports exactly ``n`` OSDs alive."""
+        deadline = time.monotonic() + timeout
+        alive = None
+        while True:
+            left = deadline - time.monotonic()
+            proc = self.admin("status", "--json", timeout=max(1.0, min(30.0, left)), check=False)
+            if proc.returncode == 0:
+                alive = sum(o["alive"] for o in json.loads(proc.stdout)["osds"])
+                if alive == n:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{alive} OSDs alive, not {n}, after {timeout:g} s\n{self.logs()}"
+                )
+            time.sleep(0.2)
 
     # ---------------------------------------------------------------- processes
     def pid(self, role: str) -> int | None:
@@ -149,7 +207,43 @@ class Grid:
         return pid
 
     def pids(self) -> dict[str, int]:
-        return {role: pid for role in ROLES if (pid := self.pid(role)) is not None}
+        return {role: pid for role in self.roles if (pid := self.pid(role)) is not None}
+
+    def kill(self, role: str, timeout: float = 10.0) -> None:
+        """SIGKILL ``role`` (if it runs and is ours) and wait until it is gone: a crash."""
+        pid = self.pid(role)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        child = self.children.pop(role, None)
+        if child is not None and child.pid == pid:
+            child.wait(timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{role} (pid {pid}) still alive {timeout:g} s after SIGKILL")
+            time.sleep(0.02)
+
+    def start(self, role: str) -> int:
+        """Start ``role`` again, with its configuration (same port, data and namespace)."""
+        from xfs import embedded
+
+        proc = embedded.spawn(embedded.Layout(self.state), role)
+        if proc is not None:
+            self.children[role] = proc
+        pid = self.pid(role) or (proc.pid if proc is not None else None)
+        assert pid is not None, f"{role} did not start\n{self.logs()}"
+        return pid
+
+    def osd_data(self, role: str) -> Path:
+        """The object store root of OSD ``role`` (xfs/osd/objects.py)."""
+        return self.state / role / "data"
+
+    def osd_roles_by_uuid(self) -> dict[str, str]:
+        """{OSD uuid: role}."""
+        return {
+            (self.osd_data(role) / "UUID").read_text().strip(): role for role in self.osd_roles
+        }
 
     def our_processes(self) -> list[int]:
         """Every live process whose command line names this state directory."""
@@ -171,22 +265,13 @@ class Grid:
         from xfs import embedded
 
         layout = embedded.Layout(self.state)
-        for role in reversed(SERVER_ROLES):
+        for role in reversed(self.server_roles):
             embedded.stop_role(layout, role, timeout=20.0)
-        for role in SERVER_ROLES:
-            embedded.spawn(layout, role)
-        deadline = time.monotonic() + timeout
-        while True:
-            proc = self.xfs(
-                "status", "--state", str(self.state), "--json", timeout=30, check=False
-            )
-            if proc.returncode == 0:
-                osds = json.loads(proc.stdout)["osds"]
-                if sum(o["alive"] for o in osds) >= 3:
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"servers did not come back\n{self.logs()}")
-            time.sleep(0.2)
+            if (child := self.children.pop(role, None)) is not None:
+                child.wait(timeout=20.0)
+        for role in self.server_roles:
+            self.start(role)
+        self.wait_osds_alive(self.osds, timeout)
 
     # ---------------------------------------------------------------- more mounts
     def extra_mount(self, name: str) -> Path:
@@ -261,6 +346,9 @@ class Grid:
                 cmdline = _cmdline(pid)
                 if cmdline is not None and needle in cmdline:
                     os.kill(pid, signal.SIGKILL)
+        for child in self.children.values():
+            with contextlib.suppress(Exception):
+                child.wait(timeout=10)
 
 
 @contextlib.contextmanager

@@ -29,11 +29,45 @@ from xfs import embedded
     show_default=True,
     help="Seconds to wait for the grid to come up.",
 )
-def up(state: Path | None, mountpoint: Path | None, timeout: float) -> None:
-    """Start an MRC and three OSDs on loopback and mount your home volume."""
+@click.option(
+    "--osds",
+    type=click.IntRange(min=1),
+    default=embedded.DEFAULT_OSDS,
+    show_default=True,
+    help="Number of OSDs (only when the grid is first made).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="ROLE.KEY=VALUE",
+    help="A configuration setting (repeat); ROLE is mrc, osd (every OSD), osdK or mount; "
+    "VALUE is TOML. Kept for later runs.",
+)
+# for tests (tests/system/grid.py): run a role in a network namespace, on an address
+@click.option("--netns", multiple=True, hidden=True, metavar="ROLE=NAME")
+@click.option("--host", "hosts", multiple=True, hidden=True, metavar="ROLE=ADDRESS")
+def up(
+    state: Path | None,
+    mountpoint: Path | None,
+    timeout: float,
+    osds: int,
+    settings: tuple[str, ...],
+    netns: tuple[str, ...],
+    hosts: tuple[str, ...],
+) -> None:
+    """Start an MRC and the OSDs on loopback and mount your home volume."""
     state = (state or embedded.default_state()).absolute()
     try:
-        grid = embedded.up(state, mountpoint.absolute() if mountpoint else None, timeout)
+        grid = embedded.up(
+            state,
+            mountpoint.absolute() if mountpoint else None,
+            timeout,
+            osds=osds,
+            settings=list(settings),
+            netns=embedded.parse_assignments(list(netns), "netns"),
+            hosts=embedded.parse_assignments(list(hosts), "host"),
+        )
     except embedded.GridError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"xfs: volume {grid.volume} is mounted at {grid.mountpoint}")

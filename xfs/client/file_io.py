@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from xfs.common.striping import osd_of, pieces
+from xfs.client.failover import call_osd
+from xfs.common.striping import pieces
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import OSD, FileOp, ObjRead, ObjWrite
 from xfs.proto.records import FileLayout, Replica
@@ -55,6 +56,19 @@ class _Dirty:
     @property
     def end(self) -> int:
         return self.start + len(self.buf)
+
+
+class _Source:
+    """An open file's layout, for ``failover``: renewed as the file renews it."""
+
+    def __init__(self, f: OpenFile) -> None:
+        self._f = f
+
+    async def layout(self) -> FileLayout:
+        return await self._f.fresh_layout()
+
+    async def renew(self, refused: FileLayout) -> FileLayout:
+        return await self._f._renewed(refused)
 
 
 class OpenFile:
@@ -116,18 +130,14 @@ class OpenFile:
         return self.layout
 
     async def _osd(
-        self, objno: int, call: Callable[[FileLayout, str], Awaitable[object]]
+        self,
+        objno: int,
+        call: Callable[[FileLayout, str], Awaitable[object]],
+        *,
+        read: bool = False,
     ) -> object:
-        layout = await self.fresh_layout()
-        try:
-            return await call(layout, osd_of(layout.xloc.replicas[0], objno))
-        except XfsError as e:
-            if e.code != errno.EACCES:
-                raise
-        # The OSD refused the XCap: typically another client truncated the file (a new
-        # truncate epoch). Renewing re-runs the MRC's permission check; one more try.
-        layout = await self._renewed(layout)
-        return await call(layout, osd_of(layout.xloc.replicas[0], objno))
+        """``call`` on the OSD of ``objno``, with failover (see ``failover``)."""
+        return await call_osd(self.session, _Source(self), objno, call, read=read)
 
     def opened(self, flags: int) -> None:
         """Another open of this inode: close-to-open, so cached data is dropped."""
@@ -246,13 +256,16 @@ class OpenFile:
         layout = await self.fresh_layout()
         held: list[int] = []
 
-        async def sync(osd: str) -> None:
+        async def call(layout: FileLayout, osd: str) -> object:
             request = FileOp(layout.xcap, layout.xloc)
-            held.append((await self.session.osd_call(layout, osd, OSD.fsync, request)).allocated)
+            return await self.session.osd_call(layout, osd, OSD.fsync, request)
+
+        async def sync(column: int) -> None:
+            held.append((await self._osd(column, call)).allocated)  # type: ignore[attr-defined]
 
         async with trio.open_nursery() as n:
-            for osd in set(self.replica.osds):
-                n.start_soon(sync, osd)
+            for column in range(len(layout.xloc.replicas[0].osds)):
+                n.start_soon(sync, column)
         self._unsynced = False
         self.allocated = (sum(held), self.size)
 
@@ -326,7 +339,7 @@ class OpenFile:
                 request = ObjRead(layout.xcap, layout.xloc, objno, 0, self.stripe_size)
                 return await self.session.osd_call(layout, osd, OSD.read, request)
 
-            reply = await self._osd(objno, call)
+            reply = await self._osd(objno, call, read=True)
             data: bytes = reply.data  # type: ignore[attr-defined]
             if writes != self._writes:
                 return data  # written meanwhile: good for this read only if flushed first

@@ -72,6 +72,7 @@ class Mount:
                         nursery=nursery,
                         clock=time.time,
                         io_timeout=config.io_timeout,
+                        osd_timeout=config.osd_timeout,
                         xcap_renew_margin=config.xcap_renew_margin,
                     )
 

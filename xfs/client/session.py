@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from xfs.client.failover import FixedSource, Health, call_osd
 from xfs.client.file_io import OpenFile
 from xfs.common.rpc import Pool
 from xfs.proto.codec import Record
@@ -80,6 +81,7 @@ class Session:
         clock: Callable[[], float],
         io_timeout: float = 30.0,
         xcap_renew_margin: float = 60.0,
+        osd_timeout: float = 10.0,
     ) -> None:
         self.pool = pool
         self.mrc_address = mrc
@@ -87,7 +89,9 @@ class Session:
         self.identity = identity
         self.nursery = nursery
         self.clock = clock
-        self.io_timeout = io_timeout
+        self.io_timeout = io_timeout  # an operation with no reachable server fails then
+        self.osd_timeout = osd_timeout  # one OSD call; then failover (see ``failover``)
+        self.health = Health()
         self.xcap_renew_margin = xcap_renew_margin
         self.files: dict[int, OpenFile] = {}
         self._client: str | None = None  # this session's lease on the MRC (see ``client``)
@@ -142,16 +146,16 @@ class Session:
         return self._local(result.attr)
 
     async def truncate_osds(self, layout: FileLayout, size: int) -> None:
+        """Truncate every stripe column (the primaries of replicated files forward it)."""
+        source = FixedSource(self, layout, os.O_WRONLY)
+
+        async def call(current: FileLayout, osd: str) -> object:
+            request = FileOp(current.xcap, current.xloc, size)
+            return await self.osd_call(current, osd, OSD.truncate, request)
+
         async with trio.open_nursery() as n:
-            for replica in layout.xloc.replicas:
-                for osd in set(replica.osds):
-                    n.start_soon(
-                        self.osd_call,
-                        layout,
-                        osd,
-                        OSD.truncate,
-                        FileOp(layout.xcap, layout.xloc, size),
-                    )
+            for column in range(len(layout.xloc.replicas[0].osds)):
+                n.start_soon(call_osd, self, source, column, call)
 
     async def mknod(
         self, parent: int, name: bytes, mode: int, rdev: int = 0, umask: int = 0

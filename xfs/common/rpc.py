@@ -412,6 +412,14 @@ class NotSent(Unavailable):
     """The request never left this process: always safe to retry."""
 
 
+def unreachable(e: BaseException) -> bool:
+    """Whether a failed call means "that server did not answer" (not a refusal): the
+    connection failed, the deadline passed, or it said it cannot act now (``EAGAIN``)."""
+    if isinstance(e, trio.TooSlowError | Unavailable):
+        return True
+    return isinstance(e, XfsError) and e.code in (errno.EAGAIN, errno.EHOSTDOWN)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 4

@@ -509,9 +509,10 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             return new, int(row[1])
 
     def replicated_files(
-        self, after: tuple[str, int] = ("", 0), limit: int = 500
+        self, after: tuple[str, int] = ("", 0), limit: int = 500, *, everything: bool = False
     ) -> list[tuple[str, int, XLocSet]]:
-        """Files whose XLocSet is replicated (or will be), in (volume id, ino) order."""
+        """Files whose XLocSet is replicated (or will be; with ``everything``, all files
+        with a layout), in (volume id, ino) order, from after ``after``."""
         with self._store.read() as cur:
             found = cur.execute(
                 "SELECT volume, ino, xloc FROM inodes WHERE xloc IS NOT NULL "
@@ -521,8 +522,12 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
         out = []
         for vid, ino, blob in found:
             xloc = rows.decode_xloc(blob)
-            if xloc.replicated or xloc.factor > 1:
+            if everything or xloc.replicated or xloc.factor > 1:
                 out.append((vid, ino, xloc))
+        if not out and found and len(found) == limit:  # a batch of unreplicated files
+            return self.replicated_files(
+                (found[-1][0], found[-1][1]), limit, everything=everything
+            )
         return out
 
     def link(self, caller: Identity, vol: str, ino: int, new_parent: int, new_name: bytes) -> Attr:

@@ -1,20 +1,41 @@
-"""The registry of OSDs, fed by their heartbeats and kept in the MRC store."""
+"""The registry of OSDs, fed by their heartbeats and kept in the MRC store.
+
+Besides what ``xfs status`` shows, it keeps, on the monotonic clock, when each OSD was
+last heard from: an OSD's lease (docs/design/replication.md) runs out ``osd_lease``
+seconds after that, and since an OSD that this MRC has not heard from yet may hold a
+lease from before a restart, every lease counts from this MRC's start at the earliest.
+Draining OSDs are listed in ``drain_file`` (JSON, beside the store), so that a drain
+survives a restart.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from xfs.mrc.store import Store
 from xfs.proto.records import OSDInfo
 
 
 class OSDRegistry:
-    def __init__(self, store: Store, clock: Callable[[], float], dead_after: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float],
+        dead_after: float,
+        drain_file: Path | None = None,
+    ) -> None:
+        self._drain_file = drain_file
         self._store = store
         self._clock = clock
         self._dead_after = dead_after
         self._osds: dict[str, OSDInfo] = {}
+        self._monotonic = time.monotonic
+        self._started = self._monotonic()
+        self._heard: dict[str, float] = {}  # uuid -> monotonic time of its last heartbeat
+        self.draining: set[str] = set()
 
     def load(self) -> None:
         """Read the known OSDs; none counts as alive until it reports again."""
@@ -25,11 +46,29 @@ class OSDRegistry:
                 self._osds[uuid] = OSDInfo(
                     uuid, address, free, total, last_seen, False, json.loads(labels)
                 )
+        if self._drain_file is not None and self._drain_file.exists():
+            self.draining = set(json.loads(self._drain_file.read_text()))
+
+    def drain(self, uuid: str) -> None:
+        """Move every replica off ``uuid`` (the healer does it) and place nothing new there."""
+        self.draining.add(uuid)
+        if self._drain_file is not None:
+            tmp = self._drain_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(self.draining)) + "\n")
+            tmp.replace(self._drain_file)
+
+    def known(self, uuid: str) -> bool:
+        return uuid in self._osds
+
+    def silent_for(self, uuid: str) -> float:
+        """Seconds since ``uuid``'s last heartbeat (at most since this MRC started)."""
+        return self._monotonic() - max(self._heard.get(uuid, self._started), self._started)
 
     def heartbeat(
         self, uuid: str, address: str, free: int, total: int, labels: dict[str, str]
     ) -> None:
         now = self._clock()
+        self._heard[uuid] = self._monotonic()
         known = self._osds.get(uuid)
         self._osds[uuid] = OSDInfo(uuid, address, free, total, now, True, labels)
         if (
@@ -59,6 +98,13 @@ class OSDRegistry:
             )
             for o in self._osds.values()
         ]
+
+    def placeable(self) -> list[OSDInfo]:
+        """The OSDs new replicas may go to: alive and not draining."""
+        return [o for o in self.all() if o.alive and o.uuid not in self.draining]
+
+    def all_addresses(self) -> dict[str, str]:
+        return {u: o.address for u, o in self._osds.items()}
 
     def addresses(self, uuids: list[str]) -> dict[str, str]:
         return {u: self._osds[u].address for u in uuids if u in self._osds}

@@ -18,9 +18,11 @@ from xfs.common.xcap import KeyRing
 from xfs.mrc.delegations import Delegations
 from xfs.mrc.deleter import Deleter
 from xfs.mrc.handlers import MRCHandlers
+from xfs.mrc.healer import Healer
 from xfs.mrc.leases import LeaseSweeper, LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.replication import ReplicationHandlers
 from xfs.mrc.store import Store
 from xfs.mrc.xcaps import KeyRotator, XCapIssuer
 from xfs.proto.records import Kind
@@ -35,6 +37,7 @@ class MRCService:
         self._scope = trio.CancelScope()
         self.server: RPCServer | None = None
         self.deleter: Deleter | None = None
+        self.healer: Healer | None = None
         self.rotator: KeyRotator | None = None
 
     async def run(
@@ -51,7 +54,9 @@ class MRCService:
         try:
             ring = KeyRing.load_or_create(config.data_dir / "xcap-keys", self._clock())
             ns = Namespace(store)
-            registry = OSDRegistry(store, self._clock, config.osd_dead_after)
+            registry = OSDRegistry(
+                store, self._clock, config.osd_dead_after, config.data_dir / "draining.json"
+            )
             registry.load()
             delegations = Delegations(store, self._clock, config.max_delegation)
             delegations.load()
@@ -71,6 +76,23 @@ class MRCService:
                     trio.open_nursery() as n,
                 ):
                     self.deleter = Deleter(ns, registry, xcaps, pool, fingerprint)
+                    self.healer = Healer(
+                        ns,
+                        registry,
+                        xcaps,
+                        pool,
+                        fingerprint,
+                        replace_after=config.osd_replace_after,
+                        interval=config.heal_interval,
+                    )
+                    ReplicationHandlers(
+                        ns,
+                        registry,
+                        xcaps,
+                        lease=config.osd_lease,
+                        replace_after=config.osd_replace_after,
+                        on_change=self.healer.wake,
+                    ).register(dispatcher)
                     waiters = LockWaiters()
                     sweeper = LeaseSweeper(
                         ns, waiters, self.deleter.wake, max(0.2, config.client_lease / 10)
@@ -85,6 +107,8 @@ class MRCService:
                         client_lease=config.client_lease,
                         audit=audit,
                         delegations=delegations,
+                        osd_lease=config.osd_lease,
+                        repair=lambda: self.healer.status if self.healer else None,
                     ).register(dispatcher)
                     self.server = RPCServer(
                         dispatcher=dispatcher,
@@ -98,6 +122,7 @@ class MRCService:
                     )
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)
+                    n.start_soon(self.healer.run)
                     n.start_soon(sweeper.run)
                     n.start_soon(self.rotator.run)
                     log.info("MRC serving %s on %s:%d", config.data_dir, config.host, port)

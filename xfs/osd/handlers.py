@@ -8,12 +8,19 @@ fenced by the XCap's truncate epoch in the object store (see ``objects``).
 
 Refusals of authority are ``EACCES`` (the dispatcher audits them); requests for objects
 or ranges outside what the XCap's column allows are ``EINVAL`` and audited here.
+
+Replicated files (``rw``, ``ronly``) go through ``replication``: an XLocSet older than
+the one installed here is refused with ``ESTALE`` (the client renews and retries); for
+``rw`` files only the primary of a column serves clients, and it forwards writes,
+truncates and fsyncs to the other OSDs of the column (the ``fwd_*`` methods, which only
+that primary may call). A corrupt object is read from another replica and repaired.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,20 +30,26 @@ from xfs.common import audit as audits
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.common.xcap import XCapVerifier
-from xfs.osd.objects import MAX_OBJNO, ObjectStore, parse_file_id
+from xfs.osd.objects import MAX_OBJNO, CorruptObject, ObjectStore, parse_file_id
+from xfs.osd.replication import Replication
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
     OSD,
     Empty,
     FileOp,
     ObjData,
+    ObjPut,
     ObjRead,
+    ObjSum,
+    ObjSums,
     ObjWrite,
     OSDStatus,
     SizeReply,
     Synced,
 )
-from xfs.proto.records import Identity, Replica, Rights, XCap, XLocSet
+from xfs.proto.records import Identity, Kind, Replica, Rights, UpdatePolicy, XCap, XLocSet
+
+log = logging.getLogger(__name__)
 
 
 class OSDHandlers:
@@ -49,8 +62,10 @@ class OSDHandlers:
         io_threads: int = 8,
         *,
         audit: Audit = NO_AUDIT,
+        replication: Replication | None = None,
     ) -> None:
         self._store = store
+        self.replication = replication
         self._audit = audit
         self._uuid = uuid
         self._verifier = verifier
@@ -65,17 +80,27 @@ class OSDHandlers:
         dispatcher.register(OSD.size, self.size)
         dispatcher.register(OSD.delete, self.delete)
         dispatcher.register(OSD.status, self.status)
+        dispatcher.register(OSD.fwd_write, self.fwd_write)
+        dispatcher.register(OSD.fwd_truncate, self.fwd_truncate)
+        dispatcher.register(OSD.fwd_fsync, self.fwd_fsync)
+        dispatcher.register(OSD.sums, self.sums)
+        dispatcher.register(OSD.put, self.put)
+        dispatcher.register(OSD.fetch, self.fetch)
+        dispatcher.register(OSD.sync, self.sync)
 
     # ------------------------------------------------------------------ checks
     def _authorize(
         self, peer: Identity, xcap: XCap, xloc: XLocSet, rights: Rights
     ) -> tuple[Replica, int]:
+        # another OSD of the file (forwards, reconciliation; methods only OSDs may call)
+        # acts on an XCap it was handed: the signature and XLocSet bind it, not the holder
+        relayed = peer.kind is Kind.OSD
         self._verifier.verify(
             xcap,
             now=self._clock(),
-            holder=peer.fingerprint,
+            holder=xcap.holder if relayed else peer.fingerprint,
             file_id=xcap.file_id,
-            rights=int(rights),
+            rights=0 if relayed else int(rights),
             xloc=xloc,
         )
         try:  # only a broken or stolen MRC key could sign such a file id
@@ -117,15 +142,40 @@ class OSDHandlers:
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._io)
 
+    run_io = _run  # the replication layer's store calls share the I/O threads
+
+    def _replication(self, xloc: XLocSet) -> Replication | None:
+        """The replication layer, for a replicated file (None for ``none`` files)."""
+        if xloc.update_policy is UpdatePolicy.NONE:
+            return None
+        if self.replication is None:
+            raise XfsError(errno.EOPNOTSUPP, "this OSD does not replicate")
+        return self.replication
+
     # ------------------------------------------------------------------ methods
     async def read(self, peer: Identity, req: ObjRead) -> ObjData:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
         self._check_object(
             peer, OSD.read.wire_name, req.xcap, replica, column, req.objno, req.offset, req.length
         )
-        data = await self._run(
-            self._store.read, req.xcap.file_id, req.objno, req.offset, req.length
-        )
+        file_id = req.xcap.file_id
+        repl = self._replication(req.xloc)
+        if repl is None:
+            data = await self._run(self._store.read, file_id, req.objno, req.offset, req.length)
+            return ObjData(data)
+        if req.xloc.update_policy is UpdatePolicy.RW:
+            await repl.begin(file_id, req.xloc, req.xcap, column)
+        else:
+            await repl.check_version(file_id, req.xloc)
+        try:
+            whole = await self._run(self._store.load, file_id, req.objno)
+        except CorruptObject as e:
+            log.warning("%s; reading it from another replica", e)
+            whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
+        else:
+            if whole is None and not replica.complete:  # partial replica: fill on demand
+                whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
+        data = b"" if whole is None else whole[req.offset : req.offset + req.length]
         return ObjData(data)
 
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
@@ -134,9 +184,31 @@ class OSDHandlers:
             peer, OSD.write.wire_name, req.xcap, replica, column, req.objno, req.offset,
             len(req.data),
         )
+        file_id, repl = req.xcap.file_id, self.replication
+        if repl is None:
+            await self._write_local(req)
+            return Empty()
+        self._writable(req.xloc, req.xcap)
+        # checked inside the gate: a reconciliation that installs a newer version waits
+        # for the writes that passed the older one (see Replication.reconcile)
+        async with repl.gates.shared(file_id), repl.objects.hold((file_id, req.objno)):
+            if req.xloc.update_policy is UpdatePolicy.NONE:
+                await repl.check_version(file_id, req.xloc)
+                await self._write_local(req)
+                return Empty()
+            await repl.begin(file_id, req.xloc, req.xcap, column)
+            await self._write_local(req)
+            await repl.forward(req.xloc, req.xcap, column, OSD.fwd_write, req)
+        return Empty()
+
+    async def _write_local(self, req: ObjWrite) -> None:
         write = functools.partial(self._store.write, epoch=req.xcap.truncate_epoch)
         await self._run(write, req.xcap.file_id, req.objno, req.offset, req.data, req.sync)
-        return Empty()
+
+    @staticmethod
+    def _writable(xloc: XLocSet, xcap: XCap) -> None:
+        if xloc.update_policy is UpdatePolicy.RONLY:
+            raise XfsError(errno.EPERM, f"{xcap.file_id} is sealed (read-only replicated)")
 
     async def truncate(self, peer: Identity, req: FileOp) -> Empty:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.TRUNCATE)
@@ -146,6 +218,22 @@ class OSDHandlers:
                 why="negative size", file=req.xcap.file_id,
             )
             raise XfsError(errno.EINVAL, "negative size")
+        file_id, repl = req.xcap.file_id, self.replication
+        if repl is None:
+            await self._truncate_local(req, replica, column)
+            return Empty()
+        self._writable(req.xloc, req.xcap)
+        async with repl.gates.exclusive(file_id):
+            if req.xloc.update_policy is UpdatePolicy.NONE:
+                await repl.check_version(file_id, req.xloc)
+                await self._truncate_local(req, replica, column)
+                return Empty()
+            await repl.begin(file_id, req.xloc, req.xcap, column)
+            await self._truncate_local(req, replica, column)
+            await repl.forward(req.xloc, req.xcap, column, OSD.fwd_truncate, req)
+        return Empty()
+
+    async def _truncate_local(self, req: FileOp, replica: Replica, column: int) -> None:
         await self._run(
             functools.partial(self._store.truncate, epoch=req.xcap.truncate_epoch),
             req.xcap.file_id,
@@ -154,10 +242,13 @@ class OSDHandlers:
             len(replica.osds),
             column,
         )
-        return Empty()
 
     async def fsync(self, peer: Identity, req: FileOp) -> Synced:
-        self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
+        _, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
+        repl = self._replication(req.xloc)
+        if repl is not None and req.xloc.update_policy is UpdatePolicy.RW:
+            await repl.begin(req.xcap.file_id, req.xloc, req.xcap, column)
+            await repl.forward(req.xloc, req.xcap, column, OSD.fwd_fsync, req)
         await self._run(self._store.fsync, req.xcap.file_id)
         # what a writer learns of its allocation (st_blocks) comes with the sync
         return Synced(await self._run(self._store.held_bytes, req.xcap.file_id))
@@ -181,3 +272,74 @@ class OSDHandlers:
         free, total = await self._run(self._store.usage)
         objects = await self._run(self._store.count_objects)
         return OSDStatus(self._uuid, free, total, objects)
+
+    # ------------------------------------------------------------------ between replicas
+    async def _from_primary(self, peer: Identity, xcap: XCap, xloc: XLocSet) -> tuple[
+        Replication, Replica, int
+    ]:
+        replica, column = self._authorize(peer, xcap, xloc, Rights(0))
+        repl = self._replication(xloc)
+        if repl is None:
+            raise XfsError(errno.EINVAL, f"{xcap.file_id} is not replicated")
+        repl.require_peer(peer.principal, xcap.file_id, xloc, column)
+        await repl.check_version(xcap.file_id, xloc)
+        return repl, replica, column
+
+    async def fwd_write(self, peer: Identity, req: ObjWrite) -> Empty:
+        _, replica, column = await self._from_primary(peer, req.xcap, req.xloc)
+        self._check_object(
+            peer, OSD.fwd_write.wire_name, req.xcap, replica, column, req.objno, req.offset,
+            len(req.data),
+        )
+        await self._write_local(req)
+        return Empty()
+
+    async def fwd_truncate(self, peer: Identity, req: FileOp) -> Empty:
+        _, replica, column = await self._from_primary(peer, req.xcap, req.xloc)
+        await self._truncate_local(req, replica, column)
+        return Empty()
+
+    async def fwd_fsync(self, peer: Identity, req: FileOp) -> Synced:
+        await self._from_primary(peer, req.xcap, req.xloc)
+        await self._run(self._store.fsync, req.xcap.file_id)
+        return Synced(await self._run(self._store.held_bytes, req.xcap.file_id))
+
+    async def sums(self, peer: Identity, req: FileOp) -> ObjSums:
+        await self._from_primary(peer, req.xcap, req.xloc)
+        sums = await self._run(self._store.sums, req.xcap.file_id)
+        return ObjSums([ObjSum(o, c, n) for o, c, n in sums])
+
+    async def put(self, peer: Identity, req: ObjPut) -> Empty:
+        _, replica, column = await self._from_primary(peer, req.xcap, req.xloc)
+        length = 0 if req.data is None else len(req.data)
+        self._check_object(
+            peer, OSD.put.wire_name, req.xcap, replica, column, req.objno, 0, length
+        )
+        await self._run(
+            functools.partial(self._store.put, epoch=req.xcap.truncate_epoch),
+            req.xcap.file_id, req.objno, req.data,
+        )
+        return Empty()
+
+    async def fetch(self, peer: Identity, req: ObjRead) -> ObjData:
+        """Another OSD of the file reads a whole object (repair, partial fill)."""
+        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights(0))
+        if peer.principal.removeprefix("osd:") not in req.xloc.group(column):
+            raise XfsError(errno.EACCES, f"{peer.principal} holds no replica of this column")
+        self._check_object(
+            peer, OSD.fetch.wire_name, req.xcap, replica, column, req.objno, 0, 0
+        )
+        data = await self._run(self._store.load, req.xcap.file_id, req.objno)
+        return ObjData(b"" if data is None else data, held=data is not None)
+
+    async def sync(self, peer: Identity, req: FileOp) -> Empty:
+        """The MRC asks this primary to reconcile (and so fill) the file's group now."""
+        _, column = self._authorize(peer, req.xcap, req.xloc, Rights(0))
+        repl = self._replication(req.xloc)
+        if repl is None:
+            return Empty()
+        await repl.check_version(req.xcap.file_id, req.xloc)
+        group = req.xloc.group(column)
+        if group and group[0] == self._uuid:
+            repl.start_reconcile(req.xcap.file_id, req.xloc, req.xcap, column, again=True)
+        return Empty()

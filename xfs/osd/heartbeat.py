@@ -1,4 +1,6 @@
-"""The OSD's heartbeat: registers with the MRC, reports free space, fetches XCap keys."""
+"""The OSD's heartbeat: registers with the MRC, reports free space, fetches XCap keys,
+renews this OSD's lease (see xfs.osd.replication.Lease) and learns the other OSDs'
+addresses."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import trio
 
 from xfs.common.rpc import Pool
 from xfs.osd.objects import ObjectStore
+from xfs.osd.replication import Lease
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC
 from xfs.proto.methods import Heartbeat as HeartbeatRequest
@@ -29,6 +32,8 @@ class Heartbeat:
         keys: dict[str, bytes],
         interval: float,
         labels: dict[str, str],
+        lease: Lease | None = None,
+        peers: dict[str, str] | None = None,
     ) -> None:
         self._pool = pool
         self._mrc = mrc
@@ -38,16 +43,25 @@ class Heartbeat:
         self._keys = keys
         self._interval = interval
         self._labels = labels
+        self._lease = lease or Lease()
+        self._peers = peers if peers is not None else {}
         self._scope = trio.CancelScope()
         self.registered = trio.Event()
 
     async def beat(self) -> None:
         free, total = await trio.to_thread.run_sync(self._store.usage)
         request = HeartbeatRequest(self._uuid, self._address, free, total, self._labels)
+        sent_at = self._lease.now()
         with trio.fail_after(max(self._interval * 2, 5.0)):
             reply = await self._pool.call(self._mrc, MRC.osd_heartbeat, request, expect=Kind.MRC)
         self._keys.clear()
         self._keys.update(reply.xcap_keys)
+        if reply.lease > 0:
+            self._lease.granted(sent_at, reply.lease)
+            # renew well before it runs out: a few beats per lease
+            self._interval = min(self._interval, reply.lease / 4)
+        self._peers.clear()
+        self._peers.update(reply.osds)
         if not self.registered.is_set():
             log.info("registered with the MRC at %s as %s", self._mrc, self._uuid)
             self.registered.set()

@@ -65,7 +65,8 @@ from xfs.proto.errors import XfsError
 
 FORMAT_VERSION = 3
 FORMAT_LINE = f"xfs-osd-objects {FORMAT_VERSION}\n"
-UPGRADABLE = {"xfs-osd-objects 1\n", "xfs-osd-objects 2\n"}  # older formats open() upgrades in place
+# older formats open() upgrades in place
+UPGRADABLE = {"xfs-osd-objects 1\n", "xfs-osd-objects 2\n"}
 OBJECT_MAGIC = b"XFSO"
 OBJECT_VERSION = 1
 HEADER = struct.Struct(">4sHHII")  # magic, version, flags, crc32c(data), len(data)

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 from xfs.osd.objects import (
     EPOCH_NAME,
-    XLOC_NAME,
     EPOCH_RECORD,
     TEMP_RE,
+    XLOC_NAME,
     CorruptObject,
     ObjectStore,
     check_format,

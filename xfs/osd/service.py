@@ -17,6 +17,7 @@ from xfs.common.xcap import VerifiedCache, XCapVerifier
 from xfs.osd.handlers import OSDHandlers
 from xfs.osd.heartbeat import Heartbeat
 from xfs.osd.objects import ObjectStore
+from xfs.osd.replication import Lease, Replication
 from xfs.proto.records import Kind
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class OSDService:
         verifier = XCapVerifier(lambda: keys, VerifiedCache())
         audit = AuditLog(config.audit_log or config.data_dir / "audit.log", "osd", self._clock)
         dispatcher = Dispatcher(audit)
-        OSDHandlers(store, self.uuid, verifier, self._clock, audit=audit).register(dispatcher)
+        handlers = OSDHandlers(store, self.uuid, verifier, self._clock, audit=audit)
+        handlers.register(dispatcher)
         self.server = RPCServer(
             dispatcher=dispatcher,
             ssl_context=tls.server,
@@ -64,8 +66,24 @@ class OSDService:
         with audit, self._scope:
             async with (
                 open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
+                open_pool(tls.client, tls.trust.identify, frame_limit=DATA_FRAME_LIMIT) as peers,
                 trio.open_nursery() as n,
             ):
+                lease = Lease()
+                addresses: dict[str, str] = {}
+                replication = Replication(
+                    store,
+                    self.uuid,
+                    peers,
+                    config.mrc,
+                    lease=lease,
+                    peers=addresses,
+                    peer_timeout=config.peer_timeout,
+                    forward_deadline=config.forward_deadline,
+                    run=handlers.run_io,
+                )
+                replication.nursery = n
+                handlers.replication = replication
                 port = await n.start(self.server.serve)
                 heartbeat = Heartbeat(
                     pool,
@@ -76,6 +94,8 @@ class OSDService:
                     keys,
                     config.heartbeat_interval,
                     config.labels,
+                    lease,
+                    addresses,
                 )
                 n.start_soon(heartbeat.run)
                 n.start_soon(self._note_registration, heartbeat)

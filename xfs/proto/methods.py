@@ -469,6 +469,7 @@ class ObjRead(Record):
 @dataclass(frozen=True)
 class ObjData(Record):
     data: bytes  # short (or empty) past the end of what the OSD holds; the client pads
+    held: bool = True  # osd.fetch: whether the OSD holds the object at all
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,163 @@
+"""Calls to the OSDs of one file, with failover (docs/design/replication.md).
+
+Every OSD call of a file goes through :func:`call_osd`. It picks the OSD (the primary of
+the object's column; for sealed files the first reachable complete replica, healthy ones
+first), bounds each attempt by ``osd_timeout`` and the whole operation by ``io_timeout``,
+and on a failure:
+
+- ``EACCES``: the XCap was refused (another client truncated the file, or it expired):
+  renewed once, then the refusal stands;
+- ``ESTALE``: the XLocSet changed (a replica was dropped or added): renewed, tried again;
+- the OSD did not answer: for a sealed file the next replica is tried; otherwise the OSD
+  is reported to the MRC (which replaces it once its lease has run out) and, after a
+  pause, the call is tried again with the current XLocSet.
+
+No loop is unbounded: past ``io_timeout`` the operation fails with ``EIO``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import trio
+
+from xfs.common.rpc import unreachable
+from xfs.common.striping import osd_of
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import MRC, ReplicaFailed
+from xfs.proto.records import FileLayout, Replica, UpdatePolicy
+
+if TYPE_CHECKING:
+    from xfs.client.session import Session
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PAUSE = 0.3  # seconds between rounds while waiting for the MRC to replace an OSD
+RECENT = 30.0  # seconds an OSD that failed counts as unhealthy
+
+
+class FixedSource:
+    """A layout got outside an open file (truncate by path): renewed by opening again."""
+
+    def __init__(self, session: Session, layout: FileLayout, flags: int) -> None:
+        self._session = session
+        self._layout = layout
+        self._flags = flags
+
+    async def layout(self) -> FileLayout:
+        return self._layout
+
+    async def renew(self, refused: FileLayout) -> FileLayout:
+        self._layout = await self._session.reopen(refused.attr.ino, self._flags)
+        return self._layout
+
+
+class LayoutSource(Protocol):
+    async def layout(self) -> FileLayout:
+        """The layout to use now (renewed first if its XCap is about to expire)."""
+
+    async def renew(self, refused: FileLayout) -> FileLayout:
+        """A new layout from the MRC after ``refused`` was refused."""
+
+
+class Health:
+    """Which OSDs failed recently, so that reads try healthy replicas first."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failed: dict[str, float] = {}
+
+    def failed(self, osd: str) -> None:
+        self._failed[osd] = self._clock()
+
+    def ok(self, osd: str) -> None:
+        self._failed.pop(osd, None)
+
+    def recently_failed(self, osd: str) -> bool:
+        at = self._failed.get(osd)
+        return at is not None and self._clock() - at < RECENT
+
+
+def candidates(layout: FileLayout, objno: int, read: bool, health: Health) -> list[str]:
+    """The OSDs to try for ``objno``, in order."""
+    xloc = layout.xloc
+    if read and xloc.update_policy is UpdatePolicy.RONLY:
+        complete: list[Replica] = [r for r in xloc.replicas if r.complete]
+        partial: list[Replica] = [r for r in xloc.replicas if not r.complete]
+        ordered = sorted(complete, key=lambda r: health.recently_failed(osd_of(r, objno)))
+        ordered += sorted(partial, key=lambda r: health.recently_failed(osd_of(r, objno)))
+        return [osd_of(r, objno) for r in ordered]
+    return [osd_of(xloc.replicas[0], objno)]
+
+
+async def call_osd(
+    session: Session,
+    source: LayoutSource,
+    objno: int,
+    call: Callable[[FileLayout, str], Awaitable[T]],
+    *,
+    read: bool = False,
+) -> T:
+    """``call(layout, osd)`` on the right OSD for ``objno``, with failover (see above)."""
+    deadline = time.monotonic() + session.io_timeout
+    renewed = False
+    layout = await source.layout()
+    while True:
+        failure: BaseException | None = None
+        tried = []
+        for osd in candidates(layout, objno, read, session.health):
+            tried.append(osd)
+            attempt = max(0.1, min(session.osd_timeout, deadline - time.monotonic()))
+            try:
+                with trio.fail_after(attempt):
+                    result = await call(layout, osd)
+                session.health.ok(osd)
+                return result
+            except XfsError as e:
+                if e.code == errno.EACCES and not renewed:
+                    renewed, failure = True, e
+                    layout = await source.renew(layout)
+                    break
+                if e.code == errno.ESTALE:
+                    failure = e
+                    layout = await source.renew(layout)
+                    break
+                if not unreachable(e):
+                    raise
+                failure = e
+            except trio.TooSlowError as e:
+                failure = e
+            session.health.failed(osd)
+        else:
+            # every candidate failed to answer: the MRC may replace them
+            if time.monotonic() >= deadline:
+                raise XfsError(
+                    errno.EIO,
+                    f"no replica of inode {layout.attr.ino} answered within "
+                    f"{session.io_timeout:g} s (last: {failure})",
+                )
+            if layout.xloc.replicated and not read_only(layout):
+                await _report(session, layout, tried[0])
+            await trio.sleep(PAUSE)
+            layout = await source.renew(layout)
+            continue
+        if time.monotonic() >= deadline:
+            raise XfsError(errno.EIO, f"inode {layout.attr.ino}: gave up after {failure}")
+
+
+def read_only(layout: FileLayout) -> bool:
+    return layout.xloc.update_policy is UpdatePolicy.RONLY
+
+
+async def _report(session: Session, layout: FileLayout, osd: str) -> None:
+    """Tell the MRC that ``osd`` did not answer (it decides whether to replace it)."""
+    try:
+        await session.mrc(MRC.replica_failed, ReplicaFailed(layout.xcap, layout.xloc.version, osd))
+    except (XfsError, trio.TooSlowError) as e:
+        log.warning("could not report OSD %s to the MRC: %s", osd, e)
