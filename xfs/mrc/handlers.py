@@ -62,6 +62,7 @@ from xfs.proto.methods import (
     ReleaseLocks,
     Remove,
     Rename,
+    RepairStatus,
     SetAttr,
     SetAttrResult,
     Symlink,
@@ -106,8 +107,12 @@ class MRCHandlers:
         client_lease: float = 30.0,
         audit: Audit = NO_AUDIT,
         delegations: Delegations | None = None,
+        osd_lease: float = 0.0,
+        repair: Callable[[], RepairStatus | None] = lambda: None,
     ) -> None:
         self._ns = ns
+        self._osd_lease = osd_lease  # granted with every heartbeat (replication leases)
+        self._repair = repair
         self._audit = audit
         self._delegations = delegations
         self._waiters = waiters or LockWaiters()
@@ -418,7 +423,9 @@ class MRCHandlers:
         if peer.principal != f"osd:{req.uuid}":
             raise XfsError(errno.EACCES, f"{peer.principal} may not report for OSD {req.uuid}")
         self._registry.heartbeat(req.uuid, req.address, req.free, req.total, req.labels)
-        return HeartbeatReply(self._xcaps.ring.public_keys())
+        return HeartbeatReply(
+            self._xcaps.ring.public_keys(), self._osd_lease, self._registry.all_addresses()
+        )
 
     async def osd_list(self, peer: Identity, req: Empty) -> OSDList:
         return OSDList(self._registry.all())
@@ -429,6 +436,7 @@ class MRCHandlers:
             self._ns.list_volumes(),
             self._registry.all(),
             self._ns.pending_count(),
+            self._repair(),
         )
 
     # ------------------------------------------------------------------ delegations
