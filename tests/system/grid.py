@@ -274,11 +274,12 @@ class Grid:
         self.wait_osds_alive(self.osds, timeout)
 
     # ---------------------------------------------------------------- more mounts
-    def extra_mount(self, name: str) -> Path:
+    def extra_mount(self, name: str, netns: str | None = None) -> Path:
         """Mount the same volume a second time, as a second client would (another grid node).
 
         The extra mount is its own process with its own connections and caches, started
-        from a copy of the embedded mount configuration; :meth:`cleanup` stops it.
+        from a copy of the embedded mount configuration (in network namespace ``netns``
+        if given); :meth:`cleanup` stops it.
         """
         from xfs import embedded
 
@@ -294,7 +295,8 @@ class Grid:
         config.write_text(text.replace(marker, f'mountpoint = "{mnt}"'))
         log = (self.state / "logs" / f"mount-{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xfs.cli.main", "mount", "--config", str(config)],
+            [*embedded.in_netns(netns), sys.executable, "-m", "xfs.cli.main", "mount",
+             "--config", str(config)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         (self.state / "run" / f"mount-{name}.pid").write_text(f"{proc.pid}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import click
 import trio
 from rich.console import Console
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from xfs import embedded
@@ -22,7 +24,15 @@ from xfs.common.identity import Credential, TrustStore, load_credential
 from xfs.common.rpc import Pool, RetryPolicy, open_pool
 from xfs.proto.codec import Record
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import MRC, Empty, Method, VolumeCreate, VolumeName
+from xfs.proto.methods import (
+    MRC,
+    Empty,
+    Method,
+    OSDName,
+    RepairStatus,
+    VolumeCreate,
+    VolumeName,
+)
 from xfs.proto.records import Kind, StripingPolicy
 
 R = TypeVar("R", bound=Record)
@@ -159,6 +169,88 @@ def status(as_json: bool, **options: Any) -> None:
             _size(v.bytes_used),
         )
     console.print(vols)
+    if st.repair is not None:
+        console.print(_repair_table(st.repair))
+
+
+def _repair_table(repair: RepairStatus) -> Table:
+    """The healer's progress: files at their factor, replicas left on draining OSDs."""
+    table = Table.grid(padding=(0, 1))
+    files, at_factor = repair.replicated_files, repair.replicated_files - repair.below_factor
+    table.add_row(
+        "replicated files at factor",
+        ProgressBar(total=max(files, 1), completed=at_factor if files else 1, width=30),
+        f"{at_factor}/{files}",
+    )
+    if repair.filling:
+        table.add_row("replicas being filled", "", str(repair.filling))
+    for uuid in repair.dead:
+        table.add_row(f"dead OSD {uuid}", "", "[red]replicas replaced[/red]")
+    for uuid, left in sorted(repair.draining.items()):
+        state = "drained" if left == 0 else f"{left} replicas left"
+        table.add_row(f"draining OSD {uuid}", "", state)
+    return table
+
+
+def osd_group(run: click.Command) -> click.Group:
+    """`xfs osd`: ``run`` (``xfs osd --config FILE``, unchanged) or, with a subcommand,
+    the OSDs' administration: ``list``, ``drain``."""
+    params = []
+    for param in run.params:
+        param = copy.copy(param)
+        param.required = False  # --config is needed only to run an OSD
+        params.append(param)
+
+    @click.pass_context
+    def callback(ctx: click.Context, **kwargs: Any) -> None:
+        if ctx.invoked_subcommand is not None:
+            return
+        if kwargs.get("config_file") is None:
+            raise click.UsageError("give --config FILE to run an OSD, or a command", ctx)
+        ctx.invoke(run, **kwargs)
+
+    group = click.Group(
+        "osd",
+        params=params,
+        callback=callback,
+        invoke_without_command=True,
+        help=f"{run.help}\n\nWith a command: list or drain the grid's OSDs.",
+    )
+    group.add_command(osd_list)
+    group.add_command(osd_drain)
+    return group
+
+
+@click.command("list")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def osd_list(as_json: bool, **options: Any) -> None:
+    """List the OSDs the MRC knows."""
+    reply = call_mrc(options, MRC.osd_list, Empty())
+    if as_json:
+        click.echo(json.dumps(reply.to_wire()["osds"], indent=2))
+        return
+    table = Table("OSD", "address", "state", "free", "total", "labels")
+    for o in reply.osds:
+        table.add_row(
+            o.uuid,
+            o.address,
+            "up" if o.alive else "[red]down[/red]",
+            _size(o.free),
+            _size(o.total),
+            ",".join(f"{k}={v}" for k, v in sorted(o.labels.items())),
+        )
+    Console().print(table)
+
+
+@click.command("drain")
+@connection_options
+@click.argument("uuid")
+def osd_drain(uuid: str, **options: Any) -> None:
+    """Move every replica off OSD UUID and place nothing new on it (needs admin);
+    `xfs status` shows the replicas left."""
+    call_mrc(options, MRC.osd_drain, OSDName(uuid))
+    click.echo(f"draining OSD {uuid}")
 
 
 @click.group("volume")

@@ -6,7 +6,7 @@ import click
 
 from xfs import __version__
 from xfs.cli.acl import acl
-from xfs.cli.admin import status, volume
+from xfs.cli.admin import osd_group, status, volume
 from xfs.cli.audit import audit
 from xfs.cli.ca import ca
 from xfs.cli.delegate import delegate
@@ -20,7 +20,7 @@ def cli() -> None:
     """xfs: a grid file system (MRC, OSDs and a FUSE client over mutual TLS)."""
 
 
-for command in (mrc, osd, mount, up, down, status, volume, ca, audit, acl, delegate):
+for command in (mrc, osd_group(osd), mount, up, down, status, volume, ca, audit, acl, delegate):
     cli.add_command(command)
 
 

@@ -22,12 +22,13 @@ import trio
 from xfs.common import audit
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
-from xfs.mrc import locks, placement, roles
+from xfs.mrc import locks, placement, policies, roles
 from xfs.mrc.clients import Ended
 from xfs.mrc.delegations import Delegated, Delegation, Delegations
 from xfs.mrc.leases import LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.policies import Policies
 from xfs.mrc.xcaps import XCapIssuer, rights_for_flags
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
@@ -109,8 +110,12 @@ class MRCHandlers:
         delegations: Delegations | None = None,
         osd_lease: float = 0.0,
         repair: Callable[[], RepairStatus | None] = lambda: None,
+        policies: Policies | None = None,
+        on_xloc: Callable[[], None] = lambda: None,
     ) -> None:
         self._ns = ns
+        self._policies = policies
+        self._on_xloc = on_xloc  # a replica set changed: wakes the healer
         self._osd_lease = osd_lease  # granted with every heartbeat (replication leases)
         self._repair = repair
         self._audit = audit
@@ -211,23 +216,30 @@ class MRCHandlers:
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
 
-    def _place(self, volume: str) -> XLocSet:
-        striping = self._volume(volume)[1]
-        osds = placement.select(self._registry.all(), striping.width, self._rng)
-        if not osds:
-            raise XfsError(errno.ENOSPC, "no OSD is available to store new files")
-        if len(osds) < striping.width:
-            striping = StripingPolicy(striping.stripe_size, len(osds))
-        return XLocSet(1, [Replica(osds, striping)], UpdatePolicy.NONE)
+    def _place(self, volume: str, directory: int) -> XLocSet:
+        """The layout of a new file in ``directory``, under the policy that applies there."""
+        if self._policies is None:
+            striping = self._volume(volume)[1]
+            osds = placement.select(self._registry.all(), striping.width, self._rng)
+            if not osds:
+                raise XfsError(errno.ENOSPC, "no OSD is available to store new files")
+            if len(osds) < striping.width:
+                striping = StripingPolicy(striping.stripe_size, len(osds))
+            return XLocSet(1, [Replica(osds, striping)], UpdatePolicy.NONE)
+        return self._policies.place(volume, directory)
 
     # ------------------------------------------------------------------ volumes
     async def volume_create(self, peer: Identity, req: VolumeCreate) -> VolumeInfo:
         denial = roles.volume_create_denial(peer, req.owner, req.group)
         if denial is not None:
             raise XfsError(errno.EPERM, denial)
+        if req.policy is not None and self._policies is not None:
+            policies.check(req.policy)
         info = self._ns.create_volume(
             peer, req.name, req.owner or peer.principal, req.group, req.mode, req.striping
         )
+        if req.policy is not None and self._policies is not None:
+            self._policies.set_volume(req.name, req.policy)
         self._audit.record(
             audit.ADMIN, peer.principal, "volume_create", volume=req.name, owner=info.owner
         )
@@ -319,7 +331,7 @@ class MRCHandlers:
                 req.mode,
                 flags,
                 req.umask,
-                self._place(req.volume),
+                self._place(req.volume, req.parent),
             )
             return attr
         return self._ns.mknod(who, req.volume, req.parent, req.name, req.mode, req.rdev, req.umask)
@@ -338,7 +350,7 @@ class MRCHandlers:
             req.mode,
             req.flags,
             req.umask,
-            self._place(req.volume),
+            self._place(req.volume, req.parent),
             req.client,
         )
         return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
@@ -402,10 +414,15 @@ class MRCHandlers:
     # ------------------------------------------------------------------ xattrs
     async def getxattr(self, peer: Identity, req: XattrGet) -> XattrValue:
         who = self._as(peer, req.volume, req.ino)
+        if req.name in policies.NAMES and self._policies is not None:
+            return XattrValue(self._policies.get(who, req.volume, req.ino, req.name))
         return XattrValue(self._ns.getxattr(who, req.volume, req.ino, req.name))
 
     async def setxattr(self, peer: Identity, req: XattrSet) -> Empty:
         who = self._as(peer, req.volume, req.ino)
+        if req.name in policies.NAMES and self._policies is not None:
+            self._policies.set(who, req.volume, req.ino, req.name, req.value, self._on_xloc)
+            return Empty()
         self._ns.setxattr(who, req.volume, req.ino, req.name, req.value, req.flags)
         return Empty()
 
@@ -518,6 +535,12 @@ class MRCHandlers:
         who = self._as(peer, req.volume)
         if self._ns.close(who, req.volume, req.ino, req.client) is not None:
             self._on_deletion()
+        elif (
+            self._policies is not None
+            and not self._ns.is_open(req.volume, req.ino)
+            and self._policies.seal_on_close(req.volume, req.ino)
+        ):
+            self._on_xloc()
         self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
         return Empty()
 

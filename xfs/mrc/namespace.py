@@ -508,6 +508,11 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 )
             return new, int(row[1])
 
+    def is_open(self, vol: str, ino: int) -> bool:
+        """Whether any client has the inode open."""
+        with self._store.read() as cur:
+            return rows.is_open(cur, rows.volume(cur, vol).id, ino)
+
     def replicated_files(
         self, after: tuple[str, int] = ("", 0), limit: int = 500, *, everything: bool = False
     ) -> list[tuple[str, int, XLocSet]]:

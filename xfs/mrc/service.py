@@ -22,6 +22,7 @@ from xfs.mrc.healer import Healer
 from xfs.mrc.leases import LeaseSweeper, LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.policies import Policies
 from xfs.mrc.replication import ReplicationHandlers
 from xfs.mrc.store import Store
 from xfs.mrc.xcaps import KeyRotator, XCapIssuer
@@ -76,6 +77,7 @@ class MRCService:
                     trio.open_nursery() as n,
                 ):
                     self.deleter = Deleter(ns, registry, xcaps, pool, fingerprint)
+                    policy_store = Policies(store, ns, registry)
                     self.healer = Healer(
                         ns,
                         registry,
@@ -84,6 +86,7 @@ class MRCService:
                         fingerprint,
                         replace_after=config.osd_replace_after,
                         interval=config.heal_interval,
+                        placement_of=policy_store.placement_of,
                     )
                     ReplicationHandlers(
                         ns,
@@ -109,6 +112,8 @@ class MRCService:
                         delegations=delegations,
                         osd_lease=config.osd_lease,
                         repair=lambda: self.healer.status if self.healer else None,
+                        policies=policy_store,
+                        on_xloc=self.healer.wake,
                     ).register(dispatcher)
                     self.server = RPCServer(
                         dispatcher=dispatcher,
