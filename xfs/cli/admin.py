@@ -170,26 +170,25 @@ def status(as_json: bool, **options: Any) -> None:
         )
     console.print(vols)
     if st.repair is not None:
-        console.print(_repair_table(st.repair))
+        _print_repair(console, st.repair)
 
 
-def _repair_table(repair: RepairStatus) -> Table:
+def _print_repair(console: Console, repair: RepairStatus) -> None:
     """The healer's progress: files at their factor, replicas left on draining OSDs."""
-    table = Table.grid(padding=(0, 1))
     files, at_factor = repair.replicated_files, repair.replicated_files - repair.below_factor
-    table.add_row(
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(
         "replicated files at factor",
         ProgressBar(total=max(files, 1), completed=at_factor if files else 1, width=30),
         f"{at_factor}/{files}",
     )
+    console.print(bar)
     if repair.filling:
-        table.add_row("replicas being filled", "", str(repair.filling))
+        console.print(f"{repair.filling} replicas being filled")
     for uuid in repair.dead:
-        table.add_row(f"dead OSD {uuid}", "", "[red]replicas replaced[/red]")
+        console.print(f"[red]dead OSD {uuid}[/red]: its replicas are replaced")
     for uuid, left in sorted(repair.draining.items()):
-        state = "drained" if left == 0 else f"{left} replicas left"
-        table.add_row(f"draining OSD {uuid}", "", state)
-    return table
+        console.print(f"draining OSD {uuid}: " + (f"{left} replicas left" if left else "drained"))
 
 
 def osd_group(run: click.Command) -> click.Group:

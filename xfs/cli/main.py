@@ -11,6 +11,8 @@ from xfs.cli.audit import audit
 from xfs.cli.ca import ca
 from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
+from xfs.cli.policy import policy
+from xfs.cli.replica import replica
 from xfs.cli.servers import mount, mrc, osd
 
 
@@ -20,7 +22,21 @@ def cli() -> None:
     """xfs: a grid file system (MRC, OSDs and a FUSE client over mutual TLS)."""
 
 
-for command in (mrc, osd_group(osd), mount, up, down, status, volume, ca, audit, acl, delegate):
+for command in (
+    mrc,
+    osd_group(osd),
+    mount,
+    up,
+    down,
+    status,
+    volume,
+    ca,
+    audit,
+    acl,
+    delegate,
+    policy,
+    replica,
+):
     cli.add_command(command)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
+from xfs.mrc import policies
 from xfs.mrc.store import FORMAT_VERSION, Store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO
@@ -225,6 +226,25 @@ class Fsck:
                     self.problems.append(
                         f"{where}: gives {acls.mode_bits(acl):03o}, the mode {mode & 0o777:03o}"
                     )
+
+    def check_policies(self) -> None:
+        """Stored replication policies (``xfs.policy``) are valid, on directories only."""
+        found = self.cur.execute(
+            "SELECT x.volume, x.ino, i.mode FROM xattrs x JOIN inodes i "
+            "ON i.volume = x.volume AND i.ino = x.ino WHERE x.name = ?",
+            (policies.POLICY,),
+        ).fetchall()
+        for vid, ino, mode in found:
+            where = f"inode {vid}:{ino} policy"
+            if not stat.S_ISDIR(mode):
+                self.problems.append(f"{where}: on a {oct(stat.S_IFMT(mode))} inode")
+            try:
+                policy = policies.read(self.cur, vid, ino)
+                assert policy is not None
+                if policies.check(policy) != policy:
+                    self.problems.append(f"{where}: ronly does not seal on close")
+            except XfsError as e:
+                self.problems.append(f"{where}: {e.message}")
 
     def check_foreign_keys(self) -> None:
         self._report(

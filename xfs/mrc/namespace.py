@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
-from xfs.mrc import perms
+from xfs.mrc import perms, policies
 from xfs.mrc.clients import ClientOps, register_open
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
@@ -153,6 +153,8 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 size=len(target) if target is not None else 0,
             )
             attr = _store_acls(cur, v, node, access, default)
+            if is_dir:  # a new directory inherits its parent's replication policy (a copy)
+                policies.inherit(cur, v.id, parent, node.ino)
             rows.add_entry(cur, v, parent, name, node.ino)
             rows.touch_dir(cur, v, parent, now, nlink_delta=1 if is_dir else 0)
             return attr

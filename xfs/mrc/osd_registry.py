@@ -26,8 +26,10 @@ class OSDRegistry:
         clock: Callable[[], float],
         dead_after: float,
         drain_file: Path | None = None,
+        lease: float = float("inf"),
     ) -> None:
         self._drain_file = drain_file
+        self._lease = lease
         self._store = store
         self._clock = clock
         self._dead_after = dead_after
@@ -100,8 +102,12 @@ class OSDRegistry:
         ]
 
     def placeable(self) -> list[OSDInfo]:
-        """The OSDs new replicas may go to: alive and not draining."""
-        return [o for o in self.all() if o.alive and o.uuid not in self.draining]
+        """The OSDs new replicas may go to: alive, heard from within a lease, not draining."""
+        return [
+            o
+            for o in self.all()
+            if o.alive and o.uuid not in self.draining and self.silent_for(o.uuid) < self._lease
+        ]
 
     def all_addresses(self) -> dict[str, str]:
         return {u: o.address for u, o in self._osds.items()}

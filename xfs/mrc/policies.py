@@ -13,7 +13,8 @@ Where a policy (``FilePolicy``) lives (docs/design/replication.md, "Policies"):
 A ``ronly`` directory policy always seals on close (that is what it does to new files);
 on a file, ``ronly`` with ``seal_on_close`` is a seal still to come, without it a seal now.
 
-The virtual xattrs, answered by the MRC (``Policies``) and never listed:
+The virtual xattrs, answered by the MRC (``Policies``, which ``MRCHandlers`` hands every
+name of ``NAMES``) and never listed:
 
 ============================  =====================================  ====================
 name                          get                                    set (owner or super)
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import random
 import sqlite3
 import stat
@@ -67,7 +67,6 @@ REPLICA_ADD = b"xfs.replica.add"
 REPLICA_REMOVE = b"xfs.replica.remove"
 SEAL = b"xfs.seal"
 NAMES = frozenset({POLICY, REPLICAS, REPLICA_ADD, REPLICA_REMOVE, SEAL})
-"""The xattr names this module answers (``MRCHandlers`` hands them over)."""
 
 _KEYS = frozenset(
     {"replication", "factor", "fill", "seal_on_close", "stripe_size", "width", "placement"}
@@ -116,9 +115,7 @@ def parse(value: bytes) -> dict[str, Any]:
         )
     where = changes.get("placement", {})
     if not isinstance(where, dict) or set(where) - _PLACEMENT_KEYS:
-        raise XfsError(
-            errno.EINVAL, f"placement is an object with keys {sorted(_PLACEMENT_KEYS)}"
-        )
+        raise XfsError(errno.EINVAL, f"placement is an object with keys {sorted(_PLACEMENT_KEYS)}")
     return changes
 
 
@@ -180,8 +177,8 @@ def apply(xloc: XLocSet, policy: FilePolicy) -> XLocSet:
             seal_on_close=True,
         )
     xloc = replicas.set_policy(xloc, policy)
-    if policy.seal_on_close and xloc.update_policy is not UpdatePolicy.RONLY:
-        xloc = replace(xloc, seal_on_close=True)
+    if xloc.update_policy is not UpdatePolicy.RONLY:  # (set_policy to none keeps the flag)
+        xloc = replace(xloc, seal_on_close=policy.seal_on_close)
     return xloc
 
 
@@ -271,9 +268,9 @@ def _owner_or_super(caller: Identity, node: rows.Inode, what: str) -> None:
         )
 
 
-def _readable(caller: Identity, node: rows.Inode) -> None:
+def _readable(caller: Identity, node: rows.Inode, name: bytes) -> None:
     if not perms.may(caller, node.attr, perms.R_OK, node.access_acl):
-        raise XfsError(errno.EACCES, f"permission denied: read the policy of inode {node.ino}")
+        raise XfsError(errno.EACCES, f"permission denied: read {name.decode()} of {node.ino}")
 
 
 def _layout(node: rows.Inode) -> XLocSet:
@@ -283,230 +280,12 @@ def _layout(node: rows.Inode) -> XLocSet:
     return xloc
 
 
-class PolicyOps:
-    """Mixed into ``Namespace``: policies and replica sets, one transaction each."""
-
-    _store: Store
-
-    def volume_placement(self, vid: str) -> PlacementPolicy:
-        """Where new replicas of the files of volume ``vid`` go (the healer asks)."""
-        with self._store.read() as cur:
-            policy = read(cur, vid, ROOT_INO)
-        return PlacementPolicy() if policy is None else policy.placement
-
-    def store_policy(self, vol: str, ino: int, policy: FilePolicy) -> None:
-        """Store a directory's policy (no permission check: for ``volume_create``)."""
-        policy = check(policy)
-        with self._store.transaction() as cur:
-            v = rows.volume(cur, vol)
-            write(cur, v.id, rows.directory(cur, v, ino).ino, policy)
-
-    def new_file_policy(self, vol: str, parent: int) -> FilePolicy:
-        """The policy of a file created in ``parent`` (create checks the permissions)."""
-        with self._store.read() as cur:
-            v = rows.volume(cur, vol)
-            return of_directory(cur, v, rows.directory(cur, v, parent).ino)
-
-    def get_policy(self, caller: Identity, vol: str, ino: int) -> FilePolicy:
-        with self._store.read() as cur:
-            v = rows.volume(cur, vol)
-            node = rows.inode(cur, v, ino)
-            _readable(caller, node)
-            if node.is_dir:
-                return of_directory(cur, v, ino)
-            xloc = _layout(node)
-            return of_xloc(xloc, of_directory(cur, v, ROOT_INO).placement)
-
-    def set_policy(
-        self, caller: Identity, vol: str, ino: int, changes: dict[str, Any], place: Place
-    ) -> XLocSet | None:
-        """Merge ``changes`` onto the policy of a directory (for files created later) or
-        of a file (its XLocSet, returned). A file's striping changes only while it is
-        empty (EINVAL) and open for writing nowhere (EBUSY); its placement is its
-        volume's (EINVAL)."""
-        with self._store.transaction() as cur:
-            v = rows.volume(cur, vol)
-            node = rows.inode(cur, v, ino)
-            _owner_or_super(caller, node, "set the policy")
-            now = self._store.clock()
-            if node.is_dir:
-                write(cur, v.id, ino, check(merge(of_directory(cur, v, ino), changes)))
-                rows.set_inode(cur, v, node, ctime_ns=now)
-                return None
-            old = _layout(node)
-            current = of_xloc(old, of_directory(cur, v, ROOT_INO).placement)
-            if _pending_seal(old) and changes.get("seal_on_close") is False:
-                if "replication" not in changes:  # the seal to come is called off
-                    current = replace(current, replication=UpdatePolicy.NONE, factor=1)
-            policy = merge(current, changes)
-            check(policy)
-            if policy.placement != current.placement:
-                raise XfsError(
-                    errno.EINVAL,
-                    "a file's replicas are placed by its volume's placement policy: "
-                    "set placement on a directory or the volume's root",
-                )
-            if policy.striping == current.striping:
-                new = apply(old, policy)
-            else:
-                if node.attr.size > 0:
-                    raise XfsError(
-                        errno.EINVAL, f"inode {ino} is not empty: its striping cannot change"
-                    )
-                if _writers(cur, v.id, ino):
-                    raise XfsError(errno.EBUSY, f"inode {ino} is open for writing")
-                new = replace(new_layout(policy, place), version=old.version + 1)
-            rows.set_inode(cur, v, node, xloc=rows.encode_xloc(new), ctime_ns=now)
-            return new
-
-    def get_replicas(self, caller: Identity, vol: str, ino: int) -> XLocSet:
-        with self._store.read() as cur:
-            v = rows.volume(cur, vol)
-            node = rows.inode(cur, v, ino)
-            _readable(caller, node)
-            return _layout(node)
-
-    def change_replicas(
-        self,
-        caller: Identity,
-        vol: str,
-        ino: int,
-        what: str,
-        change: Callable[[XLocSet, PlacementPolicy], XLocSet],
-    ) -> XLocSet:
-        """Apply ``change`` (given the XLocSet and the volume's placement) to a file's
-        replicas, as its owner or a super user; the XLocSet now stored."""
-        with self._store.transaction() as cur:
-            v = rows.volume(cur, vol)
-            node = rows.inode(cur, v, ino)
-            _owner_or_super(caller, node, what)
-            old = _layout(node)
-            new = change(old, of_directory(cur, v, ROOT_INO).placement)
-            if new != old:
-                node = rows.set_inode(
-                    cur, v, node, xloc=rows.encode_xloc(new), ctime_ns=self._store.clock()
-                )
-            return new
-
-    def writes(self, vol: str, ino: int, client: str) -> bool:
-        """Has ``client`` the inode registered open for writing?"""
-        with self._store.read() as cur:
-            v = rows.volume(cur, vol)
-            row = cur.execute(
-                "SELECT writable FROM opens WHERE client = ? AND volume = ? AND ino = ?",
-                (client, v.id, ino),
-            ).fetchone()
-        return row is not None and bool(row[0])
-
-    def seal_if_closed(self, vol: str, ino: int) -> bool:
-        """Seal a file that is to be sealed on close once no client has it open for
-        writing; whether it was sealed now."""
-        with self._store.transaction() as cur:
-            v = rows.volume(cur, vol)
-            node = rows.inode(cur, v, ino)
-            xloc = node.layout()
-            if xloc is None or not xloc.seal_on_close or _writers(cur, v.id, ino):
-                return False
-            rows.set_inode(cur, v, node, xloc=rows.encode_xloc(replicas.seal(xloc)))
-            return True
-
-
 def _writers(cur: sqlite3.Cursor, vid: str, ino: int) -> bool:
+    """Has some client the inode open for writing?"""
     row = cur.execute(
         "SELECT 1 FROM opens WHERE volume = ? AND ino = ? AND writable", (vid, ino)
     ).fetchone()
     return row is not None
-
-
-# ---------------------------------------------------------------------- the xattrs
-class Policies:
-    """The MRC's side of the policy xattrs, of new files' layouts and of seal on close.
-
-    ``on_change`` is called when a file may need the healer (replicas to add or fill).
-    """
-
-    def __init__(
-        self,
-        ns: Any,  # Namespace (which mixes in PolicyOps; imported there, not here)
-        registry: OSDRegistry,
-        rng: random.Random | None = None,
-        *,
-        on_change: Callable[[], None] = lambda: None,
-    ) -> None:
-        self._ns = ns
-        self._registry = registry
-        self._rng = rng or random.Random()
-        self._on_change = on_change
-
-    def _place(
-        self, where: PlacementPolicy, count: int, width: int, existing: Sequence[str]
-    ) -> list[list[str]]:
-        return placement.place(
-            self._registry.placeable(), where, count, width, self._rng, existing=existing
-        )
-
-    def place(self, volume: str, parent: int) -> XLocSet:
-        """The layout of a new file in directory ``parent``, under its policy."""
-        return new_layout(self._ns.new_file_policy(volume, parent), self._place)
-
-    def getxattr(self, who: Identity, volume: str, ino: int, name: bytes) -> bytes:
-        if name == POLICY:
-            return to_json(self._ns.get_policy(who, volume, ino))
-        if name == REPLICAS:
-            xloc = self._ns.get_replicas(who, volume, ino)
-            return replicas_json(xloc, self._registry.addresses(sorted(replicas.osds_of(xloc))))
-        raise XfsError(errno.ENODATA, f"xattr {name.decode()} can only be set")
-
-    def setxattr(self, who: Identity, volume: str, ino: int, name: bytes, value: bytes) -> None:
-        if len(value) > XATTR_SIZE_MAX:
-            raise XfsError(errno.E2BIG, f"xattr value of {len(value)} bytes")
-        if name == POLICY:
-            self._ns.set_policy(who, volume, ino, parse(value), self._place)
-        elif name == REPLICA_ADD:
-            osds = [u.strip() for u in bytes(value).decode(errors="replace").split(",")]
-            self._add(who, volume, ino, [u for u in osds if u])
-        elif name == REPLICA_REMOVE:
-            osd = bytes(value).decode(errors="replace").strip()
-            self._ns.change_replicas(
-                who, volume, ino, "remove a replica", lambda x, _: _drop(x, osd)
-            )
-        elif name == SEAL:
-            self._ns.change_replicas(who, volume, ino, "seal", lambda x, _: replicas.seal(x))
-        else:
-            raise XfsError(errno.EPERM, f"xattr {name.decode()} is read-only")
-        self._on_change()
-
-    def _add(self, who: Identity, volume: str, ino: int, osds: list[str]) -> None:
-        unknown = [u for u in osds if not self._registry.known(u)]
-        if unknown:
-            raise XfsError(errno.EINVAL, f"unknown OSDs {', '.join(unknown)}")
-
-        def add(xloc: XLocSet, where: PlacementPolicy) -> XLocSet:
-            if not xloc.replicated:
-                raise XfsError(
-                    errno.EINVAL,
-                    f"inode {ino} is not replicated (policy none): set replication first",
-                )
-            chosen = osds
-            if not chosen:
-                width = xloc.replicas[0].striping.width
-                placed = self._place(where, 1, width, sorted(replicas.osds_of(xloc)))
-                if not placed:
-                    raise XfsError(errno.ENOSPC, "no OSD is available for another replica")
-                chosen = placed[0]
-            return replicas.add(xloc, chosen)
-
-        self._ns.change_replicas(who, volume, ino, "add a replica", add)
-
-    def close(self, who: Identity, volume: str, ino: int, client: str) -> int | None:
-        """``Namespace.close``, then seal the file if it is to be sealed when its last
-        writer closes it and this was that. Returns the pending deletion id, if any."""
-        # (no await between these calls: no other request sees the file in between)
-        wrote = self._ns.writes(volume, ino, client)
-        pending: int | None = self._ns.close(who, volume, ino, client)
-        if wrote and pending is None and self._ns.seal_if_closed(volume, ino):
-            self._on_change()
-        return pending
 
 
 def _drop(xloc: XLocSet, osd: str) -> XLocSet:
@@ -515,9 +294,181 @@ def _drop(xloc: XLocSet, osd: str) -> XLocSet:
     return replicas.drop(xloc, osd)
 
 
-def flags_ok(flags: int) -> None:
-    """The virtual xattrs always exist: XATTR_CREATE and XATTR_REPLACE do not apply."""
-    del flags
+# ---------------------------------------------------------------------- the MRC's side
+class Policies:
+    """Policies and replica sets over the store, one transaction per call: the xattrs
+    (``get``, ``set``), the layout of new files (``place``), volume policies, seal on
+    close, and the placement the healer uses (``placement_of``)."""
 
+    def __init__(
+        self,
+        store: Store,
+        ns: object,  # the Namespace: files are its, policies are this module's
+        registry: OSDRegistry,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._ns = ns
+        self._registry = registry
+        self._rng = rng or random.Random()
 
-__all__ = ["NAMES", "PolicyOps", "Policies", "os"]
+    def _place(
+        self, where: PlacementPolicy, count: int, width: int, existing: Sequence[str]
+    ) -> list[list[str]]:
+        return placement.place(
+            self._registry.placeable(), where, count, width, self._rng, existing=existing
+        )
+
+    # ------------------------------------------------------------------ volumes
+    def placement_of(self, vid: str) -> PlacementPolicy:
+        """Where new replicas of the files of volume ``vid`` (an id) go."""
+        with self._store.read() as cur:
+            policy = read(cur, vid, ROOT_INO)
+        return PlacementPolicy() if policy is None else policy.placement
+
+    def set_volume(self, vol: str, policy: FilePolicy) -> None:
+        """The policy of new volume ``vol`` (its root's), with the volume's striping
+        (no permission check: ``volume_create`` made it)."""
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            write(cur, v.id, ROOT_INO, check(replace(policy, striping=v.striping)))
+
+    # ------------------------------------------------------------------ new files
+    def place(self, vol: str, parent: int) -> XLocSet:
+        """The layout of a new file in directory ``parent``, under its policy (create
+        checks the permissions)."""
+        with self._store.read() as cur:
+            v = rows.volume(cur, vol)
+            policy = of_directory(cur, v, rows.directory(cur, v, parent).ino)
+        return new_layout(policy, self._place)
+
+    def seal_on_close(self, vol: str, ino: int) -> bool:
+        """A file was closed: seal it if it is to be sealed on close and no client has
+        it open for writing any more. Whether it was sealed now."""
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            found = cur.execute(
+                "SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)
+            ).fetchone()
+            if found is None:  # (an orphan freed by this close)
+                return False
+            node = rows.inode(cur, v, ino)
+            xloc = node.layout()
+            if xloc is None or not xloc.seal_on_close or _writers(cur, v.id, ino):
+                return False
+            rows.set_inode(cur, v, node, xloc=rows.encode_xloc(replicas.seal(xloc)))
+            return True
+
+    # ------------------------------------------------------------------ xattrs
+    def get(self, who: Identity, vol: str, ino: int, name: bytes) -> bytes:
+        """The value of virtual xattr ``name`` (one of ``NAMES``); needs read access."""
+        if name not in (POLICY, REPLICAS):
+            raise XfsError(errno.ENODATA, f"xattr {name.decode()} can only be set")
+        with self._store.read() as cur:
+            v = rows.volume(cur, vol)
+            node = rows.inode(cur, v, ino)
+            _readable(who, node, name)
+            if name == POLICY and node.is_dir:
+                return to_json(of_directory(cur, v, ino))
+            xloc = _layout(node)
+            if name == POLICY:
+                return to_json(of_xloc(xloc, of_directory(cur, v, ROOT_INO).placement))
+        addresses = self._registry.addresses(sorted(replicas.osds_of(xloc)))
+        return replicas_json(xloc, addresses)
+
+    def set(
+        self,
+        who: Identity,
+        vol: str,
+        ino: int,
+        name: bytes,
+        value: bytes,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Set virtual xattr ``name`` as the inode's owner or a super user (EPERM);
+        ``on_change`` is called when a file's replica set changed (the healer acts)."""
+        if name not in NAMES - {REPLICAS}:
+            raise XfsError(errno.EPERM, f"xattr {name.decode()} is read-only")
+        if len(value) > XATTR_SIZE_MAX:
+            raise XfsError(errno.E2BIG, f"xattr value of {len(value)} bytes")
+        text = bytes(value).decode(errors="replace").strip()
+        changes = parse(value) if name == POLICY else {}
+        osds = [u for u in (u.strip() for u in text.split(",")) if u]
+        if name == REPLICA_ADD:
+            unknown = [u for u in osds if not self._registry.known(u)]
+            if unknown:
+                raise XfsError(errno.EINVAL, f"unknown OSDs: {', '.join(unknown)}")
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            node = rows.inode(cur, v, ino)
+            _owner_or_super(who, node, f"set {name.decode()}")
+            now = self._store.clock()
+            if name == POLICY and node.is_dir:
+                write(cur, v.id, ino, check(merge(of_directory(cur, v, ino), changes)))
+                rows.set_inode(cur, v, node, ctime_ns=now)
+                return
+            old = _layout(node)
+            where = of_directory(cur, v, ROOT_INO).placement
+            if name == POLICY:
+                new = self._file_policy(old, node, where, changes, _writers(cur, v.id, ino))
+            elif name == REPLICA_ADD:
+                new = self._add(old, node, where, osds)
+            elif name == REPLICA_REMOVE:
+                new = _drop(old, text)
+            else:
+                new = replicas.seal(old)
+            if new != old:
+                rows.set_inode(cur, v, node, xloc=rows.encode_xloc(new), ctime_ns=now)
+        if new != old:
+            on_change()
+
+    def _file_policy(
+        self,
+        old: XLocSet,
+        node: rows.Inode,
+        where: PlacementPolicy,
+        changes: dict[str, Any],
+        writing: bool,
+    ) -> XLocSet:
+        """A file's XLocSet under its policy merged with ``changes``. Its striping changes
+        only while it is empty (EINVAL) and open for writing nowhere (EBUSY); its
+        placement is its volume's (EINVAL)."""
+        current = of_xloc(old, where)
+        calls_off = changes.get("seal_on_close") is False and "replication" not in changes
+        if _pending_seal(old) and calls_off:  # the seal to come is called off
+            current = replace(current, replication=UpdatePolicy.NONE, factor=1)
+        policy = merge(current, changes)
+        check(policy)
+        if policy.placement != current.placement:
+            raise XfsError(
+                errno.EINVAL,
+                "a file's replicas are placed by its volume's placement policy: "
+                "set placement on a directory or the volume's root",
+            )
+        if policy.striping == current.striping:
+            return apply(old, policy)
+        if old.update_policy is UpdatePolicy.RONLY:
+            raise XfsError(errno.EPERM, f"inode {node.ino} is sealed: its striping stays")
+        if node.attr.size > 0:
+            raise XfsError(
+                errno.EINVAL, f"inode {node.ino} is not empty: its striping cannot change"
+            )
+        if writing:
+            raise XfsError(errno.EBUSY, f"inode {node.ino} is open for writing")
+        return replace(new_layout(policy, self._place), version=old.version + 1)
+
+    def _add(
+        self, xloc: XLocSet, node: rows.Inode, where: PlacementPolicy, osds: list[str]
+    ) -> XLocSet:
+        if not xloc.replicated:
+            raise XfsError(
+                errno.EINVAL,
+                f"inode {node.ino} is not replicated (policy none): set replication first",
+            )
+        if not osds:
+            width = xloc.replicas[0].striping.width
+            placed = self._place(where, 1, width, sorted(replicas.osds_of(xloc)))
+            if not placed:
+                raise XfsError(errno.ENOSPC, "no OSD is available for another replica")
+            osds = placed[0]
+        return replicas.add(xloc, osds)

@@ -56,7 +56,11 @@ class MRCService:
             ring = KeyRing.load_or_create(config.data_dir / "xcap-keys", self._clock())
             ns = Namespace(store)
             registry = OSDRegistry(
-                store, self._clock, config.osd_dead_after, config.data_dir / "draining.json"
+                store,
+                self._clock,
+                config.osd_dead_after,
+                config.data_dir / "draining.json",
+                lease=config.osd_lease,
             )
             registry.load()
             delegations = Delegations(store, self._clock, config.max_delegation)

@@ -204,15 +204,22 @@ class Replication:
     ) -> list[Resp]:
         """Send ``request`` to every other OSD of the group; all must apply it."""
         results: list[Resp] = []
+        errors: list[XfsError] = []
 
         async def one(osd: str) -> None:
-            reply = await self._forward_one(osd, xloc, xcap, method, request)
-            if reply is not None:
-                results.append(reply)
+            try:
+                reply = await self._forward_one(osd, xloc, xcap, method, request)
+            except XfsError as e:
+                errors.append(e)
+            else:
+                if reply is not None:
+                    results.append(reply)
 
         async with trio.open_nursery() as n:
             for osd in xloc.group(column)[1:]:
                 n.start_soon(one, osd)
+        if errors:  # ESTALE first: this primary is stale, the client must renew
+            raise min(errors, key=lambda e: e.code != errno.ESTALE)
         return results
 
     async def _forward_one(
@@ -298,15 +305,23 @@ class Replication:
             group = xloc.group(column)
             filling = {u for r in xloc.replicas for u in r.incomplete}
 
+            failed: list[str] = []
+
             async def bring(osd: str) -> None:
-                theirs = await self.call(osd, OSD.sums, FileOp(xcap, xloc))
-                await self._bring(osd, file_id, xloc, xcap, mine, theirs)
+                try:
+                    theirs = await self.call(osd, OSD.sums, FileOp(xcap, xloc))
+                    await self._bring(osd, file_id, xloc, xcap, mine, theirs)
+                except (XfsError, trio.TooSlowError) as e:
+                    log.warning("reconciling %s with %s failed: %s", file_id, osd, e)
+                    failed.append(osd)
 
             rw = xloc.update_policy is UpdatePolicy.RW
             to_fill = [o for o in group[1:] if o in filling and (rw or xloc.fill is Fill.FULL)]
             async with trio.open_nursery() as n:
                 for osd in group[1:] if rw else to_fill:
                     n.start_soon(bring, osd)
+            if failed:  # the next request, or the healer's next sync, tries again
+                return
             self._reconciled[file_id] = xloc.version
             for osd in to_fill:
                 with trio.fail_after(self._peer_timeout):
