@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,7 +49,10 @@ def test_status_lists_three_live_osds_and_the_home_volume(own_grid: Grid) -> Non
     home = status["volumes"][0]
     assert home["mode"] == 0o700
     assert home["owner"] == "root@local"
-    assert home["striping"]["width"] == 3
+    assert home["striping"]["width"] == 1
+    # the home volume is replicated: rw, factor 3 over the three OSDs
+    policy = json.loads(os.getxattr(own_grid.mnt, "xfs.policy"))
+    assert (policy["replication"], policy["factor"], policy["width"]) == ("rw", 3, 1), policy
 
 
 @pytest.mark.timeout(120)
