@@ -82,6 +82,8 @@ def add(xloc: XLocSet, osds: list[str]) -> XLocSet:
     striping = xloc.replicas[0].striping
     if len(osds) != striping.width:
         raise XfsError(errno.EINVAL, f"a replica needs {striping.width} OSDs, not {len(osds)}")
+    if len(set(osds)) != len(osds):
+        raise XfsError(errno.EINVAL, f"a replica needs distinct OSDs, not {osds}")
     if osds_of(xloc) & set(osds):
         raise XfsError(errno.EEXIST, "the file has a replica on that OSD already")
     return _next(xloc, [*xloc.replicas, Replica(list(osds), striping, list(osds))])

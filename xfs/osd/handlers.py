@@ -197,13 +197,24 @@ class OSDHandlers:
                 await self._write_local(req)
                 return Empty()
             await repl.begin(file_id, req.xloc, req.xcap, column)
-            await self._write_local(req)
+            await self._write_repairing(repl, req, column)
             await repl.forward(req.xloc, req.xcap, column, OSD.fwd_write, req)
         return Empty()
 
     async def _write_local(self, req: ObjWrite) -> None:
         write = functools.partial(self._store.write, epoch=req.xcap.truncate_epoch)
         await self._run(write, req.xcap.file_id, req.objno, req.offset, req.data, req.sync)
+
+    async def _write_repairing(self, repl: Replication, req: ObjWrite, column: int) -> None:
+        """A partial write reads the object first: if the copy here is corrupt, a good
+        copy is fetched from another complete replica (stored here) and the write applied
+        to it, as a read would repair it, instead of failing the write on every OSD."""
+        try:
+            await self._write_local(req)
+        except CorruptObject as e:
+            log.warning("%s; reading it from another replica before writing", e)
+            await repl.repair(req.xcap.file_id, req.xloc, req.xcap, column, req.objno)
+            await self._write_local(req)
 
     @staticmethod
     def _writable(xloc: XLocSet, xcap: XCap) -> None:
@@ -291,7 +302,11 @@ class OSDHandlers:
             peer, OSD.fwd_write.wire_name, req.xcap, replica, column, req.objno, req.offset,
             len(req.data),
         )
-        await self._write_local(req)
+        repl = self._replication(req.xloc)
+        if repl is None:
+            await self._write_local(req)
+        else:  # the primary already applied it: its copy, fetched first, is good
+            await self._write_repairing(repl, req, column)
         return Empty()
 
     async def fwd_truncate(self, peer: Identity, req: FileOp) -> Empty:

@@ -92,15 +92,13 @@ class KeyedLocks:
 
 class Gates:
     """Per file: writes pass shared, a truncate exclusive, so that a truncate and the
-    writes around it reach every replica in the order the primary applied them."""
+    writes around it reach every replica in the order the primary applied them.
+    A file's entry exists only while somebody holds or waits for its gate."""
 
     def __init__(self) -> None:
         self._shared: dict[str, int] = {}
-        self._exclusive: dict[str, trio.Lock] = {}
+        self._locks = KeyedLocks()  # file_id: taken briefly by shared, held by exclusive
         self._changed = trio.Event()
-
-    def _lock(self, file_id: str) -> trio.Lock:
-        return self._exclusive.setdefault(file_id, trio.Lock())
 
     def _notify(self) -> None:
         self._changed.set()
@@ -108,8 +106,7 @@ class Gates:
 
     @asynccontextmanager
     async def shared(self, file_id: str) -> AsyncIterator[None]:
-        lock = self._lock(file_id)
-        async with lock:  # waits for a truncate in progress; held only for a moment
+        async with self._locks.hold(file_id):  # waits for a truncate in progress
             self._shared[file_id] = self._shared.get(file_id, 0) + 1
         try:
             yield
@@ -121,7 +118,7 @@ class Gates:
 
     @asynccontextmanager
     async def exclusive(self, file_id: str) -> AsyncIterator[None]:
-        async with self._lock(file_id):
+        async with self._locks.hold(file_id):
             while self._shared.get(file_id):
                 await self._changed.wait()
             yield

@@ -1,0 +1,379 @@
+"""Self-healing with real processes (docs/design/replication.md, xfs/mrc/healer.py).
+
+- an OSD killed for good: once it is silent past ``osd_replace_after`` every file is back
+  at three complete replicas, none on it, and each replica's objects on disk (read
+  straight from the OSDs' data directories) hold exactly what was written;
+- a flipped byte in an object on disk: reads stay right, and the primary repairs its copy;
+- ``xfs osd drain``: every replica moves off the OSD without lowering redundancy.
+
+Each test has its own grid (their sizes differ), stopped when the test ends; every
+blocking call on the mount runs in a thread with a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.system.conftest import needs_fuse
+from tests.system.grid import Grid, mounted
+from xfs.osd.objects import HEADER, CorruptObject, ObjectStore
+
+pytestmark = [pytest.mark.system]
+
+T = TypeVar("T")
+MiB = 1 << 20
+# short leases, so that a killed OSD is declared dead and replaced within seconds
+SETTINGS = [
+    "mrc.osd_lease=2",
+    "mrc.osd_dead_after=4",
+    "mrc.osd_replace_after=6",
+    "mrc.heal_interval=0.5",
+    "osd.peer_timeout=1.5",
+    "mount.osd_timeout=3",
+    "mount.io_timeout=60",
+]
+HEAL_DEADLINE = 60.0  # seconds for the grid to be back at factor 3
+IO_DEADLINE = 60.0  # seconds one blocking operation on the mount may take
+
+
+# ---------------------------------------------------------------------------- helpers
+def bounded(fn: Callable[[], T], timeout: float = IO_DEADLINE) -> T:
+    """``fn()`` in a thread: its result, or its exception; fails if it hangs."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # re-raised in the test's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"{fn} hung for over {timeout:g} s"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+@contextlib.contextmanager
+def started_grid(osds: int, prefix: str) -> Iterator[Grid]:
+    needs_fuse()
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(root, 0o755)
+    grid = Grid(root, osds=osds, settings=SETTINGS)
+    try:
+        grid.up()
+        yield grid
+        grid.assert_no_bugs_logged()
+    finally:
+        grid.cleanup()
+        if keep := os.environ.get("XFS_TEST_KEEP_LOGS"):  # a directory to copy them to
+            shutil.copytree(grid.state / "logs", Path(keep) / root.name, dirs_exist_ok=True)
+        if not mounted(grid.mnt):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+Op = tuple[str, int, int]  # ("write", offset, length) or ("truncate", size, 0)
+
+
+def write_file(path: Path, ops: list[Op], seed: int) -> tuple[str, int]:
+    """Apply ``ops`` to a new file through the mount, fsync and close it; returns the
+    SHA-256 and size of what the file must now hold (kept in a model beside it)."""
+    rng = random.Random(seed)
+    model = bytearray()
+
+    def run() -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for op, a, b in ops:
+                if op == "write":
+                    data = rng.randbytes(b)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.pwrite(fd, view, a + b - len(view)) :]
+                    if len(model) < a + b:
+                        model.extend(bytes(a + b - len(model)))
+                    model[a : a + b] = data
+                else:
+                    os.ftruncate(fd, a)
+                    del model[a:]
+                    model.extend(bytes(a - len(model)))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    bounded(run)
+    return hashlib.sha256(model).hexdigest(), len(model)
+
+
+def pwrite_sync(path: Path, offset: int, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, offset)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path: Path) -> str:
+    """Read through the mount, opened anew (close-to-open: no cached data is used)."""
+
+    def run() -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(4 * MiB):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    return bounded(run)
+
+
+def replicas_of(path: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(bounded(lambda: os.getxattr(path, "xfs.replicas")))
+    return result
+
+
+def osds_of(info: dict[str, Any]) -> set[str]:
+    return {u for r in info["replicas"] for u in r["osds"]}
+
+
+def at_factor(info: dict[str, Any], without: str | None = None) -> bool:
+    """Three complete replicas, none on ``without``."""
+    return (
+        len(info["replicas"]) == 3
+        and all(r["complete"] for r in info["replicas"])
+        and without not in osds_of(info)
+    )
+
+
+def file_ids(grid: Grid, paths: Iterable[Path]) -> dict[Path, str]:
+    """``<volume id>:<ino>`` of each file: the mount reports the MRC's inode numbers as
+    st_ino, and the grid has one volume."""
+    (volume,) = grid.status()["volumes"]
+    inos = bounded(lambda: {path: os.stat(path).st_ino for path in paths})
+    return {path: f"{volume['id']}:{ino}" for path, ino in inos.items()}
+
+
+def store_of(grid: Grid, role: str) -> ObjectStore:
+    store = ObjectStore(grid.osd_data(role))
+    store.open()
+    return store
+
+
+def replica_digest(store: ObjectStore, fid: str, size: int) -> str:
+    """The file reassembled from one OSD's objects (width 1: object k holds bytes
+    [k MiB, (k+1) MiB); a missing object or a short one is a hole)."""
+    n = (size + MiB - 1) // MiB
+    held = [objno for objno, _, _ in store.sums(fid)]
+    assert all(objno < n for objno in held), f"objects past the end of {fid}: {held}"
+    data = bytearray(size)
+    for objno in range(n):
+        obj = store.load(fid, objno) or b""
+        assert objno * MiB + len(obj) <= size and len(obj) <= MiB, (fid, objno, len(obj))
+        data[objno * MiB : objno * MiB + len(obj)] = obj
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_replicas_on_disk(
+    grid: Grid, files: dict[Path, tuple[str, int]], fids: dict[Path, str]
+) -> None:
+    """Every replica of every file, read straight from its OSD's disk, is what was written."""
+    roles = grid.osd_roles_by_uuid()
+    stores: dict[str, ObjectStore] = {}
+    for path, (digest, size) in files.items():
+        for replica in replicas_of(path)["replicas"]:
+            (osd,) = replica["osds"]
+            store = stores.setdefault(osd, store_of(grid, roles[osd]))
+            assert replica_digest(store, fids[path], size) == digest, (
+                f"the replica of {path.name} on {osd} ({roles[osd]}) differs"
+            )
+
+
+def wait_for(what: str, ok: Callable[[], bool], grid: Grid, timeout: float) -> float:
+    """Poll ``ok`` until true; the seconds it took."""
+    start = time.monotonic()
+    while not ok():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not {what} after {timeout:g} s\n{grid.logs()}")
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Flip one byte of an object file's data part, in place (a bit rot)."""
+    with open(path, "r+b") as f:
+        f.seek(HEADER.size + offset)
+        byte = f.read(1)
+        f.seek(HEADER.size + offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+# assorted files: empty, tiny, around object boundaries, up to 8 MiB, and sparse ones
+FILES: dict[str, list[Op]] = {
+    "empty": [],
+    "one": [("write", 0, 1)],
+    "page": [("write", 0, 4096)],
+    "odd": [("write", 0, 65537)],
+    "below-object": [("write", 0, MiB - 1)],
+    "object": [("write", 0, MiB)],
+    "above-object": [("write", 0, MiB + 1)],
+    "two-and-half": [("write", 0, 5 * MiB // 2)],
+    "three": [("write", 0, 3 * MiB)],
+    "five-odd": [("write", 0, 5 * MiB + 123)],
+    "eight": [("write", 0, 8 * MiB)],
+    "hole-first": [("write", 3 * MiB + 17, 100_000)],
+    "hole-middle": [("write", 0, MiB), ("write", 6 * MiB, MiB // 2)],
+    "hole-tail": [("write", 0, 3 * MiB // 2), ("truncate", 7 * MiB, 0)],
+    "only-hole": [("truncate", 4 * MiB, 0)],
+    "shrunk": [("write", 0, 4 * MiB), ("truncate", 3 * MiB // 2, 0)],
+    "overwritten": [("write", 0, 2 * MiB), ("write", MiB - 10, 20), ("write", 10, 5)],
+    "scattered": [("write", 7 * MiB + 5, 3), ("write", 2 * MiB, 7), ("write", 0, 1)],
+    "grown": [("write", 0, 100), ("truncate", 2 * MiB + 1, 0), ("write", 2 * MiB, 1)],
+    "small-sparse": [("write", 200_000, 1000)],
+}
+
+
+def write_files(directory: Path, specs: dict[str, list[Op]]) -> dict[Path, tuple[str, int]]:
+    bounded(directory.mkdir)
+    return {
+        directory / name: write_file(directory / name, ops, seed)
+        for seed, (name, ops) in enumerate(specs.items())
+    }
+
+
+# ---------------------------------------------------------------------------- tests
+@pytest.mark.timeout(240)
+def test_a_dead_osd_is_replaced() -> None:
+    with started_grid(5, "xfs-test-heal-") as grid:
+        files = write_files(grid.mnt / "assorted", FILES)
+        fids = file_ids(grid, files)
+        infos = {path: replicas_of(path) for path in files}
+        for path, info in infos.items():
+            assert at_factor(info), f"{path.name} is not at factor 3 after its write: {info}"
+        held = Counter(u for info in infos.values() for u in osds_of(info))
+        victim, count = held.most_common(1)[0]
+        grid.kill(grid.osd_roles_by_uuid()[victim])
+
+        def healed() -> bool:
+            return all(at_factor(replicas_of(path), without=victim) for path in files)
+
+        took = wait_for("healed", healed, grid, HEAL_DEADLINE)
+        print(f"{count} of {len(files)} files re-replicated off a dead OSD in {took:.1f} s")
+
+        def repair_done() -> bool:
+            repair = grid.status()["repair"]
+            return bool(
+                repair["dead"] == [victim]
+                and repair["below_factor"] == 0
+                and repair["filling"] == 0
+                and repair["replicated_files"] >= len(files)
+            )
+
+        wait_for("reported healed by xfs status", repair_done, grid, 10)
+        check_replicas_on_disk(grid, files, fids)
+        for path, (digest, _) in files.items():
+            assert sha256_of(path) == digest, f"{path.name} reads back wrong through the mount"
+
+
+@pytest.mark.timeout(180)
+def test_a_flipped_byte_is_repaired_on_the_primary() -> None:
+    with started_grid(3, "xfs-test-flip-") as grid:
+        path = grid.mnt / "rot"
+        digest, _ = write_file(path, [("write", 0, 4 * MiB)], seed=42)
+        fid = file_ids(grid, [path])[path]
+        info = replicas_of(path)
+        assert at_factor(info), info
+        roles = grid.osd_roles_by_uuid()
+        primary, *backups = [r["osds"][0] for r in info["replicas"]]
+        store = store_of(grid, roles[primary])
+        good = store.load(fid, 1)
+        assert good is not None and len(good) == MiB
+
+        flip_byte(store.object_path(fid, 1), 12345)
+        with pytest.raises(CorruptObject):
+            store.load(fid, 1)
+        assert sha256_of(path) == digest  # the primary read a good copy from a backup ...
+
+        def repaired() -> bool:
+            with contextlib.suppress(CorruptObject):
+                return store.load(fid, 1) == good
+            return False
+
+        wait_for("repaired on the primary", repaired, grid, 5)  # ... and kept it
+
+        # A rotten byte on a backup is not seen by reads: they go to the primary. The
+        # backup's header still carries the old CRC, so reconciliation (which compares
+        # the headers' sums) does not see it either; it is found when that backup, as
+        # primary, reads the object (and repairs it from another replica), and the
+        # scrubber reports it.
+        backup = store_of(grid, roles[backups[0]])
+        flip_byte(backup.object_path(fid, 2), 777)
+        with pytest.raises(CorruptObject):
+            backup.load(fid, 2)
+        assert sha256_of(path) == digest
+        assert replicas_of(path)["replicas"][0]["osds"] == [primary]
+
+        # Partial writes read the object first, on every OSD: one into the rotten object
+        # of the backup, one into a rotten object of the primary. Each OSD fetches a good
+        # copy from another replica first, so the writes succeed and every copy is right.
+        flip_byte(store.object_path(fid, 3), 4242)
+        expected = bytearray(random.Random(42).randbytes(4 * MiB))  # what write_file wrote
+        for offset in (2 * MiB + 100, 3 * MiB + 4000):
+            expected[offset : offset + 10] = b"0123456789"
+            bounded(functools.partial(pwrite_sync, path, offset, b"0123456789"))
+        assert sha256_of(path) == hashlib.sha256(expected).hexdigest()
+        for osd in (primary, *backups):
+            copy = store_of(grid, roles[osd])
+            for objno in range(4):
+                assert copy.load(fid, objno) == expected[objno * MiB : (objno + 1) * MiB], (
+                    f"object {objno} on {roles[osd]}"
+                )
+
+
+@pytest.mark.timeout(180)
+def test_drain_moves_every_replica_off_an_osd() -> None:
+    with started_grid(4, "xfs-test-drain-") as grid:
+        specs = {f"f{i}": [("write", 0, i * 700_000 + i)] for i in range(10)}
+        files = write_files(grid.mnt / "drain", specs)
+        fids = file_ids(grid, files)
+        held = Counter(u for path in files for u in osds_of(replicas_of(path)))
+        drained, count = held.most_common(1)[0]
+
+        unknown = grid.admin("osd", "drain", "00000000-0000-4000-8000-000000000000", check=False)
+        assert unknown.returncode != 0 and "no OSD" in unknown.stderr, unknown
+        grid.admin("osd", "drain", drained)
+
+        def moved() -> bool:
+            return all(at_factor(replicas_of(path), without=drained) for path in files)
+
+        took = wait_for("drained", moved, grid, HEAL_DEADLINE)
+        print(f"{count} of {len(files)} files moved off a draining OSD in {took:.1f} s")
+
+        def reported() -> bool:
+            repair = grid.status()["repair"]
+            return bool(repair["draining"] == {drained: 0} and repair["below_factor"] == 0)
+
+        wait_for("reported drained by xfs status", reported, grid, 10)
+        human = grid.admin("status").stdout
+        assert f"draining OSD {drained}: drained" in human, human
+        listed = json.loads(grid.admin("osd", "list", "--json").stdout)
+        assert len(listed) == 4 and drained in {o["uuid"] for o in listed}, listed
+        check_replicas_on_disk(grid, files, fids)
+        for path, (digest, _) in files.items():
+            assert sha256_of(path) == digest, f"{path.name} reads back wrong through the mount"
