@@ -59,8 +59,8 @@ def plan(
             xloc = replicas.drop(xloc, osd)
     on_drain = [r for r in xloc.replicas if set(r.osds) & set(draining)]
     if on_drain and xloc.update_policy is UpdatePolicy.NONE:
-        # an unreplicated file moves as a replicated one (factor 1): writes reach the
-        # new copy while it is filled
+        # an unreplicated file moves as a replicated one (its factor kept): writes reach
+        # the new copy while it is filled
         xloc = dataclasses.replace(xloc, version=xloc.version + 1, update_policy=UpdatePolicy.RW)
         on_drain = [r for r in xloc.replicas if set(r.osds) & set(draining)]
     keep = [r for r in xloc.replicas if r not in on_drain]
