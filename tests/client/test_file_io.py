@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import trio
 
-from xfs.client.failover import Health
 from xfs.client.file_io import OpenFile
+from xfs.common.health import Health
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import OSD, Empty, FileOp, ObjData, ObjRead, ObjWrite, Synced
 from xfs.proto.records import Attr, FileLayout, Replica, StripingPolicy, XCap, XLocSet

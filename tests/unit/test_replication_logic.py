@@ -8,12 +8,14 @@ from __future__ import annotations
 import errno
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import pytest
 import trio
 import trio.testing
 
-from xfs.client.failover import RECENT, Health, candidates
+from xfs.client.failover import candidates
+from xfs.common.health import RECENT, Health
 from xfs.common.rpc import unreachable
 from xfs.mrc import replicas
 from xfs.mrc.healer import plan
@@ -53,13 +55,14 @@ def xl(
     factor: int | None = None,
     version: int = 5,
     seal_on_close: bool = False,
+    fill: Fill = Fill.FULL,
 ) -> XLocSet:
     return XLocSet(
         version,
         list(reps),
         policy,
         len(reps) if factor is None else factor,
-        Fill.FULL,
+        fill,
         seal_on_close,
     )
 
@@ -593,7 +596,7 @@ def test_candidates_writable_files_use_the_primary_only() -> None:
     assert candidates(layout(n), 2, True, health) == ["a"]  # nobody else to ask
 
 
-def test_candidates_sealed_reads_prefer_complete_then_healthy() -> None:
+def test_candidates_sealed_reads_rotate_over_every_replica_healthy_first() -> None:
     clock = FakeClock()
     health = Health(clock)
     x = xl(
@@ -604,27 +607,39 @@ def test_candidates_sealed_reads_prefer_complete_then_healthy() -> None:
         policy=UpdatePolicy.RONLY,
     )
     lay = layout(x)
-    assert candidates(lay, 0, True, health) == ["a", "e", "g", "c"]
-    assert candidates(lay, 1, True, health) == ["b", "f", "h", "d"]
+    # stripe row k (objects 2k, 2k+1) starts at replica k mod 4: partial ones included
+    assert candidates(lay, 0, True, health) == ["a", "c", "e", "g"]
+    assert candidates(lay, 1, True, health) == ["b", "d", "f", "h"]
+    assert candidates(lay, 2, True, health) == ["c", "e", "g", "a"]
+    assert candidates(lay, 7, True, health) == ["h", "b", "d", "f"]
+    assert candidates(lay, 8, True, health) == ["a", "c", "e", "g"]
     health.failed("a")
-    health.failed("g")
-    assert candidates(lay, 0, True, health) == ["e", "a", "g", "c"]
-    # the failed OSDs hold column 0 only: column 1 keeps its order
-    assert candidates(lay, 1, True, health) == ["b", "f", "h", "d"]
     health.failed("e")
-    assert candidates(lay, 0, True, health) == ["a", "e", "g", "c"]  # all failed: in order
+    assert candidates(lay, 0, True, health) == ["c", "g", "a", "e"]
+    assert candidates(lay, 4, True, health) == ["g", "c", "e", "a"]
+    # the failed OSDs hold column 0 only: column 1 keeps its order
+    assert candidates(lay, 1, True, health) == ["b", "d", "f", "h"]
+    health.failed("c")
+    health.failed("g")
+    assert candidates(lay, 0, True, health) == ["a", "c", "e", "g"]  # all failed: in order
     health.ok("e")
-    assert candidates(lay, 0, True, health) == ["e", "a", "g", "c"]
+    assert candidates(lay, 0, True, health) == ["e", "a", "c", "g"]
     # writes of a sealed file still name the primary only
     assert candidates(lay, 0, False, health) == ["a"]
 
 
-def test_candidates_partial_replicas_come_last_even_when_complete_ones_failed() -> None:
-    health = Health(FakeClock())
-    x = xl(rep("a"), rep("b", incomplete=("b",)), rep("c"), policy=UpdatePolicy.RONLY)
-    health.failed("a")
-    health.failed("c")
-    assert candidates(layout(x), 0, True, health) == ["a", "c", "b"]
+def test_xlocset_counts_partial_replicas_toward_the_factor() -> None:
+    partial = xl(rep("a"), rep("b", incomplete=("b",)), rep("c", incomplete=("c",)),
+                 policy=UpdatePolicy.RONLY, factor=3, fill=Fill.PARTIAL)
+    assert not partial.background_fill and partial.filling == []
+    assert not partial.below_factor  # partial replicas serve reads: they count
+    full = replace(partial, fill=Fill.FULL)
+    assert full.background_fill and full.filling == ["b", "c"] and full.below_factor
+    rw = replace(partial, update_policy=UpdatePolicy.RW)  # rw replicas always fill
+    assert rw.background_fill and rw.filling == ["b", "c"] and rw.below_factor
+    assert replace(partial, factor=4).below_factor
+    assert not replace(partial, update_policy=UpdatePolicy.NONE, factor=1).below_factor
+    assert xl(rep("a"), policy=UpdatePolicy.NONE, factor=1).filling == []
 
 
 def test_health_forgets_failures_after_recent() -> None:

@@ -1,13 +1,15 @@
 """Calls to the OSDs of one file, with failover (docs/design/replication.md).
 
 Every OSD call of a file goes through :func:`call_osd`. It picks the OSD (the primary of
-the object's column; for sealed files the first reachable complete replica, healthy ones
-first), bounds each attempt by ``osd_timeout`` and the whole operation by ``io_timeout``,
-and on a failure:
+the object's column; for reads of sealed files every replica in turn, see
+:func:`candidates`), bounds each attempt by ``osd_timeout`` and the whole operation by
+``io_timeout``, and on a failure:
 
 - ``EACCES``: the XCap was refused (another client truncated the file, or it expired):
   renewed once, then the refusal stands;
 - ``ESTALE``: the XLocSet changed (a replica was dropped or added): renewed, tried again;
+- a replica of a sealed file failed the read with ``EIO`` (a partial replica that could
+  not reach a complete one): the next replica is tried;
 - the OSD did not answer: for a sealed file the next replica is tried; otherwise the OSD
   is reported to the MRC (which replaces it once its lease has run out) and, after a
   pause, the call is tried again with the current XLocSet.
@@ -25,11 +27,12 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import trio
 
+from xfs.common.health import Health
 from xfs.common.rpc import unreachable
 from xfs.common.striping import osd_of
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC, ReplicaFailed
-from xfs.proto.records import FileLayout, Replica, UpdatePolicy
+from xfs.proto.records import FileLayout, UpdatePolicy
 
 if TYPE_CHECKING:
     from xfs.client.session import Session
@@ -39,7 +42,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAUSE = 0.3  # seconds between rounds while waiting for the MRC to replace an OSD
-RECENT = 30.0  # seconds an OSD that failed counts as unhealthy
 
 
 class FixedSource:
@@ -66,34 +68,21 @@ class LayoutSource(Protocol):
         """A new layout from the MRC after ``refused`` was refused."""
 
 
-class Health:
-    """Which OSDs failed recently, so that reads try healthy replicas first."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._failed: dict[str, float] = {}
-
-    def failed(self, osd: str) -> None:
-        self._failed[osd] = self._clock()
-
-    def ok(self, osd: str) -> None:
-        self._failed.pop(osd, None)
-
-    def recently_failed(self, osd: str) -> bool:
-        at = self._failed.get(osd)
-        return at is not None and self._clock() - at < RECENT
-
-
 def candidates(layout: FileLayout, objno: int, read: bool, health: Health) -> list[str]:
-    """The OSDs to try for ``objno``, in order."""
+    """The OSDs to try for ``objno``, in order.
+
+    Writes, and reads of writable files, go to the primary of the object's column. Reads
+    of a sealed file are spread over its replicas, complete or partial: the replica list
+    rotated by the object's stripe row, so a sequential read asks every replica and each
+    partial replica fills with its share on first use; healthy OSDs come first.
+    """
     xloc = layout.xloc
-    if read and xloc.update_policy is UpdatePolicy.RONLY:
-        complete: list[Replica] = [r for r in xloc.replicas if r.complete]
-        partial: list[Replica] = [r for r in xloc.replicas if not r.complete]
-        ordered = sorted(complete, key=lambda r: health.recently_failed(osd_of(r, objno)))
-        ordered += sorted(partial, key=lambda r: health.recently_failed(osd_of(r, objno)))
-        return [osd_of(r, objno) for r in ordered]
-    return [osd_of(xloc.replicas[0], objno)]
+    if not (read and xloc.update_policy is UpdatePolicy.RONLY):
+        return [osd_of(xloc.replicas[0], objno)]
+    width = xloc.replicas[0].striping.width
+    start = (objno // width) % len(xloc.replicas)
+    rotated = [osd_of(r, objno) for r in xloc.replicas[start:] + xloc.replicas[:start]]
+    return sorted(rotated, key=health.recently_failed)
 
 
 async def call_osd(
@@ -128,7 +117,7 @@ async def call_osd(
                     failure = e
                     layout = await source.renew(layout)
                     break
-                if not unreachable(e):
+                if not (unreachable(e) or (read and e.code == errno.EIO and read_only(layout))):
                     raise
                 failure = e
             except trio.TooSlowError as e:

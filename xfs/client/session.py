@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import trio
 
-from xfs.client.failover import FixedSource, Health, call_osd
+from xfs.client.failover import FixedSource, call_osd
 from xfs.client.file_io import OpenFile
+from xfs.common.health import Health
 from xfs.common.rpc import Pool
 from xfs.proto.codec import Record
 from xfs.proto.errors import XfsError

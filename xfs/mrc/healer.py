@@ -10,9 +10,10 @@ Each round the healer looks at the replicated files and, per file, in one
 3. a replica on a draining OSD gets a replacement first and is dropped only once the
    file has ``factor`` complete replicas elsewhere, so a drain never lowers redundancy.
 
-Then it asks the primary of every file with incomplete replicas to fill them
-(``osd.sync``); the primary reports each filled replica (``mrc.replica_filled``). The
-round also counts what ``xfs status`` shows as progress (``RepairStatus``).
+Then it asks the primary of every file with replicas to fill in the background to fill
+them (``osd.sync``; partial replicas fill as they serve reads); the primary reports each
+filled replica (``mrc.replica_filled``). The round also counts what ``xfs status``
+shows as progress (``RepairStatus``).
 
 A full scan of the replicated files runs when something changed (an OSD died or
 returned, a drain, a failover, a fill) or while work remains, else every
@@ -155,13 +156,12 @@ class Healer:
                 if xloc is None:
                     continue
                 counts["files"] += 1
-                complete = sum(1 for r in xloc.replicas if r.complete)
-                incomplete = len(xloc.replicas) - complete
-                counts["below"] += complete < xloc.factor and xloc.replicated
-                counts["filling"] += incomplete
+                filling = len(xloc.filling)
+                counts["below"] += xloc.below_factor
+                counts["filling"] += filling
                 for osd in replicas.osds_of(xloc) & draining:
                     left_on[osd] += 1
-                if incomplete or (complete < xloc.factor and xloc.replicated):
+                if filling or xloc.below_factor:
                     self._dirty = True  # work remains: look again next round
             after = (batch[-1][0], batch[-1][1])
         self.status = RepairStatus(
@@ -200,7 +200,7 @@ class Healer:
         except XfsError as e:  # deleted meanwhile
             log.debug("healing %s:%d: %s", volume_id, ino, e)
             return None
-        if any(not r.complete for r in xloc.replicas):
+        if xloc.filling:
             await self._sync(volume_id, ino, xloc, epoch)
         return xloc
 

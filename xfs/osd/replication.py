@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from xfs.common.health import Health
 from xfs.common.rpc import Pool, unreachable
 from xfs.osd.objects import CorruptObject, ObjectStore
 from xfs.proto.codec import Record
@@ -37,7 +38,7 @@ from xfs.proto.methods import (
     ReplicaFailed,
     ReplicaFilled,
 )
-from xfs.proto.records import Fill, Kind, UpdatePolicy, XCap, XLocSet
+from xfs.proto.records import Kind, UpdatePolicy, XCap, XLocSet
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class Replication:
         self._files = KeyedLocks()  # file_id: one reconciliation at a time
         self._reconciled: dict[str, int] = {}  # file_id -> version reconciled at
         self._reconciling: set[str] = set()
+        self._health = Health()  # peers that failed to answer lately are asked last
         self.nursery: trio.Nursery | None = None  # for background reconciliations
 
     # ------------------------------------------------------------------ versions
@@ -300,7 +302,7 @@ class Replication:
                 pass
             mine = {o: (c, n) for o, c, n in await self._run(self._store.sums, file_id)}
             group = xloc.group(column)
-            filling = {u for r in xloc.replicas for u in r.incomplete}
+            filling = set(xloc.filling)
 
             failed: list[str] = []
 
@@ -313,7 +315,7 @@ class Replication:
                     failed.append(osd)
 
             rw = xloc.update_policy is UpdatePolicy.RW
-            to_fill = [o for o in group[1:] if o in filling and (rw or xloc.fill is Fill.FULL)]
+            to_fill = [o for o in group[1:] if o in filling]
             async with trio.open_nursery() as n:
                 for osd in group[1:] if rw else to_fill:
                     n.start_soon(bring, osd)
@@ -369,20 +371,22 @@ class Replication:
         demand. None if no complete replica holds the object (a hole, or past the end).
         """
         complete = [
-            r.osds[column] for r in xloc.replicas if r.complete and column < len(r.osds)
+            r.osds[column]
+            for r in xloc.replicas
+            if r.complete and column < len(r.osds) and r.osds[column] != self.uuid
         ]
         failures = []
-        for osd in complete:
-            if osd == self.uuid or osd in exclude:
+        stripe = xloc.replicas[0].striping.stripe_size
+        for osd in sorted(complete, key=self._health.recently_failed):
+            if osd in exclude:
                 continue
             try:
-                stripe = xloc.replicas[0].striping.stripe_size
-                reply = await self.call(
-                    osd, OSD.fetch, ObjRead(xcap, xloc, objno, 0, stripe)
-                )
+                reply = await self.call(osd, OSD.fetch, ObjRead(xcap, xloc, objno, 0, stripe))
             except (XfsError, trio.TooSlowError) as e:
                 failures.append(f"{osd}: {e}")
+                self._health.failed(osd)
                 continue
+            self._health.ok(osd)
             if not reply.held:
                 return None
             await self._run(self._put_local, file_id, objno, reply.data, xcap.truncate_epoch)

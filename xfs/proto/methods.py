@@ -418,8 +418,8 @@ class RepairStatus(Record):
     """Self-healing and draining, as ``xfs status`` shows them."""
 
     replicated_files: int  # files with a replication policy
-    below_factor: int  # of them, with fewer complete replicas than their factor
-    filling: int  # replicas being filled
+    below_factor: int  # of them, below their factor (XLocSet.below_factor)
+    filling: int  # replicas being filled in the background
     dead: list[str]  # OSDs declared dead (their replicas are being replaced)
     draining: dict[str, int]  # OSD uuid -> replicas still on it
 

@@ -126,6 +126,28 @@ class XLocSet(Record):
     def replicated(self) -> bool:
         return self.update_policy is not UpdatePolicy.NONE
 
+    @property
+    def background_fill(self) -> bool:
+        """Whether incomplete replicas are filled in the background (by the primary);
+        else they are partial and fill object by object as they serve reads."""
+        return self.update_policy is UpdatePolicy.RW or self.fill is Fill.FULL
+
+    @property
+    def below_factor(self) -> bool:
+        """Fewer replicas than the factor, counting partial ones (they serve reads)
+        but not those still to be filled in the background."""
+        if not self.replicated:
+            return False
+        counted = sum(r.complete or not self.background_fill for r in self.replicas)
+        return counted < self.factor
+
+    @property
+    def filling(self) -> list[str]:
+        """The OSDs of incomplete replicas that are being filled in the background."""
+        if not self.background_fill:
+            return []
+        return [u for r in self.replicas for u in r.incomplete]
+
     def group(self, column: int) -> list[str]:
         """The OSDs holding stripe column ``column``, one per replica, primary first."""
         return [r.osds[column] for r in self.replicas if column < len(r.osds)]
