@@ -4,7 +4,9 @@
   at three complete replicas, none on it, and each replica's objects on disk (read
   straight from the OSDs' data directories) hold exactly what was written;
 - a flipped byte in an object on disk: reads stay right, and the primary repairs its copy;
-- ``xfs osd drain``: every replica moves off the OSD without lowering redundancy.
+- ``xfs osd drain``: every replica moves off the OSD without lowering redundancy;
+- ``xfs replica add`` and ``remove`` while a writer keeps the file open and writing: the
+  new replica ends up with every byte, the removed one is gone, nothing is lost.
 
 Each test has its own grid (their sizes differ), stopped when the test ends; every
 blocking call on the mount runs in a thread with a deadline.
@@ -16,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -197,3 +200,48 @@ def test_drain_moves_every_replica_off_an_osd() -> None:
         check_replicas_on_disk(grid, files, fids)
         for path, (digest, _) in files.items():
             assert sha256_of(path) == digest, f"{path.name} reads back wrong through the mount"
+
+
+@pytest.mark.timeout(180)
+def test_replicas_are_added_and_removed_under_an_open_writer() -> None:
+    with started_grid(4, "xfs-test-change-") as grid:
+        path = grid.mnt / "open"
+        rng = random.Random(7)
+        model = bytearray()
+        fd = bounded(lambda: os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+        try:
+
+            def append(n: int) -> None:
+                data = rng.randbytes(n)
+                bounded(lambda: os.pwrite(fd, data, len(model)))
+                model.extend(data)
+
+            append(3 * MiB + 5)
+            info = replicas_of(path)
+            assert at_factor(info), info
+            (spare,) = set(grid.osd_roles_by_uuid()) - osds_of(info)
+            grid.xfs("replica", "add", str(path), "--osd", spare)
+            append(2 * MiB)
+            bounded(lambda: os.fsync(fd))
+
+            def four_complete() -> bool:
+                replicas = replicas_of(path)["replicas"]
+                return len(replicas) == 4 and all(r["complete"] for r in replicas)
+
+            wait_for("the added replica filled", four_complete, grid, HEAL_DEADLINE)
+            append(MiB + 7)
+            backup = replicas_of(path)["replicas"][1]["osds"][0]
+            grid.xfs("replica", "remove", str(path), "--osd", backup)
+            append(2 * MiB + 3)
+            bounded(lambda: os.fsync(fd))
+            assert bounded(lambda: os.pread(fd, len(model), 0)) == model
+        finally:
+            os.close(fd)
+        info = replicas_of(path)
+        assert len(info["replicas"]) == 3 and spare in osds_of(info), info
+        assert backup not in osds_of(info)
+        digest = hashlib.sha256(model).hexdigest()
+        assert sha256_of(path) == digest
+        # every replica, on disk, holds every byte: the new one got the writes made
+        # before it was added (filled) and after (forwarded)
+        check_replicas_on_disk(grid, {path: (digest, len(model))}, file_ids(grid, [path]))

@@ -9,7 +9,6 @@ has healed, every replica of every file holds the same objects.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -25,6 +24,7 @@ import pytest
 
 from tests.system.conftest import needs_fuse
 from tests.system.grid import Grid, mounted
+from tests.system.replicas import replicas_of, sha256_of
 from xfs.osd.objects import ObjectStore
 
 pytestmark = [pytest.mark.system]
@@ -84,19 +84,6 @@ class Writer:
             self.error = e
         finally:
             self.done.set()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def replicas_of(path: Path) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(os.getxattr(path, "xfs.replicas"))
-    return result
 
 
 @pytest.fixture(scope="module")
