@@ -65,7 +65,8 @@ def list_(path: str, as_json: bool) -> None:
     help="One per stripe column (default: placement chooses).",
 )
 def add(path: str, osds: tuple[str, ...]) -> None:
-    """Add a replica of PATH (filled in the background) on the OSDs given or chosen."""
+    """Add a replica of PATH on the OSDs given or chosen: filled in the background, or
+    object by object as it serves reads if the file's policy says ``--fill partial``."""
     value = ",".join(osds).encode()
     through_mount(path, lambda: os.setxattr(path, ADD, value))
 
