@@ -9,12 +9,13 @@ import errno
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any, cast
 
 import pytest
 import trio
 import trio.testing
 
-from xfs.client.failover import candidates
+from xfs.client.failover import call_osd, candidates
 from xfs.common.health import RECENT, Health
 from xfs.common.rpc import unreachable
 from xfs.mrc import replicas
@@ -675,3 +676,117 @@ def test_health_forgets_failures_after_recent() -> None:
 )
 def test_unreachable(error: BaseException, expected: bool) -> None:
     assert unreachable(error) is expected
+
+
+# ============================================================================ call_osd
+class FakeSession:
+    """What ``call_osd`` uses of a session: timeouts, health, and MRC reports."""
+
+    def __init__(self, io_timeout: float = 20.0, osd_timeout: float = 3.0) -> None:
+        self.io_timeout = io_timeout
+        self.osd_timeout = osd_timeout
+        self.health = Health(trio.current_time)
+        self.reported: list[str] = []
+        self.unhealthy: set[str] = set()  # when the call ended
+
+    async def mrc(self, method: object, request: Any) -> object:
+        self.reported.append(request.osd)
+        return None
+
+
+class FakeSource:
+    def __init__(self, lay: FileLayout) -> None:
+        self.lay = lay
+        self.renewals = 0
+
+    async def layout(self) -> FileLayout:
+        return self.lay
+
+    async def renew(self, refused: FileLayout) -> FileLayout:
+        self.renewals += 1
+        return self.lay
+
+
+def run_call_osd(
+    lay: FileLayout,
+    answer: Callable[[str], Awaitable[str]],
+    *,
+    read: bool = False,
+    session: FakeSession | None = None,
+) -> tuple[str | XfsError, float, FakeSession, list[str]]:
+    """``call_osd`` on virtual time: its result (or error), the seconds it took, the
+    session and the OSDs asked, in order."""
+    asked: list[str] = []
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        s = session or FakeSession()
+        box["session"] = s
+
+        async def call(_: FileLayout, osd: str) -> str:
+            asked.append(osd)
+            return await answer(osd)
+
+        start = trio.current_time()
+        try:
+            box["result"] = await call_osd(cast(Any, s), FakeSource(lay), 0, call, read=read)
+        except XfsError as e:
+            box["result"] = e
+        box["took"] = trio.current_time() - start
+        s.unhealthy = {osd for osd in asked if s.health.recently_failed(osd)}
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    return box["result"], box["took"], box["session"], asked
+
+
+async def never(osd: str) -> str:
+    await trio.sleep_forever()
+    raise AssertionError("unreachable")
+
+
+def test_no_reachable_replica_is_eio_within_io_timeout() -> None:
+    lay = layout(xl(rep("a"), rep("b"), rep("c")))
+    result, took, session, asked = run_call_osd(lay, never)
+    assert isinstance(result, XfsError) and result.code == errno.EIO, result
+    assert "20 s" in str(result)
+    # bounded: io_timeout, plus at most one attempt's last slice and a pause
+    assert 20.0 <= took <= 20.0 + 0.5, took
+    assert set(asked) == {"a"}  # writes and rw reads name the primary only ...
+    assert session.reported and set(session.reported) == {"a"}  # ... reported to the MRC
+
+
+def test_sealed_read_tries_every_replica_then_eio() -> None:
+    lay = layout(xl(rep("a"), rep("b"), rep("c"), policy=UpdatePolicy.RONLY))
+    result, took, session, asked = run_call_osd(
+        lay, never, read=True, session=FakeSession(io_timeout=10.0, osd_timeout=2.0)
+    )
+    assert isinstance(result, XfsError) and result.code == errno.EIO
+    assert 10.0 <= took <= 10.5, took
+    assert asked[:3] == ["a", "b", "c"] and set(asked) == {"a", "b", "c"}
+    assert session.reported == []  # sealed files: nothing for the MRC to replace
+
+
+def test_sealed_read_moves_on_after_an_eio_or_silence() -> None:
+    lay = layout(xl(rep("a"), rep("b"), rep("c"), policy=UpdatePolicy.RONLY))
+
+    async def answer(osd: str) -> str:
+        if osd == "a":
+            raise XfsError(errno.EIO, "no complete replica reachable")
+        if osd == "b":
+            await trio.sleep_forever()
+        return f"data from {osd}"
+
+    result, took, session, asked = run_call_osd(lay, answer, read=True)
+    assert result == "data from c" and asked == ["a", "b", "c"]
+    assert took == pytest.approx(3.0)  # b's attempt: osd_timeout
+    assert session.unhealthy == {"a", "b"}
+
+
+def test_a_refusal_is_not_retried_on_other_replicas() -> None:
+    lay = layout(xl(rep("a"), rep("b"), policy=UpdatePolicy.RONLY))
+
+    async def answer(osd: str) -> str:
+        raise XfsError(errno.EINVAL, "bad range")
+
+    result, _, _, asked = run_call_osd(lay, answer, read=True)
+    assert isinstance(result, XfsError) and result.code == errno.EINVAL and asked == ["a"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
@@ -94,7 +93,7 @@ async def call_osd(
     read: bool = False,
 ) -> T:
     """``call(layout, osd)`` on the right OSD for ``objno``, with failover (see above)."""
-    deadline = time.monotonic() + session.io_timeout
+    deadline = trio.current_time() + session.io_timeout
     renewed = False
     layout = await source.layout()
     while True:
@@ -102,7 +101,7 @@ async def call_osd(
         tried = []
         for osd in candidates(layout, objno, read, session.health):
             tried.append(osd)
-            attempt = max(0.1, min(session.osd_timeout, deadline - time.monotonic()))
+            attempt = max(0.1, min(session.osd_timeout, deadline - trio.current_time()))
             try:
                 with trio.fail_after(attempt):
                     result = await call(layout, osd)
@@ -125,7 +124,7 @@ async def call_osd(
             session.health.failed(osd)
         else:
             # every candidate failed to answer: the MRC may replace them
-            if time.monotonic() >= deadline:
+            if trio.current_time() >= deadline:
                 raise XfsError(
                     errno.EIO,
                     f"no replica of inode {layout.attr.ino} answered within "
@@ -136,7 +135,7 @@ async def call_osd(
             await trio.sleep(PAUSE)
             layout = await source.renew(layout)
             continue
-        if time.monotonic() >= deadline:
+        if trio.current_time() >= deadline:
             raise XfsError(errno.EIO, f"inode {layout.attr.ino}: gave up after {failure}")
 
 
