@@ -354,18 +354,23 @@ class Grid:
 
 
 @contextlib.contextmanager
-def running_grid(prefix: str = "xfs-test-") -> Iterator[Grid]:
+def running_grid(
+    prefix: str = "xfs-test-", *, osds: int = 3, settings: list[str] | None = None
+) -> Iterator[Grid]:
     """A started grid under a fresh directory of /tmp (world-searchable, so other local
-    users can reach the mount); always stopped and removed afterwards."""
+    users can reach the mount); always stopped and removed afterwards. With
+    ``XFS_TEST_KEEP_LOGS=DIR`` its logs are copied to DIR first."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(root, 0o755)
-    grid = Grid(root)
+    grid = Grid(root, osds=osds, settings=settings or [])
     try:
         grid.up()
         yield grid
         grid.assert_no_bugs_logged()
     finally:
         grid.cleanup()
+        if keep := os.environ.get("XFS_TEST_KEEP_LOGS"):
+            shutil.copytree(grid.state / "logs", Path(keep) / root.name, dirs_exist_ok=True)
         if not mounted(grid.mnt):
             shutil.rmtree(root, ignore_errors=True)
 

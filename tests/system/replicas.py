@@ -9,8 +9,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.system.conftest import needs_fuse
-from tests.system.grid import Grid, mounted
+from tests.system.grid import Grid, running_grid
 from xfs.osd.objects import HEADER, ObjectStore
 
 T = TypeVar("T")
@@ -60,19 +58,8 @@ def bounded(fn: Callable[[], T], timeout: float = IO_DEADLINE) -> T:
 @contextlib.contextmanager
 def started_grid(osds: int, prefix: str) -> Iterator[Grid]:
     needs_fuse()
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    os.chmod(root, 0o755)
-    grid = Grid(root, osds=osds, settings=SETTINGS)
-    try:
-        grid.up()
+    with running_grid(prefix, osds=osds, settings=SETTINGS) as grid:
         yield grid
-        grid.assert_no_bugs_logged()
-    finally:
-        grid.cleanup()
-        if keep := os.environ.get("XFS_TEST_KEEP_LOGS"):  # a directory to copy them to
-            shutil.copytree(grid.state / "logs", Path(keep) / root.name, dirs_exist_ok=True)
-        if not mounted(grid.mnt):
-            shutil.rmtree(root, ignore_errors=True)
 
 
 Op = tuple[str, int, int]  # ("write", offset, length) or ("truncate", size, 0)
