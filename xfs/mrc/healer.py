@@ -10,10 +10,10 @@ Each round the healer looks at the replicated files and, per file, in one
 3. a replica on a draining OSD gets a replacement first and is dropped only once the
    file has ``factor`` complete replicas elsewhere, so a drain never lowers redundancy.
 
-Then it asks the primary of every file with replicas to fill in the background to fill
-them (``osd.sync``; partial replicas fill as they serve reads); the primary reports each
-filled replica (``mrc.replica_filled``). The round also counts what ``xfs status``
-shows as progress (``RepairStatus``).
+Then, for every file with replicas still to be filled in the background, it asks the
+primary to fill them (``osd.sync``; partial replicas fill as they serve reads instead);
+the primary reports each filled replica (``mrc.replica_filled``). The round also counts
+what ``xfs status`` shows as progress (``RepairStatus``).
 
 A full scan of the replicated files runs when something changed (an OSD died or
 returned, a drain, a failover, a fill) or while work remains, else every
