@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -274,12 +275,13 @@ class Grid:
         self.wait_osds_alive(self.osds, timeout)
 
     # ---------------------------------------------------------------- more mounts
-    def extra_mount(self, name: str, netns: str | None = None) -> Path:
+    def extra_mount(self, name: str, netns: str | None = None, settings: str = "") -> Path:
         """Mount the same volume a second time, as a second client would (another grid node).
 
         The extra mount is its own process with its own connections and caches, started
         from a copy of the embedded mount configuration (in network namespace ``netns``
-        if given); :meth:`cleanup` stops it.
+        if given), plus ``settings`` (TOML lines of the mount's table, such as
+        ``attr_timeout = 1.0``); :meth:`cleanup` stops it.
         """
         from xfs import embedded
 
@@ -292,7 +294,13 @@ class Grid:
         marker = f'mountpoint = "{self.mnt}"'
         assert marker in text, text
         config = role_dir / "config.toml"
-        config.write_text(text.replace(marker, f'mountpoint = "{mnt}"'))
+        text = text.replace(marker, f'mountpoint = "{mnt}"')
+        for line in settings.splitlines():  # each replaces the key's line, or is added
+            key = line.split("=", 1)[0].strip()
+            text, n = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", line, text)
+            if n == 0:
+                text = text.replace(f'mountpoint = "{mnt}"', f'mountpoint = "{mnt}"\n{line}')
+        config.write_text(text)
         log = (self.state / "logs" / f"mount-{name}.log").open("ab")
         proc = subprocess.Popen(
             [*embedded.in_netns(netns), sys.executable, "-m", "xfs.cli.main", "mount",

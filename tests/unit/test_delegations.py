@@ -303,7 +303,7 @@ def test_a_delegation_mount_serves_its_own_uid_only() -> None:
     made: list[Any] = []
 
     class Store:
-        def get(self, uid: int) -> Any:
+        def get(self, uid: int, groups: Any = None) -> Any:
             return f"credential of {uid}"
 
     async def factory(credential: Any) -> Any:

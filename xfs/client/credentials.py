@@ -3,18 +3,27 @@
 Layout: ``<root>/<uid>/cert.pem`` and ``key.pem``; the key must be owned by that uid and
 not readable by anyone else (0600), or the credential is refused. With an enrolment CA
 (the embedded default) a local account without a credential is given one on first use:
-principal ``<account>@<vo>``, its local groups as VO groups, and local root as the VO's
-super user. Without one, a uid with no credential gets EACCES.
+principal ``<account>@<vo>``, the groups of the process that first used it as VO groups,
+and local root as the VO's super user. Without one, a uid with no credential gets EACCES.
+
+With an enrolment CA the groups of the *calling process* count, as on Linux (see
+docs/design/permissions.md): ``get(uid, groups)`` returns a credential that names exactly
+those groups. That is the uid's own when its groups match; otherwise the store issues one
+for that group set and keeps it in ``<root>/.groups/``, readable by the mount alone, so
+that a group a process had only for a while (through root or a setgid program) never
+ends up in a key its user could use outside the mount.
 """
 
 from __future__ import annotations
 
 import errno
 import grp
+import hashlib
 import logging
 import os
 import pwd
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from xfs.common.ca import issue_user
@@ -59,18 +68,32 @@ class CredentialStore:
         self.root = root
         self.enroll_ca = enroll_ca
 
+    @property
+    def enrolls(self) -> bool:
+        """Whether this store issues credentials (and so can follow a process's groups)."""
+        return self.enroll_ca is not None
+
     def paths(self, uid: int) -> tuple[Path, Path]:
         d = self.root / str(uid)
         return d / "cert.pem", d / "key.pem"
 
-    def get(self, uid: int) -> Credential:
+    def get(self, uid: int, groups: Sequence[str] | None = None) -> Credential:
+        """The credential local ``uid`` acts with.
+
+        ``groups``: the calling process's groups as VO group names, its fsgid's first;
+        with an enrolment CA the credential names exactly those (see the module doc).
+        Without one they are ignored: a user-supplied certificate's groups are its own.
+        """
         cert, key = self.paths(uid)
         if not cert.exists() and self.enroll_ca is not None:
-            self._enroll(uid)
+            self._enroll(uid, groups)
         if not cert.exists():
             raise XfsError(errno.EACCES, f"local uid {uid} has no xfs credential in {cert.parent}")
         self._check_private(uid, key)
-        return load_credential(cert, key)
+        own = load_credential(cert, key)
+        if groups is None or self.enroll_ca is None or same_groups(own.identity.groups, groups):
+            return own
+        return self._for_groups(uid, own, groups)
 
     @staticmethod
     def _check_private(uid: int, key: Path) -> None:
@@ -80,13 +103,14 @@ class CredentialStore:
                 errno.EACCES, f"credential {key} must be a file owned by uid {uid} with mode 0600"
             )
 
-    def _enroll(self, uid: int) -> None:
+    def _enroll(self, uid: int, groups: Sequence[str] | None) -> None:
         assert self.enroll_ca is not None
         name = account_name(uid)
         role = Role.SUPER if uid == 0 else Role.STANDARD
         d = self.root / str(uid)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        issued = issue_user(self.enroll_ca, name, d, groups=local_groups(uid), role=role)
+        chosen = local_groups(uid) if groups is None else list(groups)
+        issued = issue_user(self.enroll_ca, name, d, groups=chosen, role=role)
         issued.cert.replace(d / "cert.pem")
         issued.key.replace(d / "key.pem")
         gid = pwd.getpwuid(uid).pw_gid if _has_account(uid) else uid
@@ -94,6 +118,43 @@ class CredentialStore:
             os.chown(p, uid, gid)
         os.chmod(d / "key.pem", 0o600)
         log.info("enrolled local uid %d as %s@... (%s)", uid, name, role)
+
+    def _for_groups(self, uid: int, own: Credential, groups: Sequence[str]) -> Credential:
+        """A credential of ``own``'s principal and role naming ``groups``, issued once per
+        group set and kept readable by this process alone."""
+        assert self.enroll_ca is not None
+        canonical = canonical_groups(groups)
+        digest = hashlib.sha256("\n".join(canonical).encode()).hexdigest()[:24]
+        base = self.root / ".groups"
+        base.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(base, 0o700)
+        d = base / f"{uid}-{digest}"
+        cert, key = d / "cert.pem", d / "key.pem"
+        if cert.exists():
+            self._check_private(os.geteuid(), key)
+            found = load_credential(cert, key)
+            if found.identity.principal == own.identity.principal and same_groups(
+                found.identity.groups, canonical
+            ):
+                return found
+        d.mkdir(mode=0o700, exist_ok=True)
+        name = own.identity.principal.split("@", 1)[0]
+        issued = issue_user(self.enroll_ca, name, d, groups=canonical, role=own.identity.role)
+        issued.key.replace(key)
+        os.chmod(key, 0o600)
+        issued.cert.replace(cert)
+        log.info("issued %s a credential for groups %s", own.identity.principal, canonical)
+        return load_credential(cert, key)
+
+
+def canonical_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    """Groups as a certificate orders them: the primary first, then the others sorted."""
+    first = tuple(groups[:1])
+    return first + tuple(sorted(set(groups[1:]) - set(first)))
+
+
+def same_groups(a: Sequence[str], b: Sequence[str]) -> bool:
+    return canonical_groups(a) == canonical_groups(b)
 
 
 def _has_account(uid: int) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from xfs.common.rpc import ClientConnection, OnConnect, Pool
@@ -62,15 +63,20 @@ async def delegations(pool: Pool, mrc: str) -> list[DelegationInfo]:
     return reply.delegations
 
 
-def assume_on_connect(token: str) -> OnConnect:
-    """A ``Pool`` hook: present ``token`` on every new connection to an MRC. (OSDs know
-    nothing of delegations: the XCaps the MRC gives the worker are its authority there.)"""
+def assume_on_connect(
+    token: str, assumed: Callable[[DelegationInfo], None] | None = None
+) -> OnConnect:
+    """A ``Pool`` hook: present ``token`` on every new connection to an MRC, then tell
+    ``assumed`` what the MRC answered. (OSDs know nothing of delegations: the XCaps the
+    MRC gives the worker are its authority there.)"""
 
     async def greet(conn: ClientConnection) -> None:
         if conn.peer.kind is not Kind.MRC:
             return
         reply = await conn.call(MRC.assume.wire_name, DelegationToken(token).to_wire())
-        MRC.assume.response.from_wire(reply)
+        info = MRC.assume.response.from_wire(reply)
+        if assumed is not None:
+            assumed(info)
 
     return greet
 

@@ -4,6 +4,12 @@ By default a principal ``name@vo`` of the mount's VO maps to the local account `
 (or to the number itself for ``1234@vo``), and likewise for groups; a gridmap-style file
 adds explicit lines ``principal local-name`` (``group:`` prefix for groups). Anything
 unknown shows as the overflow id, as NFS does.
+
+The kernel checks permissions against these ids (``default_permissions``), so the map
+must be one-to-one: two principals on one uid would let one of them pass the kernel's
+checks as the other. Explicit lines that share a local id are refused; a numeric name
+maps to its number only while no local account has that number (``1000@vo`` is not
+the account whose uid is 1000: that one's principal is its name).
 """
 
 from __future__ import annotations
@@ -25,8 +31,20 @@ class IdentityMap:
         self.vo = vo
         self._users = dict(users or {})
         self._groups = dict(groups or {})
+        for kind, table in (("user", self._users), ("group", self._groups)):
+            if len(set(table.values())) != len(table):
+                raise ValueError(f"identity map: two {kind} names map to one local id")
         self._uid_names = {v: k for k, v in self._users.items()}
         self._gid_names = {v: k for k, v in self._groups.items()}
+
+    def bind(self, principal: str, uid: int) -> None:
+        """Show ``principal`` as ``uid`` from now on (a worker's mount under a delegation
+        shows the grantor as the uid that runs it)."""
+        old = self._uid_names.pop(uid, None)
+        if old is not None:
+            self._users.pop(old, None)
+        self._users[principal] = uid
+        self._uid_names[uid] = principal
 
     @classmethod
     def load(cls, vo: str, path: Path | None) -> IdentityMap:
@@ -39,9 +57,9 @@ class IdentityMap:
                     continue
                 grid, local = words
                 if grid.startswith("group:"):
-                    groups[grid[6:]] = _local_gid(local)
+                    groups[grid[6:]] = int(local) if local.isdigit() else _local_gid(local)
                 else:
-                    users[grid] = _local_uid(local)
+                    users[grid] = int(local) if local.isdigit() else _local_uid(local)
         return cls(vo, users, groups)
 
     def uid(self, principal: str) -> int:
@@ -50,7 +68,8 @@ class IdentityMap:
         name, _, vo = principal.partition("@")
         if vo != self.vo:
             return OVERFLOW_ID
-        return _local_uid(name)
+        uid = _local_uid(name)
+        return OVERFLOW_ID if uid in self._uid_names else uid  # an explicit line's uid
 
     def gid(self, group: str) -> int:
         if group in self._groups:
@@ -58,7 +77,8 @@ class IdentityMap:
         name, _, vo = group.partition("@")
         if vo != self.vo:
             return OVERFLOW_ID
-        return _local_gid(name)
+        gid = _local_gid(name)
+        return OVERFLOW_ID if gid in self._gid_names else gid  # an explicit line's gid
 
     def principal(self, uid: int) -> str:
         return self._uid_names.get(uid) or f"{account_name(uid)}@{self.vo}"
@@ -69,7 +89,11 @@ class IdentityMap:
 
 def _local_uid(name: str) -> int:
     if name.isdigit():
-        return int(name)
+        try:
+            pwd.getpwuid(int(name))
+        except (KeyError, OverflowError):
+            return int(name)
+        return OVERFLOW_ID  # that number is an account's, whose principal is its name
     try:
         return pwd.getpwnam(name).pw_uid
     except KeyError:
@@ -78,7 +102,11 @@ def _local_uid(name: str) -> int:
 
 def _local_gid(name: str) -> int:
     if name.isdigit():
-        return int(name)
+        try:
+            grp.getgrgid(int(name))
+        except (KeyError, OverflowError):
+            return int(name)
+        return OVERFLOW_ID  # that number is a group's, whose grid name is its name
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:

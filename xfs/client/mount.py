@@ -49,7 +49,13 @@ class Mount:
         idmap = IdentityMap.load(config.vo, config.identity_map)
         # under a delegation every new MRC connection presents the token first
         token = None if config.delegation is None else read_token(config.delegation)
-        greet = None if token is None else assume_on_connect(token)
+        # a worker's mount shows the grantor it acts for as the uid that runs it, so
+        # that the kernel's checks (default_permissions) see it as the owner it is
+        greet = (
+            None
+            if token is None
+            else assume_on_connect(token, lambda d: idmap.bind(d.grantor, os.getuid()))
+        )
 
         audit_log: contextlib.AbstractContextManager[Audit] = (
             contextlib.nullcontext(NO_AUDIT)
@@ -79,14 +85,27 @@ class Mount:
                 sessions = Sessions(
                     store,
                     make_session,
+                    idmap=idmap,
                     only_uid=None if token is None else os.getuid(),
                     audit=mount_audit,
                 )
                 own = await sessions.get(os.getuid())
                 await own.volume_info()  # fail early, with a clear error, if it is not there
 
-                self.operations = Operations(sessions, idmap)
-                options = {f"fsname=xfs:{config.volume}", "subtype=xfs", "noatime"}
+                self.operations = Operations(
+                    sessions,
+                    idmap,
+                    attr_timeout=config.attr_timeout,
+                    entry_timeout=config.entry_timeout,
+                )
+                # the kernel checks permissions itself, with each process's own ids,
+                # against the mapped attributes and ACLs: docs/design/permissions.md
+                options = {
+                    f"fsname=xfs:{config.volume}",
+                    "subtype=xfs",
+                    "noatime",
+                    "default_permissions",
+                }
                 if config.allow_other:
                     options.add("allow_other")
                 requests = fuse_ext.install(self.operations)

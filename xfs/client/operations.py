@@ -1,8 +1,16 @@
 """The pyfuse3 operations: a thin layer that translates arguments, identities and errors.
 
-Each request is made with the session of the calling local uid (its own credential);
-file and directory handles remember the session that opened them. Inode numbers are the
-MRC's. The kernel's lookup counts are tracked exactly (``InodeTable``).
+Each request is made with the session of the calling process (its uid's credential, and
+its groups where the credential store follows them: ``Sessions``); file and directory
+handles remember the session that opened them. Inode numbers are the MRC's. The kernel's
+lookup counts are tracked exactly (``InodeTable``).
+
+The mount runs with ``default_permissions`` and POSIX ACLs negotiated: the kernel checks
+every access against the attributes and ACLs we give it, mapped by the identity map, with
+the calling process's own credentials, and may therefore cache entries and attributes
+in every directory; the MRC checks again on every request that reaches it. Changes made
+through this mount reach the kernel's cache in their replies (or by invalidation); those
+of other clients within ``attr_timeout``/``entry_timeout``. See docs/design/permissions.md.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
 import pyfuse3
 
 from xfs.client import acl_xattr
+from xfs.client.callers import caller, supplementary_groups
 from xfs.client.errors import fuse_errors
 from xfs.client.file_io import OpenFile
 from xfs.client.handles import Handle
@@ -44,15 +53,15 @@ ZERO_CHUNK = 1 << 20
 
 class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
-    enable_acl = False
+    enable_acl = True  # FUSE_POSIX_ACL: the kernel applies ACLs too (and default_permissions)
 
     def __init__(
         self,
         sessions: Sessions,
         idmap: IdentityMap,
         *,
-        attr_timeout: float = 1.0,
-        entry_timeout: float = 1.0,
+        attr_timeout: float = 10.0,
+        entry_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         self.sessions = sessions
@@ -64,22 +73,23 @@ class Operations(pyfuse3.Operations):
         self._files: dict[int, Handle] = {}
         self._locked: dict[int, set[int]] = {}  # ino -> owners holding POSIX locks here
         self._dirs: dict[int, tuple[Session, int]] = {}
-        # whether every local user may search a directory, as its last seen attributes
-        # say: others' x bit, and no access ACL (which may refuse some)
-        self._dir_search: dict[int, bool] = {}
+        # ino -> ctime last given to the kernel, for inodes with an access ACL: when it
+        # changes the kernel's cached ACL is dropped (another client may have set it)
+        self._acl_ctime: dict[int, int] = {}
         self._allocated: dict[int, tuple[int, int]] = {}  # ino -> (bytes held, at size)
 
     # ------------------------------------------------------------------ helpers
     async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
-        return await self.sessions.get(ctx.uid)
+        # the process may be gone already (an asynchronous request): its fsgid alone
+        groups = supplementary_groups(ctx.pid) or ()
+        return await self.sessions.get(caller(ctx.uid, ctx.gid, groups))
 
-    def _attributes(self, attr: Attr, cacheable: bool = True) -> pyfuse3.EntryAttributes:
-        if attr.mode & 0o170000 == 0o040000:
-            self._dir_search[attr.ino] = bool(attr.mode & 0o001) and not attr.acl
+    def _attributes(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        self._note_acl(attr)
         e = pyfuse3.EntryAttributes()
         e.st_ino = attr.ino
         e.generation = 0
-        e.entry_timeout = self._entry_timeout if cacheable else 0
+        e.entry_timeout = self._entry_timeout
         e.attr_timeout = self._attr_timeout
         e.st_mode = attr.mode
         e.st_nlink = attr.nlink
@@ -105,19 +115,24 @@ class Operations(pyfuse3.Operations):
             if len(self._allocated) > 100_000:  # a hint only: forget the oldest
                 del self._allocated[next(iter(self._allocated))]
 
-    def _entry(self, attr: Attr, parent: int) -> pyfuse3.EntryAttributes:
-        """Attributes for a reply that the kernel counts as a lookup.
+    def _note_acl(self, attr: Attr) -> None:
+        """Drop the kernel's cached ACL of an inode whose ACL may have changed elsewhere:
+        it has (or had) one and its ctime moved. Attributes only: takes no lock."""
+        last = self._acl_ctime.get(attr.ino)
+        if not attr.acl and last is None:
+            return
+        if last is not None and last != attr.ctime_ns:
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_inode(attr.ino, attr_only=True)
+        if attr.acl:
+            self._acl_ctime[attr.ino] = attr.ctime_ns
+        else:
+            self._acl_ctime.pop(attr.ino, None)
 
-        The kernel's dentry cache is shared by all local users and, without
-        default_permissions, it does not ask us for search permission on a cached path.
-        So entries in a directory that not everyone may search are not cached: each walk
-        through it comes to the MRC, which checks the caller's search permission.
-        """
+    def _entry(self, attr: Attr) -> pyfuse3.EntryAttributes:
+        """Attributes for a reply that the kernel counts as a lookup."""
         self.inodes.looked_up(attr.ino)
-        return self._attributes(attr, cacheable=self._searchable_by_all(parent))
-
-    def _searchable_by_all(self, directory: int) -> bool:
-        return self._dir_search.get(directory, False)
+        return self._attributes(attr)
 
     # ------------------------------------------------------------------ inodes
     @fuse_errors
@@ -126,7 +141,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.lookup(parent_inode, name)
-        return self._entry(attr, parent_inode)
+        return self._entry(attr)
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
@@ -146,7 +161,8 @@ class Operations(pyfuse3.Operations):
         fh: int | None,
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
-        session = self._files[fh].session if fh in self._files else await self._session(ctx)
+        handle = self._files.get(fh) if fh is not None else None
+        session = handle.session if handle is not None else await self._session(ctx)
         changes: dict[str, Any] = {}
         if fields.update_mode:
             changes["mode"] = attr.st_mode & 0o7777
@@ -156,6 +172,9 @@ class Operations(pyfuse3.Operations):
             changes["group"] = self.idmap.group(attr.st_gid)
         if fields.update_size:
             changes["size"] = attr.st_size
+            if handle is not None and handle.flags & os.O_ACCMODE != os.O_RDONLY:
+                # ftruncate(2) through a descriptor open for writing: its open authorises
+                changes["xcap"] = (await handle.file.fresh_layout()).xcap
         now = time.time_ns()
         if fields.update_atime:
             if abs(attr.st_atime_ns - now) < NOW_TOLERANCE_NS:
@@ -167,6 +186,8 @@ class Operations(pyfuse3.Operations):
                 changes["mtime_now"] = True
             else:
                 changes["mtime_ns"] = attr.st_mtime_ns
+        if not changes:
+            changes["ctime_now"] = True  # chown(f, -1, -1) sets ctime alone, as on Linux
         return self._attributes(await session.setattr(inode, **changes))
 
     @fuse_errors
@@ -185,7 +206,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.mknod(parent_inode, name, mode, rdev, ctx.umask)
-        return self._entry(attr, parent_inode)
+        return self._entry(attr)
 
     @fuse_errors
     async def mkdir(
@@ -193,7 +214,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.mkdir(parent_inode, name, mode, ctx.umask)
-        return self._entry(attr, parent_inode)
+        return self._entry(attr)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -209,7 +230,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.symlink(parent_inode, name, target)
-        return self._entry(attr, parent_inode)
+        return self._entry(attr)
 
     @fuse_errors
     async def rename(
@@ -230,7 +251,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
         attr = await session.link(inode, new_parent_inode, new_name)
-        return self._entry(attr, new_parent_inode)
+        return self._entry(attr)
 
     # ------------------------------------------------------------------ files
     def _file_info(self, session: Session, f: OpenFile, flags: int) -> pyfuse3.FileInfo:
@@ -256,7 +277,7 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
-        return self._file_info(session, f, flags), self._entry(f.layout.attr, parent_inode)
+        return self._file_info(session, f, flags), self._entry(f.layout.attr)
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -392,7 +413,7 @@ class Operations(pyfuse3.Operations):
             if not entries:
                 return
             for entry in entries:
-                attributes = self._attributes(entry.attr, self._searchable_by_all(ino))
+                attributes = self._attributes(entry.attr)
                 if not pyfuse3.readdir_reply(token, entry.name, attributes, entry.cursor):
                     return
                 self.inodes.looked_up(entry.attr.ino)
@@ -420,9 +441,8 @@ class Operations(pyfuse3.Operations):
     # POSIX ACLs (system.posix_acl_*, and xfs's text form system.xfs.acl*) are
     # translated between local ids and grid names by xfs.client.acl_xattr.
     def _acl_changed(self, inode: int) -> None:
-        """An ACL was set or removed: the mode may have changed, and whether the kernel
-        may cache entries of a directory too (unknown until its attributes come again)."""
-        self._dir_search.pop(inode, None)
+        """An ACL was set or removed: the mode may have changed, and the kernel's cached
+        ACL and attributes are dropped."""
         with contextlib.suppress(OSError):
             pyfuse3.invalidate_inode(inode, attr_only=True)
 

@@ -1,4 +1,11 @@
-"""One session per local uid, made on first use from that uid's own credential.
+"""One session per local caller, made on first use from that caller's own credential.
+
+Which caller: with an enrolling credential store (the embedded default) the local uid
+*and* the process's groups, so that the MRC judges each request with the groups Linux
+would use (``CredentialStore.get``); otherwise the uid alone, whose user-supplied
+certificate names its VO groups. A credential must name the principal that the identity
+map shows as that uid, or the kernel's checks (``default_permissions``, made with the
+mapped owner) and the MRC's would disagree; such a uid is refused.
 
 ``only_uid``: a mount that serves one uid alone (a worker's mount under a delegation,
 which acts for the grantor: no other local user may borrow that); others get EACCES.
@@ -12,7 +19,9 @@ from typing import NoReturn
 
 import trio
 
+from xfs.client.callers import Caller
 from xfs.client.credentials import CredentialStore
+from xfs.client.idmap import OVERFLOW_ID, IdentityMap
 from xfs.client.session import Session
 from xfs.common import audit
 from xfs.common.audit import NO_AUDIT, Audit
@@ -20,6 +29,7 @@ from xfs.common.identity import Credential
 from xfs.proto.errors import XfsError
 
 SessionFactory = Callable[[Credential], Awaitable[Session]]
+MAX_GROUP_SETS = 64  # sessions one uid may have, one per distinct group set
 
 
 class Sessions:
@@ -28,35 +38,70 @@ class Sessions:
         store: CredentialStore,
         factory: SessionFactory,
         *,
+        idmap: IdentityMap | None = None,
         only_uid: int | None = None,
         audit: Audit = NO_AUDIT,
     ) -> None:
         self._store = store
+        self._idmap = idmap
         self._audit = audit
         self._factory = factory
         self._only_uid = only_uid
-        self._by_uid: dict[int, Session] = {}
+        self._sessions: dict[tuple[int, tuple[str, ...] | None], Session] = {}
+        self._per_uid: dict[int, int] = {}
         self._lock = trio.Lock()
 
-    async def get(self, uid: int) -> Session:
-        session = self._by_uid.get(uid)
+    def _key(self, who: Caller | int) -> tuple[int, tuple[str, ...] | None]:
+        if isinstance(who, int):
+            return who, None
+        if self._only_uid is not None or self._idmap is None or not self._store.enrolls:
+            return who.uid, None
+        names = dict.fromkeys(self._idmap.group(g) for g in who.gids if g != OVERFLOW_ID)
+        return who.uid, tuple(names)
+
+    async def get(self, who: Caller | int) -> Session:
+        """The session of a caller (a uid alone: with the uid's own credential)."""
+        key = self._key(who)
+        session = self._sessions.get(key)
         if session is not None:
             return session
+        uid, groups = key
         if self._only_uid is not None and uid != self._only_uid:
             self._deny(uid, f"this mount serves uid {self._only_uid} only (a delegation)")
+        if uid == OVERFLOW_ID and self._only_uid is None:
+            # principals this node cannot map show as this id: acting for it would let
+            # the kernel take it for their owner
+            self._deny(uid, f"uid {OVERFLOW_ID} is the overflow id of unknown principals")
         async with self._lock:
-            session = self._by_uid.get(uid)
+            session = self._sessions.get(key)
             if session is None:
+                if groups is not None and self._per_uid.get(uid, 0) >= MAX_GROUP_SETS:
+                    self._deny(uid, f"more than {MAX_GROUP_SETS} group sets in use")
                 try:
-                    credential = await trio.to_thread.run_sync(self._store.get, uid)
+                    credential = await trio.to_thread.run_sync(self._store.get, uid, groups)
                 except XfsError as e:
                     self._deny(uid, e.message)
-                session = self._by_uid[uid] = await self._factory(credential)
+                self._check_mapped(uid, credential)
+                session = self._sessions[key] = await self._factory(credential)
+                if groups is not None:
+                    self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
         return session
+
+    def _check_mapped(self, uid: int, credential: Credential) -> None:
+        if self._idmap is None or self._only_uid is not None:
+            return
+        principal = credential.identity.principal
+        shown = self._idmap.uid(principal)
+        if shown != uid:
+            self._deny(
+                uid,
+                f"its credential names {principal}, which this node shows as uid {shown}: "
+                "fix the identity map or the credential",
+            )
 
     def _deny(self, uid: int, why: str) -> NoReturn:
         self._audit.record(audit.DENY, f"uid:{uid}", "credential", "EACCES", why=why)
         raise XfsError(errno.EACCES, why)
 
     def all(self) -> list[Session]:
-        return list(self._by_uid.values())
+        return list(self._sessions.values())

@@ -112,6 +112,11 @@ class MountConfig:
     # that runs it, with that uid's (worker) credential, acting for the grantor
     delegation: Path | None = None
     audit_log: Path | None = None  # where the mount records refused local users; None: nowhere
+    # seconds the kernel may serve attributes and entries from its cache: how long a
+    # change made through another client may stay unseen here (this mount's own are
+    # seen at once); an open always fetches the attributes again (close-to-open)
+    attr_timeout: float = 10.0
+    entry_timeout: float = 10.0
 
 
 def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:

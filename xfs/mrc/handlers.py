@@ -279,6 +279,7 @@ class MRCHandlers:
 
     async def setattr(self, peer: Identity, req: SetAttr) -> SetAttrResult:
         who = self._as(peer, req.volume, req.ino)
+        writer = req.xcap is not None and req.size is not None and self._writes(peer, req)
         attr, xloc = self._ns.setattr(
             who,
             req.volume,
@@ -291,12 +292,30 @@ class MRCHandlers:
             mtime_ns=req.mtime_ns,
             atime_now=req.atime_now,
             mtime_now=req.mtime_now,
+            ctime_now=req.ctime_now,
+            writer=writer,
         )
         if xloc is None:
             return SetAttrResult(attr)
-        _, _, epoch = self._ns.open(who, req.volume, req.ino, os.O_WRONLY)  # W was needed
+        # W was needed (or the writer's XCap shown)
+        _, _, epoch = self._ns.open(who, req.volume, req.ino, os.O_WRONLY, check=not writer)
         layout = self._layout(who, req.volume, attr, xloc, epoch, Rights.TRUNCATE | Rights.WRITE)
         return SetAttrResult(attr, layout)
+
+    def _writes(self, peer: Identity, req: SetAttr) -> bool:
+        """Whether ``req.xcap`` is a valid write XCap of this file held by ``peer``."""
+        assert req.xcap is not None
+        try:
+            self._xcaps.check(
+                req.xcap,
+                holder=peer.fingerprint,
+                volume_id=self._volume(req.volume)[0],
+                ino=req.ino,
+                rights=Rights.WRITE,
+            )
+        except XfsError:
+            return False  # then the mode bits decide, as for a truncate by path
+        return True
 
     async def access(self, peer: Identity, req: Access) -> Empty:
         who = self._as(peer, req.volume, req.ino, see=True)

@@ -112,6 +112,10 @@ class SetAttr(Record):
     mtime_ns: int | None = None
     atime_now: bool = False
     mtime_now: bool = False
+    ctime_now: bool = False  # chown(-1, -1): ctime alone
+    # a truncate through a descriptor opened for writing: that open's XCap, which
+    # authorises it in place of the mode bits (ftruncate(2))
+    xcap: XCap | None = None
 
 
 @dataclass(frozen=True)
