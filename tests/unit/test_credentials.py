@@ -70,3 +70,48 @@ def test_no_credential_and_no_enrolment_is_eacces(tmp_path: Path) -> None:
     with pytest.raises(XfsError) as e:
         CredentialStore(tmp_path).get(UID)
     assert e.value.code == errno.EACCES and "no xfs credential" in e.value.message
+
+
+# ---------------------------------------------------------------- process group sets
+def test_enrolment_takes_the_first_callers_groups(
+    pki: PKI, tmp_path: Path, root_only: None
+) -> None:
+    """A uid with no passwd entry is enrolled with the groups of the process that first
+    used the mount, not with a group named after its uid."""
+    store = CredentialStore(tmp_path, enroll_ca=pki.vo_ca)
+    own = store.get(61001, ("61002@physics", "61004@physics", "61003@physics"))
+    assert own.identity.principal == "61001@physics"
+    assert own.identity.groups == ("61002@physics", "61003@physics", "61004@physics")
+    st = os.stat(tmp_path / "61001" / "key.pem")
+    assert (st.st_uid, st.st_mode & 0o777) == (61001, 0o600)
+
+
+def test_another_group_set_gets_a_credential_only_the_mount_can_read(
+    pki: PKI, tmp_path: Path, root_only: None
+) -> None:
+    store = CredentialStore(tmp_path, enroll_ca=pki.vo_ca)
+    own = store.get(61001, ("a@physics", "b@physics"))
+    assert store.get(61001, ("a@physics", "b@physics")).fingerprint == own.fingerprint
+    # the same set in another order is the same set; the primary group decides the order
+    assert store.get(61001, ("a@physics", "b@physics")).identity.groups == own.identity.groups
+    other = store.get(61001, ("b@physics", "c@physics", "a@physics"))
+    assert other.identity.principal == own.identity.principal
+    assert other.identity.groups == ("b@physics", "a@physics", "c@physics")
+    assert other.identity.role == own.identity.role
+    assert other.key_path.parent.parent == tmp_path / ".groups"
+    st = other.key_path.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (os.geteuid(), 0o600)
+    assert (tmp_path / ".groups").stat().st_mode & 0o777 == 0o700
+    # issued once: asked again (also by a new store over the same directory), it is reused
+    again = CredentialStore(tmp_path, enroll_ca=pki.vo_ca).get(
+        61001, ("b@physics", "a@physics", "c@physics")
+    )
+    assert again.fingerprint == other.fingerprint
+
+
+def test_without_enrolment_the_certificate_groups_count(
+    pki: PKI, tmp_path: Path, root_only: None
+) -> None:
+    install(pki, tmp_path)
+    got = CredentialStore(tmp_path).get(UID, ("wheel@physics",))
+    assert got.identity.groups == ("carol@physics",)

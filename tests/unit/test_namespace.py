@@ -500,6 +500,27 @@ def test_truncate(ns: Namespace, clock: FakeClock) -> None:
     assert ns.setattr(ROOT, V, f.ino, size=0)[0].size == 0
 
 
+
+def test_truncate_by_a_writer_needs_no_mode_bits(ns: Namespace, clock: FakeClock) -> None:
+    """ftruncate(2) through a descriptor open for writing (the handler checked its
+    XCap): allowed on a file of mode 0, as on Linux; by path it is not."""
+    f = mkfile(ns, b"f", mode=0)
+    raises(errno.EACCES, ns.setattr, ALICE, V, f.ino, size=10)
+    a, loc = ns.setattr(ALICE, V, f.ino, size=10, writer=True)
+    assert (a.size, loc) == (10, xloc())
+    raises(errno.EACCES, ns.open, ALICE, V, f.ino, os.O_WRONLY)
+    assert ns.open(ALICE, V, f.ino, os.O_WRONLY, check=False)[2] == 1  # (the epoch)
+
+
+def test_chown_to_nothing_sets_ctime_alone(ns: Namespace, clock: FakeClock) -> None:
+    f = mkfile(ns, b"f", mode=0o600)
+    before = ns.getattr(ALICE, V, f.ino)
+    a, _ = ns.setattr(CAROL, V, f.ino, ctime_now=True)  # chown(f, -1, -1): anyone
+    assert a.ctime_ns == clock.t > before.ctime_ns
+    assert (a.mode, a.owner, a.group, a.mtime_ns) == (
+        before.mode, before.owner, before.group, before.mtime_ns
+    )
+
 def test_utimens(ns: Namespace, clock: FakeClock) -> None:
     f = mkfile(ns, b"f", mode=0o664)
     a, _ = ns.setattr(ALICE, V, f.ino, atime_ns=5, mtime_ns=-7)

@@ -68,6 +68,7 @@ osd = _server_command("osd", OSDConfig, "Run an OSD (object storage daemon) unti
 def mount(config_file: Path, delegation: Path | None, verbose: bool) -> None:
     """Mount a volume with FUSE and serve it until unmounted or SIGTERM."""
     from xfs.client.delegation import read_token
+    from xfs.client.idmap import IdentityMap
     from xfs.client.mount import Mount
     from xfs.proto.errors import XfsError
 
@@ -79,5 +80,10 @@ def mount(config_file: Path, delegation: Path | None, verbose: bool) -> None:
         except XfsError as e:
             raise click.ClickException(e.message) from None
         overrides["delegation"] = str(delegation.absolute())
-    m = Mount(_load(MountConfig, config_file, overrides))
+    config = _load(MountConfig, config_file, overrides)
+    try:
+        IdentityMap.load(config.vo, config.identity_map)  # one line, not a traceback
+    except XfsError as e:
+        raise click.ClickException(e.message) from None
+    m = Mount(config)
     serve(m, m.stop)

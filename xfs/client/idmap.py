@@ -14,12 +14,14 @@ the account whose uid is 1000: that one's principal is its name).
 
 from __future__ import annotations
 
+import errno
 import grp
 import pwd
 import shlex
 from pathlib import Path
 
 from xfs.client.credentials import account_name, group_name
+from xfs.proto.errors import XfsError
 
 OVERFLOW_ID = 65534
 
@@ -60,7 +62,10 @@ class IdentityMap:
                     groups[grid[6:]] = int(local) if local.isdigit() else _local_gid(local)
                 else:
                     users[grid] = int(local) if local.isdigit() else _local_uid(local)
-        return cls(vo, users, groups)
+        try:
+            return cls(vo, users, groups)
+        except ValueError as e:
+            raise XfsError(errno.EINVAL, f"{path}: {e}") from None
 
     def uid(self, principal: str) -> int:
         if principal in self._users:
