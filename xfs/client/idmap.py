@@ -18,12 +18,18 @@ import errno
 import grp
 import pwd
 import shlex
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from xfs.client.credentials import account_name, group_name
 from xfs.proto.errors import XfsError
 
 OVERFLOW_ID = 65534
+LOOKUP_TTL = 5.0  # seconds a local account or group lookup is remembered
+MAX_LOOKUPS = 4096
+T = TypeVar("T")
 
 
 class IdentityMap:
@@ -38,6 +44,7 @@ class IdentityMap:
                 raise ValueError(f"identity map: two {kind} names map to one local id")
         self._uid_names = {v: k for k, v in self._users.items()}
         self._gid_names = {v: k for k, v in self._groups.items()}
+        self._found: dict[tuple[str, str], tuple[float, Any]] = {}
 
     def bind(self, principal: str, uid: int) -> None:
         """Show ``principal`` as ``uid`` from now on (a worker's mount under a delegation
@@ -73,7 +80,7 @@ class IdentityMap:
         name, _, vo = principal.partition("@")
         if vo != self.vo:
             return OVERFLOW_ID
-        uid = _local_uid(name)
+        uid = self._looked_up(("u", name), _local_uid)
         return OVERFLOW_ID if uid in self._uid_names else uid  # an explicit line's uid
 
     def gid(self, group: str) -> int:
@@ -82,14 +89,42 @@ class IdentityMap:
         name, _, vo = group.partition("@")
         if vo != self.vo:
             return OVERFLOW_ID
-        gid = _local_gid(name)
+        gid = self._looked_up(("g", name), _local_gid)
         return OVERFLOW_ID if gid in self._gid_names else gid  # an explicit line's gid
 
+    def _looked_up(self, key: tuple[str, str], find: Callable[[str], T]) -> T:
+        """``find(name)`` (a passwd or group database lookup, on every attribute the
+        mount shows), remembered for ``LOOKUP_TTL`` seconds."""
+        now = time.monotonic()
+        hit = self._found.get(key)
+        if hit is not None and now - hit[0] < LOOKUP_TTL:
+            found: T = hit[1]
+            return found
+        if len(self._found) >= MAX_LOOKUPS:
+            self._found.clear()
+        found = find(key[1])
+        self._found[key] = (now, found)
+        return found
+
     def principal(self, uid: int) -> str:
-        return self._uid_names.get(uid) or f"{account_name(uid)}@{self.vo}"
+        name = self._uid_names.get(uid)
+        if name is None:
+            name = f"{self._looked_up(('uid', str(uid)), _account_of)}@{self.vo}"
+        return name
 
     def group(self, gid: int) -> str:
-        return self._gid_names.get(gid) or f"{group_name(gid)}@{self.vo}"
+        name = self._gid_names.get(gid)
+        if name is None:
+            name = f"{self._looked_up(('gid', str(gid)), _group_of)}@{self.vo}"
+        return name
+
+
+def _account_of(uid: str) -> str:
+    return account_name(int(uid))
+
+
+def _group_of(gid: str) -> str:
+    return group_name(int(gid))
 
 
 def _local_uid(name: str) -> int:
