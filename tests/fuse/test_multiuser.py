@@ -104,14 +104,12 @@ def test_private_files_of_two_users(grid: Grid, users: tuple[str, str], shared: 
     # the files are unchanged
     for name in users:
         assert ok(as_user(name, f"cat {name}.txt", shared)) == f"secret of {name}\n"
-    # every refusal is in the MRC's audit log, against the grid principal that asked
+    # these refusals were the kernel's (default_permissions: docs/design/permissions.md),
+    # made before any request reached xfs; the MRC's audit log holds only its own, which
+    # tests/rpc/ provoke directly, and stays intact
     from xfs.common import audit
 
     log = grid.state / "mrc" / "data" / "audit.log"
-    denials = [r for r in audit.records(log) if r["event"] == "deny"]
-    for name in users:
-        assert any(r["actor"] == f"{name}@local" and r["action"] == "mrc.open/1"
-                   and r["outcome"] == "EACCES" for r in denials), denials[-5:]
     assert audit.verify(log).ok
 
 
