@@ -14,7 +14,6 @@ import contextlib
 import errno
 import itertools
 import logging
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +25,7 @@ import trio
 from xfs.common import audit, framing
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.identity import TrustStore
-from xfs.common.tls import TLSConnection, connect
+from xfs.common.links import Link, StreamLink, ThreadLink, Transport, connect_link
 from xfs.proto.codec import Record
 from xfs.proto.errors import ProtocolError, Unavailable, XfsError
 from xfs.proto.methods import Authority, Method
@@ -185,9 +184,11 @@ class RPCServer:
         max_inflight: int = 64,
         trust: TrustStore | None = None,
         crl_check_interval: float = 10.0,
+        transport: Transport = Transport.THREADS,
     ) -> None:
         """With ``trust`` (the store behind ``identify``), a ``TrustWatch`` reloads it every
-        ``crl_check_interval`` seconds while serving and closes connections it now refuses."""
+        ``crl_check_interval`` seconds while serving and closes connections it now refuses.
+        ``transport``: how this server's side of each connection drives TLS (``links``)."""
         self.dispatcher = dispatcher
         self.host, self.port = host, port
         self._ctx = ssl_context
@@ -199,7 +200,8 @@ class RPCServer:
         self._conn_scope = trio.CancelScope()
         self._inflight = 0
         self._idle = trio.Event()
-        self._connections: set[TLSConnection] = set()
+        self._transport = transport
+        self._connections: dict[Link, Identity] = {}
         self._watch = TrustWatch(self, trust, crl_check_interval) if trust is not None else None
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
@@ -234,9 +236,8 @@ class RPCServer:
     def close_where(self, predicate: Callable[[Identity], bool]) -> int:
         """Close live connections whose peer matches (revocation uses ``close_refused``)."""
         closed = 0
-        for conn in list(self._connections):
-            peer = getattr(conn, "peer", None)
-            if peer is not None and predicate(peer):
+        for conn, peer in list(self._connections.items()):
+            if predicate(peer):
                 conn.close()
                 closed += 1
         return closed
@@ -246,14 +247,13 @@ class RPCServer:
         certificate, its CA's CRL expired or missing, the certificate expired), telling the
         peer why in an ``error`` notification. Returns how many were closed."""
         closed = 0
-        for conn in list(self._connections):
+        for conn, peer in list(self._connections.items()):
             try:
                 self._identify(conn.peer_certificate())
                 continue
             except XfsError as e:
                 refusal = e
-            peer: Identity | None = getattr(conn, "peer", None)
-            principal = peer.principal if peer is not None else "?"
+            principal = peer.principal
             log.warning("closing the connection of %s: %s", principal, refusal.message)
             self.dispatcher.audit.record(
                 audit.CERT,
@@ -263,25 +263,24 @@ class RPCServer:
                 why=refusal.message,
             )
             await self._send(conn, framing.encode_notification("error", refusal.to_wire()))
-            self._connections.discard(conn)  # now: the next round must not close it again
+            self._connections.pop(conn, None)  # now: the next round must not close it again
             conn.close()  # its receive loop ends with Unavailable
             closed += 1
         return closed
 
     async def _serve_connection(self, tsock: trio.socket.SocketType, addr: Any) -> None:
-        raw = socket.socket(fileno=tsock.detach())
-        raw.setblocking(True)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn: Link
         try:
-            conn = await trio.to_thread.run_sync(
-                lambda: TLSConnection.handshake(
-                    raw, self._ctx, server_side=True, timeout=self._handshake_timeout
-                ),
-                abandon_on_cancel=True,
-            )
-        except (ssl.SSLError, OSError, XfsError) as e:
-            # verify_message says why a certificate failed ("certificate has expired")
-            reason = getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
+            with trio.fail_after(self._handshake_timeout):
+                if self._transport is Transport.STREAM:
+                    conn = await StreamLink.handshake(tsock, self._ctx, server_side=True)
+                else:
+                    conn = await ThreadLink.handshake(
+                        tsock, self._ctx, server_side=True, timeout=self._handshake_timeout
+                    )
+        except (ssl.SSLError, OSError, XfsError, trio.BrokenResourceError, trio.TooSlowError) as e:
+            tsock.close()
+            reason = _handshake_failure(e)
             log.info("TLS handshake from %s refused: %s", addr, reason)
             self.dispatcher.audit.record(
                 audit.CERT, addr[0], "tls.handshake", "refused", why=reason
@@ -296,24 +295,20 @@ class RPCServer:
             )
             conn.close()
             return
-        conn.peer = peer  # type: ignore[attr-defined]
-        self._connections.add(conn)
+        self._connections[conn] = peer
         try:
             await self._receive_loop(conn, peer)
         finally:
-            self._connections.discard(conn)
+            self._connections.pop(conn, None)
             conn.close()
 
-    async def _receive_loop(self, conn: TLSConnection, peer: Identity) -> None:
-        reader = trio.CapacityLimiter(1)
+    async def _receive_loop(self, conn: Link, peer: Identity) -> None:
         slots = trio.Semaphore(self._max_inflight)
         state = ConnState(peer)  # what this connection acts as (see Dispatcher)
         async with trio.open_nursery() as nursery:
             while True:
                 try:
-                    body = await trio.to_thread.run_sync(
-                        conn.recv_frame, self._frame_limit, limiter=reader, abandon_on_cancel=True
-                    )
+                    body = await conn.recv_frame(self._frame_limit)
                     message = framing.decode(body)
                     if not isinstance(message, framing.Request):
                         raise ProtocolError("clients may only send requests")
@@ -329,7 +324,7 @@ class RPCServer:
 
     async def _handle(
         self,
-        conn: TLSConnection,
+        conn: Link,
         peer: Identity | ConnState,
         request: framing.Request,
         slots: trio.Semaphore,
@@ -355,9 +350,19 @@ class RPCServer:
                 self._idle.set()
 
     @staticmethod
-    async def _send(conn: TLSConnection, frame: bytes) -> None:
+    async def _send(conn: Link, frame: bytes) -> None:
         with contextlib.suppress(Unavailable):  # the peer went away; its reader notices
-            await trio.to_thread.run_sync(conn.send, frame, abandon_on_cancel=True)
+            await conn.send(frame)
+
+
+def _handshake_failure(e: BaseException) -> str:
+    """Why a handshake failed, in words: a certificate's verify_message ("certificate has
+    expired"), else the TLS reason, else the error itself."""
+    if isinstance(e, trio.TooSlowError):
+        return "the TLS handshake took too long"
+    if isinstance(e, trio.BrokenResourceError) and e.__cause__ is not None:
+        e = e.__cause__
+    return getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
 
 
 class TrustWatch:
@@ -439,8 +444,8 @@ class _Pending:
 class ClientConnection:
     """One multiplexed client connection; its reader task runs in the pool's nursery."""
 
-    def __init__(self, conn: TLSConnection, peer: Identity, address: str, frame_limit: int) -> None:
-        self.tls = conn
+    def __init__(self, conn: Link, peer: Identity, address: str, frame_limit: int) -> None:
+        self.link = conn
         self.peer = peer
         self.address = address
         self._frame_limit = frame_limit
@@ -449,13 +454,10 @@ class ClientConnection:
         self.closed = False
 
     async def run(self) -> None:
-        reader = trio.CapacityLimiter(1)
         failure: XfsError = Unavailable(f"connection to {self.address} closed")
         try:
             while True:
-                body = await trio.to_thread.run_sync(
-                    self.tls.recv_frame, self._frame_limit, limiter=reader, abandon_on_cancel=True
-                )
+                body = await self.link.recv_frame(self._frame_limit)
                 message = framing.decode(body)
                 if isinstance(message, framing.Response):
                     pending = self._pending.pop(message.msgid, None)
@@ -474,7 +476,7 @@ class ClientConnection:
 
     def close(self, failure: XfsError | None = None) -> None:
         self.closed = True
-        self.tls.close()
+        self.link.close()
         failure = failure or Unavailable(f"connection to {self.address} closed")
         for pending in self._pending.values():
             pending.failure = failure
@@ -490,7 +492,7 @@ class ClientConnection:
         try:
             frame = framing.encode_request(msgid, name, params)
             try:
-                await trio.to_thread.run_sync(self.tls.send, frame, abandon_on_cancel=True)
+                await self.link.send(frame)
             except Unavailable as e:
                 raise NotSent(e.message) from None
             await pending.done.wait()
@@ -572,7 +574,7 @@ class Pool:
         async with lock:
             conn = self._conns.get(address)
             if conn is None or conn.closed:
-                conn = await self._dial(address)
+                conn = await self._dial(address, expect)
                 self._nursery.start_soon(conn.run)
                 if self._on_connect is not None:
                     await self._greet(conn)
@@ -591,12 +593,14 @@ class Pool:
             conn.close()
             raise
 
-    async def _dial(self, address: str) -> ClientConnection:
+    async def _dial(self, address: str, expect: str | Kind | None = None) -> ClientConnection:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise XfsError(errno.EINVAL, f"bad server address {address!r}")
+        # the MRC is the control plane (small requests, latency first); OSDs carry data
+        transport = Transport.STREAM if expect is Kind.MRC else Transport.THREADS
         try:
-            tls = await self._connect(host, int(port))
+            tls = await self._connect(host, int(port), transport)
         except Unavailable as e:
             raise NotSent(e.message) from None
         try:
@@ -606,10 +610,8 @@ class Pool:
             raise
         return ClientConnection(tls, peer, address, self._frame_limit)
 
-    async def _connect(self, host: str, port: int) -> TLSConnection:
-        return await trio.to_thread.run_sync(
-            connect, host, port, self._ctx, self.retry.connect_timeout, abandon_on_cancel=True
-        )
+    async def _connect(self, host: str, port: int, transport: Transport) -> Link:
+        return await connect_link(host, port, self._ctx, transport, self.retry.connect_timeout)
 
     @staticmethod
     def _check_peer(conn: ClientConnection, expect: str | Kind | None) -> None:

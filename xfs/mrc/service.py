@@ -12,6 +12,7 @@ from xfs.common.audit import AuditLog
 from xfs.common.config import MRCConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import load_credential
+from xfs.common.links import Transport
 from xfs.common.rpc import Dispatcher, RPCServer, open_pool
 from xfs.common.service_tls import ServiceTLS
 from xfs.common.xcap import KeyRing
@@ -128,6 +129,7 @@ class MRCService:
                         host=config.host,
                         port=config.port,
                         frame_limit=META_FRAME_LIMIT,
+                        transport=Transport.STREAM,  # the control plane: docs/design/transport.md
                     )
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)
