@@ -6,14 +6,24 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conformance.posix import outcome, same, tree
-from tests.system.grid import Workdirs
+from tests.conformance.posix import (
+    Accounts,
+    compare_users,
+    give,
+    local_accounts,
+    outcome,
+    same,
+    tree,
+)
+from tests.system.grid import Grid, Workdirs
 
 pytestmark = [pytest.mark.fuse, pytest.mark.system, pytest.mark.timeout(300)]
 
@@ -100,6 +110,98 @@ def test_renameat2_flags(workdirs: Workdirs) -> None:
     remote, local = workdirs.pair("renameat2")
     got = same(remote, local, scenario)
     assert [o[1] for o in got][:3] == ["EEXIST", "EEXIST", "ok"]
+
+
+def _devices(root: Path) -> dict[str, tuple[int, int]]:
+    """(major, minor) of every character device below ``root``."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            st = (Path(dirpath) / name).lstat()
+            if stat.S_ISCHR(st.st_mode):
+                out[str((Path(dirpath) / name).relative_to(root))] = (
+                    os.major(st.st_rdev), os.minor(st.st_rdev))
+    return out
+
+
+def test_renameat2_whiteout(workdirs: Workdirs) -> None:
+    """RENAME_WHITEOUT as root (overlayfs' upper directories): the source name becomes a
+    character device 0:0 with mode 0000 owned by the caller, the source moves."""
+    def scenario(root: Path) -> list[object]:
+        _fixture(root)
+        a, b = root / "a", root / "b"
+        out: list[object] = []
+        noreplace = RENAME_WHITEOUT | RENAME_NOREPLACE
+        steps = [
+            ("file", a / "f", a / "f2", RENAME_WHITEOUT),
+            ("noreplace onto a whiteout", a / "g", a / "f", noreplace),
+            ("noreplace new", a / "g", b / "g2", noreplace),
+            ("with exchange", a / "h", b / "h2", RENAME_WHITEOUT | RENAME_EXCHANGE),
+            ("over a file", a / "sym", a / "f2", RENAME_WHITEOUT),
+            ("over a whiteout", b / "g2", a / "g", RENAME_WHITEOUT),
+            ("dir across", a / "d", b / "d", RENAME_WHITEOUT),
+            ("dir over non-empty dir", a / "empty", a / "full", RENAME_WHITEOUT),
+            ("dir over empty dir", a / "empty", b / "empty2", RENAME_WHITEOUT),
+            ("same inode", a / "h", b / "h2", RENAME_WHITEOUT),
+            ("missing source", a / "missing", a / "x", RENAME_WHITEOUT),
+            ("a whiteout itself", a / "f", a / "f3", RENAME_WHITEOUT),
+        ]
+        for label, old, new, flags in steps:
+            out.append((label, outcome(renameat2, old, new, flags), tree(root, owners=True),
+                        _devices(root)))
+        return out
+
+    remote, local = workdirs.pair("whiteout")
+    got = same(remote, local, scenario)
+    assert [o[1] for o in got][:4] == ["ok", "EEXIST", "ok", "EINVAL"]
+    assert got[0][2]["a/f"][:3] == ("chr", 0, 1) and got[0][3] == {"a/f": (0, 0)}
+    st = (remote / "a" / "f3").lstat()
+    assert (st.st_mode, st.st_rdev, st.st_uid) == (stat.S_IFCHR, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def acc(grid: Grid) -> Iterator[Accounts]:
+    with local_accounts() as a:
+        yield a
+
+
+def test_whiteouts_as_a_user(acc: Accounts, workdirs: Workdirs) -> None:
+    """Whiteouts need no privilege (Linux 5.8, "vfs: allow unprivileged whiteout
+    creation", for overlayfs in user namespaces): RENAME_WHITEOUT and mknod of a character
+    device 0:0 work for anyone who may write the directory; other devices are EPERM."""
+    def setup(root: Path) -> None:
+        give(root, acc.alice, 0o755)
+        for d, mode in (("d", 0o755), ("ro", 0o777)):
+            os.mkdir(root / d)
+            (root / d / "f").write_bytes(b"f")
+            give(root / d / "f", acc.alice, 0o644)
+            give(root / d, acc.alice, mode)
+        os.chown(root / "ro", 0, 0)
+        os.chmod(root / "ro", 0o755)
+
+    alice = """
+import stat as S
+def r2(a, b, flags):
+    if _libc.renameat2(-100, os.fsencode(a), -100, os.fsencode(b), flags) != 0:
+        n = ctypes.get_errno()
+        raise OSError(n, os.strerror(n))
+out["whiteout"] = e(r2, "d/f", "d/g", 4)
+out["whiteout noreplace onto it"] = e(r2, "d/g", "d/f", 5)
+out["whiteout missing"] = e(r2, "d/missing", "d/h", 4)
+out["whiteout exchange"] = e(r2, "d/g", "d/h", 6)
+out["whiteout from unwritable dir"] = e(r2, "ro/f", "d/ro", 4)
+out["mknod 0:0"] = e(os.mknod, "d/m", S.S_IFCHR | 0o640, 0)
+out["mknod 1:3"] = e(os.mknod, "d/null", S.S_IFCHR | 0o640, os.makedev(1, 3))
+out["mknod block 0:0"] = e(os.mknod, "d/blk", S.S_IFBLK | 0o640, 0)
+out["devices"] = {n: [os.major(os.lstat("d/" + n).st_rdev), os.minor(os.lstat("d/" + n).st_rdev)]
+                  for n in sorted(os.listdir("d")) if S.S_ISCHR(os.lstat("d/" + n).st_mode)}
+"""
+    outs = compare_users(*workdirs.pair("whiteout-user"), setup, [(acc.alice, alice)])
+    assert outs == [{"whiteout": "ok", "whiteout noreplace onto it": "EEXIST",
+                     "whiteout missing": "ENOENT", "whiteout exchange": "EINVAL",
+                     "whiteout from unwritable dir": "EACCES", "mknod 0:0": "ok",
+                     "mknod 1:3": "EPERM", "mknod block 0:0": "EPERM",
+                     "devices": {"f": [0, 0], "m": [0, 0]}}]
 
 
 def test_rename_is_atomic_for_another_client(workdirs: Workdirs, other_mount: Path) -> None:

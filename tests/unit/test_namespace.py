@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.mrc_world import ALICE, BOB, CAROL, ROOT, V, fsck_checked_store, ident, raises
+from xfs.mrc import acl as acls
 from xfs.mrc import fsck, namespace
-from xfs.mrc.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, Namespace
+from xfs.mrc.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, Namespace
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import FORMAT_VERSION, Store, StoreError
 from xfs.mrc.xattrs import XATTR_CREATE, XATTR_REPLACE
@@ -665,7 +666,7 @@ def test_rename_simple(ns: Namespace, clock: FakeClock) -> None:
     raises(errno.ENOTDIR, ns.rename, ALICE, V, f.ino, b"x", ROOT_INO, b"h")
     raises(errno.ENOTDIR, ns.rename, ALICE, V, ROOT_INO, b"g", f.ino, b"h")
     raises(errno.ESTALE, ns.rename, ALICE, V, 999, b"g", ROOT_INO, b"h")
-    for flags in (3, 4, 8):
+    for flags in (3, 6, 7, 8):
         raises(errno.EINVAL, ns.rename, ALICE, V, ROOT_INO, b"g", ROOT_INO, b"h", flags)
 
 
@@ -789,6 +790,109 @@ def test_rename_permissions(ns: Namespace) -> None:
     ns.rename(ALICE, V, open_.ino, b"mine", open_.ino, b"renamed")  # same parent: fine
     ns.rename(ROOT, V, open_.ino, b"renamed", dst.ino, b"mine")
     assert ns.lookup(ALICE, V, dst.ino, b"mine").ino == mine.ino
+
+
+def test_rename_whiteout(ns: Namespace, clock: FakeClock) -> None:
+    """RENAME_WHITEOUT (overlayfs): the source name becomes a character device 0:0 with
+    no permission bits, owned by the caller, in the rename's transaction."""
+    f = mkfile(ns, b"f")
+    assert ns.rename(ROOT, V, ROOT_INO, b"f", ROOT_INO, b"g", RENAME_WHITEOUT) is None
+    assert ns.lookup(ALICE, V, ROOT_INO, b"g").ino == f.ino
+    w = ns.lookup(ALICE, V, ROOT_INO, b"f")
+    assert (w.mode, w.rdev, w.nlink, w.size) == (stat.S_IFCHR, 0, 1, 0)
+    assert (w.owner, w.group, w.acl) == ("root@physics", "admins@physics", False)
+    assert w.ctime_ns == w.mtime_ns == clock.t
+    assert ns.getattr(ALICE, V, f.ino).ctime_ns == clock.t
+    root = ns.getattr(ALICE, V, ROOT_INO)
+    assert (root.nlink, root.mtime_ns, root.ctime_ns) == (2, clock.t, clock.t)
+    assert sorted(names(ns)) == [b"f", b"g"]
+    # with RENAME_NOREPLACE: a whiteout is an entry like any other
+    raises(errno.EEXIST, ns.rename, ROOT, V, ROOT_INO, b"g", ROOT_INO, b"f",
+           RENAME_WHITEOUT | RENAME_NOREPLACE)
+    ns.rename(ROOT, V, ROOT_INO, b"g", ROOT_INO, b"h", RENAME_WHITEOUT | RENAME_NOREPLACE)
+    assert sorted(names(ns)) == [b"f", b"g", b"h"]
+    assert stat.S_ISCHR(ns.lookup(ALICE, V, ROOT_INO, b"g").mode)
+    # over a whiteout (overlayfs' copy-up renames onto them): it is replaced and freed
+    ns.rename(ROOT, V, ROOT_INO, b"h", ROOT_INO, b"f", RENAME_WHITEOUT)
+    raises(errno.ESTALE, ns.getattr, ALICE, V, w.ino)
+    assert ns.lookup(ALICE, V, ROOT_INO, b"f").ino == f.ino
+    assert sorted(names(ns)) == [b"f", b"g", b"h"]
+    # over the last link of a file: its objects are queued for deletion
+    g2 = mkfile(ns, b"victim")
+    pid = ns.rename(ROOT, V, ROOT_INO, b"f", ROOT_INO, b"victim", RENAME_WHITEOUT)
+    assert pid is not None and ns.pending_deletions(5)[0][2] == g2.ino
+    # two names of one inode: nothing happens, no whiteout (Linux returns early)
+    ns.link(ALICE, V, f.ino, ROOT_INO, b"other")
+    before = ns.readdir(ALICE, V, ROOT_INO, 0, 10)
+    assert ns.rename(ROOT, V, ROOT_INO, b"victim", ROOT_INO, b"other", RENAME_WHITEOUT) is None
+    assert ns.readdir(ALICE, V, ROOT_INO, 0, 10) == before
+
+
+def test_rename_whiteout_directory_across(ns: Namespace) -> None:
+    a = mkdir(ns, b"a")
+    b = mkdir(ns, b"b")
+    d = mkdir(ns, b"d", parent=a.ino)
+    mkfile(ns, b"inside", parent=d.ino)
+    ns.rename(ROOT, V, a.ino, b"d", b.ino, b"d", RENAME_WHITEOUT)
+    assert ns.getattr(ALICE, V, a.ino).nlink == 2  # the whiteout is no subdirectory
+    assert ns.getattr(ALICE, V, b.ino).nlink == 3
+    assert ns.lookup(ALICE, V, d.ino, b"..").ino == b.ino
+    assert ns.lookup(ALICE, V, a.ino, b"d").mode == stat.S_IFCHR
+    assert names(ns, b.ino) == [b"d"] and names(ns, d.ino) == [b"inside"]
+
+
+def test_rename_whiteout_refusals(ns: Namespace) -> None:
+    mkfile(ns, b"f", mode=0o666)
+    before = ns.readdir(ALICE, V, ROOT_INO, 0, 10)
+    raises(errno.EINVAL, ns.rename, ROOT, V, ROOT_INO, b"f", ROOT_INO, b"g",
+           RENAME_WHITEOUT | RENAME_EXCHANGE)
+    raises(errno.EINVAL, ns.rename, ROOT, V, ROOT_INO, b"f", ROOT_INO, b"g",
+           RENAME_WHITEOUT | RENAME_EXCHANGE | RENAME_NOREPLACE)
+    # a failed rename leaves no whiteout behind (one transaction)
+    raises(errno.ENOENT, ns.rename, ROOT, V, ROOT_INO, b"nope", ROOT_INO, b"g", RENAME_WHITEOUT)
+    full = mkdir(ns, b"full")
+    mkfile(ns, b"x", parent=full.ino)
+    mkdir(ns, b"e")
+    raises(errno.ENOTEMPTY, ns.rename, ROOT, V, ROOT_INO, b"e", ROOT_INO, b"full",
+           RENAME_WHITEOUT)
+    raises(errno.EISDIR, ns.rename, ROOT, V, ROOT_INO, b"f", ROOT_INO, b"e", RENAME_WHITEOUT)
+    ro = mkdir(ns, b"ro", mode=0o755)
+    mkfile(ns, b"r", parent=ro.ino, mode=0o666)
+    raises(errno.EACCES, ns.rename, BOB, V, ro.ino, b"r", ROOT_INO, b"r", RENAME_WHITEOUT)
+    assert [e.name for e in ns.readdir(ALICE, V, ROOT_INO, 0, 10)] == [
+        e.name for e in before] + [b"full", b"e", b"ro"]
+    assert names(ns, ro.ino) == [b"r"]
+
+
+def test_whiteouts_need_no_privilege(ns: Namespace) -> None:
+    """As on Linux since 5.8: a whiteout is no device, anyone may make one (by rename or
+    by mknod of a character device 0:0); other device nodes stay super only."""
+    mkfile(ns, b"f", who=BOB, mode=0o644)
+    ns.rename(BOB, V, ROOT_INO, b"f", ROOT_INO, b"g", RENAME_WHITEOUT)
+    w = ns.lookup(BOB, V, ROOT_INO, b"f")
+    assert (w.mode, w.rdev, w.owner, w.group) == (
+        stat.S_IFCHR, 0, "bob@physics", "users@physics")
+    m = ns.mknod(BOB, V, ROOT_INO, b"m", stat.S_IFCHR | 0o644, 0, 0o022)
+    assert (m.mode, m.rdev, m.owner) == (stat.S_IFCHR | 0o644, 0, "bob@physics")
+    raises(errno.EPERM, ns.mknod, BOB, V, ROOT_INO, b"b0", stat.S_IFBLK, 0, 0)
+    raises(errno.EPERM, ns.mknod, BOB, V, ROOT_INO, b"c1", stat.S_IFCHR, 1, 0)
+
+
+def test_rename_whiteout_inherits_like_mknod(ns: Namespace) -> None:
+    """Made as Linux file systems make it (inode_init_owner, posix_acl_create): a setgid
+    directory's group, and its default ACL limited to no permissions."""
+    sg = ns.mkdir(ALICE, V, ROOT_INO, b"sg", 0o2777, 0)
+    ns.setattr(ALICE, V, sg.ino, group="alice@physics")
+    default = acls.parse("u::rwx,u:carol@physics:rwx,g::rx,m::rwx,o::rx")
+    assert default is not None
+    ns.setxattr(ALICE, V, sg.ino, acls.DEFAULT, acls.encode(default))
+    mkfile(ns, b"f", parent=sg.ino)
+    ns.rename(ROOT, V, sg.ino, b"f", ROOT_INO, b"f", RENAME_WHITEOUT)
+    w = ns.lookup(ALICE, V, sg.ino, b"f")
+    assert (w.mode, w.owner, w.group, w.acl) == (
+        stat.S_IFCHR, "root@physics", "alice@physics", True)
+    access = acls.decode(ns.getxattr(ALICE, V, w.ino, acls.ACCESS))
+    assert access == acls.parse("u::---,u:carol@physics:rwx,g::r-x,m::---,o::---")
 
 
 # ============================================================== link, symlink

@@ -37,6 +37,8 @@ from xfs.proto.records import (
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+RENAME_WHITEOUT = 4  # leave a whiteout (a 0:0 character device) at the source name
+WHITEOUT_MODE = stat.S_IFCHR  # permission bits 0000, device number 0:0
 LINK_MAX = 65000
 
 _Where = tuple[sqlite3.Cursor, rows.Vol, int]  # cursor, volume, now
@@ -368,12 +370,14 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
         rdev: int,
         umask: int,
     ) -> Attr:
-        """A regular file (without layout), FIFO, socket or (super only) device node."""
+        """A regular file (without layout), FIFO, socket or (super only) device node. A
+        whiteout (character device 0:0) needs no privilege, as on Linux since 5.8."""
         kind = stat.S_IFMT(mode) or stat.S_IFREG
         if kind == stat.S_IFDIR:
             raise XfsError(errno.EPERM, f"mknod of directory {rows.show(name)}: use mkdir")
         if kind in (stat.S_IFCHR, stat.S_IFBLK):
-            if not caller.is_super:
+            whiteout = kind == stat.S_IFCHR and rdev == 0
+            if not caller.is_super and not whiteout:
                 raise _deny(errno.EPERM, f"device node {rows.show(name)} (super only)")
         elif kind in (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK):
             rdev = 0
@@ -630,10 +634,14 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
         flags: int = 0,
     ) -> int | None:
         """Move entry ``name`` of ``parent`` to ``new_name`` of ``new_parent``, replacing
-        what is there (RENAME_NOREPLACE: refuse; RENAME_EXCHANGE: swap the two). Returns
-        the pending deletion id if a replaced file lost its last link."""
-        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
-            RENAME_NOREPLACE | RENAME_EXCHANGE
+        what is there (RENAME_NOREPLACE: refuse; RENAME_EXCHANGE: swap the two).
+        RENAME_WHITEOUT (not with EXCHANGE) leaves a whiteout at ``name`` in the same
+        transaction: a character device 0:0 with permission bits 0000, owned by the
+        caller, as overlayfs' upper directories need. Like Linux since 5.8 ("vfs: allow
+        unprivileged whiteout creation"), it needs no privilege: a 0:0 device is no device.
+        Returns the pending deletion id if a replaced file lost its last link."""
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT) or (
+            flags & RENAME_EXCHANGE and flags & (RENAME_NOREPLACE | RENAME_WHITEOUT)
         ):
             raise XfsError(errno.EINVAL, f"bad rename flags {flags:#x}")
         rows.check_name(name)
@@ -705,12 +713,31 @@ class _Rename:
             else:
                 pending = rows.drop_link(cur, v, dst, self.now)
         rows.remove_entry(cur, v, parent, name)
+        if flags & RENAME_WHITEOUT:
+            self._whiteout(src_dir, parent, name)
         rows.add_entry(cur, v, new_parent, new_name, src.ino)
         moved_dir = src.is_dir and parent != new_parent
         rows.touch_dir(cur, v, parent, self.now, nlink_delta=-1 if moved_dir else 0)
         rows.touch_dir(cur, v, new_parent, self.now, nlink_delta=1 if moved_dir else 0)
         rows.set_inode(cur, v, src, ctime_ns=self.now)
         return pending
+
+    def _whiteout(self, dir_: rows.Inode, parent: int, name: bytes) -> None:
+        """A new whiteout at ``name`` of ``dir_``, made as mknod would make it (the
+        directory's setgid group and default ACL apply; Linux file systems do the same)."""
+        cur, v = self.cur, self.v
+        owner, group, bits, access, _ = _inherited(self.caller, cur, v, dir_, 0, 0, False)
+        node = rows.new_inode(
+            cur,
+            v,
+            mode=WHITEOUT_MODE | bits,
+            nlink=1,
+            owner=owner,
+            group=group,
+            now=self.now,
+        )
+        _store_acls(cur, v, node, access, None)
+        rows.add_entry(cur, v, parent, name, node.ino)
 
     def _may_remove(self, dir_: rows.Inode, node: rows.Inode, parent: int, name: bytes) -> None:
         _need(self.caller, dir_, W_OK | X_OK, f"rename {rows.show(name)} in {parent}")

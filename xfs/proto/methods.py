@@ -179,7 +179,7 @@ class Rename(Record):
     name: bytes
     new_parent: int
     new_name: bytes
-    flags: int = 0  # RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2
+    flags: int = 0  # RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2, RENAME_WHITEOUT = 4
 
 
 @dataclass(frozen=True)
