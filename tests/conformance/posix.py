@@ -4,7 +4,9 @@ in a local directory, and compare what Linux answers with what xfs answers.
 A *scenario* is a function of one directory that returns plain data (outcomes as errno
 names, snapshots of trees); the tests run it on both sides of a ``workdirs`` pair and
 assert the results are equal. Operations as another local user run a small Python
-program through ``runuser`` (the system interpreter, which any account may run).
+program through ``runuser`` (the system interpreter, which any account may run); as
+numeric ids without a passwd entry, the same program started as root sets its groups,
+gids and uids first (``as_ids``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,11 +147,54 @@ out = {}
 def as_user(user: str, body: str, cwd: Path) -> dict[str, Any]:
     """Run Python ``body`` as ``user`` in ``cwd`` (relative paths); it fills ``out``,
     which comes back as JSON."""
-    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     program = _PRELUDE + body + "\nprint(json.dumps(out))\n"
-    proc = run(["runuser", "-u", user, "--", python, "-c", program], cwd=cwd, timeout=TIMEOUT,
-               check=False)
-    assert proc.returncode == 0, f"as {user}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    return _run_program(["runuser", "-u", user, "--", _python(), "-c", program], cwd, user)
+
+
+@dataclass(frozen=True)
+class Ids:
+    """The ids of one process: uid, fsgid and supplementary groups. They need no passwd
+    or group entry (a numeric uid is the grid principal ``<uid>@<vo>``)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        return f"uid {self.uid} gid {self.gid} groups {list(self.groups)}"
+
+
+Actor = str | Ids  # a local account (its own groups, through runuser) or explicit ids
+
+
+def as_ids(uid: int, gid: int, groups: Sequence[int], body: str, cwd: Path) -> dict[str, Any]:
+    """Run Python ``body`` in ``cwd`` as a process with exactly these ids: started as
+    root, it sets its groups, then its gids, then its uids, and runs ``body`` with the
+    same conventions as ``as_user``."""
+    drop = (
+        "import os\n"
+        f"os.setgroups({list(groups)!r})\n"
+        f"os.setresgid({gid}, {gid}, {gid})\n"
+        f"os.setresuid({uid}, {uid}, {uid})\n"
+    )
+    program = drop + _PRELUDE + body + "\nprint(json.dumps(out))\n"
+    # -I: no user site directory or PYTHON* variables of root's environment
+    return _run_program([_python(), "-I", "-c", program], cwd, str(Ids(uid, gid, tuple(groups))))
+
+
+def as_actor(who: Actor, body: str, cwd: Path) -> dict[str, Any]:
+    if isinstance(who, Ids):
+        return as_ids(who.uid, who.gid, who.groups, body, cwd)
+    return as_user(who, body, cwd)
+
+
+def _python() -> str:
+    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+
+
+def _run_program(argv: list[str], cwd: Path, who: str) -> dict[str, Any]:
+    proc = run(argv, cwd=cwd, timeout=TIMEOUT, check=False)
+    assert proc.returncode == 0, f"as {who}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -187,15 +232,16 @@ def compare_users(
     remote: Path,
     local: Path,
     setup: Callable[[Path], None],
-    steps: list[tuple[str, str]],
+    steps: Sequence[tuple[Actor, str]],
     *,
     owners: bool = True,
 ) -> list[dict[str, Any]]:
     """``setup`` (as root) then each (user, Python body) in turn, on both sides; the
-    outputs and the resulting trees (with owners) must be equal."""
+    outputs and the resulting trees (with owners) must be equal. A step's user may also
+    be ``Ids`` (see ``compare_ids``)."""
     def side(root: Path) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, ...]]]:
         setup(root)
-        outs = [as_user(user, body, root) for user, body in steps]
+        outs = [as_actor(who, body, root) for who, body in steps]
         return outs, tree(root, owners=owners)
 
     expected = side(local)
@@ -203,3 +249,16 @@ def compare_users(
     assert got[0] == expected[0], f"outputs: xfs (left) != Linux (right)\n{got[0]}\n{expected[0]}"
     assert got[1] == expected[1], f"trees: xfs (left) != Linux (right)\n{got[1]}\n{expected[1]}"
     return got[0]
+
+
+def compare_ids(
+    remote: Path,
+    local: Path,
+    setup: Callable[[Path], None],
+    steps: Sequence[tuple[Ids, str]],
+    *,
+    owners: bool = True,
+) -> list[dict[str, Any]]:
+    """``compare_users`` for processes with explicit ids (``as_ids``): uids and groups
+    that need no passwd or group entry, groups set per process."""
+    return compare_users(remote, local, setup, steps, owners=owners)

@@ -269,9 +269,12 @@ class OpenFile:
         self._unsynced = False
         self.allocated = (sum(held), self.size)
 
-    def truncated(self, size: int) -> None:
-        """The file was truncated to ``size``: a new truncate epoch, so a new XCap."""
-        self._stale = True
+    def truncated(self, size: int, layout: FileLayout | None = None) -> None:
+        """The file was truncated to ``size``: a new truncate epoch, so a new XCap, which
+        ``layout`` (if given) carries; else the next use renews it."""
+        self._stale = layout is None
+        if layout is not None:
+            self.layout = layout
         self.size = size
         self._cache.clear()
         self._writes += 1

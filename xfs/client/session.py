@@ -143,7 +143,9 @@ class Session:
             size = result.attr.size
             await self.truncate_osds(result.layout, size)
             if f is not None:
-                f.truncated(size)
+                # through a write descriptor (its XCap shown): the reply's XCap grants what
+                # that one did, under the new truncate epoch, so no open (mode check) again
+                f.truncated(size, result.layout if "xcap" in changes else None)
         return self._local(result.attr)
 
     async def truncate_osds(self, layout: FileLayout, size: int) -> None:

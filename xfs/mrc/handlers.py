@@ -297,9 +297,14 @@ class MRCHandlers:
         )
         if xloc is None:
             return SetAttrResult(attr)
-        # W was needed (or the writer's XCap shown)
+        # W was needed, or the writer's XCap shown: then the new XCap (of the new truncate
+        # epoch) grants what that one did, so the writer's descriptor carries on with it
         _, _, epoch = self._ns.open(who, req.volume, req.ino, os.O_WRONLY, check=not writer)
-        layout = self._layout(who, req.volume, attr, xloc, epoch, Rights.TRUNCATE | Rights.WRITE)
+        rights = Rights.TRUNCATE | Rights.WRITE
+        if writer:
+            assert req.xcap is not None
+            rights |= Rights(req.xcap.rights) & (Rights.READ | Rights.WRITE)
+        layout = self._layout(who, req.volume, attr, xloc, epoch, rights)
         return SetAttrResult(attr, layout)
 
     def _writes(self, peer: Identity, req: SetAttr) -> bool:
