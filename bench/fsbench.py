@@ -1,7 +1,7 @@
 """xfs file-system benchmark: the same workloads on local disk, a pyfuse3 pass-through
 file system (the Python FUSE ceiling) and xfs, in one run, with ratios.
 
-    python bench/fsbench.py [--size-mib 1024] [--files 5000]
+    python bench/fsbench.py [--size-mib 1024] [--files 5000] [--workloads seq,meta,stat2]
                             [--only local,passthrough,xfs] [--xfs-state DIR] [--json PATH]
 
 See bench/README.md for what the figures mean.
@@ -22,19 +22,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TARGETS = ("local", "passthrough", "xfs")
+WORKLOADS = ("seq", "meta", "stat2")
 FIGURES = (  # key, label, unit
     ("seq_write", "seq write", "MiB/s"),
     ("seq_read", "seq read", "MiB/s"),
     ("create", "create", "ops/s"),
     ("stat", "stat", "ops/s"),
     ("unlink", "unlink", "ops/s"),
+    ("stat_pass1", "stat, pass 1", "ops/s"),
+    ("stat_pass2", "stat, pass 2", "ops/s"),
 )
+PASSTHROUGH_TIMEOUT = 1.0  # bench/passthrough.py's own default (libfuse's too)
 
 
 def _load_workloads():
@@ -87,14 +92,17 @@ def local_target(work: Path, notes: dict) -> Iterator[tuple[Path, list[Path]]]:
 
 
 @contextlib.contextmanager
-def passthrough_target(work: Path, notes: dict) -> Iterator[tuple[Path, list[Path]]]:
+def passthrough_target(work: Path, notes: dict,
+                       timeout: float) -> Iterator[tuple[Path, list[Path]]]:
     src, mnt = work / "pt-src", work / "pt-mnt"
     src.mkdir()
     mnt.mkdir()
     log_path = work / "passthrough.log"
+    notes["entry_attr_timeout"] = f"{timeout:g}s"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [_venv_python(), str(HERE / "passthrough.py"), str(src), str(mnt)],
+            [_venv_python(), str(HERE / "passthrough.py"), str(src), str(mnt),
+             "--attr-timeout", str(timeout)],
             stdout=log, stderr=subprocess.STDOUT)
     try:
         try:
@@ -113,9 +121,11 @@ def passthrough_target(work: Path, notes: dict) -> Iterator[tuple[Path, list[Pat
             if line.startswith("passthrough stats:"):
                 st = {k: int(v) for k, v in (kv.split("=") for kv in line.split(":")[1].split())}
                 for op in ("write", "read"):
-                    if st[op]:
+                    if st.get(op):
                         notes[f"fuse_{op}_kib"] = (f"avg {st[op + '_bytes'] / st[op] / 1024:.0f}"
                                                    f" max {st[op + '_max'] / 1024:.0f}")
+                notes["fuse_requests"] = f"lookup {st.get('lookup', 0)} " \
+                                         f"getattr {st.get('getattr', 0)}"
 
 
 @contextlib.contextmanager
@@ -140,6 +150,10 @@ def xfs_target(work: Path, notes: dict, state: Path | None,
         if not os.path.ismount(mnt):
             raise NotRun(f"`xfs up` returned but {mnt} is not a mount point")
         up = True
+        with contextlib.suppress(OSError, tomllib.TOMLDecodeError, KeyError):
+            mount = tomllib.loads((state / "mount" / "mount.toml").read_text())
+            notes["attr_timeout"] = f"{mount['attr_timeout']:g}s"
+            notes["entry_timeout"] = f"{mount['entry_timeout']:g}s"
         d = mnt / f"fsbench-{os.getpid()}-{int(time.time())}"
         try:
             d.mkdir()
@@ -164,21 +178,28 @@ def run_workloads(d: Path, backing: list[Path], args, notes: dict) -> dict[str, 
     runs: list[dict[str, float]] = []
     size, block = args.size_mib * wl.MiB, args.block_kib * 1024
     for _ in range(args.repeat):
-        if not args.no_warmup:
-            # Writing into disk space that was freed seconds ago is several times faster
-            # than into space freed long ago or never used (thin-provisioned virtual
-            # disks, ext4 `discard`), so order alone would decide which target wins.
-            # Every timed write therefore follows an untimed one of the same size.
-            wl.seq_write(d, size, block, name="warmup")
-            os.unlink(d / "warmup")
         fig: dict[str, float] = {}
-        fig["seq_write"] = wl.seq_write(d, size, block)
-        rr = wl.seq_read(d, block, backing=backing)
-        fig["seq_read"] = rr.mib_s
-        notes["read_cold"] = f"fadvise={'yes' if rr.fadvised else 'no'} " \
-                             f"drop_caches={'yes' if rr.caches_dropped else 'no'}"
-        os.unlink(d / wl.SEQ_FILE)
-        fig.update(wl.metadata(d, args.files))
+        if "seq" in args.workloads:
+            if not args.no_warmup:
+                # Writing into disk space that was freed seconds ago is several times
+                # faster than into space freed long ago or never used (thin-provisioned
+                # virtual disks, ext4 `discard`), so order alone would decide which
+                # target wins. Every timed write therefore follows an untimed one.
+                wl.seq_write(d, size, block, name="warmup")
+                os.unlink(d / "warmup")
+            fig["seq_write"] = wl.seq_write(d, size, block)
+            rr = wl.seq_read(d, block, backing=backing)
+            fig["seq_read"] = rr.mib_s
+            notes["read_cold"] = f"fadvise={'yes' if rr.fadvised else 'no'} " \
+                                 f"drop_caches={'yes' if rr.caches_dropped else 'no'}"
+            os.unlink(d / wl.SEQ_FILE)
+        if "meta" in args.workloads:
+            fig.update(wl.metadata(d, args.files))
+        if "stat2" in args.workloads:
+            st = wl.stat_twice(d, args.stat_files)
+            fig["stat_pass1"], fig["stat_pass2"] = st.first, st.second
+            notes["stat2"] = f"drop_caches(2)={'yes' if st.caches_dropped else 'no'} " \
+                             f"pass1={st.first_s:.2f}s (creates {st.create_s:.1f}s, untimed)"
         runs.append(fig)
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
@@ -218,6 +239,8 @@ def table(results: dict[str, dict[str, float]]) -> tuple[str, dict]:
     rows, ratios = [], {}
     for key, label, unit in FIGURES:
         v = {t: results.get(t, {}).get(key) for t in TARGETS}
+        if all(x is None for x in v.values()):
+            continue  # a workload not run
         r = {"xfs/local": _ratio(v["xfs"], v["local"]),
              "xfs/passthrough": _ratio(v["xfs"], v["passthrough"]),
              "passthrough/local": _ratio(v["passthrough"], v["local"])}
@@ -239,12 +262,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size-mib", type=int, default=1024, help="sequential file size (MiB)")
     p.add_argument("--block-kib", type=int, default=1024, help="read/write size (KiB)")
     p.add_argument("--files", type=int, default=5000, help="files in the metadata workload")
+    p.add_argument("--stat-files", type=int, default=5000,
+                   help="files in the stat2 workload (stat each twice in a row)")
+    p.add_argument("--workloads", default=",".join(WORKLOADS),
+                   help="comma-separated workloads: seq (write, read), meta (create, "
+                        "stat, unlink), stat2 (stat, pass 1 and 2)")
     p.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
     p.add_argument("--repeat", type=int, default=1, help="runs per target; median reported")
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                    help="where the temporary directories go (default: the temp dir)")
     p.add_argument("--xfs-state", type=Path, help="state directory for `xfs up` (default: temp)")
     p.add_argument("--xfs-timeout", type=float, default=120, help="seconds for `xfs up/down`")
+    p.add_argument("--passthrough-timeout", type=float, default=PASSTHROUGH_TIMEOUT,
+                   help="the pass-through's entry and attribute timeout in seconds "
+                        f"(default {PASSTHROUGH_TIMEOUT:g}, its own; the notes show xfs's)")
     p.add_argument("--no-warmup", action="store_true",
                    help="skip the untimed write + unlink just before each timed write")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -252,12 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     only = [t.strip() for t in args.only.split(",") if t.strip()]
     if bad := [t for t in only if t not in TARGETS]:
         p.error(f"unknown target(s) {', '.join(bad)}; choose from {', '.join(TARGETS)}")
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    if bad := [w for w in args.workloads if w not in WORKLOADS]:
+        p.error(f"unknown workload(s) {', '.join(bad)}; choose from {', '.join(WORKLOADS)}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` unmounts
 
     work = Path(tempfile.mkdtemp(prefix="fsbench-", dir=args.dir)).resolve()
     m = machine()
-    opts = {"size_mib": args.size_mib, "block_kib": args.block_kib, "files": args.files,
+    opts = {"workloads": args.workloads, "size_mib": args.size_mib,
+            "block_kib": args.block_kib, "files": args.files, "stat_files": args.stat_files,
             "only": only, "repeat": args.repeat, "warmup": not args.no_warmup,
+            "passthrough_timeout": args.passthrough_timeout,
             "dir": str(work), "dir_fs": _fs_of(work)}
     print(f"machine: {m['host']}  nproc={m['nproc']}  cpu={m['cpu']}  mem={m['mem_gib']} GiB  "
           f"kernel={m['kernel']}  python={m['python']}")
@@ -275,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             if t == "local":
                 cm = local_target(tdir, n)
             elif t == "passthrough":
-                cm = passthrough_target(tdir, n)
+                cm = passthrough_target(tdir, n, args.passthrough_timeout)
             else:
                 cm = xfs_target(tdir, n, args.xfs_state, args.xfs_timeout)
             start = time.monotonic()

@@ -6,7 +6,8 @@ Each operation is a system call or two on SOURCE_DIR, inline (no threads): its c
 the local disk is that of FUSE + pyfuse3 + trio, which no Python FUSE file system beats.
 Inode numbers are the source's st_ino (the source root shows as 1); a dict maps inode ->
 path, with lookup counts for `forget`; file handles are the descriptors themselves.
-Runs in the foreground until SIGTERM/SIGINT or unmount, then prints request statistics.
+Runs in the foreground until SIGTERM/SIGINT or unmount, then prints request statistics
+(count and sizes of reads and writes, count of lookups and getattrs).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Passthrough(pyfuse3.Operations):
         self.dirs: dict[int, list] = {}
         self.next_dh = 1
         self.stats = dict.fromkeys(("read", "read_bytes", "read_max",
-                                    "write", "write_bytes", "write_max"), 0)
+                                    "write", "write_bytes", "write_max",
+                                    "lookup", "getattr"), 0)
 
     def _ino(self, st_ino: int) -> int:  # swap the source root's number and 1
         return ROOT if st_ino == self.root_ino else self.root_ino if st_ino == ROOT else st_ino
@@ -88,6 +90,7 @@ class Passthrough(pyfuse3.Operations):
 
     @_errors
     async def lookup(self, parent_inode, name, ctx=None):
+        self.stats["lookup"] += 1
         path = os.path.join(self._path(parent_inode), name)
         return self._remember(path, os.lstat(path))
 
@@ -103,6 +106,7 @@ class Passthrough(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode, ctx=None):
+        self.stats["getattr"] += 1
         return self._attr(os.lstat(self._path(inode)))
 
     @_errors

@@ -47,3 +47,10 @@ def test_metadata(workloads, tmp_path: Path) -> None:
     assert set(fig) == {"create", "stat", "unlink"}
     assert all(_positive(v) for v in fig.values())
     assert list(tmp_path.iterdir()) == []  # cleaned up after itself
+
+
+def test_stat_twice(workloads, tmp_path: Path) -> None:
+    st = workloads.stat_twice(tmp_path, n=50, drop=False)
+    assert _positive(st.first) and _positive(st.second) and _positive(st.first_s)
+    assert st.caches_dropped is False
+    assert list(tmp_path.iterdir()) == []  # cleaned up after itself
