@@ -29,10 +29,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TARGETS = ("local", "passthrough", "xfs")
-WORKLOADS = ("seq", "meta", "stat2")
+WORKLOADS = ("seq", "rand", "meta", "stat2")
 FIGURES = (  # key, label, unit
     ("seq_write", "seq write", "MiB/s"),
     ("seq_read", "seq read", "MiB/s"),
+    ("rand_read", "4 KiB random read", "IOPS"),
     ("create", "create", "ops/s"),
     ("stat", "stat", "ops/s"),
     ("unlink", "unlink", "ops/s"),
@@ -192,6 +193,8 @@ def run_workloads(d: Path, backing: list[Path], args, notes: dict) -> dict[str, 
             fig["seq_read"] = rr.mib_s
             notes["read_cold"] = f"fadvise={'yes' if rr.fadvised else 'no'} " \
                                  f"drop_caches={'yes' if rr.caches_dropped else 'no'}"
+            if "rand" in args.workloads:
+                fig["rand_read"] = wl.random_reads(d, args.rand_reads, backing=backing)
             os.unlink(d / wl.SEQ_FILE)
         if "meta" in args.workloads:
             fig.update(wl.metadata(d, args.files))
@@ -264,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--files", type=int, default=5000, help="files in the metadata workload")
     p.add_argument("--stat-files", type=int, default=5000,
                    help="files in the stat2 workload (stat each twice in a row)")
+    p.add_argument("--rand-reads", type=int, default=2000,
+                   help="4 KiB reads at random offsets of the sequential file (rand)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="comma-separated workloads: seq (write, read), meta (create, "
-                        "stat, unlink), stat2 (stat, pass 1 and 2)")
+                   help="comma-separated workloads: seq (write, read), rand (4 KiB random "
+                        "reads of the seq file; needs seq), meta (create, stat, unlink), "
+                        "stat2 (stat, pass 1 and 2)")
     p.add_argument("--only", default=",".join(TARGETS), help="comma-separated targets")
     p.add_argument("--repeat", type=int, default=1, help="runs per target; median reported")
     p.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
@@ -292,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     m = machine()
     opts = {"workloads": args.workloads, "size_mib": args.size_mib,
             "block_kib": args.block_kib, "files": args.files, "stat_files": args.stat_files,
+            "rand_reads": args.rand_reads,
             "only": only, "repeat": args.repeat, "warmup": not args.no_warmup,
             "passthrough_timeout": args.passthrough_timeout,
             "dir": str(work), "dir_fs": _fs_of(work)}

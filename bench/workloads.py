@@ -7,6 +7,7 @@ nothing it is not asked to: `seq_read` reads the file `seq_write` left behind.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -116,6 +117,34 @@ def seq_read(directory: str | os.PathLike, block: int = MiB, name: str = SEQ_FIL
         raise ValueError(f"{path} is empty: run seq_write first")
     return ReadResult(total / MiB / elapsed, dropped, fadvised)
 
+
+
+def random_reads(directory: str | os.PathLike, n: int = 2000, block: int = 4096,
+                 name: str = SEQ_FILE, backing: Iterable[str | os.PathLike] = (),
+                 drop: bool = True, seed: int = 1) -> float:
+    """`n` reads of `block` bytes at random aligned offsets of the file `seq_write`
+    wrote, cold if we can (as `seq_read`); IOPS. The offsets are the same on every target
+    (a fixed seed)."""
+    path = os.path.join(directory, name)
+    _fadvise_dontneed(path)
+    evict(backing)
+    if drop:
+        drop_caches()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        blocks = os.fstat(fd).st_size // block
+        if blocks == 0:
+            raise ValueError(f"{path} is smaller than one block: run seq_write first")
+        rng = random.Random(seed)
+        offsets = [rng.randrange(blocks) * block for _ in range(n)]
+        start = time.perf_counter()
+        for off in offsets:
+            if len(os.pread(fd, block, off)) != block:
+                raise ValueError(f"short read at {off} of {path}")
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    return n / elapsed
 
 def metadata(directory: str | os.PathLike, n: int = 5000) -> dict[str, float]:
     """Create `n` empty files, stat each, unlink each: ops/s per phase.

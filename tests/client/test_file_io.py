@@ -29,6 +29,7 @@ class FakeSession:
         self.now = 1000.0
         self.objects: dict[tuple[str, int], bytearray] = {}
         self.calls: list[tuple[str, str, int]] = []
+        self.read_lengths: list[int] = []
         self.reported: list[int] = []
         self.reopened = 0
         self.fail_writes = fail_writes
@@ -71,6 +72,7 @@ class FakeSession:
         if method is OSD.read:
             assert isinstance(req, ObjRead)
             self.calls.append(("read", osd, req.objno))
+            self.read_lengths.append(req.length)
             if self.fail_reads:
                 self.fail_reads -= 1
                 raise XfsError(errno.EIO, "OSD read failed")
@@ -150,6 +152,31 @@ def test_reads_fetch_whole_objects_once_and_prefetch() -> None:
 
     run(main)
 
+
+
+def test_a_read_elsewhere_fetches_only_its_range() -> None:
+    """A read that does not follow the last one fetches its own bytes, uncached and with
+    no prefetch; reading on from there fetches and caches whole objects again."""
+
+    async def main(s: FakeSession) -> None:
+        data = random.Random(2).randbytes(6 * STRIPE)
+        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
+        await f.write(0, data)
+        await f.flush()
+        s.calls.clear()
+        g = OpenFile(s, 5, s.layout(size=len(data)), 0)  # type: ignore[arg-type]
+        assert await g.read(4 * STRIPE + 100, 512) == data[4 * STRIPE + 100 : 4 * STRIPE + 612]
+        # across an object boundary: two ranges, each only what is read
+        off = 2 * STRIPE - 256
+        assert await g.read(off, 512) == data[off : off + 512]
+        assert s.read_lengths == [512, 256, 256]
+        # sequential from there: whole objects, and the next ones prefetched
+        assert await g.read(off + 512, 512) == data[off + 512 : off + 1024]
+        await trio.sleep(0.05)
+        assert STRIPE in s.read_lengths[3:]
+        assert await g.read(len(data) - 10, 100) == data[-10:]
+
+    run(main)
 
 def test_holes_read_as_zeros() -> None:
     async def main(s: FakeSession) -> None:

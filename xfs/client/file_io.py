@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from xfs.client.failover import call_osd
-from xfs.common.striping import pieces
+from xfs.common.striping import Piece, pieces
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import OSD, FileOp, ObjRead, ObjWrite
 from xfs.proto.records import FileLayout, Replica
@@ -289,18 +289,40 @@ class OpenFile:
         parts = pieces(offset, end - offset, self.stripe_size)
         if any(not self._settled(p.objno) and p.objno not in self._cache for p in parts):
             await self.flush_data()  # what we fetch must include our own writes
+        # Sequential reads fetch whole objects (cached, and the next ones prefetched);
+        # a read elsewhere fetches only its own range of an object that is not cached,
+        # so a small random read costs about what it reads.
+        sequential = offset == self._last_read_end or offset == 0
         objects: dict[int, bytes] = {}
+        ranges: dict[int, bytes] = {}
         async with trio.open_nursery() as n:
             for piece in parts:
-                n.start_soon(self._fetch_into, piece.objno, objects)
+                if sequential or piece.objno in self._cache or piece.objno in self._fetching:
+                    n.start_soon(self._fetch_into, piece.objno, objects)
+                else:
+                    n.start_soon(self._fetch_range, piece, ranges)
         out = bytearray(end - offset)
         for piece in parts:
-            held = objects[piece.objno][piece.offset : piece.offset + piece.length]
+            if piece.objno in objects:
+                held = objects[piece.objno][piece.offset : piece.offset + piece.length]
+            else:
+                held = ranges[piece.objno]
             out[piece.buf_offset : piece.buf_offset + len(held)] = held
-        if offset == self._last_read_end or offset == 0:
+        if sequential:
             self._prefetch(parts[-1].objno + 1)
         self._last_read_end = end
         return bytes(out)
+
+    async def _fetch_range(self, piece: Piece, out: dict[int, bytes]) -> None:
+        """Bytes ``piece`` of its object (short past what the OSD holds), not cached."""
+
+        async def call(layout: FileLayout, osd: str) -> object:
+            request = ObjRead(layout.xcap, layout.xloc, piece.objno, piece.offset, piece.length)
+            return await self.session.osd_call(layout, osd, OSD.read, request)
+
+        reply = await self._osd(piece.objno, call, read=True)
+        data: bytes = reply.data  # type: ignore[attr-defined]
+        out[piece.objno] = data[: piece.length]
 
     def _settled(self, objno: int) -> bool:
         """Whether the OSD holds every write of ours to the object (none pending)."""
