@@ -49,6 +49,7 @@ FALLOC_KEEP_SIZE = 0x01
 FALLOC_PUNCH_HOLE = 0x02
 FALLOC_ZERO_RANGE = 0x10
 ZERO_CHUNK = 1 << 20
+FRESH_FOR = 1.0  # seconds a directory's attributes from a change of ours answer a getattr
 
 
 class Operations(pyfuse3.Operations):
@@ -76,6 +77,9 @@ class Operations(pyfuse3.Operations):
         # ino -> ctime last given to the kernel, for inodes with an access ACL: when it
         # changes the kernel's cached ACL is dropped (another client may have set it)
         self._acl_ctime: dict[int, int] = {}
+        # ino -> (attributes, when): a directory's attributes that a change made here
+        # came back with; the kernel dropped its own and asks once (see _fresh_dir)
+        self._fresh: dict[int, tuple[Attr, float]] = {}
         self._allocated: dict[int, tuple[int, int]] = {}  # ino -> (bytes held, at size)
 
     # ------------------------------------------------------------------ helpers
@@ -149,8 +153,22 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        fresh = self._fresh.pop(inode, None)
+        if fresh is not None and time.monotonic() - fresh[1] < FRESH_FOR:
+            return self._attributes(fresh[0])
         session = await self._session(ctx)
         return self._attributes(await session.getattr(inode))
+
+    def _fresh_dir(self, attr: Attr | None) -> None:
+        """Keep a directory's attributes as a change of ours left them: with
+        default_permissions the kernel drops its cached ones on every create and unlink
+        and asks for them at the next walk through the directory, a round trip to the MRC
+        per file that this answers (once, within FRESH_FOR seconds)."""
+        if attr is None:
+            return
+        if len(self._fresh) >= 1024:
+            self._fresh.clear()
+        self._fresh[attr.ino] = (attr, time.monotonic())
 
     @fuse_errors
     async def setattr(
@@ -218,7 +236,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await (await self._session(ctx)).unlink(parent_inode, name)
+        self._fresh_dir(await (await self._session(ctx)).unlink(parent_inode, name))
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -277,6 +295,7 @@ class Operations(pyfuse3.Operations):
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
         f = await session.create(parent_inode, name, mode, flags, ctx.umask)
+        self._fresh_dir(f.layout.parent)
         return self._file_info(session, f, flags), self._entry(f.layout.attr)
 
     @fuse_errors
@@ -304,8 +323,10 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        await self._files[fh].file.fsync()
-        self._learn_allocation(self._files[fh].file)
+        handle = self._files[fh]
+        await handle.file.fsync()  # the data on every replica's disk, the size on the MRC
+        self._learn_allocation(handle.file)
+        await handle.session.sync()  # and the MRC's journal on its disk
 
     @fuse_errors
     async def release(self, fh: int) -> None:
@@ -422,8 +443,12 @@ class Operations(pyfuse3.Operations):
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
 
+    @fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None  # metadata is committed on the MRC before every reply
+        # every reply came after its commit (a crash of the MRC process loses nothing);
+        # this makes them durable against a crash of its machine (group commit)
+        session, _ = self._dirs[fh]
+        await session.sync()
 
     @fuse_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -168,8 +168,9 @@ class Session:
     async def mkdir(self, parent: int, name: bytes, mode: int, umask: int = 0) -> Attr:
         return await self.mrc(MRC.mkdir, MkNod(self.volume, parent, name, mode, 0, umask))
 
-    async def unlink(self, parent: int, name: bytes) -> None:
-        await self.mrc(MRC.unlink, Remove(self.volume, parent, name))
+    async def unlink(self, parent: int, name: bytes) -> Attr | None:
+        """Remove an entry; the parent's attributes right after, if the MRC sent them."""
+        return (await self.mrc(MRC.unlink, Remove(self.volume, parent, name))).parent
 
     async def rmdir(self, parent: int, name: bytes) -> None:
         await self.mrc(MRC.rmdir, Remove(self.volume, parent, name))
@@ -194,6 +195,11 @@ class Session:
 
     async def access(self, ino: int, mask: int) -> None:
         await self.mrc(MRC.access, Access(self.volume, ino, mask))
+
+    async def sync(self) -> None:
+        """Every metadata change acknowledged so far, durable on the MRC against a crash of
+        its machine too (fsync(2) of a file or a directory)."""
+        await self.mrc(MRC.sync, VolumeName(self.volume))
 
     async def statfs(self) -> StatFS:
         return await self.mrc(MRC.statfs, VolumeName(self.volume))

@@ -45,6 +45,9 @@ class MRCConfig:
     osd_dead_after: float = 30.0  # seconds without heartbeat before an OSD is not used
     client_lease: float = 30.0  # seconds a client's opens and locks outlive its last renewal
     grace: float = 5.0  # seconds in-flight requests get on SIGTERM
+    # seconds between fsyncs of the metadata journal (group commit): what a power loss
+    # may lose of acknowledged changes that no fsync(2) covered (docs/design/metadata.md)
+    sync_interval: float = 0.1
     crl_check_interval: float = 10.0  # seconds between re-reads of the trust files and CRLs
     audit_log: Path | None = None  # None: <data_dir>/audit.log
     xcap_key_rotation: float = 24.0  # hours a signing key signs before the next one does

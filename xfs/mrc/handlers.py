@@ -15,7 +15,7 @@ import errno
 import os
 import random
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -62,6 +62,7 @@ from xfs.proto.methods import (
     ReadDir,
     ReleaseLocks,
     Remove,
+    Removed,
     Rename,
     RepairStatus,
     SetAttr,
@@ -112,8 +113,10 @@ class MRCHandlers:
         repair: Callable[[], RepairStatus | None] = lambda: None,
         policies: Policies | None = None,
         on_xloc: Callable[[], None] = lambda: None,
+        sync: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._ns = ns
+        self._sync = sync  # group commit (xfs.mrc.syncer); None: mrc.sync is refused
         self._policies = policies
         self._on_xloc = on_xloc  # a replica set changed: wakes the healer
         self._osd_lease = osd_lease  # granted with every heartbeat (replication leases)
@@ -162,6 +165,7 @@ class MRCHandlers:
             (MRC.readdir, self.readdir),
             (MRC.access, self.access),
             (MRC.statfs, self.statfs),
+            (MRC.sync, self.sync),
             (MRC.getxattr, self.getxattr),
             (MRC.setxattr, self.setxattr),
             (MRC.listxattr, self.listxattr),
@@ -377,7 +381,9 @@ class MRCHandlers:
             self._place(req.volume, req.parent),
             req.client,
         )
-        return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+        layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+        parent = self._ns.getattr(who, req.volume, req.parent)  # (no await since the create)
+        return dataclasses.replace(layout, parent=parent)
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
         who = self._as(peer, req.volume, req.ino)
@@ -386,11 +392,11 @@ class MRCHandlers:
             raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
         return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
-    async def unlink(self, peer: Identity, req: Remove) -> Empty:
+    async def unlink(self, peer: Identity, req: Remove) -> Removed:
         who = self._as(peer, req.volume, req.parent)
         if self._ns.unlink(who, req.volume, req.parent, req.name) is not None:
             self._on_deletion()
-        return Empty()
+        return Removed(self._ns.getattr(who, req.volume, req.parent))
 
     async def rmdir(self, peer: Identity, req: Remove) -> Empty:
         who = self._as(peer, req.volume, req.parent)
@@ -424,6 +430,13 @@ class MRCHandlers:
         who = self._as(peer, req.volume, req.ino)
         limit = max(1, min(req.limit, 4096))
         return DirEntries(self._ns.readdir(who, req.volume, req.ino, req.cursor, limit))
+
+    async def sync(self, peer: Identity, req: VolumeName) -> Empty:
+        self._as(peer, req.name)
+        if self._sync is None:
+            raise XfsError(errno.ENOSYS, "this MRC has no journal to sync")
+        await self._sync()
+        return Empty()
 
     async def statfs(self, peer: Identity, req: VolumeName) -> StatFS:
         self._as(peer, req.name)

@@ -26,6 +26,7 @@ from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
 from xfs.mrc.replication import ReplicationHandlers
 from xfs.mrc.store import Store
+from xfs.mrc.syncer import Syncer
 from xfs.mrc.xcaps import KeyRotator, XCapIssuer
 from xfs.proto.records import Kind
 
@@ -101,6 +102,8 @@ class MRCService:
                         replace_after=config.osd_replace_after,
                         on_change=self.healer.wake,
                     ).register(dispatcher)
+                    syncer = Syncer(store, config.sync_interval)
+                    await n.start(syncer.run)
                     waiters = LockWaiters()
                     sweeper = LeaseSweeper(
                         ns, waiters, self.deleter.wake, max(0.2, config.client_lease / 10)
@@ -119,6 +122,7 @@ class MRCService:
                         repair=lambda: self.healer.status if self.healer else None,
                         policies=policy_store,
                         on_xloc=self.healer.wake,
+                        sync=syncer.sync,
                     ).register(dispatcher)
                     self.server = RPCServer(
                         dispatcher=dispatcher,

@@ -119,6 +119,13 @@ class SetAttr(Record):
 
 
 @dataclass(frozen=True)
+class Removed(Record):
+    """The reply to unlink: the parent directory's attributes right after it."""
+
+    parent: Attr | None = None
+
+
+@dataclass(frozen=True)
 class SetAttrResult(Record):
     attr: Attr
     layout: FileLayout | None = None  # set when size changed: OSDs must be truncated
@@ -559,7 +566,7 @@ class MRC:
     create = Method("mrc", "create", 1, Create, FileLayout, Authority.USER)
     open = Method("mrc", "open", 1, Open, FileLayout, Authority.USER)
     update_size = Method("mrc", "update_size", 2, UpdateSize, Attr, Authority.USER)
-    unlink = Method("mrc", "unlink", 1, Remove, Empty, Authority.USER)
+    unlink = Method("mrc", "unlink", 1, Remove, Removed, Authority.USER)
     rmdir = Method("mrc", "rmdir", 1, Remove, Empty, Authority.USER)
     rename = Method("mrc", "rename", 1, Rename, Empty, Authority.USER)
     link = Method("mrc", "link", 1, Link, Attr, Authority.USER)
@@ -568,6 +575,9 @@ class MRC:
     readdir = Method("mrc", "readdir", 1, ReadDir, DirEntries, Authority.USER, idempotent=True)
     access = Method("mrc", "access", 1, Access, Empty, Authority.USER, idempotent=True)
     statfs = Method("mrc", "statfs", 1, VolumeName, StatFS, Authority.USER, idempotent=True)
+    # every change acknowledged before it durable against a crash of the machine too
+    # (fsync(2) of a file or a directory: docs/design/metadata.md)
+    sync = Method("mrc", "sync", 1, VolumeName, Empty, Authority.USER, idempotent=True)
     getxattr = Method("mrc", "getxattr", 1, XattrGet, XattrValue, Authority.USER, idempotent=True)
     setxattr = Method("mrc", "setxattr", 1, XattrSet, Empty, Authority.USER)
     listxattr = Method("mrc", "listxattr", 1, Ino, XattrNames, Authority.USER, idempotent=True)

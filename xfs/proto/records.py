@@ -269,3 +269,6 @@ class FileLayout(Record):
     xloc: XLocSet
     xcap: XCap
     addresses: dict[str, str]  # OSD uuid -> "host:port"
+    # in the reply to create: the parent directory's attributes right after it, which
+    # the kernel asks for next (its cached ones are dropped by the change)
+    parent: Attr | None = None
