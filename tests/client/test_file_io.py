@@ -26,6 +26,8 @@ class FakeSession:
     def __init__(self, nursery: trio.Nursery, fail_writes: int = 0, fail_reads: int = 0) -> None:
         self.nursery = nursery
         self.xcap_renew_margin = 60.0
+        self.write_window = 16
+        self.read_cache_objects = 16
         self.now = 1000.0
         self.objects: dict[tuple[str, int], bytearray] = {}
         self.calls: list[tuple[str, str, int]] = []

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHED_OBJECTS = 16
 DIRTY_LIMIT_OBJECTS = 8
 
 
@@ -86,7 +85,8 @@ class OpenFile:
         self._inflight = 0
         self._drained = trio.Event()
         self._drained.set()
-        self._slots = trio.Semaphore(max(4, 2 * self.width))
+        window = session.write_window * (1 << 20) // self.stripe_size
+        self._slots = trio.Semaphore(max(2, window))  # objects in flight
         self._error: XfsError | None = None
         self._renewing: trio.Lock = trio.Lock()
         self._last_read_end = -1
@@ -369,7 +369,7 @@ class OpenFile:
             if writes != self._writes:
                 return data  # written meanwhile: good for this read only if flushed first
             self._cache[objno] = data
-            while len(self._cache) > CACHED_OBJECTS:
+            while len(self._cache) > self.session.read_cache_objects:
                 self._cache.popitem(last=False)
             return data
         finally:

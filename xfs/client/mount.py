@@ -80,6 +80,8 @@ class Mount:
                         io_timeout=config.io_timeout,
                         osd_timeout=config.osd_timeout,
                         xcap_renew_margin=config.xcap_renew_margin,
+                        write_window=config.write_window,
+                        read_cache_objects=config.read_cache_objects,
                     )
 
                 sessions = Sessions(

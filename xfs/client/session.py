@@ -83,6 +83,8 @@ class Session:
         io_timeout: float = 30.0,
         xcap_renew_margin: float = 60.0,
         osd_timeout: float = 10.0,
+        write_window: int = 16,
+        read_cache_objects: int = 16,
     ) -> None:
         self.pool = pool
         self.mrc_address = mrc
@@ -94,6 +96,8 @@ class Session:
         self.osd_timeout = osd_timeout  # one OSD call; then failover (see ``failover``)
         self.health = Health()
         self.xcap_renew_margin = xcap_renew_margin
+        self.write_window = write_window  # MiB of writes in flight per open file
+        self.read_cache_objects = read_cache_objects
         self.files: dict[int, OpenFile] = {}
         self._client: str | None = None  # this session's lease on the MRC (see ``client``)
         self._client_lock = trio.Lock()

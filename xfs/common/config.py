@@ -95,6 +95,7 @@ class OSDConfig:
     audit_log: Path | None = None  # None: <data_dir>/audit.log
     peer_timeout: float = 5.0  # seconds a forward to another replica may take per attempt
     forward_deadline: float = 20.0  # seconds a primary tries a replica before failing a write
+    io_threads: int = 8  # object reads and writes on the local disk at once
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,11 @@ class MountConfig:
     # seen at once); an open always fetches the attributes again (close-to-open)
     attr_timeout: float = 10.0
     entry_timeout: float = 10.0
+    # MiB of one open file's writes on their way to the OSDs at once (whole objects, at
+    # least 2); a write beyond waits: the client's dirty limit per file. Measured on
+    # 2 cores, factor-3 writes: 4 MiB ~75 MB/s, 8 ~79, 16 ~87, 32 ~79
+    write_window: int = 16
+    read_cache_objects: int = 16  # whole objects one open file keeps for reads
 
 
 def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:

@@ -51,7 +51,9 @@ class OSDService:
         verifier = XCapVerifier(lambda: keys, VerifiedCache())
         audit = AuditLog(config.audit_log or config.data_dir / "audit.log", "osd", self._clock)
         dispatcher = Dispatcher(audit)
-        handlers = OSDHandlers(store, self.uuid, verifier, self._clock, audit=audit)
+        handlers = OSDHandlers(
+            store, self.uuid, verifier, self._clock, audit=audit, io_threads=config.io_threads
+        )
         handlers.register(dispatcher)
         self.server = RPCServer(
             dispatcher=dispatcher,
