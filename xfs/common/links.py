@@ -23,7 +23,7 @@ from typing import Protocol
 import trio
 
 from xfs.common.framing import HEADER, check_length
-from xfs.common.tls import TLSConnection, connect
+from xfs.common.tls import TLSConnection
 from xfs.proto.errors import ProtocolError, Unavailable
 
 _RECV_CHUNK = 256 << 10
@@ -124,7 +124,11 @@ class StreamLink:
 # --------------------------------------------------------------------------- threads
 class ThreadLink:
     """A ``TLSConnection`` driven from trio: receives in one thread at a time, sends
-    from any number of threads (the connection orders whole frames)."""
+    from any number of threads (the connection orders whole frames).
+
+    The handshake runs in trio, over the same ``SSLObject`` and memory BIOs the
+    connection then uses from threads: a peer that is slow to finish it (or never does)
+    holds no thread, only a task and a socket, until the caller's deadline."""
 
     def __init__(self, tls: TLSConnection) -> None:
         self._tls = tls
@@ -132,16 +136,31 @@ class ThreadLink:
 
     @classmethod
     async def handshake(
-        cls, sock: trio.socket.SocketType, ctx: ssl.SSLContext, *, server_side: bool, timeout: float
+        cls, sock: trio.socket.SocketType, ctx: ssl.SSLContext, *, server_side: bool
     ) -> ThreadLink:
-        raw = socket.socket(fileno=sock.detach())
+        """Run the TLS handshake; the caller owns the deadline. Closes ``sock`` on failure."""
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        sslobj = ctx.wrap_bio(incoming, outgoing, server_side=server_side)
+        try:
+            while True:
+                try:
+                    sslobj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    pass
+                await _send_all(sock, outgoing.read())
+                data = await sock.recv(_RECV_CHUNK)
+                if not data:
+                    raise Unavailable("peer closed the connection during the TLS handshake")
+                incoming.write(data)
+            await _send_all(sock, outgoing.read())
+            raw = socket.socket(fileno=sock.detach())
+        except BaseException:
+            sock.close()
+            raise
         raw.setblocking(True)
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = await trio.to_thread.run_sync(
-            lambda: TLSConnection.handshake(raw, ctx, server_side=server_side, timeout=timeout),
-            abandon_on_cancel=True,
-        )
-        return cls(tls)
+        return cls(TLSConnection(raw, sslobj, incoming, outgoing))
 
     def peer_certificate(self) -> bytes:
         return self._tls.peer_certificate()
@@ -163,11 +182,6 @@ async def connect_link(
     host: str, port: int, ctx: ssl.SSLContext, transport: Transport, timeout: float
 ) -> Link:
     """Open a TCP connection and run the client handshake within ``timeout`` seconds."""
-    if transport is Transport.THREADS:
-        tls = await trio.to_thread.run_sync(
-            connect, host, port, ctx, timeout, abandon_on_cancel=True
-        )
-        return ThreadLink(tls)
     where = f"{host}:{port}"
     with trio.move_on_after(timeout) as scope:
         try:
@@ -180,11 +194,21 @@ async def connect_link(
         except OSError as e:
             raise Unavailable(f"cannot connect to {where}: {e.strerror or e}") from None
         try:
+            if transport is Transport.THREADS:
+                return await ThreadLink.handshake(sock, ctx, server_side=False)
             return await StreamLink.handshake(sock, ctx, server_side=False)
         except trio.BrokenResourceError as e:
             reason = getattr(e.__cause__, "reason", None) or str(e.__cause__ or e)
             raise Unavailable(f"TLS handshake with {where} failed: {reason}") from None
+        except ssl.SSLError as e:
+            raise Unavailable(f"TLS handshake with {where} failed: {e.reason}") from None
         except OSError as e:
             raise Unavailable(f"TLS handshake with {where} failed: {e}") from None
     assert scope.cancelled_caught
     raise Unavailable(f"cannot connect to {where}: timed out after {timeout:g} s")
+
+
+async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[await sock.send(view) :]

@@ -15,6 +15,7 @@ import errno
 import itertools
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -182,6 +183,7 @@ class RPCServer:
         frame_limit: int,
         handshake_timeout: float = 10.0,
         max_inflight: int = 64,
+        max_handshakes: int = 128,
         trust: TrustStore | None = None,
         crl_check_interval: float = 10.0,
         transport: Transport = Transport.THREADS,
@@ -196,6 +198,8 @@ class RPCServer:
         self._frame_limit = frame_limit
         self._handshake_timeout = handshake_timeout
         self._max_inflight = max_inflight
+        self._max_handshakes = max_handshakes
+        self._handshaking: OrderedDict[int, trio.CancelScope] = OrderedDict()
         self._accept_scope = trio.CancelScope()
         self._conn_scope = trio.CancelScope()
         self._inflight = 0
@@ -269,18 +273,29 @@ class RPCServer:
         return closed
 
     async def _serve_connection(self, tsock: trio.socket.SocketType, addr: Any) -> None:
-        conn: Link
+        conn: Link | None = None
+        reason = "the TLS handshake took too long"
+        # Handshakes run in trio (no thread is held while a peer dawdles), each within
+        # handshake_timeout; at most max_handshakes at once: a new one makes the oldest
+        # give way, so idle or dribbling peers cannot keep a legitimate one out.
+        scope = trio.CancelScope(deadline=trio.current_time() + self._handshake_timeout)
+        if len(self._handshaking) >= self._max_handshakes:
+            _, oldest = self._handshaking.popitem(last=False)
+            oldest.cancel()
+        self._handshaking[id(scope)] = scope
         try:
-            with trio.fail_after(self._handshake_timeout):
+            with scope:
                 if self._transport is Transport.STREAM:
                     conn = await StreamLink.handshake(tsock, self._ctx, server_side=True)
                 else:
-                    conn = await ThreadLink.handshake(
-                        tsock, self._ctx, server_side=True, timeout=self._handshake_timeout
-                    )
-        except (ssl.SSLError, OSError, XfsError, trio.BrokenResourceError, trio.TooSlowError) as e:
-            tsock.close()
+                    conn = await ThreadLink.handshake(tsock, self._ctx, server_side=True)
+        except (ssl.SSLError, OSError, XfsError, trio.BrokenResourceError) as e:
             reason = _handshake_failure(e)
+        finally:
+            if self._handshaking.pop(id(scope), None) is None and conn is None:
+                reason = f"more than {self._max_handshakes} TLS handshakes at once"
+        if conn is None:
+            tsock.close()
             log.info("TLS handshake from %s refused: %s", addr, reason)
             self.dispatcher.audit.record(
                 audit.CERT, addr[0], "tls.handshake", "refused", why=reason
@@ -358,8 +373,6 @@ class RPCServer:
 def _handshake_failure(e: BaseException) -> str:
     """Why a handshake failed, in words: a certificate's verify_message ("certificate has
     expired"), else the TLS reason, else the error itself."""
-    if isinstance(e, trio.TooSlowError):
-        return "the TLS handshake took too long"
     if isinstance(e, trio.BrokenResourceError) and e.__cause__ is not None:
         e = e.__cause__
     return getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
