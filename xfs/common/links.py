@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import socket
 import ssl
+import struct
 from typing import Protocol
 
 import trio
@@ -27,6 +28,7 @@ from xfs.common.tls import TLSConnection
 from xfs.proto.errors import ProtocolError, Unavailable
 
 _RECV_CHUNK = 256 << 10
+SEND_TIMEOUT = 30  # seconds a frame's send may go without progress before the link closes
 
 
 class Transport(enum.StrEnum):
@@ -84,7 +86,11 @@ class StreamLink:
     async def send(self, frame: bytes) -> None:
         try:
             async with self._send_lock:
-                await self._stream.send_all(frame)
+                with trio.fail_after(SEND_TIMEOUT):
+                    await self._stream.send_all(frame)
+        except trio.TooSlowError:
+            self.close()  # a frame half sent: nothing more can follow it
+            raise Unavailable(f"send made no progress for {SEND_TIMEOUT:g} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
             raise Unavailable(f"send failed: {e}") from None
 
@@ -132,7 +138,10 @@ class ThreadLink:
 
     def __init__(self, tls: TLSConnection) -> None:
         self._tls = tls
+        # each link its own threads: a peer that stops reading blocks its own sender,
+        # never a pool that other connections need
         self._reader = trio.CapacityLimiter(1)
+        self._writer = trio.CapacityLimiter(1)
 
     @classmethod
     async def handshake(
@@ -160,13 +169,17 @@ class ThreadLink:
             sock.close()
             raise
         raw.setblocking(True)
+        # a send that makes no progress for this long fails (and closes the connection)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", SEND_TIMEOUT, 0))
         return cls(TLSConnection(raw, sslobj, incoming, outgoing))
 
     def peer_certificate(self) -> bytes:
         return self._tls.peer_certificate()
 
     async def send(self, frame: bytes) -> None:
-        await trio.to_thread.run_sync(self._tls.send, frame, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(
+            self._tls.send, frame, limiter=self._writer, abandon_on_cancel=True
+        )
 
     async def recv_frame(self, limit: int) -> bytearray:
         return await trio.to_thread.run_sync(

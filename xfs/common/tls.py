@@ -116,6 +116,7 @@ class TLSConnection:
                         data = self._out.read()
                     self._sock.sendall(data)
         except (OSError, ssl.SSLError, ValueError) as e:
+            self.close()  # a frame may be half sent (or stuck): nothing may follow it
             raise Unavailable(f"send failed: {e}") from None
 
     # ------------------------------------------------------------------ receiving
