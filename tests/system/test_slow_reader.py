@@ -87,6 +87,9 @@ def test_a_peer_that_stops_reading_stalls_only_itself(grid: Grid) -> None:
     data = os.urandom(1 << 20)
     (work / "warm").write_bytes(data)
     with deaf_clients(grid):
+        # the servers answer the backlog until every send to the deaf peer blocks; what
+        # must hold from then on is that nothing else waits for those blocked sends
+        time.sleep(3.0)
         for n in range(10):
             path = work / f"f{n}"
 
