@@ -84,6 +84,8 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ helpers
     async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
+        if not self.sessions.follow_groups:
+            return await self.sessions.get(ctx.uid)  # no /proc read on every request
         # the process may be gone already (an asynchronous request): its fsgid alone
         groups = supplementary_groups(ctx.pid) or ()
         return await self.sessions.get(caller(ctx.uid, ctx.gid, groups))

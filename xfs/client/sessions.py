@@ -51,10 +51,15 @@ class Sessions:
         self._per_uid: dict[int, int] = {}
         self._lock = trio.Lock()
 
+    @property
+    def follow_groups(self) -> bool:
+        """Whether a caller's groups choose its session (else its uid alone does)."""
+        return self._only_uid is None and self._idmap is not None and self._store.enrolls
+
     def _key(self, who: Caller | int) -> tuple[int, tuple[str, ...] | None]:
         if isinstance(who, int):
             return who, None
-        if self._only_uid is not None or self._idmap is None or not self._store.enrolls:
+        if not self.follow_groups or self._idmap is None:
             return who.uid, None
         names = dict.fromkeys(self._idmap.group(g) for g in who.gids if g != OVERFLOW_ID)
         return who.uid, tuple(names)

@@ -88,6 +88,7 @@ from xfs.proto.records import (
     StripingPolicy,
     UpdatePolicy,
     VolumeInfo,
+    XCap,
     XLocSet,
 )
 
@@ -315,16 +316,20 @@ class MRCHandlers:
         """Whether ``req.xcap`` is a valid write XCap of this file held by ``peer``."""
         assert req.xcap is not None
         try:
-            self._xcaps.check(
-                req.xcap,
-                holder=peer.fingerprint,
-                volume_id=self._volume(req.volume)[0],
-                ino=req.ino,
-                rights=Rights.WRITE,
-            )
+            self._check_write_xcap(peer, req.volume, req.ino, req.xcap)
         except XfsError:
             return False  # then the mode bits decide, as for a truncate by path
         return True
+
+    def _check_write_xcap(self, peer: Identity, volume: str, ino: int, xcap: XCap) -> None:
+        """EACCES unless ``xcap`` is a valid write XCap of this file held by ``peer``."""
+        self._xcaps.check(
+            xcap,
+            holder=peer.fingerprint,
+            volume_id=self._volume(volume)[0],
+            ino=ino,
+            rights=Rights.WRITE,
+        )
 
     async def access(self, peer: Identity, req: Access) -> Empty:
         who = self._as(peer, req.volume, req.ino, see=True)
@@ -335,13 +340,7 @@ class MRCHandlers:
         # only a writer of this file, by the XCap it writes with; a size reported under
         # an older truncate epoch is ignored (the truncate superseded it)
         who = self._as(peer, req.volume, req.ino)
-        self._xcaps.check(
-            req.xcap,
-            holder=peer.fingerprint,
-            volume_id=self._volume(req.volume)[0],
-            ino=req.ino,
-            rights=Rights.WRITE,
-        )
+        self._check_write_xcap(peer, req.volume, req.ino, req.xcap)
         return self._ns.update_size(
             who, req.volume, req.ino, req.size, req.mtime_ns, epoch=req.xcap.truncate_epoch
         )
