@@ -382,6 +382,9 @@ def _is_mounted(path: Path) -> bool:
         return any(line.split()[1] == target and line.split()[2].startswith("fuse") for line in f)
 
 
+KILL_GRACE = 10.0  # seconds to wait for a SIGKILLed process to be gone
+
+
 def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
     pid = running_pid(layout, role)
     if pid is None:
@@ -393,6 +396,10 @@ def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
     if running_pid(layout, role) == pid:
         os.kill(pid, signal.SIGKILL)
+        # a process stuck in a FUSE or network call dies when the kernel lets it go
+        deadline = time.monotonic() + KILL_GRACE
+        while time.monotonic() < deadline and running_pid(layout, role) == pid:
+            time.sleep(0.05)
     layout.pid(role).unlink(missing_ok=True)
 
 

@@ -308,6 +308,7 @@ class Grid:
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         (self.state / "run" / f"mount-{name}.pid").write_text(f"{proc.pid}\n")
+        self.children[f"mount-{name}"] = proc
         self.extra_mounts.append(mnt)
         deadline = time.monotonic() + UP_TIMEOUT
         while not mounted(mnt):
@@ -350,15 +351,22 @@ class Grid:
                 if mounted(extra):
                     run(["fusermount3", "-u", "-z", str(extra)], timeout=30, check=False)
         needle = str(self.state).encode()
+        killed = []
         for pidfile in (self.state / "run").glob("*.pid"):
             with contextlib.suppress(Exception):
                 pid = int(pidfile.read_text())
                 cmdline = _cmdline(pid)
                 if cmdline is not None and needle in cmdline:
                     os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
         for child in self.children.values():
             with contextlib.suppress(Exception):
                 child.wait(timeout=10)
+        # SIGKILL is not instant: a process inside a FUSE or network call dies when the
+        # kernel lets go of it, so wait (bounded) until each one is really gone
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager
