@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import socket
 import ssl
 import struct
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,8 +20,9 @@ import trio
 
 from tests.conftest import PKI
 from xfs.common import ca, tls
-from xfs.common.framing import META_FRAME_LIMIT, encode_request
+from xfs.common.framing import FIRST_ALLOCATION, META_FRAME_LIMIT, encode_request
 from xfs.common.identity import TrustStore
+from xfs.common.links import Transport
 from xfs.common.rpc import Dispatcher, Pool, RetryPolicy, RPCServer, open_pool
 from xfs.proto.errors import Unavailable, XfsError
 from xfs.proto.methods import MRC, OSD, Empty, Ino, OSDStatus
@@ -47,6 +51,8 @@ async def server(pki: PKI, **kw: object) -> AsyncIterator[RPCServer]:
 
     async def getattr_(peer: Identity, req: Ino) -> Attr:
         await trio.sleep(0.01 * (req.ino % 5))  # replies come back out of order
+        if req.ino >= 1000:
+            await trio.sleep(req.ino / 1000)  # a slow request: ino seconds / 1000
         return Attr(req.ino, 0o100644, 1, peer.principal, "g@physics", req.ino, 0, 0, 0)
 
     dispatcher.register(OSD.status, status)
@@ -250,5 +256,94 @@ def test_super_role_may_call_admin_methods(pki: PKI) -> None:
                 await pool.call(f"127.0.0.1:{srv.port}", MRC.volume_create,
                                 MRC.volume_create.request("v"))
             assert e.value.code == errno.ENOSYS
+
+    run(main)
+
+
+# ------------------------------------------------------------------ idle deadlines
+@pytest.mark.parametrize("transport", list(Transport))
+def test_a_silent_connection_is_closed_after_idle_timeout(pki: PKI, transport: Transport) -> None:
+    """Also one stalled inside a frame: it announced 64 KiB and sent 5 bytes."""
+    alice = pki.user("alice")
+
+    async def main() -> None:
+        async with server(pki, idle_timeout=0.5, transport=transport) as srv:
+            def stall(announce: bool) -> float:
+                s = _raw_tls(pki, srv.port, alice)
+                try:
+                    if announce:
+                        s.sendall(struct.pack(">I", 64 << 10) + b"\x94\x00\x01\xa1x")
+                    start = time.monotonic()
+                    s.settimeout(10)
+                    with contextlib.suppress(ssl.SSLError, OSError):
+                        assert s.recv(1) == b""  # the server closed it
+                    return time.monotonic() - start
+                finally:
+                    s.close()
+
+            assert 0.3 < await trio.to_thread.run_sync(stall, False) < 5
+            assert 0.3 < await trio.to_thread.run_sync(stall, True) < 5
+
+    run(main)
+
+
+def test_a_request_in_progress_keeps_its_connection_open(pki: PKI) -> None:
+    alice = pki.user("alice")
+
+    async def main() -> None:
+        async with server(pki, idle_timeout=0.3) as srv, client(pki, alice) as pool:
+            addr = f"127.0.0.1:{srv.port}"
+            attr = await pool.call(addr, MRC.getattr, Ino("v", 1500), expect=Kind.MRC)
+            assert attr.size == 1500  # answered after 1.5 s: the connection stayed open
+            conn = pool._conns[addr]
+            await trio.sleep(1.0)  # idle now: the server closes it, the pool notices
+            assert conn.closed
+            attr = await pool.call(addr, MRC.getattr, Ino("v", 7), expect=Kind.MRC)
+            assert attr.size == 7 and pool._conns[addr] is not conn  # dialed again
+
+    run(main)
+
+
+def test_a_connection_idle_too_long_is_replaced_before_reuse(pki: PKI) -> None:
+    alice = pki.user("alice")
+
+    async def main() -> None:
+        async with server(pki) as srv, client(pki, alice) as pool:
+            addr = f"127.0.0.1:{srv.port}"
+            pool.IDLE_REUSE = 0.2
+            await pool.call(addr, OSD.status, Empty())
+            first = pool._conns[addr]
+            await pool.call(addr, OSD.status, Empty())
+            assert pool._conns[addr] is first  # busy: reused
+            await trio.sleep(0.4)
+            await pool.call(addr, OSD.status, Empty())
+            assert first.closed and pool._conns[addr] is not first
+
+    run(main)
+
+
+@pytest.mark.parametrize("transport", list(Transport))
+def test_frames_larger_than_the_first_allocation_arrive_whole(
+    pki: PKI, transport: Transport
+) -> None:
+    """A frame's buffer grows as its bytes arrive: one of 3.5 MiB, sent in pieces."""
+    alice = pki.user("alice")
+
+    async def main() -> None:
+        async with server(pki, transport=transport) as srv:
+            def send_big() -> object:
+                s = _raw_tls(pki, srv.port, alice)
+                try:
+                    pad = os.urandom(FIRST_ALLOCATION * 3)
+                    frame = encode_request(7, OSD.status.wire_name, {"pad": pad})
+                    for i in range(0, len(frame), 300_000):
+                        s.sendall(frame[i : i + 300_000])
+                    return _read_frame(s)
+                finally:
+                    s.close()
+
+            reply = await trio.to_thread.run_sync(send_big)
+            # the whole frame was decoded: the unknown field is refused, by name
+            assert reply[0] == 1 and reply[1] == 7, reply  # type: ignore[index]
 
     run(main)

@@ -87,3 +87,47 @@ def test_idle_and_dribbling_handshakes_do_not_stop_a_mount(grid: Grid, tmp_path:
         assert n >= 5
     # a new connection is served as soon as the crowd is gone
     assert (work / "warm").read_bytes() == data
+
+
+ANNOUNCERS = 16
+ANNOUNCED = 64 << 20  # the largest data frame an OSD takes
+RSS_BOUND = 48 << 20  # 16 x FIRST_ALLOCATION (1.06 MiB) plus room for the allocator
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_frames_announced_but_not_sent_cost_no_memory(grid: Grid) -> None:
+    """16 authenticated connections each announce a 64 MiB frame and send 5 bytes of it:
+    the OSD's memory grows by what arrived (a frame's buffer starts at FIRST_ALLOCATION
+    and doubles as it fills), not by 1 GiB; and the mount goes on working meanwhile."""
+    from tests.system.test_slow_reader import client_context
+
+    ports = json.loads((grid.state / "grid.json").read_text())["ports"]
+    role = next(r for r in ports if r != "mrc")
+    pid = grid.pids()[role]
+    ctx = client_context(grid)
+    work = grid.mnt / "announced"
+    work.mkdir()
+    data = os.urandom(1 << 20)
+    write_read_stat(work / "warm", data)
+    before = rss(pid)
+    socks = []
+    try:
+        for _ in range(ANNOUNCERS):
+            raw = socket.create_connection(("127.0.0.1", int(ports[role])), timeout=10)
+            s = ctx.wrap_socket(raw)
+            socks.append(s)
+            s.sendall(ANNOUNCED.to_bytes(4, "big") + b"\x94\x00\x01\xa1x")
+        time.sleep(2.0)  # the OSD has read every header and the 5 bytes
+        for n in range(3):
+            write_read_stat(work / f"f{n}", data)
+        grown = rss(pid) - before
+        assert grown < RSS_BOUND, f"the OSD grew by {grown >> 20} MiB"
+    finally:
+        for s in socks:
+            s.close()

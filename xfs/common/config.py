@@ -35,6 +35,19 @@ class TLSConfig:
     trust: list[Path]  # CA certificates: the service CA and every trusted VO CA
 
 
+#: Clients replace a connection idle for 60 s (xfs.common.rpc.Pool.IDLE_REUSE); a server
+#: must wait well longer before it closes one, or a request could cross the close.
+MIN_IDLE_TIMEOUT = 120.0
+
+
+def _check_idle_timeout(value: float) -> None:
+    if value < MIN_IDLE_TIMEOUT:
+        raise ConfigError(
+            f"idle_timeout: {value:g} s is shorter than {MIN_IDLE_TIMEOUT:g} s (clients "
+            "reuse a connection idle for up to 60 s)"
+        )
+
+
 @dataclass(frozen=True)
 class MRCConfig:
     tls: TLSConfig
@@ -56,8 +69,10 @@ class MRCConfig:
     osd_lease: float = 10.0  # seconds an OSD may act as primary after a heartbeat it sent
     osd_replace_after: float = 300.0  # seconds silent before an OSD's replicas are replaced
     heal_interval: float = 2.0  # seconds between the healer's rounds
+    idle_timeout: float = 300.0  # seconds before a connection with nothing open is closed
 
     def __post_init__(self) -> None:
+        _check_idle_timeout(self.idle_timeout)
         if not 1.0 <= self.osd_lease <= self.osd_dead_after:
             raise ConfigError(
                 f"osd_lease: {self.osd_lease:g} s must be at least 1 s and at most "
@@ -96,6 +111,10 @@ class OSDConfig:
     peer_timeout: float = 5.0  # seconds a forward to another replica may take per attempt
     forward_deadline: float = 20.0  # seconds a primary tries a replica before failing a write
     io_threads: int = 8  # object reads and writes on the local disk at once
+    idle_timeout: float = 300.0  # seconds before a connection with nothing open is closed
+
+    def __post_init__(self) -> None:
+        _check_idle_timeout(self.idle_timeout)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,10 @@ META_FRAME_LIMIT = 4 << 20
 #: Limit for data connections (OSD): the largest stripe plus the request around it.
 DATA_FRAME_LIMIT = (64 << 20) + (64 << 10)
 MAX_MSGID = (1 << 32) - 1
+#: What a receiver allocates for a frame before its bytes arrive: a 1 MiB object with
+#: the request around it fits; a larger frame's buffer doubles as it fills, so a peer
+#: that announces 64 MiB and sends 5 bytes costs this much, not 64 MiB.
+FIRST_ALLOCATION = (1 << 20) + (64 << 10)
 
 
 @dataclass(frozen=True)

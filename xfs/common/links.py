@@ -23,7 +23,7 @@ from typing import Protocol
 
 import trio
 
-from xfs.common.framing import HEADER, check_length
+from xfs.common.framing import FIRST_ALLOCATION, HEADER, check_length
 from xfs.common.tls import TLSConnection
 from xfs.proto.errors import ProtocolError, Unavailable
 
@@ -104,7 +104,9 @@ class StreamLink:
         buf = self._buf
         while len(buf) < n:
             try:
-                data = await self._stream.receive_some(max(_RECV_CHUNK, n - len(buf)))
+                # at most FIRST_ALLOCATION at a time: the buffer follows what arrives
+                want = min(max(_RECV_CHUNK, n - len(buf)), FIRST_ALLOCATION)
+                data = await self._stream.receive_some(want)
             except trio.BrokenResourceError as e:
                 cause = e.__cause__
                 if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLEOFError):

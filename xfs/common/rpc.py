@@ -83,12 +83,15 @@ def authorized(authority: Authority, peer: Identity) -> bool:
 
 class ConnState:
     """One server connection as the dispatcher sees it: the identity its certificate
-    names, and, once an assume method succeeded on it, who its requests act as."""
+    names, and, once an assume method succeeded on it, who its requests act as; and, for
+    the idle deadline, when it last did something and how many requests it has open."""
 
     def __init__(self, peer: Identity) -> None:
         self.peer = peer
         self.acting: Acting | None = None
         self.assuming = False  # an assume is in flight
+        self.last_activity = 0.0  # trio time of a frame received or an answer sent
+        self.inflight = 0
 
 
 class Dispatcher:
@@ -184,13 +187,17 @@ class RPCServer:
         handshake_timeout: float = 10.0,
         max_inflight: int = 64,
         max_handshakes: int = 128,
+        idle_timeout: float = 300.0,
         trust: TrustStore | None = None,
         crl_check_interval: float = 10.0,
         transport: Transport = Transport.THREADS,
     ) -> None:
         """With ``trust`` (the store behind ``identify``), a ``TrustWatch`` reloads it every
         ``crl_check_interval`` seconds while serving and closes connections it now refuses.
-        ``transport``: how this server's side of each connection drives TLS (``links``)."""
+        ``transport``: how this server's side of each connection drives TLS (``links``).
+        A connection with no request open that receives nothing for ``idle_timeout``
+        seconds (a peer gone silent, or stalled inside a frame) is closed; clients stop
+        reusing theirs well before (``Pool.IDLE_REUSE``)."""
         self.dispatcher = dispatcher
         self.host, self.port = host, port
         self._ctx = ssl_context
@@ -199,6 +206,7 @@ class RPCServer:
         self._handshake_timeout = handshake_timeout
         self._max_inflight = max_inflight
         self._max_handshakes = max_handshakes
+        self._idle_timeout = idle_timeout
         self._handshaking: OrderedDict[int, trio.CancelScope] = OrderedDict()
         self._accept_scope = trio.CancelScope()
         self._conn_scope = trio.CancelScope()
@@ -320,10 +328,13 @@ class RPCServer:
     async def _receive_loop(self, conn: Link, peer: Identity) -> None:
         slots = trio.Semaphore(self._max_inflight)
         state = ConnState(peer)  # what this connection acts as (see Dispatcher)
+        state.last_activity = trio.current_time()
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._close_when_idle, conn, state)
             while True:
                 try:
                     body = await conn.recv_frame(self._frame_limit)
+                    state.last_activity = trio.current_time()
                     message = framing.decode(body)
                     if not isinstance(message, framing.Request):
                         raise ProtocolError("clients may only send requests")
@@ -337,18 +348,36 @@ class RPCServer:
                 nursery.start_soon(self._handle, conn, state, message, slots)
             nursery.cancel_scope.cancel()
 
+    async def _close_when_idle(self, conn: Link, state: ConnState) -> None:
+        while True:
+            due = state.last_activity + self._idle_timeout
+            now = trio.current_time()
+            if now < due:
+                await trio.sleep_until(due)
+            elif state.inflight:
+                await trio.sleep(min(1.0, self._idle_timeout))  # its answer counts as activity
+            else:
+                log.info(
+                    "closing the connection of %s: idle for %g s",
+                    state.peer.principal,
+                    self._idle_timeout,
+                )
+                conn.close()  # the receive loop ends with Unavailable
+                return
+
     async def _handle(
         self,
         conn: Link,
-        peer: Identity | ConnState,
+        state: ConnState,
         request: framing.Request,
         slots: trio.Semaphore,
     ) -> None:
         self._inflight += 1
+        state.inflight += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         try:
             try:
-                result = await self.dispatcher.dispatch(peer, request.method, request.params)
+                result = await self.dispatcher.dispatch(state, request.method, request.params)
                 frame = framing.encode_response(request.msgid, None, result)
             except XfsError as e:
                 frame = framing.encode_response(request.msgid, e.to_wire(), None)
@@ -359,6 +388,8 @@ class RPCServer:
                 )
             await self._send(conn, frame)
         finally:
+            state.last_activity = trio.current_time()
+            state.inflight -= 1
             slots.release()
             self._inflight -= 1
             if not self._inflight:
@@ -465,12 +496,18 @@ class ClientConnection:
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self.closed = False
+        self.last_activity = trio.current_time()  # a request sent or an answer received
+
+    def idle_for(self) -> float:
+        """Seconds since this connection last sent or received, 0 with calls open."""
+        return 0.0 if self._pending else trio.current_time() - self.last_activity
 
     async def run(self) -> None:
         failure: XfsError = Unavailable(f"connection to {self.address} closed")
         try:
             while True:
                 body = await self.link.recv_frame(self._frame_limit)
+                self.last_activity = trio.current_time()
                 message = framing.decode(body)
                 if isinstance(message, framing.Response):
                     pending = self._pending.pop(message.msgid, None)
@@ -504,6 +541,7 @@ class ClientConnection:
         self._pending[msgid] = pending
         try:
             frame = framing.encode_request(msgid, name, params)
+            self.last_activity = trio.current_time()
             try:
                 await self.link.send(frame)
             except Unavailable as e:
@@ -528,6 +566,10 @@ class Pool:
     presents its delegation there: see xfs.client.delegation); if it fails, so does the
     call that needed the connection.
     """
+
+    #: Seconds idle after which a connection is not used again but replaced: well under
+    #: any server's ``idle_timeout``, so a server never closes one a request is crossing.
+    IDLE_REUSE = 60.0
 
     def __init__(
         self,
@@ -580,6 +622,10 @@ class Pool:
 
     async def _connection(self, address: str, expect: str | Kind | None) -> ClientConnection:
         conn = self._conns.get(address)
+        if conn is not None and not conn.closed and conn.idle_for() > self.IDLE_REUSE:
+            # the server may be closing it right now (its idle_timeout is longer, but
+            # a request crossing the close would be lost): start afresh instead
+            conn.close()
         if conn is not None and not conn.closed:
             self._check_peer(conn, expect)
             return conn

@@ -17,7 +17,7 @@ import ssl
 import threading
 from pathlib import Path
 
-from xfs.common.framing import HEADER, check_length
+from xfs.common.framing import FIRST_ALLOCATION, HEADER, check_length
 from xfs.proto.errors import ProtocolError, Unavailable
 
 _RECV_CHUNK = 256 << 10
@@ -161,8 +161,14 @@ class TLSConnection:
         self._read_into(memoryview(header))
         (length,) = HEADER.unpack(header)
         check_length(length, limit)
-        body = bytearray(length)
+        # memory follows the bytes that arrive, not the length a peer announces: a
+        # frame starts at FIRST_ALLOCATION at most and doubles as it fills
+        body = bytearray(min(length, FIRST_ALLOCATION))
         self._read_into(memoryview(body))
+        while len(body) < length:
+            start = len(body)
+            body.extend(bytes(min(length - start, start)))
+            self._read_into(memoryview(body)[start:])
         return body
 
     # ------------------------------------------------------------------ teardown

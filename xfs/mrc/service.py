@@ -130,6 +130,7 @@ class MRCService:
                         identify=tls.trust.identify,
                         trust=tls.trust,
                         crl_check_interval=config.crl_check_interval,
+                        idle_timeout=config.idle_timeout,
                         host=config.host,
                         port=config.port,
                         frame_limit=META_FRAME_LIMIT,

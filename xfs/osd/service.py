@@ -61,6 +61,7 @@ class OSDService:
             identify=tls.trust.identify,
             trust=tls.trust,
             crl_check_interval=config.crl_check_interval,
+            idle_timeout=config.idle_timeout,
             host=config.host,
             port=config.port,
             frame_limit=DATA_FRAME_LIMIT,
