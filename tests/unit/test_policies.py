@@ -170,6 +170,17 @@ def test_a_directory_without_its_own_policy_follows_the_volume(w: World) -> None
     assert len(xloc.replicas) == 3 and len(set(osds(xloc))) == 3
 
 
+def test_new_files_follow_a_policy_changed_after_files_were_made(w: World) -> None:
+    """The policy of a directory's new files is kept between creates; a change of any
+    policy (the directory's or the volume's) is seen by the next create."""
+    d = w.mkdir(b"d")
+    assert w.xloc(w.mkfile(b"f1", d)).update_policy is UpdatePolicy.NONE
+    w.set(ROOT_INO, {"replication": "rw", "factor": 2})
+    assert w.xloc(w.mkfile(b"f2", d)).factor == 2
+    w.set(d, {"factor": 3})
+    assert w.xloc(w.mkfile(b"f3", d)).factor == 3
+
+
 def test_rw_with_fewer_osds_than_the_factor_gets_what_there_is(w: World) -> None:
     w.set(ROOT_INO, {"replication": "rw", "factor": 4, "width": 2})
     xloc = w.xloc(w.mkfile(b"f"))  # six OSDs: three replicas of two columns

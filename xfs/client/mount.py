@@ -99,6 +99,7 @@ class Mount:
                     idmap,
                     attr_timeout=config.attr_timeout,
                     entry_timeout=config.entry_timeout,
+                    negative_timeout=config.negative_timeout,
                 )
                 # the kernel checks permissions itself, with each process's own ids,
                 # against the mapped attributes and ACLs: docs/design/permissions.md

@@ -36,9 +36,11 @@ from xfs.client.file_io import OpenFile
 from xfs.client.handles import Handle
 from xfs.client.idmap import IdentityMap
 from xfs.client.inodes import InodeTable
+from xfs.client.listings import Listings
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
 from xfs.proto import methods as locks
+from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Attr
 
 NOW_TOLERANCE_NS = 50_000_000  # a time this close to the clock came from UTIME_NOW
@@ -63,6 +65,7 @@ class Operations(pyfuse3.Operations):
         *,
         attr_timeout: float = 10.0,
         entry_timeout: float = 10.0,
+        negative_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         self.sessions = sessions
@@ -70,6 +73,10 @@ class Operations(pyfuse3.Operations):
         self.inodes = InodeTable()
         self._attr_timeout = attr_timeout
         self._entry_timeout = entry_timeout
+        self._negative_timeout = negative_timeout
+        # the names of directories this mount made, while only it changes them: lookups
+        # of other names there need no MRC call (xfs/client/listings.py)
+        self.listings = Listings(min(entry_timeout, negative_timeout))
         self._fh = itertools.count(1)
         self._files: dict[int, Handle] = {}
         self._locked: dict[int, set[int]] = {}  # ino -> owners holding POSIX locks here
@@ -145,9 +152,25 @@ class Operations(pyfuse3.Operations):
     async def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
+        left = self.listings.absent(parent_inode, name, time.monotonic())
+        if left > 0:
+            return self._absent(left)
         session = await self._session(ctx)
-        attr = await session.lookup(parent_inode, name)
+        try:
+            attr = await session.lookup(parent_inode, name)
+        except XfsError as e:
+            if e.code != errno.ENOENT or self._negative_timeout <= 0:
+                raise
+            return self._absent(self._negative_timeout)
         return self._entry(attr)
+
+    @staticmethod
+    def _absent(timeout: float) -> pyfuse3.EntryAttributes:
+        """A negative entry: the kernel remembers the name is absent for ``timeout`` s."""
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = 0
+        e.entry_timeout = timeout
+        return e
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, n in inode_list:
@@ -225,6 +248,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
+        self.listings.forget(parent_inode)
         attr = await session.mknod(parent_inode, name, mode, rdev, ctx.umask)
         return self._entry(attr)
 
@@ -233,15 +257,31 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
+        self.listings.forget(parent_inode)
         attr = await session.mkdir(parent_inode, name, mode, ctx.umask)
+        self.listings.made(attr.ino, attr.seq, time.monotonic())
         return self._entry(attr)
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        self._fresh_dir(await (await self._session(ctx)).unlink(parent_inode, name))
+        session = await self._session(ctx)
+        try:
+            removed = await session.unlink(parent_inode, name)
+        except BaseException:
+            self.listings.forget(parent_inode)
+            raise
+        if removed.parent is None:
+            self.listings.forget(parent_inode)
+            return
+        now = time.monotonic()
+        self.listings.changed(
+            parent_inode, removed.parent_was, removed.parent.seq, now, removed=name
+        )
+        self._fresh_dir(removed.parent)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.listings.forget(parent_inode)
         await (await self._session(ctx)).rmdir(parent_inode, name)
 
     @fuse_errors
@@ -249,6 +289,7 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
+        self.listings.forget(parent_inode)
         attr = await session.symlink(parent_inode, name, target)
         return self._entry(attr)
 
@@ -263,6 +304,8 @@ class Operations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> None:
         session = await self._session(ctx)
+        self.listings.forget(parent_inode_old)
+        self.listings.forget(parent_inode_new)
         await session.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @fuse_errors
@@ -270,6 +313,7 @@ class Operations(pyfuse3.Operations):
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         session = await self._session(ctx)
+        self.listings.forget(new_parent_inode)
         attr = await session.link(inode, new_parent_inode, new_name)
         return self._entry(attr)
 
@@ -296,8 +340,18 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
-        f = await session.create(parent_inode, name, mode, flags, ctx.umask)
-        self._fresh_dir(f.layout.parent)
+        try:
+            f = await session.create(parent_inode, name, mode, flags, ctx.umask)
+        except BaseException:
+            self.listings.forget(parent_inode)
+            raise
+        parent = f.layout.parent
+        if parent is None:
+            self.listings.forget(parent_inode)
+        else:
+            was = f.layout.parent_was
+            self.listings.changed(parent_inode, was, parent.seq, time.monotonic(), added=name)
+        self._fresh_dir(parent)
         return self._file_info(session, f, flags), self._entry(f.layout.attr)
 
     @fuse_errors
@@ -479,6 +533,11 @@ class Operations(pyfuse3.Operations):
     ) -> None:
         session = await self._session(ctx)
         if name not in acl_xattr.NAMES:
+            if name.startswith(b"xfs."):
+                # a policy or replica change is refused while the file is open for
+                # writing: closes of ours still waiting to be sent must not count
+                for each in self.sessions.all():
+                    await each.send_closes()
             await session.setxattr(inode, name, value)
             return
         try:

@@ -7,10 +7,12 @@ call carries the caller-owned deadline ``io_timeout``; retries happen in the poo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +31,7 @@ from xfs.proto.methods import (
     Append,
     ClientId,
     Close,
+    CloseFiles,
     Create,
     Empty,
     FileOp,
@@ -43,6 +46,7 @@ from xfs.proto.methods import (
     ReadDir,
     ReleaseLocks,
     Remove,
+    Removed,
     Rename,
     SetAttr,
     Symlink,
@@ -65,6 +69,11 @@ from xfs.proto.records import (
 log = logging.getLogger(__name__)
 
 LOCK_WAIT = 15.0  # seconds the MRC holds one F_SETLKW call before we ask again
+# A file's last close waits this long, to go to the MRC with others in one call
+# (``close_files``); reopened meanwhile, it is not sent at all. Files sealed on close are
+# closed at once. See docs/design/metadata.md.
+CLOSE_DELAY = 0.2
+MAX_CLOSE_BATCH = 512
 
 Req = TypeVar("Req", bound=Record)
 Resp = TypeVar("Resp", bound=Record)
@@ -104,8 +113,13 @@ class Session:
         self._renewer: trio.CancelScope | None = None
         self._opens: dict[int, int] = {}  # ino -> handles open (registered on the MRC)
         self._registering: dict[int, trio.Lock] = {}
-        self._closes = 0  # closes sent so far
-        self._closing = 0  # closes in flight
+        # which closes may have crossed a create on its way (see ``_close_crossed``)
+        self._closes = 0  # a clock: ticks when a close is sent and when it comes back
+        self._closing: dict[int, int] = {}  # ino -> its closes in flight
+        self._closed_at: OrderedDict[int, int] = OrderedDict()  # ino -> _closes then
+        self._closed_floor = 0  # the highest _closes forgotten from _closed_at
+        self._later: dict[int, None] = {}  # inos whose close waits (CLOSE_DELAY)
+        self._sending_later = False
 
     # ------------------------------------------------------------------ transport
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
@@ -172,9 +186,9 @@ class Session:
     async def mkdir(self, parent: int, name: bytes, mode: int, umask: int = 0) -> Attr:
         return await self.mrc(MRC.mkdir, MkNod(self.volume, parent, name, mode, 0, umask))
 
-    async def unlink(self, parent: int, name: bytes) -> Attr | None:
+    async def unlink(self, parent: int, name: bytes) -> Removed:
         """Remove an entry; the parent's attributes right after, if the MRC sent them."""
-        return (await self.mrc(MRC.unlink, Remove(self.volume, parent, name))).parent
+        return await self.mrc(MRC.unlink, Remove(self.volume, parent, name))
 
     async def rmdir(self, parent: int, name: bytes) -> None:
         await self.mrc(MRC.rmdir, Remove(self.volume, parent, name))
@@ -344,7 +358,8 @@ class Session:
         layout = await self.mrc(MRC.create, request)
         ino = layout.attr.ino
         self._opens[ino] = self._opens.get(ino, 0) + 1
-        if self._closes != closes or self._closing:
+        self._later.pop(ino, None)  # a close not sent yet: the registration stands
+        if self._close_crossed(ino, closes):
             # a close of this inode may have overtaken our registration: register again
             async with self._registration(ino):
                 layout = await self.reopen(ino, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
@@ -353,6 +368,7 @@ class Session:
     async def open(self, ino: int, flags: int) -> OpenFile:
         # counted before any await, so a release racing this open does not unregister it
         self._opens[ino] = self._opens.get(ino, 0) + 1
+        self._later.pop(ino, None)  # a close not sent yet: the registration stands
         try:
             async with self._registration(ino):
                 f = self.files.get(ino)
@@ -376,25 +392,93 @@ class Session:
             lock = self._registering[ino] = trio.Lock()
         return lock
 
-    async def _closed(self, ino: int) -> None:
+    async def _closed(self, ino: int, later: bool = False) -> None:
         """One open of ``ino`` ended; after the last, tell the MRC (an unlinked file is
-        freed, this client's locks on it go)."""
+        freed, this client's locks on it go): at once, or with ``later`` within
+        CLOSE_DELAY together with other closes."""
         left = self._opens.get(ino, 1) - 1
         if left > 0:
             self._opens[ino] = left
             return
         self._opens.pop(ino, None)
+        if later and self._client is not None:
+            self._later[ino] = None
+            if not self._sending_later:
+                self._sending_later = True
+                self.nursery.start_soon(self._send_later)
+            return
         async with self._registration(ino):
             if ino in self._opens or self._client is None:
                 return  # opened again meanwhile: that registration stands
-            self._closes += 1
-            self._closing += 1
+            self._closes_start([ino])
             try:
                 await self.mrc(MRC.close, Close(self.volume, ino, self._client))
             finally:
-                self._closing -= 1
+                self._closes_end([ino])
                 if ino not in self._opens:
                     self._registering.pop(ino, None)
+
+    def _close_crossed(self, ino: int, since: int) -> bool:
+        """Whether a close of ``ino`` was on its way at some time after ``_closes`` was
+        ``since``: the MRC may then have taken it after a registration sent meanwhile
+        (it runs the requests of one connection concurrently)."""
+        return (
+            ino in self._closing
+            or self._closed_at.get(ino, 0) > since
+            or self._closed_floor > since
+        )
+
+    def _closes_start(self, inos: list[int]) -> None:
+        self._closes += 1
+        for ino in inos:
+            self._closing[ino] = self._closing.get(ino, 0) + 1
+            self._note_closed(ino)
+
+    def _closes_end(self, inos: list[int]) -> None:
+        self._closes += 1
+        for ino in inos:
+            left = self._closing.pop(ino) - 1
+            if left:
+                self._closing[ino] = left
+            self._note_closed(ino)
+
+    def _note_closed(self, ino: int) -> None:
+        self._closed_at[ino] = self._closes
+        self._closed_at.move_to_end(ino)
+        if len(self._closed_at) > 4096:
+            self._closed_floor = self._closed_at.popitem(last=False)[1]
+
+    async def _send_later(self) -> None:
+        try:
+            while self._later:
+                await trio.sleep(CLOSE_DELAY)
+                await self.send_closes()
+        finally:
+            self._sending_later = False
+
+    async def send_closes(self) -> None:
+        """Send the closes that wait, now (before a change that open files would block)."""
+        while self._later:
+            batch = sorted(self._later)[:MAX_CLOSE_BATCH]
+            for ino in batch:
+                del self._later[ino]
+            async with contextlib.AsyncExitStack() as held:
+                for ino in batch:  # in order: nobody else holds two of these locks
+                    await held.enter_async_context(self._registration(ino))
+                inos = [ino for ino in batch if ino not in self._opens]  # not reopened
+                if not inos or self._client is None:
+                    continue
+                self._closes_start(inos)
+                try:
+                    await self.mrc(MRC.close_files, CloseFiles(self.volume, inos, self._client))
+                except (XfsError, trio.TooSlowError) as e:
+                    # the registrations end with this client's lease at the latest
+                    log.warning("closing %d files on the MRC failed: %s", len(inos), e)
+                finally:
+                    self._closes_end(inos)
+                    for ino in inos:
+                        if ino not in self._opens:
+                            self._registering.pop(ino, None)
 
     async def reopen(self, ino: int, flags: int) -> FileLayout:
         return await self.mrc(MRC.open, Open(self.volume, ino, flags, await self.client()))
@@ -418,7 +502,8 @@ class Session:
             f.refs -= 1
             if f.refs <= 0 and self.files.get(f.ino) is f:
                 del self.files[f.ino]
-            await self._closed(f.ino)
+            # a file sealed when its last writer closes it is sealed at once
+            await self._closed(f.ino, later=not f.layout.xloc.seal_on_close)
 
     async def status(self) -> Any:
         return await self.mrc(MRC.status, Empty())

@@ -140,6 +140,11 @@ class MountConfig:
     # seen at once); an open always fetches the attributes again (close-to-open)
     attr_timeout: float = 10.0
     entry_timeout: float = 10.0
+    # seconds the kernel may remember that a name is absent (a negative entry), and the
+    # longest this mount answers "absent" from the names of a directory it made itself
+    # without asking the MRC: how long a name another client creates may stay unseen
+    # here (0: never cache absence)
+    negative_timeout: float = 10.0
     # MiB of one open file's writes on their way to the OSDs at once (whole objects, at
     # least 2); a write beyond waits: the client's dirty limit per file. Measured on
     # 2 cores, factor-3 writes: 4 MiB ~75 MB/s, 8 ~79, 16 ~87, 32 ~79

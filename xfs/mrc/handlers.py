@@ -38,6 +38,7 @@ from xfs.proto.methods import (
     ClientId,
     ClientLease,
     Close,
+    CloseFiles,
     Create,
     Delegate,
     DelegationId,
@@ -94,6 +95,7 @@ from xfs.proto.records import (
 
 STATFS_BLOCK = 4096
 MAX_LOCK_WAIT = 20.0  # seconds one F_SETLKW call is held before the client asks again
+MAX_CLOSE_FILES = 1024  # inodes one close_files may close
 
 
 class MRCHandlers:
@@ -153,6 +155,7 @@ class MRCHandlers:
             (MRC.client_renew, self.client_renew),
             (MRC.client_close, self.client_close),
             (MRC.close, self.close),
+            (MRC.close_files, self.close_files),
             (MRC.append, self.append),
             (MRC.lock, self.lock),
             (MRC.test_lock, self.test_lock),
@@ -365,10 +368,16 @@ class MRCHandlers:
 
     async def mkdir(self, peer: Identity, req: MkNod) -> Attr:
         who = self._as(peer, req.volume, req.parent)
-        return self._ns.mkdir(who, req.volume, req.parent, req.name, req.mode, req.umask)
+        attr = self._ns.mkdir(who, req.volume, req.parent, req.name, req.mode, req.umask)
+        # its change number as made: the maker's listing of it (empty) starts there
+        return dataclasses.replace(attr, seq=self._dirseq(req.volume, attr.ino))
+
+    def _dirseq(self, volume: str, ino: int) -> int:
+        return self._ns.dirseq.get(self._volume(volume)[0], ino)
 
     async def create(self, peer: Identity, req: Create) -> FileLayout:
         who = self._as(peer, req.volume, req.parent)
+        was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
         attr, xloc, epoch = self._ns.create(
             who,
             req.volume,
@@ -381,8 +390,9 @@ class MRCHandlers:
             req.client,
         )
         layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
-        parent = self._ns.getattr(who, req.volume, req.parent)  # (no await since the create)
-        return dataclasses.replace(layout, parent=parent)
+        parent = self._ns.getattr(who, req.volume, req.parent)
+        parent = dataclasses.replace(parent, seq=self._dirseq(req.volume, req.parent))
+        return dataclasses.replace(layout, parent=parent, parent_was=was)
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
         who = self._as(peer, req.volume, req.ino)
@@ -393,9 +403,12 @@ class MRCHandlers:
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
         who = self._as(peer, req.volume, req.parent)
+        was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
         if self._ns.unlink(who, req.volume, req.parent, req.name) is not None:
             self._on_deletion()
-        return Removed(self._ns.getattr(who, req.volume, req.parent))
+        parent = self._ns.getattr(who, req.volume, req.parent)
+        parent = dataclasses.replace(parent, seq=self._dirseq(req.volume, req.parent))
+        return Removed(parent, was)
 
     async def rmdir(self, peer: Identity, req: Remove) -> Empty:
         who = self._as(peer, req.volume, req.parent)
@@ -568,17 +581,27 @@ class MRCHandlers:
 
     async def close(self, peer: Identity, req: Close) -> Empty:
         # (no inode check: closing ends the caller's own registration, of an orphan too)
+        self._close(self._as(peer, req.volume), req.volume, req.ino, req.client)
+        return Empty()
+
+    async def close_files(self, peer: Identity, req: CloseFiles) -> Empty:
+        if len(req.inos) > MAX_CLOSE_FILES:
+            raise XfsError(errno.EINVAL, f"more than {MAX_CLOSE_FILES} inodes in one close")
         who = self._as(peer, req.volume)
-        if self._ns.close(who, req.volume, req.ino, req.client) is not None:
+        for ino in req.inos:
+            self._close(who, req.volume, ino, req.client)
+        return Empty()
+
+    def _close(self, who: Identity, volume: str, ino: int, client: str) -> None:
+        if self._ns.close(who, volume, ino, client) is not None:
             self._on_deletion()
         elif (
             self._policies is not None
-            and not self._ns.is_open(req.volume, req.ino)
-            and self._policies.seal_on_close(req.volume, req.ino)
+            and not self._ns.is_open(volume, ino)
+            and self._policies.seal_on_close(volume, ino)
         ):
             self._on_xloc()
-        self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
-        return Empty()
+        self._waiters.changed([(self._volume(volume)[0], ino)])
 
     async def append(self, peer: Identity, req: Append) -> Offset:
         who = self._as(peer, req.volume, req.ino)

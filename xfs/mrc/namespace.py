@@ -14,12 +14,14 @@ import errno
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms, policies
 from xfs.mrc.clients import ClientOps, register_open
+from xfs.mrc.dirseq import DirSeq
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
 from xfs.mrc.volumes import VolumeOps
@@ -97,6 +99,14 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self.dirseq = DirSeq(time.time_ns())  # see xfs/mrc/dirseq.py
+
+    def _touch_dir(
+        self, cur: sqlite3.Cursor, v: rows.Vol, ino: int, now: int, nlink_delta: int = 0
+    ) -> None:
+        """A directory's entries changed (every such change comes through here)."""
+        rows.touch_dir(cur, v, ino, now, nlink_delta)
+        self.dirseq.changed(v.id, ino)
 
     # ------------------------------------------------------------------ helpers
     def _parent(
@@ -158,7 +168,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             if is_dir:  # a new directory inherits its parent's replication policy (a copy)
                 policies.inherit(cur, v.id, parent, node.ino)
             rows.add_entry(cur, v, parent, name, node.ino)
-            rows.touch_dir(cur, v, parent, now, nlink_delta=1 if is_dir else 0)
+            self._touch_dir(cur, v, parent, now, nlink_delta=1 if is_dir else 0)
             return attr
 
     def _truncate(
@@ -453,7 +463,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             )
             attr = _store_acls(cur, v, node, access, None)
             rows.add_entry(cur, v, parent, name, node.ino)
-            rows.touch_dir(cur, v, parent, now)
+            self._touch_dir(cur, v, parent, now)
             if client is not None:
                 register_open(cur, caller, client, v.id, node.ino, flags)
             return attr, xloc, node.truncate_epoch
@@ -578,7 +588,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             if node.attr.nlink >= LINK_MAX:
                 raise XfsError(errno.EMLINK, f"inode {ino} has {LINK_MAX} links")
             rows.add_entry(cur, v, new_parent, new_name, ino)
-            rows.touch_dir(cur, v, new_parent, now)
+            self._touch_dir(cur, v, new_parent, now)
             return rows.set_inode(cur, v, node, nlink=node.attr.nlink + 1, ctime_ns=now).attr
 
     # ------------------------------------------------------------------ removal
@@ -604,7 +614,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             if node.is_dir:
                 raise XfsError(errno.EISDIR, f"{rows.show(name)} is a directory: use rmdir")
             rows.remove_entry(cur, v, parent, name)
-            rows.touch_dir(cur, v, parent, now)
+            self._touch_dir(cur, v, parent, now)
             return rows.drop_link(cur, v, node, now)
 
     def rmdir(self, caller: Identity, vol: str, parent: int, name: bytes) -> None:
@@ -619,7 +629,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             if rows.has_entries(cur, v, node.ino):
                 raise XfsError(errno.ENOTEMPTY, f"directory {rows.show(name)} is not empty")
             rows.remove_entry(cur, v, parent, name)
-            rows.touch_dir(cur, v, parent, now, nlink_delta=-1)
+            self._touch_dir(cur, v, parent, now, nlink_delta=-1)
             rows.drop_inode(cur, v, node.ino, None)
 
     # ------------------------------------------------------------------ rename
@@ -708,7 +718,7 @@ class _Rename:
                 raise XfsError(errno.ENOTEMPTY, f"directory {rows.show(new_name)} not empty")
             rows.remove_entry(cur, v, new_parent, new_name)
             if dst.is_dir:
-                rows.touch_dir(cur, v, new_parent, self.now, nlink_delta=-1)
+                self.ns._touch_dir(cur, v, new_parent, self.now, nlink_delta=-1)
                 rows.drop_inode(cur, v, dst.ino, None)
             else:
                 pending = rows.drop_link(cur, v, dst, self.now)
@@ -717,8 +727,8 @@ class _Rename:
             self._whiteout(src_dir, parent, name)
         rows.add_entry(cur, v, new_parent, new_name, src.ino)
         moved_dir = src.is_dir and parent != new_parent
-        rows.touch_dir(cur, v, parent, self.now, nlink_delta=-1 if moved_dir else 0)
-        rows.touch_dir(cur, v, new_parent, self.now, nlink_delta=1 if moved_dir else 0)
+        self.ns._touch_dir(cur, v, parent, self.now, nlink_delta=-1 if moved_dir else 0)
+        self.ns._touch_dir(cur, v, new_parent, self.now, nlink_delta=1 if moved_dir else 0)
         rows.set_inode(cur, v, src, ctime_ns=self.now)
         return pending
 
@@ -763,8 +773,8 @@ class _Rename:
         shift = 0
         if parent != new_parent and src.is_dir != dst.is_dir:
             shift = 1 if dst.is_dir else -1  # subdirectories moving into ``parent``
-        rows.touch_dir(cur, v, parent, now, nlink_delta=shift)
-        rows.touch_dir(cur, v, new_parent, now, nlink_delta=-shift)
+        self.ns._touch_dir(cur, v, parent, now, nlink_delta=shift)
+        self.ns._touch_dir(cur, v, new_parent, now, nlink_delta=-shift)
         rows.set_inode(cur, v, src, ctime_ns=now)
         rows.set_inode(cur, v, dst, ctime_ns=now)
 

@@ -311,6 +311,9 @@ class Policies:
         self._ns = ns
         self._registry = registry
         self._rng = rng or random.Random()
+        # (volume id, directory) -> the policy its new files get; every policy change
+        # empties it (they are rare; a create reads it for every file)
+        self._of_directory: dict[tuple[str, int], FilePolicy] = {}
 
     def _place(
         self, where: PlacementPolicy, count: int, width: int, existing: Sequence[str]
@@ -329,6 +332,7 @@ class Policies:
     def set_volume(self, vol: str, policy: FilePolicy) -> None:
         """The policy of new volume ``vol`` (its root's), with the volume's striping
         (no permission check: ``volume_create`` made it)."""
+        self._of_directory.clear()
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             write(cur, v.id, ROOT_INO, check(replace(policy, striping=v.striping)))
@@ -339,12 +343,25 @@ class Policies:
         checks the permissions)."""
         with self._store.read() as cur:
             v = rows.volume(cur, vol)
-            policy = of_directory(cur, v, rows.directory(cur, v, parent).ino)
+            policy = self._of_directory.get((v.id, parent))
+            if policy is None:
+                policy = of_directory(cur, v, rows.directory(cur, v, parent).ino)
+                if len(self._of_directory) >= 10_000:
+                    self._of_directory.clear()
+                self._of_directory[(v.id, parent)] = policy
         return new_layout(policy, self._place)
 
     def seal_on_close(self, vol: str, ino: int) -> bool:
         """A file was closed: seal it if it is to be sealed on close and no client has
         it open for writing any more. Whether it was sealed now."""
+        with self._store.read() as cur:  # most files are not: no write transaction
+            v = rows.volume(cur, vol)
+            found = cur.execute(
+                "SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)
+            ).fetchone()
+            xloc = None if found is None else rows.inode(cur, v, ino).layout()
+            if xloc is None or not xloc.seal_on_close:
+                return False
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             found = cur.execute(
@@ -398,6 +415,7 @@ class Policies:
             unknown = [u for u in osds if not self._registry.known(u)]
             if unknown:
                 raise XfsError(errno.EINVAL, f"unknown OSDs: {', '.join(unknown)}")
+        self._of_directory.clear()  # (before: a create meanwhile reads the store again)
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             node = rows.inode(cur, v, ino)

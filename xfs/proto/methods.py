@@ -120,9 +120,11 @@ class SetAttr(Record):
 
 @dataclass(frozen=True)
 class Removed(Record):
-    """The reply to unlink: the parent directory's attributes right after it."""
+    """The reply to unlink: the parent directory's attributes right after it, and its
+    change number before it (0: not sent)."""
 
     parent: Attr | None = None
+    parent_was: int = 0
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,15 @@ class Close(Record):
 
     volume: str
     ino: int
+    client: str
+
+
+@dataclass(frozen=True)
+class CloseFiles(Record):
+    """The client closed its last handles of several inodes (sent together, later)."""
+
+    volume: str
+    inos: list[int]
     client: str
 
 
@@ -595,6 +606,9 @@ class MRC:
         "mrc", "client_close", 1, ClientId, Empty, Authority.USER, idempotent=True
     )
     close = Method("mrc", "close", 1, Close, Empty, Authority.USER, idempotent=True)
+    close_files = Method(
+        "mrc", "close_files", 1, CloseFiles, Empty, Authority.USER, idempotent=True
+    )
     append = Method("mrc", "append", 1, Append, Offset, Authority.USER)
     lock = Method("mrc", "lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
     test_lock = Method("mrc", "test_lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)

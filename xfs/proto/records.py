@@ -198,6 +198,9 @@ class Attr(Record):
     rdev: int = 0
     blksize: int = 1 << 20
     acl: bool = False  # has an access ACL: the mode bits alone do not decide permissions
+    # a directory's change number (xfs/mrc/dirseq.py) in the replies that change it or
+    # make it (create, unlink, mkdir); 0 elsewhere
+    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -272,3 +275,4 @@ class FileLayout(Record):
     # in the reply to create: the parent directory's attributes right after it, which
     # the kernel asks for next (its cached ones are dropped by the change)
     parent: Attr | None = None
+    parent_was: int = 0  # the parent's change number before this create (0: not sent)

@@ -1,0 +1,89 @@
+"""Names known to be absent: negative entries and the listings of directories a mount
+made (docs/design/metadata.md, "The create path").
+
+A second mount with ``negative_timeout = 1`` makes a directory and creates in it, so it
+answers lookups of other names there itself. What another client creates meanwhile may
+stay unseen for that second, but never loses data or breaks a create: ``O_EXCL`` still
+fails with ``EEXIST`` and ``O_CREAT`` opens the other client's file as it is. And once
+the window has passed, the name is there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import grid, needs_fuse
+from tests.system.grid import Grid
+
+__all__ = ["grid", "needs_fuse"]
+
+pytestmark = [pytest.mark.fuse, pytest.mark.timeout(120)]
+
+WINDOW = 1.0  # the second mount's negative_timeout
+
+
+@pytest.fixture(scope="module")
+def quick(grid: Grid) -> Path:
+    return grid.extra_mount("quick", settings=f"negative_timeout = {WINDOW}")
+
+
+def eventually_exists(path: Path, within: float) -> float:
+    start = time.monotonic()
+    while not path.exists():
+        assert time.monotonic() - start < within, f"{path} still absent after {within} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_a_name_created_elsewhere_in_a_directory_made_here(grid: Grid, quick: Path) -> None:
+    here = quick / "made-here"
+    here.mkdir()
+    (here / "mine").write_bytes(b"mine")
+    assert not (here / "theirs").exists()  # answered from the listing
+    there = grid.mnt / "made-here"
+    (there / "theirs").write_bytes(b"their data")
+    (there / "shared").write_bytes(b"keep me")
+
+    # an exclusive create goes to the MRC, whatever this mount believes
+    with pytest.raises(FileExistsError):
+        os.close(os.open(here / "theirs", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    # O_CREAT without O_EXCL opens the existing file, contents and all
+    fd = os.open(here / "shared", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        assert os.read(fd, 100) == b"keep me"
+    finally:
+        os.close(fd)
+    # and the name is seen once the window has passed
+    eventually_exists(here / "theirs", WINDOW + 5)
+    assert (here / "theirs").read_bytes() == b"their data"
+
+
+def test_a_name_found_missing_appears_after_the_window(grid: Grid, quick: Path) -> None:
+    (grid.mnt / "elsewhere").mkdir()
+    probe = quick / "elsewhere" / "late"
+    assert not probe.exists()  # the MRC said ENOENT: a negative entry
+    (grid.mnt / "elsewhere" / "late").write_bytes(b"x")
+    waited = eventually_exists(probe, WINDOW + 5)
+    assert waited < WINDOW + 5
+
+
+def test_own_changes_are_seen_at_once(quick: Path) -> None:
+    d = quick / "own"
+    d.mkdir()
+    for i in range(20):
+        assert not (d / f"f{i}").exists()
+        (d / f"f{i}").write_bytes(b"%d" % i)
+        assert (d / f"f{i}").read_bytes() == b"%d" % i
+    for i in range(0, 20, 2):
+        (d / f"f{i}").unlink()
+    assert sorted(p.name for p in d.iterdir()) == sorted(f"f{i}" for i in range(1, 20, 2))
+    (d / "f1").rename(d / "g1")
+    assert not (d / "f1").exists() and (d / "g1").read_bytes() == b"1"
+    with pytest.raises(OSError) as e:
+        os.close(os.open(d / "g1", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    assert e.value.errno == errno.EEXIST

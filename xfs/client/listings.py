@@ -1,0 +1,80 @@
+"""The names in directories this mount made, kept whole while only it changes them (pure).
+
+A directory the mount made is empty, as of the change number the MRC sent with it
+(``Attr.seq``, xfs/mrc/dirseq.py). Each create or unlink the mount makes in it comes
+back with the parent's number before and after the change: if "before" is the number
+the listing is at, nobody else changed the directory in between and the listing is
+still whole; it moves on to "after". Any other reply, or a change the mount cannot
+follow (rename, link, mkdir, a failure), forgets the listing.
+
+A whole listing answers the lookup of a name it does not hold without asking the MRC:
+the kernel looks up every new name before it creates it, so a create storm in a new
+directory costs one MRC call per file instead of two. A listing is trusted for
+``fresh_for`` seconds (the mount's ``entry_timeout``) after the MRC last confirmed it,
+the same window within which the kernel's own cache may miss another client's changes
+(docs/design/metadata.md).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+CAPACITY = 1024  # directories whose listing is kept; the least recently used go first
+MAX_NAMES = 100_000  # a listing that grows beyond this is forgotten (memory)
+
+
+@dataclass
+class Listing:
+    seq: int  # the MRC's change number the names are as of
+    confirmed: float  # when (monotonic) the MRC last confirmed it
+    names: set[bytes] = field(default_factory=set)
+
+
+class Listings:
+    def __init__(self, fresh_for: float, capacity: int = CAPACITY) -> None:
+        self._fresh_for = fresh_for
+        self._capacity = capacity
+        self._dirs: OrderedDict[int, Listing] = OrderedDict()
+
+    def made(self, ino: int, seq: int, now: float) -> None:
+        """A directory this mount just made: empty as of ``seq``."""
+        if seq <= 0 or self._fresh_for <= 0:
+            return
+        self._dirs[ino] = Listing(seq, now)
+        self._dirs.move_to_end(ino)
+        while len(self._dirs) > self._capacity:
+            self._dirs.popitem(last=False)
+
+    def changed(
+        self, parent: int, was: int, seq: int, now: float, *, added: bytes | None = None,
+        removed: bytes | None = None,
+    ) -> None:
+        """A change of ours in ``parent`` came back: the number before it and after."""
+        listing = self._dirs.get(parent)
+        if listing is None:
+            return
+        if was <= 0 or seq <= 0 or listing.seq != was or len(listing.names) >= MAX_NAMES:
+            del self._dirs[parent]  # somebody else changed it too (or we cannot tell)
+            return
+        if added is not None:
+            listing.names.add(added)
+        if removed is not None:
+            listing.names.discard(removed)
+        listing.seq, listing.confirmed = seq, now
+        self._dirs.move_to_end(parent)
+
+    def forget(self, ino: int) -> None:
+        """A change in ``ino`` this mount cannot follow name by name."""
+        self._dirs.pop(ino, None)
+
+    def absent(self, parent: int, name: bytes, now: float) -> float:
+        """Seconds for which ``name`` is known not to be in ``parent`` (0: not known)."""
+        listing = self._dirs.get(parent)
+        if listing is None or name in listing.names:
+            return 0.0
+        left = listing.confirmed + self._fresh_for - now
+        if left <= 0:
+            del self._dirs[parent]
+            return 0.0
+        return left
