@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import time
 from pathlib import Path
 
@@ -87,3 +88,27 @@ def test_own_changes_are_seen_at_once(quick: Path) -> None:
     with pytest.raises(OSError) as e:
         os.close(os.open(d / "g1", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     assert e.value.errno == errno.EEXIST
+
+
+def test_file_capabilities_set_and_removed_here_are_seen_at_once(grid: Grid) -> None:
+    """The mount remembers that a file has no ``security.capability`` (the kernel asks
+    before every write); setting one and removing it here are seen at once."""
+    path = grid.mnt / "capable"
+    path.write_bytes(b"x")
+    with open(path, "ab") as f:
+        f.write(b"y")  # the kernel asked, and the answer is remembered
+    with pytest.raises(OSError) as e:
+        os.getxattr(path, "security.capability")
+    assert e.value.errno == errno.ENODATA
+    cap = struct.pack("<IIIII", 0x02000000, 1 << 10, 0, 0, 0)  # cap_net_bind_service
+    os.setxattr(path, "security.capability", cap)
+    assert os.getxattr(path, "security.capability") == cap
+    os.removexattr(path, "security.capability")
+    with pytest.raises(OSError) as e:
+        os.getxattr(path, "security.capability")
+    assert e.value.errno == errno.ENODATA
+    with open(path, "ab") as f:
+        f.write(b"z")
+    os.setxattr(path, "security.capability", cap)
+    assert os.getxattr(path, "security.capability") == cap
+    assert path.read_bytes() == b"xyz"

@@ -54,6 +54,9 @@ ZERO_CHUNK = 1 << 20
 FRESH_FOR = 1.0  # seconds a directory's attributes from a change of ours answer a getattr
 
 
+CAPS = b"security.capability"  # file capabilities: the kernel looks before each write
+
+
 class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = True  # FUSE_POSIX_ACL: the kernel applies ACLs too (and default_permissions)
@@ -88,6 +91,9 @@ class Operations(pyfuse3.Operations):
         # came back with; the kernel dropped its own and asks once (see _fresh_dir)
         self._fresh: dict[int, tuple[Attr, float]] = {}
         self._allocated: dict[int, tuple[int, int]] = {}  # ino -> (bytes held, at size)
+        # ino -> until when (monotonic) it is known to have no security.capability: the
+        # kernel asks before every write(2), to drop it (file_remove_privs)
+        self._no_caps: dict[int, float] = {}
 
     # ------------------------------------------------------------------ helpers
     async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
@@ -532,6 +538,8 @@ class Operations(pyfuse3.Operations):
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         session = await self._session(ctx)
+        if name == CAPS:
+            self._no_caps.pop(inode, None)
         if name not in acl_xattr.NAMES:
             if name.startswith(b"xfs."):
                 # a policy or replica change is refused while the file is open for
@@ -539,6 +547,8 @@ class Operations(pyfuse3.Operations):
                 for each in self.sessions.all():
                     await each.send_closes()
             await session.setxattr(inode, name, value)
+            if name == CAPS:
+                self._no_caps.pop(inode, None)  # (a getxattr may have crossed the set)
             return
         try:
             await acl_xattr.setxattr(session, self.idmap, inode, name, value)
@@ -547,10 +557,19 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        if name == CAPS and self._no_caps.get(inode, 0.0) > time.monotonic():
+            raise pyfuse3.FUSEError(errno.ENODATA)
         session = await self._session(ctx)
         if name in acl_xattr.NAMES:
             return await acl_xattr.getxattr(session, self.idmap, inode, name)
-        return await session.getxattr(inode, name)
+        try:
+            return await session.getxattr(inode, name)
+        except XfsError as e:
+            if name == CAPS and e.code == errno.ENODATA:
+                if len(self._no_caps) >= 100_000:
+                    self._no_caps.clear()
+                self._no_caps[inode] = time.monotonic() + self._attr_timeout
+            raise
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:
@@ -559,6 +578,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         session = await self._session(ctx)
+        if name == CAPS:
+            self._no_caps.pop(inode, None)
         if name not in acl_xattr.NAMES:
             await session.removexattr(inode, name)
             return

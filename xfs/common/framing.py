@@ -4,6 +4,14 @@ A frame is a 4-byte big-endian length followed by a msgpack body in the msgpack-
 shape: request ``[0, msgid, method, params]``, response ``[1, msgid, error, result]``,
 notification ``[2, method, params]``. The length is checked against the connection's
 limit before anything is allocated, and msgpack decodes with limits derived from it.
+
+Bulk bytes travel outside msgpack: a field of the params (or of the result) holding at
+least ``PAYLOAD_MIN`` bytes is sent as the msgpack extension ``PAYLOAD_EXT`` carrying its
+length, and its bytes follow the msgpack part, raw. Such a body starts with the byte
+``0xC1`` (never used by msgpack) and the msgpack part's length (4 bytes, big-endian).
+A sender hands the payload's buffer to TLS as it is, and a receiver gets it back as a
+view into the frame it received: no copy in Python on either side. See
+docs/protocol.md (Frames) and docs/design/transport.md.
 """
 
 from __future__ import annotations
@@ -17,6 +25,10 @@ import msgpack
 from xfs.proto.errors import ProtocolError
 
 HEADER = struct.Struct(">I")
+WITH_PAYLOAD = 0xC1  # first byte of a body whose payloads follow the msgpack part
+PAYLOAD_EXT = 1  # msgpack extension type: a payload's length, its bytes after msgpack
+PAYLOAD_MIN = 16 << 10  # smaller bytes stay inside msgpack
+_LENGTH = struct.Struct(">Q")
 REQUEST, RESPONSE, NOTIFICATION = 0, 1, 2
 
 #: Limit for metadata connections (MRC): large readdir batches fit comfortably.
@@ -60,9 +72,31 @@ def check_length(length: int, limit: int) -> None:
         raise ProtocolError(f"frame of {length} bytes exceeds the limit of {limit}")
 
 
-def encode(message: list[Any]) -> bytes:
+Chunks = list[bytes | bytearray | memoryview]
+
+
+def frame(message: list[Any]) -> Chunks:
+    """A message as the chunks of one frame, to be sent in order as one unit; large
+    bytes fields of its params or result (its last element) travel as payloads."""
+    payloads: list[bytes | bytearray | memoryview] = []
+    fields = message[-1]
+    if isinstance(fields, dict):
+        for key, value in fields.items():
+            if isinstance(value, bytes | bytearray | memoryview) and len(value) >= PAYLOAD_MIN:
+                if not payloads:
+                    fields = message[-1] = dict(fields)  # (the caller's dict stays)
+                payloads.append(value)
+                fields[key] = msgpack.ExtType(PAYLOAD_EXT, _LENGTH.pack(len(value)))
     body = msgpack.packb(message, use_bin_type=True)
-    return HEADER.pack(len(body)) + body
+    if not payloads:
+        return [HEADER.pack(len(body)) + body]
+    total = 5 + len(body) + sum(len(p) for p in payloads)
+    head = HEADER.pack(total) + bytes((WITH_PAYLOAD,)) + HEADER.pack(len(body)) + body
+    return [head, *payloads]
+
+
+def encode(message: list[Any]) -> bytes:
+    return b"".join(frame(message))
 
 
 def encode_request(msgid: int, method: str, params: Any) -> bytes:
@@ -78,11 +112,23 @@ def encode_notification(method: str, params: Any) -> bytes:
 
 
 def decode(body: bytes | bytearray | memoryview) -> Message:
-    """Decode one frame body into a message; ProtocolError for anything malformed."""
+    """Decode one frame body into a message; ProtocolError for anything malformed.
+    Payloads come back as read-only views into ``body``."""
     n = len(body)
+    view = memoryview(body)
+    ext_len, hook = 0, _no_payload
+    if n and view[0] == WITH_PAYLOAD:
+        if n < 5:
+            raise ProtocolError("frame too short for its payload header")
+        (packed,) = HEADER.unpack(view[1:5])
+        if packed > n - 5:
+            raise ProtocolError("frame shorter than its msgpack part")
+        tail = view[5 + packed :].toreadonly()
+        view = view[5 : 5 + packed]
+        ext_len, hook = _LENGTH.size, _Payloads(tail)
     try:
         value = msgpack.unpackb(
-            body,
+            view,
             raw=False,
             use_list=True,
             strict_map_key=True,
@@ -90,8 +136,13 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
             max_bin_len=n,
             max_array_len=min(n, 1 << 20),
             max_map_len=min(n, 1 << 18),
-            max_ext_len=0,
+            max_ext_len=ext_len,
+            ext_hook=hook,
         )
+        if isinstance(hook, _Payloads):
+            hook.check_used()
+    except ProtocolError:
+        raise
     except Exception as e:  # msgpack raises a zoo of types for bad input
         raise ProtocolError(f"undecodable frame: {type(e).__name__}") from None
     if not isinstance(value, list) or not value or not isinstance(value[0], int):
@@ -110,6 +161,32 @@ def decode(body: bytes | bytearray | memoryview) -> Message:
         if isinstance(method, str):
             return Notification(method, params)
     raise ProtocolError("malformed msgpack-RPC message")
+
+
+def _no_payload(code: int, data: bytes) -> Any:
+    raise ProtocolError(f"unexpected msgpack extension {code}")
+
+
+class _Payloads:
+    """The ext hook of a body with payloads: each extension takes the next bytes of the
+    tail, in the order msgpack meets them; all of the tail must be taken."""
+
+    def __init__(self, tail: memoryview) -> None:
+        self._tail = tail
+        self._at = 0
+
+    def __call__(self, code: int, data: bytes) -> memoryview:
+        if code != PAYLOAD_EXT or len(data) != _LENGTH.size:
+            raise ProtocolError(f"unexpected msgpack extension {code}")
+        (length,) = _LENGTH.unpack(data)
+        if length > len(self._tail) - self._at:
+            raise ProtocolError("payload longer than the frame")
+        start, self._at = self._at, self._at + length
+        return self._tail[start : self._at]
+
+    def check_used(self) -> None:
+        if self._at != len(self._tail):
+            raise ProtocolError("frame has bytes after its payloads")
 
 
 def _valid_msgid(msgid: Any) -> bool:

@@ -28,6 +28,7 @@ from xfs.common.tls import TLSConnection
 from xfs.proto.errors import ProtocolError, Unavailable
 
 _RECV_CHUNK = 256 << 10
+Chunk = bytes | bytearray | memoryview
 SEND_TIMEOUT = 30  # seconds a frame's send may go without progress before the link closes
 
 
@@ -41,8 +42,9 @@ class Link(Protocol):
 
     def peer_certificate(self) -> bytes: ...
 
-    async def send(self, frame: bytes) -> None:
-        """Send one whole frame; frames of concurrent senders never interleave."""
+    async def send(self, *chunks: Chunk) -> None:
+        """Send the chunks of one whole frame; frames of concurrent senders never
+        interleave."""
         ...
 
     async def recv_frame(self, limit: int) -> bytearray:
@@ -83,11 +85,12 @@ class StreamLink:
             raise ProtocolError("peer presented no certificate")
         return der
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, *chunks: Chunk) -> None:
         try:
             async with self._send_lock:
                 with trio.fail_after(SEND_TIMEOUT):
-                    await self._stream.send_all(frame)
+                    for chunk in chunks:
+                        await self._stream.send_all(chunk)
         except trio.TooSlowError:
             self.close()  # a frame half sent: nothing more can follow it
             raise Unavailable(f"send made no progress for {SEND_TIMEOUT:g} s") from None
@@ -178,9 +181,9 @@ class ThreadLink:
     def peer_certificate(self) -> bytes:
         return self._tls.peer_certificate()
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, *chunks: Chunk) -> None:
         await trio.to_thread.run_sync(
-            self._tls.send, frame, limiter=self._writer, abandon_on_cancel=True
+            self._tls.send, *chunks, limiter=self._writer, abandon_on_cancel=True
         )
 
     async def recv_frame(self, limit: int) -> bytearray:

@@ -274,7 +274,7 @@ class RPCServer:
                 refusal.name,
                 why=refusal.message,
             )
-            await self._send(conn, framing.encode_notification("error", refusal.to_wire()))
+            await self._send(conn, _error_notice(refusal))
             self._connections.pop(conn, None)  # now: the next round must not close it again
             conn.close()  # its receive loop ends with Unavailable
             closed += 1
@@ -342,7 +342,7 @@ class RPCServer:
                     break
                 except ProtocolError as e:
                     log.info("protocol error from %s: %s", peer.principal, e.message)
-                    await self._send(conn, framing.encode_notification("error", e.to_wire()))
+                    await self._send(conn, _error_notice(e))
                     break
                 await slots.acquire()
                 nursery.start_soon(self._handle, conn, state, message, slots)
@@ -378,14 +378,13 @@ class RPCServer:
         try:
             try:
                 result = await self.dispatcher.dispatch(state, request.method, request.params)
-                frame = framing.encode_response(request.msgid, None, result)
+                frame = framing.frame([framing.RESPONSE, request.msgid, None, result])
             except XfsError as e:
-                frame = framing.encode_response(request.msgid, e.to_wire(), None)
+                frame = framing.frame([framing.RESPONSE, request.msgid, e.to_wire(), None])
             except Exception:
                 log.exception("handler %s failed", request.method)
-                frame = framing.encode_response(
-                    request.msgid, ["EIO", f"internal error in {request.method}"], None
-                )
+                internal = ["EIO", f"internal error in {request.method}"]
+                frame = framing.frame([framing.RESPONSE, request.msgid, internal, None])
             await self._send(conn, frame)
         finally:
             state.last_activity = trio.current_time()
@@ -396,9 +395,14 @@ class RPCServer:
                 self._idle.set()
 
     @staticmethod
-    async def _send(conn: Link, frame: bytes) -> None:
+    async def _send(conn: Link, frame: framing.Chunks) -> None:
         with contextlib.suppress(Unavailable):  # the peer went away; its reader notices
-            await conn.send(frame)
+            await conn.send(*frame)
+
+
+def _error_notice(e: XfsError) -> framing.Chunks:
+    """The notification that tells a peer why its connection ends."""
+    return framing.frame([framing.NOTIFICATION, "error", e.to_wire()])
 
 
 def _handshake_failure(e: BaseException) -> str:
@@ -540,10 +544,10 @@ class ClientConnection:
         pending = _Pending(trio.Event())
         self._pending[msgid] = pending
         try:
-            frame = framing.encode_request(msgid, name, params)
+            frame = framing.frame([framing.REQUEST, msgid, name, params])
             self.last_activity = trio.current_time()
             try:
-                await self.link.send(frame)
+                await self.link.send(*frame)
             except Unavailable as e:
                 raise NotSent(e.message) from None
             await pending.done.wait()

@@ -231,8 +231,8 @@ def _str(value: Any, where: str) -> Any:
 
 
 def _bytes(value: Any, where: str) -> Any:
-    if type(value) is bytes:
-        return value
+    if type(value) is bytes or type(value) is memoryview:
+        return value  # a view: a payload that came outside msgpack (xfs.common.framing)
     if not isinstance(value, bytes | bytearray | memoryview):
         raise ProtocolError(f"{where}: expected bytes")
     return bytes(value)
