@@ -11,9 +11,17 @@ where ``<pp>`` is the first two hex digits of sha256(file_id), ``file_id`` is
 ``"<volume>:<ino>"`` and each object file is a 16-byte header
 ``struct.pack(">4sHHII", b"XFSO", 1, 0, crc32c(data), len(data))`` followed by the data.
 An object is replaced whole (temp file ``.tmp.<objno>.<hex>`` beside it, then
-``os.replace``), so it is never torn. Paths are only ever built from ids that
+``os.replace``), so a reader never sees it torn. Paths are only ever built from ids that
 :func:`parse_file_id` and :func:`check_objno` accepted, so nothing outside ``root`` is
 touched whatever a peer sends.
+
+Durability (docs/design/replication.md, "Durability on an OSD"): a write syncs nothing;
+:meth:`ObjectStore.fsync` (the client's ``fsync(2)`` and ``close()``) fsyncs the objects
+of the file written since its last fsync, its directory if names in it changed (every
+rename does) and the directories above it only if the file's directory is new; the
+bookkeeping is :mod:`xfs.osd.unsynced`, and a file this process has no record of (after a
+restart) is synced whole. Records (``epoch``, ``xloc``), ``put`` and ``write(sync=True)``
+are durable before they return: data fsynced before the rename, then the directory.
 
 ``epoch`` holds the highest truncate epoch a truncate of the file presented here, as
 ``struct.pack(">4sHHQI", b"XFSE", 1, 0, epoch, crc32c(the 16 bytes before))``; it is
@@ -24,7 +32,8 @@ XCap carries a lower epoch is refused (:class:`StaleEpoch`); reads are not fence
 ``xloc`` (format 3) holds the highest XLocSet version of the file this OSD has installed
 (docs/design/replication.md), in the same record format as ``epoch``; a missing file
 means version 0. Requests carrying an older version are refused by the replication
-layer (``xfs.osd.replication``), which is what fences a stale primary.
+layer (``xfs.osd.replication``), which is what fences a stale primary. Version 1, a new
+file's, is kept in memory only: no XLocSet is older, so a record of it fences nothing.
 
 Version 1 was the layout without ``epoch`` files, version 2 without ``xloc`` files:
 :meth:`ObjectStore.open` upgrades either by rewriting FORMAT (every file then has epoch
@@ -34,7 +43,9 @@ Everything here is synchronous; the service calls it from worker threads, concur
 Read-modify-write of one object is serialised by a striped lock on (file_id, objno);
 reads take no lock (an object file is always whole). Writes hold a striped per-file gate
 shared, truncate and delete hold it exclusive, so a write that passed the epoch check
-lands before a truncate that raises the epoch, never after it.
+lands before a truncate that raises the epoch, never after it. An fsync holds each
+object's lock while it fsyncs that object, and the gate exclusive only to list the
+objects of a file it has no record of.
 
 Errors: bad ids and arguments raise ``XfsError(EINVAL)``; a bad header, short file or
 CRC mismatch raises :class:`CorruptObject` (EIO), a bad epoch file :class:`CorruptEpoch`
@@ -47,6 +58,7 @@ UUID is missing or wrong raises :class:`StoreFormatError` from :meth:`ObjectStor
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -61,6 +73,7 @@ from pathlib import Path
 
 import google_crc32c
 
+from xfs.osd.unsynced import Unsynced
 from xfs.proto.errors import XfsError
 
 FORMAT_VERSION = 3
@@ -80,12 +93,15 @@ XLOC_NAME = "xloc"  # same record format as EPOCH_NAME
 EPOCH_MAGIC = b"XFSE"
 EPOCH_VERSION = 1
 EPOCH_RECORD = struct.Struct(">4sHHQI")  # magic, version, flags, epoch, crc32c(first 16)
+# a new file's XLocSet version (xfs/mrc/replicas.py new_xloc): none is older, so an OSD
+# keeps it in memory only (a missing record, version 0, refuses nothing more)
+FIRST_XLOC_VERSION = 1
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _INO_RE = re.compile(r"[1-9][0-9]{0,18}")
 _OBJNO_RE = re.compile(r"0|[1-9][0-9]{0,12}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{2}")
-TEMP_RE = re.compile(r"\.tmp\.(?:0|[1-9][0-9]{0,12}|epoch)\.[0-9a-f]{16}")
+TEMP_RE = re.compile(r"\.tmp\.(?:0|[1-9][0-9]{0,12}|epoch|xloc)\.[0-9a-f]{16}")
 _N_LOCKS = 64
 _EPOCH_CACHE = 1 << 16  # files whose epoch is remembered in memory
 
@@ -293,6 +309,19 @@ def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
+def _make_dir(d: Path) -> bool:
+    """Make a file's directory (and the ones above it); False if it was there already."""
+    try:
+        try:
+            d.mkdir()
+        except FileNotFoundError:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            d.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
 def _write_file_atomic(path: Path, content: bytes) -> None:
     tmp = path.with_name(f"{TEMP_PREFIX}{path.name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -363,6 +392,7 @@ class ObjectStore:
         self._xlocs: dict[str, int] = {}  # file_id -> installed XLocSet version
         self._xlocs_lock = threading.Lock()
         self._xloc_write = threading.Lock()
+        self._unsynced = Unsynced()  # what fsync must make durable, per file
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -466,7 +496,8 @@ class ObjectStore:
         """Persist a higher epoch (durably, before the truncate acts). Gate held exclusive."""
         self._remember_epoch(file_id, None)
         with _os_errors(f"write the truncate epoch of {file_id}"):
-            self._replace(self.file_dir(file_id) / EPOCH_NAME, encode_epoch(epoch), sync=True)
+            path = self.file_dir(file_id) / EPOCH_NAME
+            self._replace(file_id, path, None, encode_epoch(epoch), sync=True)
         self._remember_epoch(file_id, epoch)
 
     # ------------------------------------------------------------------ XLocSet versions
@@ -491,15 +522,17 @@ class ObjectStore:
 
     def install_xloc_version(self, file_id: str, version: int) -> int:
         """Persist ``version`` if it is higher than the installed one; returns the
-        installed version afterwards (durable before this returns)."""
+        installed version afterwards (durable before this returns). The first version
+        of a file is only remembered: no older XLocSet exists to fence (see the module's
+        description), so losing it in a crash refuses no request it would have."""
         check_uint("XLocSet version", version, MAX_EPOCH)
         with self._xloc_write:
             current = self.xloc_version(file_id)
             if version > current:
-                with _os_errors(f"write the XLocSet version of {file_id}"):
-                    self._replace(
-                        self.file_dir(file_id) / XLOC_NAME, encode_epoch(version), sync=True
-                    )
+                if version > FIRST_XLOC_VERSION:
+                    path = self.file_dir(file_id) / XLOC_NAME
+                    with _os_errors(f"write the XLocSet version of {file_id}"):
+                        self._replace(file_id, path, None, encode_epoch(version), sync=True)
                 with self._xlocs_lock:
                     self._xlocs[file_id] = version
                 return version
@@ -538,6 +571,7 @@ class ObjectStore:
             if data is None:
                 with _os_errors(f"remove object {objno} of {file_id}"):
                     path.unlink(missing_ok=True)
+                self._unsynced.wrote(file_id, None)  # a name went: the next fsync syncs it
             else:
                 self._store(file_id, objno, path, bytes(data), sync=True)
 
@@ -570,22 +604,31 @@ class ObjectStore:
 
     def _store(self, file_id: str, objno: int, path: Path, data: bytes, sync: bool) -> None:
         with _os_errors(f"write object {objno} of {file_id}"):
-            self._replace(path, encode_header(data), data, sync=sync)
+            self._replace(file_id, path, objno, encode_header(data), data, sync=sync)
 
-    def _replace(self, path: Path, *chunks: bytes, sync: bool) -> None:
-        """Write ``path`` anew through a temporary file of its own (the old content stays
-        whole until the rename); with ``sync``, durably, its directories included."""
-        tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(8)}")
+    def _replace(
+        self, file_id: str, path: Path, objno: int | None, *chunks: bytes, sync: bool
+    ) -> None:
+        """Write ``path`` (object ``objno`` of the file, or a record) anew through a
+        temporary file of its own: the old content stays whole until the rename.
+
+        Without ``sync`` nothing is synced and the object is noted for the file's next
+        fsync; the caller holds the object's lock, which orders the note and the rename
+        against that fsync (see :meth:`Unsynced.sync`). With ``sync``, durably: the data
+        before the rename, then the directory (and the ones above it if need be)."""
+        d = path.parent
+        tmp = d / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(8)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._unsynced.make_dir(file_id, functools.partial(_make_dir, d))
+            fd = os.open(tmp, flags, 0o600)
         try:
             try:
                 for chunk in chunks:
                     _write_all(fd, chunk)
-                if sync:
+                if sync or self._unsynced.wrote(file_id, objno):
                     os.fsync(fd)
             finally:
                 os.close(fd)
@@ -594,12 +637,15 @@ class ObjectStore:
             tmp.unlink(missing_ok=True)
             raise
         if sync:
-            self._fsync_dirs(path.parent)
-
-    def _fsync_dirs(self, file_dir: Path) -> None:
-        """fsync a file's directory and its ancestors up to objects/ (new entries)."""
-        for d in (file_dir, file_dir.parent, file_dir.parent.parent, self.objects):
             _fsync_path(d, os.O_DIRECTORY)
+            if self._unsynced.ancestors_unsynced(file_id):
+                self._sync_ancestors(file_id, d)
+
+    def _sync_ancestors(self, file_id: str, file_dir: Path) -> None:
+        """fsync the directories above a file's, up to objects/ (new entries in them)."""
+        for d in (file_dir.parent, file_dir.parent.parent, self.objects):
+            _fsync_path(d, os.O_DIRECTORY)
+        self._unsynced.ancestors_synced(file_id)
 
     def read(self, file_id: str, objno: int, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of an object: short or empty past what it holds."""
@@ -710,6 +756,7 @@ class ObjectStore:
                 if start >= size:
                     with _os_errors(f"delete object {objno} of {file_id}"):
                         path.unlink(missing_ok=True)
+                    self._unsynced.wrote(file_id, None)  # a name went
                 elif self._length(file_id, objno, path) > size - start:
                     data = self._load(file_id, objno, path)
                     if data is not None:
@@ -732,16 +779,33 @@ class ObjectStore:
         return sum(self._length(file_id, objno, path) for objno, path in self._held(file_id))
 
     def fsync(self, file_id: str) -> None:
-        """Make every object of the file, and its directory entries, durable."""
+        """Make durable what was written of the file here: the objects written since its
+        last fsync and the directory entries that changed; every object and directory
+        up to objects/ if this process has no record of the file (it restarted)."""
         d = self.file_dir(file_id)
-        with _os_errors(f"fsync {file_id}"):
-            for _objno, path in self._held(file_id):
-                try:
-                    _fsync_path(path)
-                except FileNotFoundError:
-                    continue  # replaced or truncated away meanwhile; the dir fsync covers it
-            if d.is_dir():
-                self._fsync_dirs(d)
+        with _os_errors(f"fsync {file_id}"), self._unsynced.sync(file_id) as todo:
+            objects = todo.objects
+            if objects is None:
+                # no write of the file is between its rename and its note meanwhile:
+                # each one either renamed before the listing or is noted for next time
+                with self._gate(file_id).exclusive():
+                    self._unsynced.track(file_id)
+                    objects = frozenset(objno for objno, _ in self._held(file_id))
+            for objno in sorted(objects):
+                with self._lock(file_id, objno):  # see Unsynced.sync
+                    try:
+                        _fsync_path(d / str(objno))
+                    except FileNotFoundError:
+                        continue  # truncated away since: the directory fsync covers it
+            try:
+                if todo.entries or todo.ancestors:
+                    _fsync_path(d, os.O_DIRECTORY)
+                if todo.ancestors:
+                    self._sync_ancestors(file_id, d)
+            except FileNotFoundError:
+                if d.exists():
+                    raise
+                # the file was deleted (or never written here): nothing to sync
 
     def delete(self, file_id: str) -> None:
         """Remove every object of the file and its directory; missing is fine.
@@ -751,6 +815,7 @@ class ObjectStore:
         d = self.file_dir(file_id)
         with self._gate(file_id).exclusive(), _os_errors(f"delete {file_id}"):
             self._remember_epoch(file_id, None)
+            self._unsynced.forget(file_id)
             with self._xlocs_lock:
                 self._xlocs.pop(file_id, None)
             for _ in range(3):  # a racing write may add an object between unlinks and rmdir

@@ -2,7 +2,8 @@
 
 docs/design/replication.md is the protocol; this module is its OSD side. In short: every
 request names the XLocSet it was issued for; an older version than the one installed
-here is refused (``ESTALE``), a newer one is installed (durably) first. For ``rw`` files
+here is refused (``ESTALE``), a newer one is installed (durably, unless it is a new
+file's first version, which fences nothing) first. For ``rw`` files
 the primary of a stripe column applies a write, forwards it to every other OSD of the
 column's group, and answers only when all of them applied it; an OSD that does not answer
 is reported to the MRC, which drops it once its lease has run out. The first time an OSD
