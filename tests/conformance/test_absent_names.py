@@ -112,3 +112,4 @@ def test_file_capabilities_set_and_removed_here_are_seen_at_once(grid: Grid) -> 
     os.setxattr(path, "security.capability", cap)
     assert os.getxattr(path, "security.capability") == cap
     assert path.read_bytes() == b"xyz"
+

@@ -386,7 +386,12 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._files[fh]
-        await handle.file.fsync()  # the data on every replica's disk, the size on the MRC
+        if handle.flags & os.O_ACCMODE == os.O_RDONLY:
+            # allowed on any descriptor; its XCap may not write (or sync) on the OSDs, and
+            # what this mount wrote through others is synced by flush (or was at close)
+            await handle.file.flush()
+        else:
+            await handle.file.fsync()  # the data on every replica's disk, the size on the MRC
         self._learn_allocation(handle.file)
         await handle.session.sync()  # and the MRC's journal on its disk
 
