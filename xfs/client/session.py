@@ -375,6 +375,11 @@ class Session:
                 if f is not None:
                     await f.flush()  # our unreported writes must not hide behind the MRC's size
                 layout = await self.reopen(ino, flags)
+                if layout.attr.nlink == 0 and f is None and self._opens.get(ino) == 1:
+                    # not open here, and no name leads to it any more: the kernel came by
+                    # a name cached before another client replaced or removed it (a close
+                    # of ours still waiting may have kept it). ESTALE: it looks again.
+                    raise XfsError(errno.ESTALE, f"inode {ino} has no name any more")
                 if flags & os.O_TRUNC and layout.attr.size == 0:
                     await self.truncate_osds(layout, 0)
                     if f is not None:
