@@ -1,6 +1,7 @@
 """A minimal pyfuse3 + trio pass-through file system: the Python FUSE ceiling.
 
     python bench/passthrough.py SOURCE_DIR MOUNTPOINT [--attr-timeout S] [--writeback]
+                                [--allow-other]
 
 Each operation is a system call or two on SOURCE_DIR, inline (no threads): its cost over
 the local disk is that of FUSE + pyfuse3 + trio, which no Python FUSE file system beats.
@@ -235,10 +236,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attr-timeout", type=float, default=1.0,
                    help="entry and attribute cache timeout in seconds (default 1.0)")
     p.add_argument("--writeback", action="store_true", help="enable the kernel writeback cache")
+    p.add_argument("--allow-other", action="store_true",
+                   help="let other users in (FUSE allow_other: root, or user_allow_other in "
+                        "/etc/fuse.conf); the kernel checks their permissions "
+                        "(default_permissions)")
     args = p.parse_args(argv)
     os.umask(0)  # modes arrive already masked by the kernel
     ops = Passthrough(args.source, args.attr_timeout, args.writeback)
     options = set(pyfuse3.default_options) | {"fsname=passthrough", "default_permissions"}
+    if args.allow_other:
+        options.add("allow_other")
     pyfuse3.init(ops, args.mountpoint, options)
     try:
         trio.run(_serve)

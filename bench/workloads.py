@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 MiB = 1 << 20
@@ -118,7 +118,6 @@ def seq_read(directory: str | os.PathLike, block: int = MiB, name: str = SEQ_FIL
     return ReadResult(total / MiB / elapsed, dropped, fadvised)
 
 
-
 def random_reads(directory: str | os.PathLike, n: int = 2000, block: int = 4096,
                  name: str = SEQ_FILE, backing: Iterable[str | os.PathLike] = (),
                  drop: bool = True, seed: int = 1) -> float:
@@ -146,34 +145,58 @@ def random_reads(directory: str | os.PathLike, n: int = 2000, block: int = 4096,
         os.close(fd)
     return n / elapsed
 
-def metadata(directory: str | os.PathLike, n: int = 5000) -> dict[str, float]:
-    """Create `n` empty files, stat each, unlink each: ops/s per phase.
 
-    The files live in a fresh subdirectory, removed at the end. `create` is
-    open(O_CREAT|O_EXCL) + close; `stat` is stat(2) by path, right after the creates
-    (a FUSE file system's kernel attribute cache may answer part of it).
-    """
-    sub = os.path.join(directory, f"meta-{os.getpid()}-{time.monotonic_ns()}")
-    os.mkdir(sub)
-    paths = [os.path.join(sub, f"f{i:06d}") for i in range(n)]
+def create_files(directory: str | os.PathLike, n: int) -> float:
+    """Create `n` empty files f000000.. (open(O_CREAT|O_EXCL) + close); ops/s."""
+    paths = [os.path.join(directory, f"f{i:06d}") for i in range(n)]
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    result: dict[str, float] = {}
-
     start = time.perf_counter()
     for p in paths:
         os.close(os.open(p, flags, 0o644))
-    result["create"] = n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start)
 
+
+def stat_files(directory: str | os.PathLike, n: int) -> float:
+    """stat(2) by path each of the `n` files `create_files` made; ops/s."""
+    paths = [os.path.join(directory, f"f{i:06d}") for i in range(n)]
     start = time.perf_counter()
     for p in paths:
         os.stat(p)
-    result["stat"] = n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start)
 
+
+def unlink_files(directory: str | os.PathLike, n: int) -> float:
+    """Unlink each of the `n` files `create_files` made; ops/s."""
+    paths = [os.path.join(directory, f"f{i:06d}") for i in range(n)]
     start = time.perf_counter()
     for p in paths:
         os.unlink(p)
-    result["unlink"] = n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start)
 
+
+def metadata(directory: str | os.PathLike, n: int = 5000,
+             between: Callable[[], object] | None = None) -> dict[str, float]:
+    """Create `n` empty files, stat each, list them, unlink each: per second per phase.
+
+    The files live in a fresh subdirectory, removed at the end. `create` is
+    open(O_CREAT|O_EXCL) + close; then `between()` runs, untimed (fsbench remounts the
+    file system and drops the kernel's dentries and inodes there; without it a FUSE file
+    system's kernel caches answer part of the stats); `stat` is stat(2) by path;
+    `readdir` lists the subdirectory once (os.listdir: opendir, getdents until the end,
+    closedir) and is entries/s.
+    """
+    sub = os.path.join(directory, f"meta-{os.getpid()}-{time.monotonic_ns()}")
+    os.mkdir(sub)
+    result = {"create": create_files(sub, n)}
+    if between is not None:
+        between()
+    result["stat"] = stat_files(sub, n)
+    start = time.perf_counter()
+    listed = len(os.listdir(sub))
+    result["readdir"] = n / (time.perf_counter() - start)
+    if listed != n:
+        raise ValueError(f"readdir of {sub} listed {listed} entries, not {n}")
+    result["unlink"] = unlink_files(sub, n)
     os.rmdir(sub)
     return result
 
@@ -219,3 +242,135 @@ def stat_twice(directory: str | os.PathLike, n: int = 5000, drop: bool = True) -
         os.unlink(p)
     os.rmdir(sub)
     return StatTwice(n / first_s, n / second_s, first_s, dropped, create_s)
+
+
+class SmallFiles(NamedTuple):
+    write: float  # files/s: create, one write, fsync, close each
+    read: float  # files/s: open, read to the end, close each, cold if we could
+    caches_dropped: bool  # drop_caches(3) accepted before the reads
+
+
+def small_files(directory: str | os.PathLike, n: int = 1000, size: int = 16 * 1024,
+                backing: Iterable[str | os.PathLike] = (), drop: bool = True) -> SmallFiles:
+    """Write `n` files of `size` bytes, each with its own fsync, then read them back cold.
+
+    The files live in a fresh subdirectory, removed at the end. A write is
+    open(O_CREAT|O_EXCL) + one write(2) + fsync + close; the reads follow
+    fadvise(DONTNEED) on every file and `backing`, and drop_caches(3) if permitted and
+    `drop` (as `seq_read`), so the opens are lookups the file system answers too.
+    """
+    sub = os.path.join(directory, f"small-{os.getpid()}-{time.monotonic_ns()}")
+    os.mkdir(sub)
+    paths = [os.path.join(sub, f"s{i:06d}") for i in range(n)]
+    data = os.urandom(size)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    start = time.perf_counter()
+    for p in paths:
+        fd = os.open(p, flags, 0o644)
+        try:
+            if os.write(fd, data) != size:
+                raise ValueError(f"short write to {p}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    write = n / (time.perf_counter() - start)
+
+    for p in paths:
+        _fadvise_dontneed(p)
+    evict(backing)
+    dropped = drop_caches() if drop else False
+    start = time.perf_counter()
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            got = 0
+            while chunk := os.read(fd, size + 1):
+                got += len(chunk)
+        finally:
+            os.close(fd)
+        if got != size:
+            raise ValueError(f"read {got} bytes of {p}, not {size}")
+    read = n / (time.perf_counter() - start)
+
+    for p in paths:
+        os.unlink(p)
+    os.rmdir(sub)
+    return SmallFiles(write, read, dropped)
+
+
+APPEND_FILE = "append.log"
+
+
+def appends(directory: str | os.PathLike, n: int = 5000, block: int = 4096,
+            name: str = APPEND_FILE) -> float:
+    """`n` write(2) calls of `block` bytes to one new file opened with O_APPEND, then one
+    fsync; writes/s over open through fsync and close. The file is removed afterwards;
+    its size is checked (n * block)."""
+    path = os.path.join(directory, name)
+    data = os.urandom(block)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    try:
+        for _ in range(n):
+            if os.write(fd, data) != block:
+                raise ValueError(f"short append to {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    size = os.stat(path).st_size
+    os.unlink(path)
+    if size != n * block:
+        raise ValueError(f"{path} grew to {size} bytes, not {n * block}")
+    return n / elapsed
+
+
+CRIU_FILE = "pages.img"
+CRIU_PAGE = 4096
+CRIU_RUN = MiB
+CRIU_PAGES = 15  # single pages after each run
+
+
+class CriuResult(NamedTuple):
+    mib_s: float
+    page_writes: int  # writes of CRIU_PAGE bytes
+    run_writes: int  # writes of CRIU_RUN bytes
+
+
+def criu_pattern(size_bytes: int) -> list[int]:
+    """The write sizes of a `size_bytes` CRIU-like image, in order: cycles of a 4 KiB
+    header, a 1 MiB run of pages and 15 single 4 KiB pages (1 MiB + 64 KiB), the last
+    cycle cut short at `size_bytes`."""
+    cycle = [CRIU_PAGE, CRIU_RUN, *[CRIU_PAGE] * CRIU_PAGES]
+    sizes: list[int] = []
+    left = size_bytes
+    while left > 0:
+        for s in cycle:
+            if left <= 0:
+                break
+            sizes.append(min(s, left))
+            left -= sizes[-1]
+    return sizes
+
+
+def criu_image(directory: str | os.PathLike, size_bytes: int = 200 * MiB,
+               name: str = CRIU_FILE) -> CriuResult:
+    """Write a CRIU-like image of `size_bytes` to one new file in the mixed pattern of
+    `criu_pattern` (sequential, from one buffer of os.urandom), then fsync; MiB/s over
+    open through fsync and close. The file is left behind, as `seq_write` does."""
+    sizes = criu_pattern(size_bytes)
+    data = memoryview(os.urandom(CRIU_RUN))
+    path = os.path.join(directory, name)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for s in sizes:
+            chunk = data[:s]
+            while chunk:
+                chunk = chunk[os.write(fd, chunk):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    return CriuResult(size_bytes / MiB / elapsed, sum(s == CRIU_PAGE for s in sizes),
+                      sum(s == CRIU_RUN for s in sizes))

@@ -48,8 +48,9 @@ def test_seq_write_partial_block(workloads, tmp_path: Path) -> None:
 
 
 def test_metadata(workloads, tmp_path: Path) -> None:
-    fig = workloads.metadata(tmp_path, n=50)
-    assert set(fig) == {"create", "stat", "unlink"}
+    calls = []
+    fig = workloads.metadata(tmp_path, n=50, between=lambda: calls.append(1))
+    assert set(fig) == {"create", "stat", "readdir", "unlink"} and calls == [1]
     assert all(_positive(v) for v in fig.values())
     assert list(tmp_path.iterdir()) == []  # cleaned up after itself
 
@@ -59,3 +60,22 @@ def test_stat_twice(workloads, tmp_path: Path) -> None:
     assert _positive(st.first) and _positive(st.second) and _positive(st.first_s)
     assert st.caches_dropped is False
     assert list(tmp_path.iterdir()) == []  # cleaned up after itself
+
+
+def test_small_files(workloads, tmp_path: Path) -> None:
+    r = workloads.small_files(tmp_path, n=20, drop=False)
+    assert _positive(r.write) and _positive(r.read)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_appends(workloads, tmp_path: Path) -> None:
+    assert _positive(workloads.appends(tmp_path, n=100))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_criu_image(workloads, tmp_path: Path) -> None:
+    sizes = workloads.criu_pattern(8 * workloads.MiB)
+    assert sum(sizes) == 8 * workloads.MiB and {4096, workloads.MiB} <= set(sizes)
+    r = workloads.criu_image(tmp_path, 8 * workloads.MiB)
+    assert _positive(r.mib_s)
+    assert (tmp_path / workloads.CRIU_FILE).stat().st_size == 8 * workloads.MiB
