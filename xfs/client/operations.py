@@ -18,18 +18,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import itertools
 import os
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
 
 # isort: split
 import pyfuse3
 
-from xfs.client import acl_xattr
+from xfs.client import acl_xattr, readahead
 from xfs.client.callers import caller, supplementary_groups
 from xfs.client.errors import fuse_errors
 from xfs.client.file_io import OpenFile
@@ -37,6 +38,7 @@ from xfs.client.handles import Handle
 from xfs.client.idmap import IdentityMap
 from xfs.client.inodes import InodeTable
 from xfs.client.listings import Listings
+from xfs.client.readahead import ReadAhead
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
 from xfs.proto import methods as locks
@@ -55,6 +57,25 @@ FRESH_FOR = 1.0  # seconds a directory's attributes from a change of ours answer
 
 
 CAPS = b"security.capability"  # file capabilities: the kernel looks before each write
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def changes(
+    fn: Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
+    """An operation that may change something: counted when it starts and when it ends,
+    so a page read ahead meanwhile is not used (xfs/client/readahead.py)."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Operations, *args: P.args, **kwargs: P.kwargs) -> T:
+        self.changes += 1
+        try:
+            return await fn(self, *args, **kwargs)
+        finally:
+            self.changes += 1
+
+    return wrapper
 
 
 class Operations(pyfuse3.Operations):
@@ -94,6 +115,8 @@ class Operations(pyfuse3.Operations):
         # ino -> until when (monotonic) it is known to have no security.capability: the
         # kernel asks before every write(2), to drop it (file_remove_privs)
         self._no_caps: dict[int, float] = {}
+        self.changes = 0  # operations that may change something, started and ended
+        self._ahead = ReadAhead()
 
     # ------------------------------------------------------------------ helpers
     async def _session(self, ctx: pyfuse3.RequestContext) -> Session:
@@ -162,6 +185,9 @@ class Operations(pyfuse3.Operations):
         if left > 0:
             return self._absent(left)
         session = await self._session(ctx)
+        attr = await self._read_ahead(session, parent_inode, name)
+        if attr is not None:
+            return self._entry(session._local(attr))
         try:
             attr = await session.lookup(parent_inode, name)
         except XfsError as e:
@@ -169,6 +195,25 @@ class Operations(pyfuse3.Operations):
                 raise
             return self._absent(self._negative_timeout)
         return self._entry(attr)
+
+    async def _read_ahead(self, session: Session, parent: int, name: bytes) -> Attr | None:
+        """``name``'s attributes from a page of its directory read ahead, if one has it
+        (or it is time to read one and it does)."""
+        key, now = (id(session), parent), time.monotonic()
+        attr = self._ahead.take(key, name, now, self.changes)
+        if attr is not None:
+            return attr
+        cursor = self._ahead.missed(key, now)
+        if cursor is None:
+            return None
+        asked = self.changes
+        try:
+            entries = await session.readdir(parent, cursor, readahead.PAGE)
+        except XfsError:
+            self._ahead.refused(key, now)  # (search permission without read, say)
+            return None
+        self._ahead.fill(key, entries, asked, now, complete=len(entries) < readahead.PAGE)
+        return self._ahead.take(key, name, now, self.changes)
 
     @staticmethod
     def _absent(timeout: float) -> pyfuse3.EntryAttributes:
@@ -202,6 +247,7 @@ class Operations(pyfuse3.Operations):
         self._fresh[attr.ino] = (attr, time.monotonic())
 
     @fuse_errors
+    @changes
     async def setattr(
         self,
         inode: int,
@@ -250,6 +296,7 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ entries
     @fuse_errors
+    @changes
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -259,6 +306,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(attr)
 
     @fuse_errors
+    @changes
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -269,6 +317,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(attr)
 
     @fuse_errors
+    @changes
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         session = await self._session(ctx)
         try:
@@ -286,11 +335,13 @@ class Operations(pyfuse3.Operations):
         self._fresh_dir(removed.parent)
 
     @fuse_errors
+    @changes
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.listings.forget(parent_inode)
         await (await self._session(ctx)).rmdir(parent_inode, name)
 
     @fuse_errors
+    @changes
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -300,6 +351,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(attr)
 
     @fuse_errors
+    @changes
     async def rename(
         self,
         parent_inode_old: int,
@@ -315,6 +367,7 @@ class Operations(pyfuse3.Operations):
         await session.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @fuse_errors
+    @changes
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -342,6 +395,7 @@ class Operations(pyfuse3.Operations):
         return self._file_info(session, f, flags)
 
     @fuse_errors
+    @changes
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -365,6 +419,7 @@ class Operations(pyfuse3.Operations):
         return await self._files[fh].file.read(off, size)
 
     @fuse_errors
+    @changes
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._files[fh]
         if handle.flags & os.O_APPEND:
@@ -375,7 +430,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def flush(self, fh: int) -> None:
         handle = self._files[fh]
-        await handle.file.flush()
+        with self._changing(handle):
+            await handle.file.flush()
         self._learn_allocation(handle.file)
         owner, handle.closing_owner = handle.closing_owner, None
         if owner is not None and owner in self._locked.get(handle.ino, ()):
@@ -386,12 +442,13 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._files[fh]
-        if handle.flags & os.O_ACCMODE == os.O_RDONLY:
-            # allowed on any descriptor; its XCap may not write (or sync) on the OSDs, and
-            # what this mount wrote through others is synced by flush (or was at close)
-            await handle.file.flush()
-        else:
-            await handle.file.fsync()  # the data on every replica's disk, the size on the MRC
+        with self._changing(handle):
+            if handle.flags & os.O_ACCMODE == os.O_RDONLY:
+                # allowed on any descriptor; its XCap may not write (or sync) on the OSDs,
+                # and what this mount wrote through others is synced by flush (or at close)
+                await handle.file.flush()
+            else:
+                await handle.file.fsync()  # the data on every replica's disk, the size on the MRC
         self._learn_allocation(handle.file)
         await handle.session.sync()  # and the MRC's journal on its disk
 
@@ -408,7 +465,21 @@ class Operations(pyfuse3.Operations):
         finally:
             if not self._locked.get(handle.ino, True):
                 del self._locked[handle.ino]
-            await handle.session.release(handle.file)
+            with self._changing(handle):
+                await handle.session.release(handle.file)
+
+    @contextlib.contextmanager
+    def _changing(self, handle: Handle) -> Iterator[None]:
+        """Counts as a change (``changes``) if the file may report a size or times now:
+        open for writing, or written through another descriptor."""
+        if handle.flags & os.O_ACCMODE == os.O_RDONLY and not handle.file.size_dirty:
+            yield
+            return
+        self.changes += 1
+        try:
+            yield
+        finally:
+            self.changes += 1
 
     # ------------------------------------------------------------------ locks
     # Served through xfs.client.fuse_ext (pyfuse3 has no lock operations). Locks live on
@@ -462,6 +533,7 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EWOULDBLOCK)
 
     @fuse_errors
+    @changes
     async def fallocate(self, ino: int, fh: int, mode: int, offset: int, length: int) -> None:
         """Mode 0 (reserve: the file grows, sparse), KEEP_SIZE, and PUNCH_HOLE or
         ZERO_RANGE (the range reads as zeros afterwards)."""
@@ -539,6 +611,7 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_inode(inode, attr_only=True)
 
     @fuse_errors
+    @changes
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
@@ -581,6 +654,7 @@ class Operations(pyfuse3.Operations):
         return await (await self._session(ctx)).listxattr(inode)
 
     @fuse_errors
+    @changes
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         session = await self._session(ctx)
         if name == CAPS:

@@ -1,11 +1,12 @@
-"""Names known to be absent: negative entries and the listings of directories a mount
-made (docs/design/metadata.md, "The create path").
+"""The mount's own caches: names known to be absent (negative entries, the listings of
+directories a mount made), attributes read ahead with readdir, and what it remembers of
+file capabilities (docs/design/metadata.md, "The create path" and "Lookups read ahead").
 
 A second mount with ``negative_timeout = 1`` makes a directory and creates in it, so it
 answers lookups of other names there itself. What another client creates meanwhile may
 stay unseen for that second, but never loses data or breaks a create: ``O_EXCL`` still
 fails with ``EEXIST`` and ``O_CREAT`` opens the other client's file as it is. And once
-the window has passed, the name is there.
+the window has passed, the name is there. Whatever a mount changes itself it sees at once.
 """
 
 from __future__ import annotations
@@ -113,3 +114,29 @@ def test_file_capabilities_set_and_removed_here_are_seen_at_once(grid: Grid) -> 
     assert os.getxattr(path, "security.capability") == cap
     assert path.read_bytes() == b"xyz"
 
+
+def drop_kernel_entries() -> None:
+    """Make the kernel forget cached names and inodes (root only), so lookups follow."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2")
+
+
+def test_attributes_read_ahead_never_hide_a_change_made_here(grid: Grid, quick: Path) -> None:
+    """Two names of one file in a page read ahead: a change through one name must show
+    through the other at once (the page is not used once anything changed here)."""
+    there = grid.mnt / "ahead"
+    there.mkdir()
+    for i in range(40):
+        (there / f"f{i}").write_bytes(b"x" * i)
+    os.link(there / "f35", there / "twin")
+    here = quick / "ahead"
+    drop_kernel_entries()
+    assert [(here / f"f{i}").stat().st_size for i in range(40)] == list(range(40))
+    for _ in range(3):
+        drop_kernel_entries()
+        # f0 goes to the MRC, f1 reads a page ahead (f0 ... f39 and twin), f2 is in it
+        assert [(here / f"f{i}").stat().st_size for i in range(3)] == [0, 1, 2]
+        os.truncate(here / "f35", 3)  # through one name ...
+        assert (here / "twin").stat().st_size == 3  # ... seen through the other
+        os.truncate(here / "f35", 35)
+    assert sorted(os.listdir(here)) == sorted([f"f{i}" for i in range(40)] + ["twin"])
