@@ -22,6 +22,12 @@ from xfs.proto.records import Rights, XLocSet
 
 log = logging.getLogger(__name__)
 
+# Unlinks come in storms (rm -r, a job's cleanup): a round starts once they have paused
+# for SETTLE seconds (at most MAX_SETTLE after the first), so deleting objects does not
+# compete with the unlinks for the MRC and the OSDs; space comes back that much later.
+SETTLE = 0.5
+MAX_SETTLE = 5.0
+
 
 class Deleter:
     def __init__(
@@ -53,7 +59,18 @@ class Deleter:
                 await self.round()
                 with trio.move_on_after(self._interval):
                     await self._wake.wait()
+                await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait until no wake came for SETTLE seconds (MAX_SETTLE at most)."""
+        end = trio.current_time() + MAX_SETTLE
+        while True:
+            self._wake = trio.Event()
+            with trio.move_on_at(min(end, trio.current_time() + SETTLE)) as quiet:
+                await self._wake.wait()
+            if quiet.cancelled_caught:
                 self._wake = trio.Event()
+                return
 
     def stop(self) -> None:
         self._scope.cancel()
@@ -71,20 +88,22 @@ class Deleter:
         xcap = self._xcaps.issue(volume_id, ino, Rights.DELETE, 0, xloc, self._fingerprint)
         osds = sorted({u for r in xloc.replicas for u in r.osds})
         addresses = self._registry.addresses(osds)
-        ok = True
-        for uuid in osds:
-            address = addresses.get(uuid)
-            if address is None:
-                ok = False
-                continue
+        failed: list[str] = [u for u in osds if u not in addresses]
+
+        async def delete(uuid: str) -> None:
             try:
                 with trio.fail_after(self._timeout):
                     await self._pool.call(
-                        address, OSD.delete, FileOp(xcap, xloc), expect=f"osd:{uuid}"
+                        addresses[uuid], OSD.delete, FileOp(xcap, xloc), expect=f"osd:{uuid}"
                     )
             except (XfsError, trio.TooSlowError) as e:
                 log.info(
                     "deleting %s:%d on OSD %s failed (will retry): %s", volume_id, ino, uuid, e
                 )
-                ok = False
-        return ok
+                failed.append(uuid)
+
+        async with trio.open_nursery() as n:  # the OSDs at once
+            for uuid in osds:
+                if uuid in addresses:
+                    n.start_soon(delete, uuid)
+        return not failed
