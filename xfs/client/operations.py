@@ -61,7 +61,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def changes(
+def counts_as_change(
     fn: Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]],
 ) -> Callable[Concatenate[Operations, P], Coroutine[Any, Any, T]]:
     """An operation that may change something: counted when it starts and when it ends,
@@ -187,7 +187,7 @@ class Operations(pyfuse3.Operations):
         session = await self._session(ctx)
         attr = await self._read_ahead(session, parent_inode, name)
         if attr is not None:
-            return self._entry(session._local(attr))
+            return self._entry(session.own_view(attr))
         try:
             attr = await session.lookup(parent_inode, name)
         except XfsError as e:
@@ -247,7 +247,7 @@ class Operations(pyfuse3.Operations):
         self._fresh[attr.ino] = (attr, time.monotonic())
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def setattr(
         self,
         inode: int,
@@ -296,7 +296,7 @@ class Operations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ entries
     @fuse_errors
-    @changes
+    @counts_as_change
     async def mknod(
         self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -306,7 +306,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(attr)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -317,7 +317,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(attr)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         session = await self._session(ctx)
         try:
@@ -335,13 +335,13 @@ class Operations(pyfuse3.Operations):
         self._fresh_dir(removed.parent)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.listings.forget(parent_inode)
         await (await self._session(ctx)).rmdir(parent_inode, name)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def symlink(
         self, parent_inode: int, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -351,7 +351,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(attr)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def rename(
         self,
         parent_inode_old: int,
@@ -367,7 +367,7 @@ class Operations(pyfuse3.Operations):
         await session.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def link(
         self, inode: int, new_parent_inode: int, new_name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -395,7 +395,7 @@ class Operations(pyfuse3.Operations):
         return self._file_info(session, f, flags)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -419,7 +419,7 @@ class Operations(pyfuse3.Operations):
         return await self._files[fh].file.read(off, size)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._files[fh]
         if handle.flags & os.O_APPEND:
@@ -533,7 +533,7 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EWOULDBLOCK)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def fallocate(self, ino: int, fh: int, mode: int, offset: int, length: int) -> None:
         """Mode 0 (reserve: the file grows, sparse), KEEP_SIZE, and PUNCH_HOLE or
         ZERO_RANGE (the range reads as zeros afterwards)."""
@@ -611,7 +611,7 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_inode(inode, attr_only=True)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
@@ -654,7 +654,7 @@ class Operations(pyfuse3.Operations):
         return await (await self._session(ctx)).listxattr(inode)
 
     @fuse_errors
-    @changes
+    @counts_as_change
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         session = await self._session(ctx)
         if name == CAPS:

@@ -140,12 +140,12 @@ class Session:
         return await self.mrc(MRC.volume_get, VolumeName(self.volume))
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
-        return self._local(await self.mrc(MRC.lookup, Lookup(self.volume, parent, name)))
+        return self.own_view(await self.mrc(MRC.lookup, Lookup(self.volume, parent, name)))
 
     async def getattr(self, ino: int) -> Attr:
-        return self._local(await self.mrc(MRC.getattr, Ino(self.volume, ino)))
+        return self.own_view(await self.mrc(MRC.getattr, Ino(self.volume, ino)))
 
-    def _local(self, attr: Attr) -> Attr:
+    def own_view(self, attr: Attr) -> Attr:
         """Overlay what this session wrote but has not reported to the MRC yet."""
         f = self.files.get(attr.ino)
         if f is not None and f.size_dirty and f.size != attr.size:
@@ -164,7 +164,7 @@ class Session:
                 # through a write descriptor (its XCap shown): the reply's XCap grants what
                 # that one did, under the new truncate epoch, so no open (mode check) again
                 f.truncated(size, result.layout if "xcap" in changes else None)
-        return self._local(result.attr)
+        return self.own_view(result.attr)
 
     async def truncate_osds(self, layout: FileLayout, size: int) -> None:
         """Truncate every stripe column (the primaries of replicated files forward it)."""
@@ -199,7 +199,7 @@ class Session:
         await self.mrc(MRC.rename, Rename(self.volume, parent, name, new_parent, new_name, flags))
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        return self._local(await self.mrc(MRC.link, Link(self.volume, ino, new_parent, new_name)))
+        return self.own_view(await self.mrc(MRC.link, Link(self.volume, ino, new_parent, new_name)))
 
     async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
         return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target))
