@@ -1,4 +1,4 @@
-"""The OSD's on-disk object store (format version 2): the one canonical description.
+"""The OSD's on-disk object store (format version 3): the one canonical description.
 
 Layout under ``root``::
 
