@@ -235,13 +235,29 @@ class Operations(pyfuse3.Operations):
         session = await self._session(ctx)
         return self._attributes(await session.getattr(inode))
 
-    def _fresh_dir(self, attr: Attr | None) -> None:
+    def _changed_here(
+        self,
+        parent: int,
+        after: Attr | None,
+        was: int,
+        *,
+        added: bytes | None = None,
+        removed: bytes | None = None,
+    ) -> None:
+        """A create or unlink of ours in ``parent`` came back with the directory's
+        attributes right after it (if the MRC sent them) and its change number before."""
+        if after is None:
+            self.listings.forget(parent)
+            return
+        now = time.monotonic()
+        self.listings.changed(parent, was, after.seq, now, added=added, removed=removed)
+        self._fresh_dir(after)
+
+    def _fresh_dir(self, attr: Attr) -> None:
         """Keep a directory's attributes as a change of ours left them: with
         default_permissions the kernel drops its cached ones on every create and unlink
         and asks for them at the next walk through the directory, a round trip to the MRC
         per file that this answers (once, within FRESH_FOR seconds)."""
-        if attr is None:
-            return
         if len(self._fresh) >= 1024:
             self._fresh.clear()
         self._fresh[attr.ino] = (attr, time.monotonic())
@@ -325,14 +341,7 @@ class Operations(pyfuse3.Operations):
         except BaseException:
             self.listings.forget(parent_inode)
             raise
-        if removed.parent is None:
-            self.listings.forget(parent_inode)
-            return
-        now = time.monotonic()
-        self.listings.changed(
-            parent_inode, removed.parent_was, removed.parent.seq, now, removed=name
-        )
-        self._fresh_dir(removed.parent)
+        self._changed_here(parent_inode, removed.parent, removed.parent_was, removed=name)
 
     @fuse_errors
     @counts_as_change
@@ -405,13 +414,7 @@ class Operations(pyfuse3.Operations):
         except BaseException:
             self.listings.forget(parent_inode)
             raise
-        parent = f.layout.parent
-        if parent is None:
-            self.listings.forget(parent_inode)
-        else:
-            was = f.layout.parent_was
-            self.listings.changed(parent_inode, was, parent.seq, time.monotonic(), added=name)
-        self._fresh_dir(parent)
+        self._changed_here(parent_inode, f.layout.parent, f.layout.parent_was, added=name)
         return self._file_info(session, f, flags), self._entry(f.layout.attr)
 
     @fuse_errors

@@ -47,7 +47,8 @@ def client_context(cert: Path, key: Path, cadata: str) -> ssl.SSLContext:
 
 
 class TLSConnection:
-    """One TLS connection over a blocking socket. One reader thread, any number of senders."""
+    """One TLS connection over a blocking socket. One reader thread, any number of senders.
+    ``xfs.common.links.ThreadLink.handshake`` makes it, after a handshake run in trio."""
 
     def __init__(
         self,
@@ -66,34 +67,6 @@ class TLSConnection:
         self._eof = False
         self._closed = False
 
-    # ------------------------------------------------------------------ setup
-    @classmethod
-    def handshake(
-        cls, sock: socket.socket, ctx: ssl.SSLContext, *, server_side: bool, timeout: float
-    ) -> TLSConnection:
-        """Run the TLS handshake on a connected socket; the socket is closed on failure."""
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        sslobj = ctx.wrap_bio(incoming, outgoing, server_side=server_side)
-        conn = cls(sock, sslobj, incoming, outgoing)
-        try:
-            sock.settimeout(timeout)
-            while True:
-                try:
-                    sslobj.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    conn._flush()
-                    data = sock.recv(_RECV_CHUNK)
-                    if not data:
-                        raise Unavailable("peer closed the connection during the TLS handshake")  # noqa: B904
-                    incoming.write(data)
-            conn._flush()
-            sock.settimeout(None)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     def peer_certificate(self) -> bytes:
         der = self._ssl.getpeercert(binary_form=True)
         if not der:
@@ -101,11 +74,6 @@ class TLSConnection:
         return der
 
     # ------------------------------------------------------------------ sending
-    def _flush(self) -> None:
-        data = self._out.read()
-        if data:
-            self._sock.sendall(data)
-
     def send(self, *chunks: bytes | bytearray | memoryview) -> None:
         """Encrypt and send chunks as one unit on the wire (thread-safe)."""
         try:
@@ -181,17 +149,3 @@ class TLSConnection:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 
-
-def connect(host: str, port: int, ctx: ssl.SSLContext, timeout: float) -> TLSConnection:
-    """Open a TCP connection and run the client handshake (blocking)."""
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as e:
-        raise Unavailable(f"cannot connect to {host}:{port}: {e.strerror or e}") from None
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        return TLSConnection.handshake(sock, ctx, server_side=False, timeout=timeout)
-    except ssl.SSLError as e:
-        raise Unavailable(f"TLS handshake with {host}:{port} failed: {e.reason}") from None
-    except OSError as e:
-        raise Unavailable(f"TLS handshake with {host}:{port} failed: {e}") from None

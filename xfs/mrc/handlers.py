@@ -375,6 +375,11 @@ class MRCHandlers:
     def _dirseq(self, volume: str, ino: int) -> int:
         return self._ns.dirseq.get(self._volume(volume)[0], ino)
 
+    def _parent_after(self, who: Identity, volume: str, parent: int) -> Attr:
+        """A directory's attributes and change number right after a change of ours."""
+        attr = self._ns.getattr(who, volume, parent)
+        return dataclasses.replace(attr, seq=self._dirseq(volume, parent))
+
     async def create(self, peer: Identity, req: Create) -> FileLayout:
         who = self._as(peer, req.volume, req.parent)
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
@@ -390,8 +395,7 @@ class MRCHandlers:
             req.client,
         )
         layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
-        parent = self._ns.getattr(who, req.volume, req.parent)
-        parent = dataclasses.replace(parent, seq=self._dirseq(req.volume, req.parent))
+        parent = self._parent_after(who, req.volume, req.parent)
         return dataclasses.replace(layout, parent=parent, parent_was=was)
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
@@ -406,9 +410,7 @@ class MRCHandlers:
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
         if self._ns.unlink(who, req.volume, req.parent, req.name) is not None:
             self._on_deletion()
-        parent = self._ns.getattr(who, req.volume, req.parent)
-        parent = dataclasses.replace(parent, seq=self._dirseq(req.volume, req.parent))
-        return Removed(parent, was)
+        return Removed(self._parent_after(who, req.volume, req.parent), was)
 
     async def rmdir(self, peer: Identity, req: Remove) -> Empty:
         who = self._as(peer, req.volume, req.parent)

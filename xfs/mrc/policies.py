@@ -280,6 +280,19 @@ def _layout(node: rows.Inode) -> XLocSet:
     return xloc
 
 
+def _to_seal(cur: sqlite3.Cursor, v: rows.Vol, ino: int) -> tuple[rows.Inode, XLocSet] | None:
+    """The inode and its XLocSet if it is to be sealed on close (None: it is not, or it
+    is gone: an orphan freed by the close)."""
+    found = cur.execute(
+        "SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)
+    ).fetchone()
+    if found is None:
+        return None
+    node = rows.inode(cur, v, ino)
+    xloc = node.layout()
+    return None if xloc is None or not xloc.seal_on_close else (node, xloc)
+
+
 def _writers(cur: sqlite3.Cursor, vid: str, ino: int) -> bool:
     """Has some client the inode open for writing?"""
     row = cur.execute(
@@ -355,24 +368,14 @@ class Policies:
         """A file was closed: seal it if it is to be sealed on close and no client has
         it open for writing any more. Whether it was sealed now."""
         with self._store.read() as cur:  # most files are not: no write transaction
-            v = rows.volume(cur, vol)
-            found = cur.execute(
-                "SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)
-            ).fetchone()
-            xloc = None if found is None else rows.inode(cur, v, ino).layout()
-            if xloc is None or not xloc.seal_on_close:
+            if _to_seal(cur, rows.volume(cur, vol), ino) is None:
                 return False
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
-            found = cur.execute(
-                "SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)
-            ).fetchone()
-            if found is None:  # (an orphan freed by this close)
+            found = _to_seal(cur, v, ino)
+            if found is None or _writers(cur, v.id, ino):
                 return False
-            node = rows.inode(cur, v, ino)
-            xloc = node.layout()
-            if xloc is None or not xloc.seal_on_close or _writers(cur, v.id, ino):
-                return False
+            node, xloc = found
             rows.set_inode(cur, v, node, xloc=rows.encode_xloc(replicas.seal(xloc)))
             return True
 
