@@ -22,7 +22,6 @@ from tests.conftest import PKI
 from xfs.common import ca, tls
 from xfs.common.framing import FIRST_ALLOCATION, META_FRAME_LIMIT, encode_request
 from xfs.common.identity import TrustStore
-from xfs.common.links import Transport
 from xfs.common.rpc import Dispatcher, Pool, RetryPolicy, RPCServer, open_pool
 from xfs.proto.errors import Unavailable, XfsError
 from xfs.proto.methods import MRC, OSD, Empty, Ino, OSDStatus
@@ -261,13 +260,12 @@ def test_super_role_may_call_admin_methods(pki: PKI) -> None:
 
 
 # ------------------------------------------------------------------ idle deadlines
-@pytest.mark.parametrize("transport", list(Transport))
-def test_a_silent_connection_is_closed_after_idle_timeout(pki: PKI, transport: Transport) -> None:
+def test_a_silent_connection_is_closed_after_idle_timeout(pki: PKI) -> None:
     """Also one stalled inside a frame: it announced 64 KiB and sent 5 bytes."""
     alice = pki.user("alice")
 
     async def main() -> None:
-        async with server(pki, idle_timeout=0.5, transport=transport) as srv:
+        async with server(pki, idle_timeout=0.5) as srv:
             def stall(announce: bool) -> float:
                 s = _raw_tls(pki, srv.port, alice)
                 try:
@@ -322,15 +320,12 @@ def test_a_connection_idle_too_long_is_replaced_before_reuse(pki: PKI) -> None:
     run(main)
 
 
-@pytest.mark.parametrize("transport", list(Transport))
-def test_frames_larger_than_the_first_allocation_arrive_whole(
-    pki: PKI, transport: Transport
-) -> None:
+def test_frames_larger_than_the_first_allocation_arrive_whole(pki: PKI) -> None:
     """A frame's buffer grows as its bytes arrive: one of 3.5 MiB, sent in pieces."""
     alice = pki.user("alice")
 
     async def main() -> None:
-        async with server(pki, transport=transport) as srv:
+        async with server(pki) as srv:
             def send_big() -> object:
                 s = _raw_tls(pki, srv.port, alice)
                 try:

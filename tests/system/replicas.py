@@ -17,7 +17,9 @@ from typing import Any, TypeVar
 
 from tests.system.conftest import needs_fuse
 from tests.system.grid import Grid, running_grid
-from xfs.osd.objects import HEADER, ObjectStore
+from xfs.osd import object_format
+from xfs.osd.object_format import HEADER
+from xfs.osd.objects import ObjectStore
 
 T = TypeVar("T")
 MiB = 1 << 20
@@ -191,7 +193,9 @@ def wait_for(what: str, ok: Callable[[], bool], grid: Grid, timeout: float) -> f
 def flip_byte(path: Path, offset: int) -> None:
     """Flip one byte of an object file's data part, in place (a bit rot)."""
     with open(path, "r+b") as f:
-        f.seek(HEADER.size + offset)
+        version, _, length = object_format.decode_header(f.read(HEADER.size))
+        at = object_format.data_offset(version, length) + offset
+        f.seek(at)
         byte = f.read(1)
-        f.seek(HEADER.size + offset)
+        f.seek(at)
         f.write(bytes([byte[0] ^ 0xFF]))

@@ -3,9 +3,9 @@
 An authenticated client (the grid's administrator certificate) sends thousands of
 ``osd.status`` requests to every OSD and to the MRC and never reads a byte of the
 answers; once its socket buffers are full each server's sends to it block. Meanwhile
-the mount must go on writing, reading and stat-ing with every call under 1 s: each link
-has its own sending thread (``ThreadLink``) or task (``StreamLink``), so a blocked one
-holds nothing that other connections need (docs/design/transport.md).
+the mount must go on writing, reading and stat-ing with every call under 1 s: an answer
+that cannot be sent blocks only the task that sends it, on its own link's socket, so a
+blocked link holds nothing that other connections need (docs/design/transport.md).
 """
 
 from __future__ import annotations

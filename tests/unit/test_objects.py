@@ -7,13 +7,15 @@ import os
 import threading
 from pathlib import Path
 
+import google_crc32c
 import pytest
 
+from xfs.osd import object_format
 from xfs.osd import objects as objects_mod
+from xfs.osd.object_format import BLOCK, HEADER
 from xfs.osd.objects import (
     EPOCH_NAME,
     FORMAT_LINE,
-    HEADER,
     MAX_EPOCH,
     MAX_OBJNO,
     TEMP_PREFIX,
@@ -23,9 +25,7 @@ from xfs.osd.objects import (
     StaleEpoch,
     StoreFormatError,
     decode_epoch,
-    decode_object,
     encode_epoch,
-    encode_header,
     parse_file_id,
     parse_object_relpath,
 )
@@ -59,7 +59,7 @@ def test_open_creates_layout_and_keeps_uuid(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         _ = s.uuid
     s.open()
-    assert (tmp_path / "osd" / "FORMAT").read_text() == "xfs-osd-objects 3\n"
+    assert (tmp_path / "osd" / "FORMAT").read_text() == "xfs-osd-objects 4\n"
     assert (tmp_path / "osd" / "objects").is_dir()
     assert len(s.uuid) == 36
     again = ObjectStore(tmp_path / "osd")
@@ -69,7 +69,7 @@ def test_open_creates_layout_and_keeps_uuid(tmp_path: Path) -> None:
 
 def test_format_version_mismatch(tmp_path: Path) -> None:
     ObjectStore(tmp_path / "osd").open()
-    for newer in ("xfs-osd-objects 4\n", "xfs-osd-objects 1 \n", "junk"):
+    for newer in ("xfs-osd-objects 5\n", "xfs-osd-objects 1 \n", "junk"):
         (tmp_path / "osd" / "FORMAT").write_text(newer)
         with pytest.raises(StoreFormatError, match="FORMAT"):
             ObjectStore(tmp_path / "osd").open()
@@ -162,22 +162,66 @@ def test_object_path_layout(store: ObjectStore) -> None:
     assert parts[1:] == (VOL, "42", "7")
     assert parse_object_relpath(parts) == (FID, 7)
     raw = path.read_bytes()
-    assert raw[:4] == b"XFSO" and len(raw) == HEADER.size + 3
-    assert decode_object(raw[: HEADER.size], raw[HEADER.size :]) == b"abc"
+    assert raw[:4] == b"XFSO" and len(raw) == HEADER.size + 4 + 3  # one block's checksum
+    assert object_format.decode(raw) == b"abc"
 
 
 def test_pure_codec() -> None:
-    header = encode_header(b"hello")
-    assert decode_object(header, b"hello") == b"hello"
-    for bad_header, data in [
-        (header, b"hellO"),
-        (header, b"hell"),
-        (b"XFSP" + header[4:], b"hello"),
-        (header[:10], b"hello"),
-        (header[:4] + b"\x00\x02" + header[6:], b"hello"),
-    ]:
+    data = os.urandom(3 * BLOCK + 5)
+    raw = object_format.encode(data) + data
+    assert object_format.decode(raw) == data
+    assert len(raw) == object_format.file_size(object_format.VERSION, len(data))
+    assert object_format.decode(object_format.encode(b"") + b"") == b""
+    for i in range(0, len(raw), 97):  # any flipped byte: header, table or data
+        flipped = bytearray(raw)
+        flipped[i] ^= 0x10
         with pytest.raises(ValueError):
-            decode_object(bad_header, data)
+            object_format.decode(bytes(flipped))
+    for bad in (raw[:-1], raw + b"!", raw[:10], b"XFSP" + raw[4:], raw[:4] + b"\x00\x03" + raw[6:]):
+        with pytest.raises(ValueError):
+            object_format.decode(bad)
+
+
+def _write_version_1(store: ObjectStore, objno: int, data: bytes) -> None:
+    """An object as the format without block tables wrote it."""
+    header = HEADER.pack(b"XFSO", object_format.WHOLE, 0, google_crc32c.value(data), len(data))
+    path = store.object_path(FID, objno)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + data)
+
+
+def test_objects_without_a_block_table_are_read_and_rewritten_with_one(
+    store: ObjectStore,
+) -> None:
+    data = os.urandom(2 * BLOCK + 100)
+    _write_version_1(store, 0, data)
+    assert store.read(FID, 0, BLOCK + 7, 50) == data[BLOCK + 7 : BLOCK + 57]
+    assert store.read(FID, 0, 0, 1 << 20) == data
+    assert scrub(store).ok
+    store.write(FID, 0, 10, b"new")
+    raw = store.object_path(FID, 0).read_bytes()
+    assert object_format.decode_header(raw[: HEADER.size])[0] == object_format.VERSION
+    assert store.read(FID, 0, 0, 1 << 20) == data[:10] + b"new" + data[13:]
+    _write_version_1(store, 1, data)
+    flip_byte(store.object_path(FID, 1), HEADER.size + 3 * BLOCK // 2)
+    with pytest.raises(CorruptObject):
+        store.read(FID, 1, 0, 1)  # the whole object is what its checksum covers
+
+
+def test_a_small_read_verifies_only_the_blocks_it_reads(store: ObjectStore) -> None:
+    data = os.urandom(8 * BLOCK)
+    store.write(FID, 0, 0, data)
+    start = object_format.data_offset(object_format.VERSION, len(data))
+    flip_byte(store.object_path(FID, 0), start + 5 * BLOCK + 9)  # bit rot in block 5
+    assert store.read(FID, 0, 2 * BLOCK + 1, BLOCK) == data[2 * BLOCK + 1 : 3 * BLOCK + 1]
+    assert store.read(FID, 0, 6 * BLOCK, 1 << 20) == data[6 * BLOCK :]
+    for offset, length in ((5 * BLOCK, 1), (4 * BLOCK + 10, BLOCK), (0, 1 << 20)):
+        with pytest.raises(CorruptObject):
+            store.read(FID, 0, offset, length)
+    store.write(FID, 1, 0, data)
+    flip_byte(store.object_path(FID, 1), HEADER.size + 4 * 3)  # block 3's checksum
+    with pytest.raises(CorruptObject):
+        store.read(FID, 1, 0, 1)  # the table's own checksum covers every entry
 
 
 # ----------------------------------------------------------------------------- hostile ids
@@ -336,9 +380,9 @@ def flip_byte(path: Path, at: int) -> None:
 def test_flipped_byte_is_detected_by_read_and_scrub(store: ObjectStore) -> None:
     store.write(FID, 0, 0, b"good data" * 100)
     store.write(FID, 1, 0, b"other")
-    flip_byte(store.object_path(FID, 0), HEADER.size + 500)
+    flip_byte(store.object_path(FID, 0), HEADER.size + 4 + 500)
     with pytest.raises(CorruptObject) as e:
-        store.read(FID, 0, 0, 1)  # even a read of an intact range verifies the whole
+        store.read(FID, 0, 0, 1)  # the damaged block
     assert (e.value.code, e.value.file_id, e.value.objno) == (errno.EIO, FID, 0)
     with pytest.raises(CorruptObject):
         store.write(FID, 0, 3, b"x")  # read-modify-write verifies the old content
@@ -382,7 +426,7 @@ def test_scrub_clean_and_strays(store: ObjectStore) -> None:
     (store.objects / "stray-file").write_bytes(b"")
     wrong_prefix = store.objects / ("00" if d.parent.parent.name != "00" else "01") / VOL / "42"
     wrong_prefix.mkdir(parents=True)
-    (wrong_prefix / "0").write_bytes(encode_header(b"x") + b"x")
+    (wrong_prefix / "0").write_bytes(object_format.encode(b"x") + b"x")
     report = scrub(store)
     assert report.checked == 2 and report.corrupt == []
     rel = os.path.relpath(d, store.root)

@@ -16,7 +16,7 @@ import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -50,7 +50,7 @@ def merge_open_flags(held: int | None, new: int) -> int:
 @dataclass
 class _Dirty:
     start: int
-    buf: bytearray
+    buf: bytearray | memoryview  # a view of the caller's bytes: a whole object, uncopied
 
     @property
     def end(self) -> int:
@@ -159,9 +159,14 @@ class OpenFile:
             while True:  # other requests (reads, mmap write-back) may run during an await
                 dirty = self._dirty.get(piece.objno)
                 if dirty is None:
-                    dirty = self._dirty[piece.objno] = _Dirty(piece.offset, bytearray(chunk))
+                    whole = piece.offset == 0 and piece.length == self.stripe_size
+                    # a whole object goes out as the caller's bytes, without a copy
+                    buf = chunk if whole and isinstance(data, bytes) else bytearray(chunk)
+                    dirty = self._dirty[piece.objno] = _Dirty(piece.offset, buf)
                     break
                 if dirty.start <= piece.offset <= dirty.end:
+                    if not isinstance(dirty.buf, bytearray):
+                        dirty.buf = bytearray(dirty.buf)
                     at = piece.offset - dirty.start
                     dirty.buf[at : at + piece.length] = chunk
                     break
@@ -209,7 +214,10 @@ class OpenFile:
                 await before.wait()  # an older write of this object must land first
 
             async def call(layout: FileLayout, osd: str) -> object:
-                request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, bytes(dirty.buf))
+                # dirty left _dirty before it was sent: nothing changes it any more, and
+                # framing sends any buffer as a payload as it is
+                data = cast(bytes, dirty.buf)
+                request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, data)
                 return await self.session.osd_call(layout, osd, OSD.write, request)
 
             await self._osd(objno, call)

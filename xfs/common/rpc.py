@@ -26,7 +26,7 @@ import trio
 from xfs.common import audit, framing
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.identity import TrustStore
-from xfs.common.links import Link, StreamLink, ThreadLink, Transport, connect_link
+from xfs.common.links import Link, TLSLink, connect_link
 from xfs.proto.codec import Record
 from xfs.proto.errors import ProtocolError, Unavailable, XfsError
 from xfs.proto.methods import Authority, Method
@@ -190,11 +190,9 @@ class RPCServer:
         idle_timeout: float = 300.0,
         trust: TrustStore | None = None,
         crl_check_interval: float = 10.0,
-        transport: Transport = Transport.THREADS,
     ) -> None:
         """With ``trust`` (the store behind ``identify``), a ``TrustWatch`` reloads it every
         ``crl_check_interval`` seconds while serving and closes connections it now refuses.
-        ``transport``: how this server's side of each connection drives TLS (``links``).
         A connection with no request open that receives nothing for ``idle_timeout``
         seconds (a peer gone silent, or stalled inside a frame) is closed; clients stop
         reusing theirs well before (``Pool.IDLE_REUSE``)."""
@@ -212,7 +210,6 @@ class RPCServer:
         self._conn_scope = trio.CancelScope()
         self._inflight = 0
         self._idle = trio.Event()
-        self._transport = transport
         self._connections: dict[Link, Identity] = {}
         self._watch = TrustWatch(self, trust, crl_check_interval) if trust is not None else None
 
@@ -293,11 +290,8 @@ class RPCServer:
         self._handshaking[id(scope)] = scope
         try:
             with scope:
-                if self._transport is Transport.STREAM:
-                    conn = await StreamLink.handshake(tsock, self._ctx, server_side=True)
-                else:
-                    conn = await ThreadLink.handshake(tsock, self._ctx, server_side=True)
-        except (ssl.SSLError, OSError, XfsError, trio.BrokenResourceError) as e:
+                conn = await TLSLink.handshake(tsock, self._ctx, server_side=True)
+        except (ssl.SSLError, OSError, XfsError) as e:
             reason = _handshake_failure(e)
         finally:
             if self._handshaking.pop(id(scope), None) is None and conn is None:
@@ -408,8 +402,6 @@ def _error_notice(e: XfsError) -> framing.Chunks:
 def _handshake_failure(e: BaseException) -> str:
     """Why a handshake failed, in words: a certificate's verify_message ("certificate has
     expired"), else the TLS reason, else the error itself."""
-    if isinstance(e, trio.BrokenResourceError) and e.__cause__ is not None:
-        e = e.__cause__
     return getattr(e, "verify_message", None) or getattr(e, "reason", None) or str(e)
 
 
@@ -660,10 +652,8 @@ class Pool:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise XfsError(errno.EINVAL, f"bad server address {address!r}")
-        # the MRC is the control plane (small requests, latency first); OSDs carry data
-        transport = Transport.STREAM if expect is Kind.MRC else Transport.THREADS
         try:
-            tls = await self._connect(host, int(port), transport)
+            tls = await self._connect(host, int(port))
         except Unavailable as e:
             raise NotSent(e.message) from None
         try:
@@ -673,8 +663,8 @@ class Pool:
             raise
         return ClientConnection(tls, peer, address, self._frame_limit)
 
-    async def _connect(self, host: str, port: int, transport: Transport) -> Link:
-        return await connect_link(host, port, self._ctx, transport, self.retry.connect_timeout)
+    async def _connect(self, host: str, port: int) -> Link:
+        return await connect_link(host, port, self._ctx, self.retry.connect_timeout)
 
     @staticmethod
     def _check_peer(conn: ClientConnection, expect: str | Kind | None) -> None:

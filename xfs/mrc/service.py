@@ -12,7 +12,6 @@ from xfs.common.audit import AuditLog
 from xfs.common.config import MRCConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import load_credential
-from xfs.common.links import Transport
 from xfs.common.rpc import Dispatcher, RPCServer, open_pool
 from xfs.common.service_tls import ServiceTLS
 from xfs.common.xcap import KeyRing
@@ -134,7 +133,6 @@ class MRCService:
                         host=config.host,
                         port=config.port,
                         frame_limit=META_FRAME_LIMIT,
-                        transport=Transport.STREAM,  # the control plane: docs/design/transport.md
                     )
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)

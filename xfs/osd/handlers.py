@@ -167,16 +167,20 @@ class OSDHandlers:
             await repl.begin(file_id, req.xloc, req.xcap, column)
         else:
             await repl.check_version(file_id, req.xloc)
+        part = slice(req.offset, req.offset + req.length)
         try:
-            whole = await self._run(self._store.load, file_id, req.objno)
+            data = await self._run(
+                self._store.read_held, file_id, req.objno, req.offset, req.length
+            )
         except CorruptObject as e:
             log.warning("%s; reading it from another replica", e)
             whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
+            data = None if whole is None else whole[part]
         else:
-            if whole is None and not replica.complete:  # partial replica: fill on demand
+            if data is None and not replica.complete:  # partial replica: fill on demand
                 whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
-        data = b"" if whole is None else whole[req.offset : req.offset + req.length]
-        return ObjData(data)
+                data = None if whole is None else whole[part]
+        return ObjData(data or b"")
 
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)

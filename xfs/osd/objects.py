@@ -8,9 +8,9 @@ Layout under ``root``::
     objects/<pp>/<volume>/<ino>/epoch
 
 where ``<pp>`` is the first two hex digits of sha256(file_id), ``file_id`` is
-``"<volume>:<ino>"`` and each object file is a 16-byte header
-``struct.pack(">4sHHII", b"XFSO", 1, 0, crc32c(data), len(data))`` followed by the data.
-An object is replaced whole (temp file ``.tmp.<objno>.<hex>`` beside it, then
+``"<volume>:<ino>"`` and each object file is a header, a table of per-4-KiB-block
+CRC32Cs and the data (:mod:`xfs.osd.object_format`), so a small read reads and verifies
+only its blocks. An object is replaced whole (temp file ``.tmp.<objno>.<hex>`` beside it, then
 ``os.replace``), so a reader never sees it torn. Paths are only ever built from ids that
 :func:`parse_file_id` and :func:`check_objno` accepted, so nothing outside ``root`` is
 touched whatever a peer sends.
@@ -35,9 +35,11 @@ means version 0. Requests carrying an older version are refused by the replicati
 layer (``xfs.osd.replication``), which is what fences a stale primary. Version 1, a new
 file's, is kept in memory only: no XLocSet is older, so a record of it fences nothing.
 
-Version 1 was the layout without ``epoch`` files, version 2 without ``xloc`` files:
-:meth:`ObjectStore.open` upgrades either by rewriting FORMAT (every file then has epoch
-0 and XLocSet version 0). Nothing reads a version-3 store as an older one.
+Version 1 was the layout without ``epoch`` files, version 2 without ``xloc`` files,
+version 3 without block tables in objects: :meth:`ObjectStore.open` upgrades any of them
+by rewriting FORMAT (every file then has epoch 0 and XLocSet version 0; objects without
+a table are still read, and rewritten with one by their next write). Nothing reads a
+version-4 store as an older one.
 
 Everything here is synchronous; the service calls it from worker threads, concurrently.
 Read-modify-write of one object is serialised by a striped lock on (file_id, objno);
@@ -73,19 +75,18 @@ from pathlib import Path
 
 import google_crc32c
 
+from xfs.osd import object_format
+from xfs.osd.object_format import HEADER
 from xfs.osd.unsynced import Unsynced
 from xfs.proto.errors import XfsError
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 FORMAT_LINE = f"xfs-osd-objects {FORMAT_VERSION}\n"
 # older formats open() upgrades in place
-UPGRADABLE = {"xfs-osd-objects 1\n", "xfs-osd-objects 2\n"}
-OBJECT_MAGIC = b"XFSO"
-OBJECT_VERSION = 1
-HEADER = struct.Struct(">4sHHII")  # magic, version, flags, crc32c(data), len(data)
+UPGRADABLE = {"xfs-osd-objects 1\n", "xfs-osd-objects 2\n", "xfs-osd-objects 3\n"}
 MAX_OBJNO = 1 << 40
 MAX_INO = (1 << 63) - 1
-MAX_OBJECT_SIZE = (1 << 32) - 1  # the header's length field; stripe size is checked above
+MAX_OBJECT_SIZE = object_format.MAX_DATA  # stripe size is checked against it
 MAX_EPOCH = (1 << 64) - 1
 TEMP_PREFIX = ".tmp."
 EPOCH_NAME = "epoch"
@@ -213,34 +214,6 @@ def is_valid_dir(parts: tuple[str, ...]) -> bool:
         except XfsError:
             return False
     return False
-
-
-def encode_header(data: bytes) -> bytes:
-    if len(data) > MAX_OBJECT_SIZE:
-        raise _einval(f"object of {len(data)} bytes is too large")
-    return HEADER.pack(OBJECT_MAGIC, OBJECT_VERSION, 0, google_crc32c.value(data), len(data))
-
-
-def decode_header(header: bytes) -> tuple[int, int]:
-    """(crc, length) from a header; ValueError with the reason if it is not one."""
-    if len(header) != HEADER.size:
-        raise ValueError(f"short header ({len(header)} bytes)")
-    magic, version, flags, crc, length = HEADER.unpack(header)
-    if magic != OBJECT_MAGIC:
-        raise ValueError(f"bad magic {magic!r}")
-    if version != OBJECT_VERSION or flags != 0:
-        raise ValueError(f"unknown object version {version} flags {flags}")
-    return crc, length
-
-
-def decode_object(header: bytes, data: bytes) -> bytes:
-    """Verify an object's header and data; return the data or raise ValueError."""
-    crc, length = decode_header(header)
-    if len(data) != length:
-        raise ValueError(f"length {len(data)}, header says {length}")
-    if google_crc32c.value(data) != crc:
-        raise ValueError("CRC32C mismatch")
-    return data
 
 
 def encode_epoch(epoch: int) -> bytes:
@@ -549,7 +522,7 @@ class ObjectStore:
                 except FileNotFoundError:
                     continue
             try:
-                crc, length = decode_header(header)
+                _, crc, length = object_format.decode_header(header)
             except ValueError:
                 crc, length = 0, -1  # unreadable: differs from every good copy
             out.append((objno, crc, length))
@@ -595,16 +568,63 @@ class ObjectStore:
             except FileNotFoundError:
                 return None
             with open(fd, "rb", buffering=0) as f:
-                header = f.read(HEADER.size)
-                data = f.read()
+                raw = f.read()
         try:
-            return decode_object(header, data)
+            return object_format.decode(raw)
         except ValueError as e:
             raise CorruptObject(file_id, objno, str(e)) from None
 
+    def _load_range(
+        self, file_id: str, objno: int, path: Path, offset: int, length: int
+    ) -> bytes | None:
+        """Bytes [offset, offset+length) of an object, short past its end, reading and
+        verifying only the blocks they lie in (all of an object without a block table);
+        None if the object does not exist."""
+        with _os_errors(f"read object {objno} of {file_id}"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                return None
+            try:
+                return self._read_blocks(file_id, objno, fd, offset, length)
+            finally:
+                os.close(fd)
+
+    def _read_blocks(self, file_id: str, objno: int, fd: int, offset: int, length: int) -> bytes:
+        head = os.pread(fd, HEADER.size + object_format.BLOCK, 0)
+        try:
+            version, crc, size = object_format.decode_header(head[: HEADER.size])
+            if version == object_format.WHOLE:
+                with open(fd, "rb", buffering=0, closefd=False) as f:
+                    return object_format.decode(f.readall())[offset : offset + length]
+            on_disk = os.fstat(fd).st_size
+            if on_disk != object_format.file_size(version, size):
+                raise ValueError(f"file is {on_disk} bytes, header says {size} bytes of data")
+            end = min(size, offset + length)
+            if offset >= end:
+                return b""
+            start = object_format.data_offset(version, size)
+            table = head[HEADER.size : start]
+            if len(table) < start - HEADER.size:
+                table = os.pread(fd, start - HEADER.size, HEADER.size)
+            sums = object_format.decode_table(version, crc, size, table)
+            first, last = offset // object_format.BLOCK, (end - 1) // object_format.BLOCK
+            lo, hi = first * object_format.BLOCK, min(size, (last + 1) * object_format.BLOCK)
+            data = os.pread(fd, hi - lo, start + lo)
+            if len(data) != hi - lo:
+                raise ValueError(f"short file: {len(data)} bytes at {lo}, header says {size}")
+            object_format.check_blocks(sums, first, data)
+        except ValueError as e:
+            raise CorruptObject(file_id, objno, str(e)) from None
+        return data[offset - lo : end - lo]
+
     def _store(self, file_id: str, objno: int, path: Path, data: bytes, sync: bool) -> None:
         with _os_errors(f"write object {objno} of {file_id}"):
-            self._replace(file_id, path, objno, encode_header(data), data, sync=sync)
+            try:
+                prefix = object_format.encode(data)
+            except ValueError as e:
+                raise _einval(str(e)) from None
+            self._replace(file_id, path, objno, prefix, data, sync=sync)
 
     def _replace(
         self, file_id: str, path: Path, objno: int | None, *chunks: bytes, sync: bool
@@ -649,11 +669,14 @@ class ObjectStore:
 
     def read(self, file_id: str, objno: int, offset: int, length: int) -> bytes:
         """Bytes [offset, offset+length) of an object: short or empty past what it holds."""
+        return self.read_held(file_id, objno, offset, length) or b""
+
+    def read_held(self, file_id: str, objno: int, offset: int, length: int) -> bytes | None:
+        """As :meth:`read`, but None if this OSD does not hold the object."""
         path = self.object_path(file_id, objno)
         check_uint("offset", offset)
         check_uint("length", length)
-        data = self._load(file_id, objno, path)
-        return b"" if data is None else data[offset : offset + length]
+        return self._load_range(file_id, objno, path, offset, length)
 
     def write(
         self,
@@ -687,12 +710,21 @@ class ObjectStore:
             self._store(file_id, objno, path, data, sync)
 
     def _length(self, file_id: str, objno: int, path: Path) -> int:
-        """An object's length from its size on disk (0 if missing; not verified)."""
-        with _os_errors(f"stat object {objno} of {file_id}"):
+        """An object's length from its header, not verified (0 if missing); if the header
+        is bad, its size on disk less the header, which no good object's length exceeds."""
+        with _os_errors(f"read object {objno} of {file_id}"):
             try:
-                return max(0, os.stat(path, follow_symlinks=False).st_size - HEADER.size)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
             except FileNotFoundError:
                 return 0
+            try:
+                header = os.pread(fd, HEADER.size, 0)
+                try:
+                    return object_format.decode_header(header)[2]
+                except ValueError:
+                    return max(0, os.fstat(fd).st_size - HEADER.size)
+            finally:
+                os.close(fd)
 
     def _header_length(self, file_id: str, objno: int, path: Path) -> int | None:
         """An object's length from its header, checked against the file's size."""
@@ -707,10 +739,10 @@ class ObjectStore:
             finally:
                 os.close(fd)
         try:
-            _, length = decode_header(header)
+            version, _, length = object_format.decode_header(header)
         except ValueError as e:
             raise CorruptObject(file_id, objno, str(e)) from None
-        if size != HEADER.size + length:
+        if size != object_format.file_size(version, length):
             raise CorruptObject(file_id, objno, f"file is {size} bytes, header says {length}")
         return length
 

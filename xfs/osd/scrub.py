@@ -80,7 +80,7 @@ def scrub(store: ObjectStore, *, now: float | None = None) -> ScrubReport:
             if parsed is not None:
                 checked += 1
                 try:
-                    store.read(parsed[0], parsed[1], 0, 0)  # verifies the whole object
+                    store.load(parsed[0], parsed[1])  # verifies the whole object
                 except CorruptObject:
                     corrupt.append(parsed)
             elif len(sub) == 4 and entry.name in (EPOCH_NAME, XLOC_NAME) and is_valid_dir(parts):

@@ -27,10 +27,17 @@ class Record:
     """Base class of every wire record (subclasses are frozen dataclasses)."""
 
     def to_wire(self) -> dict[str, Any]:
-        names = _NAMES.get(type(self))
-        if names is None:
-            names = _NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
-        return {name: encode(getattr(self, name)) for name in names}
+        """The wire form, made once per record: records are frozen, and the XCap and
+        XLocSet of an open file go out with every object request. Treat it as
+        read-only."""
+        wire: dict[str, Any] | None = self.__dict__.get("_wire")
+        if wire is None:
+            names = _NAMES.get(type(self))
+            if names is None:
+                names = _NAMES[type(self)] = tuple(f.name for f in dataclasses.fields(self))  # type: ignore[arg-type]
+            wire = {name: encode(getattr(self, name)) for name in names}
+            object.__setattr__(self, "_wire", wire)
+        return wire
 
     @classmethod
     def from_wire(cls: type[T], value: Any) -> T:

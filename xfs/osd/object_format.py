@@ -1,0 +1,104 @@
+"""The bytes of one object file: a header, a table of block checksums, the data.
+
+Pure functions, no I/O; ``xfs.osd.objects`` reads and writes the files. An object file
+is (version 2, written by this xfs)::
+
+    header   struct.pack(">4sHHII", b"XFSO", 2, 0, crc32c(table), len(data))
+    table    one ">I" crc32c per BLOCK (4 KiB) of data, the last block short
+    data
+
+so a read of a few KiB anywhere in an object reads and verifies those blocks and the
+table, not the whole object (a cold 4 KiB read of a 1 MiB object cost a 1 MiB read
+before). The table's own checksum sits in the header, so replicas compare by header
+alone (``ObjectStore.sums``). Objects are still replaced whole, through a temporary file
+and a rename, so header, table and data always belong together.
+
+Version 1 (xfs before this format) had no table: the header's checksum covered the whole
+data. Such objects are still read and verified; any write replaces them with version 2.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import google_crc32c
+
+MAGIC = b"XFSO"
+VERSION = 2
+WHOLE = 1  # the version whose header checksum covers the whole data
+HEADER = struct.Struct(">4sHHII")  # magic, version, flags, crc32c, len(data)
+BLOCK = 4096
+_SUM = struct.Struct(">I")
+MAX_DATA = (1 << 32) - 1  # the header's length field
+
+
+def blocks(length: int) -> int:
+    """Checksummed blocks of ``length`` bytes of data."""
+    return -(-length // BLOCK)
+
+
+def table_size(version: int, length: int) -> int:
+    return 0 if version == WHOLE else _SUM.size * blocks(length)
+
+
+def file_size(version: int, length: int) -> int:
+    """The size on disk of an object of ``length`` bytes."""
+    return HEADER.size + table_size(version, length) + length
+
+
+def data_offset(version: int, length: int) -> int:
+    return HEADER.size + table_size(version, length)
+
+
+def encode(data: bytes) -> bytes:
+    """The header and table that go before ``data``."""
+    if len(data) > MAX_DATA:
+        raise ValueError(f"object of {len(data)} bytes is too large")
+    # crc32c takes bytes only: a slice copies 4 KiB, ~0.1 ms a MiB in all
+    table = b"".join(
+        _SUM.pack(google_crc32c.value(data[i : i + BLOCK])) for i in range(0, len(data), BLOCK)
+    )
+    return HEADER.pack(MAGIC, VERSION, 0, google_crc32c.value(table), len(data)) + table
+
+
+def decode_header(header: bytes) -> tuple[int, int, int]:
+    """(version, checksum, length); ValueError with the reason if it is not a header."""
+    if len(header) != HEADER.size:
+        raise ValueError(f"short header ({len(header)} bytes)")
+    magic, version, flags, crc, length = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise ValueError(f"bad magic {magic!r}")
+    if version not in (WHOLE, VERSION) or flags != 0:
+        raise ValueError(f"unknown object version {version} flags {flags}")
+    return version, crc, length
+
+
+def decode_table(version: int, crc: int, length: int, table: bytes) -> list[int]:
+    """The block checksums of a version-2 table, verified against the header."""
+    if len(table) != table_size(version, length):
+        raise ValueError(f"table of {len(table)} bytes, header says {length} bytes of data")
+    if google_crc32c.value(table) != crc:
+        raise ValueError("CRC32C mismatch in the block table")
+    return [s for (s,) in _SUM.iter_unpack(table)]
+
+
+def check_blocks(sums: list[int], first: int, data: bytes) -> None:
+    """Verify ``data``, which starts at block ``first``, against the table's checksums."""
+    for i, at in enumerate(range(0, len(data), BLOCK)):
+        if google_crc32c.value(data[at : at + BLOCK]) != sums[first + i]:
+            raise ValueError(f"CRC32C mismatch in block {first + i}")
+
+
+def decode(raw: bytes) -> bytes:
+    """The verified data of a whole object file; ValueError with the reason if bad."""
+    version, crc, length = decode_header(raw[: HEADER.size])
+    start = data_offset(version, length)
+    if len(raw) != start + length:
+        raise ValueError(f"file is {len(raw)} bytes, header says {length} bytes of data")
+    data = raw[start:]
+    if version == WHOLE:
+        if google_crc32c.value(data) != crc:
+            raise ValueError("CRC32C mismatch")
+    else:
+        check_blocks(decode_table(version, crc, length, raw[HEADER.size : start]), 0, data)
+    return data
