@@ -47,7 +47,13 @@ class Listings:
             self._dirs.popitem(last=False)
 
     def changed(
-        self, parent: int, was: int, seq: int, now: float, *, added: bytes | None = None,
+        self,
+        parent: int,
+        was: int,
+        seq: int,
+        now: float,
+        *,
+        added: bytes | None = None,
         removed: bytes | None = None,
     ) -> None:
         """A change of ours in ``parent`` came back: the number before it and after."""

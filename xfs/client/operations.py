@@ -505,9 +505,7 @@ class Operations(pyfuse3.Operations):
         return fuse_ext.Lock(_LOCK_TYPE[holder.mode], holder.start, holder.end, holder.pid)
 
     @fuse_errors
-    async def setlk(
-        self, ino: int, fh: int, owner: int, lock: fuse_ext.Lock, sleep: bool
-    ) -> None:
+    async def setlk(self, ino: int, fh: int, owner: int, lock: fuse_ext.Lock, sleep: bool) -> None:
         handle = self._files[fh]
         mode = _LOCK_MODE[lock.type]
         # noted before asking: a wait that is interrupted may still be granted, and the

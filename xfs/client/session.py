@@ -329,7 +329,15 @@ class Session:
         client = await self.client()
         while True:
             args = LockArgs(
-                self.volume, ino, client, owner, family, mode, start, end, pid,
+                self.volume,
+                ino,
+                client,
+                owner,
+                family,
+                mode,
+                start,
+                end,
+                pid,
                 LOCK_WAIT if wait else 0.0,
             )
             with trio.fail_after(self.io_timeout + LOCK_WAIT):

@@ -84,10 +84,7 @@ class ClientOps:
         """End every lease that was not renewed in time."""
         with self._store.transaction() as cur:
             now = self._store.clock()
-            ids = [
-                r[0]
-                for r in cur.execute("SELECT id FROM clients WHERE expires_ns < ?", (now,))
-            ]
+            ids = [r[0] for r in cur.execute("SELECT id FROM clients WHERE expires_ns < ?", (now,))]
             return _end(cur, ids)
 
     # ------------------------------------------------------------------ opens

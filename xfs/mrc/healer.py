@@ -131,8 +131,11 @@ class Healer:
         alive = {o.uuid for o in self._registry.all() if o.alive}
         if dead != self._dead:
             for osd in dead - self._dead:
-                log.warning("OSD %s is dead (silent over %g s): replacing its replicas",
-                            osd, self._replace_after)
+                log.warning(
+                    "OSD %s is dead (silent over %g s): replacing its replicas",
+                    osd,
+                    self._replace_after,
+                )
             self._dead = dead
             self._dirty = True
         if alive != getattr(self, "_alive", None):

@@ -155,8 +155,7 @@ def access_acl_sql(table: str) -> str:
 def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
     """The inode ``ino``, with its access ACL (permission checks need it)."""
     row = cur.execute(
-        f"SELECT {INODE_COLS}, {access_acl_sql('inodes')} FROM inodes "
-        "WHERE volume = ? AND ino = ?",
+        f"SELECT {INODE_COLS}, {access_acl_sql('inodes')} FROM inodes WHERE volume = ? AND ino = ?",
         (acls.ACCESS, vol.id, ino),
     ).fetchone()
     if row is None:

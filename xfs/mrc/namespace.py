@@ -306,9 +306,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                     fields["grp"] = group
             if mode is not None:
                 if perms.may_chmod(caller, node.attr):
-                    new_mode = perms.chmod_result(
-                        caller, node.attr, mode, group or node.attr.group
-                    )
+                    new_mode = perms.chmod_result(caller, node.attr, mode, group or node.attr.group)
                 elif perms.may_drop_setid(caller, node.attr, mode, node.access_acl):
                     new_mode = stat.S_IFMT(node.mode) | (mode & 0o7777)  # a writer's kill-priv
                 else:
@@ -565,9 +563,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             if everything or xloc.replicated or xloc.factor > 1:
                 out.append((vid, ino, xloc))
         if not out and found and len(found) == limit:  # a batch of unreplicated files
-            return self.replicated_files(
-                (found[-1][0], found[-1][1]), limit, everything=everything
-            )
+            return self.replicated_files((found[-1][0], found[-1][1]), limit, everything=everything)
         return out
 
     def link(self, caller: Identity, vol: str, ino: int, new_parent: int, new_name: bytes) -> Attr:

@@ -283,9 +283,7 @@ def _layout(node: rows.Inode) -> XLocSet:
 def _to_seal(cur: sqlite3.Cursor, v: rows.Vol, ino: int) -> tuple[rows.Inode, XLocSet] | None:
     """The inode and its XLocSet if it is to be sealed on close (None: it is not, or it
     is gone: an orphan freed by the close)."""
-    found = cur.execute(
-        "SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)
-    ).fetchone()
+    found = cur.execute("SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)).fetchone()
     if found is None:
         return None
     node = rows.inode(cur, v, ino)

@@ -76,8 +76,9 @@ class ReplicationHandlers:
             raise XfsError(errno.EACCES, f"{peer.principal} may not report replicas")
         return volume_id, ino
 
-    def _reply(self, peer: Identity, volume_id: str, ino: int, xloc: XLocSet, epoch: int,
-               rights: int) -> XLocReply:
+    def _reply(
+        self, peer: Identity, volume_id: str, ino: int, xloc: XLocSet, epoch: int, rights: int
+    ) -> XLocReply:
         xcap = self._xcaps.issue(volume_id, ino, Rights(rights), epoch, xloc, peer.fingerprint)
         osds = sorted(replicas.osds_of(xloc))
         return XLocReply(xloc, xcap, self._registry.addresses(osds))
@@ -98,7 +99,11 @@ class ReplicationHandlers:
         if replicas.replica_on(xloc, req.osd) is None and req.version < xloc.version:
             log.info(
                 "OSD %s dropped from %s:%d on %s's report (version %d)",
-                req.osd, volume_id, ino, peer.principal, xloc.version,
+                req.osd,
+                volume_id,
+                ino,
+                peer.principal,
+                xloc.version,
             )
             self._on_change()
         return self._reply(peer, volume_id, ino, xloc, epoch, req.xcap.rights)

@@ -202,9 +202,7 @@ class XattrOps:
                 )
             ]
         # (a name outside the namespaces is the MRC's own, as xfs.policy: never listed)
-        return [
-            n for n in names if perms.xattr_namespace(n) and perms.xattr_visible(caller, n)
-        ]
+        return [n for n in names if perms.xattr_namespace(n) and perms.xattr_visible(caller, n)]
 
     def removexattr(self, caller: Identity, vol: str, ino: int, name: bytes) -> None:
         _check_name(name)

@@ -185,7 +185,13 @@ class OSDHandlers:
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
         self._check_object(
-            peer, OSD.write.wire_name, req.xcap, replica, column, req.objno, req.offset,
+            peer,
+            OSD.write.wire_name,
+            req.xcap,
+            replica,
+            column,
+            req.objno,
+            req.offset,
             len(req.data),
         )
         file_id, repl = req.xcap.file_id, self.replication
@@ -229,8 +235,12 @@ class OSDHandlers:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.TRUNCATE)
         if req.size < 0:
             self._audit.record(
-                audits.DENY, peer.principal, OSD.truncate.wire_name, "EINVAL",
-                why="negative size", file=req.xcap.file_id,
+                audits.DENY,
+                peer.principal,
+                OSD.truncate.wire_name,
+                "EINVAL",
+                why="negative size",
+                file=req.xcap.file_id,
             )
             raise XfsError(errno.EINVAL, "negative size")
         file_id, repl = req.xcap.file_id, self.replication
@@ -289,9 +299,9 @@ class OSDHandlers:
         return OSDStatus(self._uuid, free, total, objects)
 
     # ------------------------------------------------------------------ between replicas
-    async def _from_primary(self, peer: Identity, xcap: XCap, xloc: XLocSet) -> tuple[
-        Replication, Replica, int
-    ]:
+    async def _from_primary(
+        self, peer: Identity, xcap: XCap, xloc: XLocSet
+    ) -> tuple[Replication, Replica, int]:
         replica, column = self._authorize(peer, xcap, xloc, Rights(0))
         repl = self._replication(xloc)
         if repl is None:
@@ -303,7 +313,13 @@ class OSDHandlers:
     async def fwd_write(self, peer: Identity, req: ObjWrite) -> Empty:
         _, replica, column = await self._from_primary(peer, req.xcap, req.xloc)
         self._check_object(
-            peer, OSD.fwd_write.wire_name, req.xcap, replica, column, req.objno, req.offset,
+            peer,
+            OSD.fwd_write.wire_name,
+            req.xcap,
+            replica,
+            column,
+            req.objno,
+            req.offset,
             len(req.data),
         )
         repl = self._replication(req.xloc)
@@ -331,12 +347,12 @@ class OSDHandlers:
     async def put(self, peer: Identity, req: ObjPut) -> Empty:
         _, replica, column = await self._from_primary(peer, req.xcap, req.xloc)
         length = 0 if req.data is None else len(req.data)
-        self._check_object(
-            peer, OSD.put.wire_name, req.xcap, replica, column, req.objno, 0, length
-        )
+        self._check_object(peer, OSD.put.wire_name, req.xcap, replica, column, req.objno, 0, length)
         await self._run(
             functools.partial(self._store.put, epoch=req.xcap.truncate_epoch),
-            req.xcap.file_id, req.objno, req.data,
+            req.xcap.file_id,
+            req.objno,
+            req.data,
         )
         return Empty()
 
@@ -345,9 +361,7 @@ class OSDHandlers:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights(0))
         if peer.principal.removeprefix("osd:") not in req.xloc.group(column):
             raise XfsError(errno.EACCES, f"{peer.principal} holds no replica of this column")
-        self._check_object(
-            peer, OSD.fetch.wire_name, req.xcap, replica, column, req.objno, 0, 0
-        )
+        self._check_object(peer, OSD.fetch.wire_name, req.xcap, replica, column, req.objno, 0, 0)
         data = await self._run(self._store.load, req.xcap.file_id, req.objno)
         return ObjData(b"" if data is None else data, held=data is not None)
 

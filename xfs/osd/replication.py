@@ -250,13 +250,15 @@ class Replication:
                     await self._run(
                         self._store.install_xloc_version, xcap.file_id, reply.xloc.version
                     )
-                    log.warning("replica %s dropped from %s (now XLocSet version %d)",
-                                osd, xcap.file_id, reply.xloc.version)
+                    log.warning(
+                        "replica %s dropped from %s (now XLocSet version %d)",
+                        osd,
+                        xcap.file_id,
+                        reply.xloc.version,
+                    )
                     return None
             if self.lease.now() > deadline:
-                raise XfsError(
-                    errno.EIO, f"replica {osd} of {xcap.file_id} unreachable: {failure}"
-                )
+                raise XfsError(errno.EIO, f"replica {osd} of {xcap.file_id} unreachable: {failure}")
             await trio.sleep(RETRY_PAUSE)
 
     async def call(self, osd: str, method: Method[Req, Resp], request: Req) -> Resp:
@@ -399,4 +401,3 @@ class Replication:
 
     def _put_local(self, file_id: str, objno: int, data: bytes, epoch: int) -> None:
         self._store.put(file_id, objno, data, epoch=epoch)
-

@@ -176,9 +176,7 @@ def _dict(key: Decoder, val: Decoder) -> Decoder:
 def _record(cls: type) -> Decoder:
     hints = typing.get_type_hints(cls)
     name = cls.__name__
-    fields = {
-        f.name: (decoder(hints[f.name]), f"{name}.{f.name}") for f in dataclasses.fields(cls)
-    }
+    fields = {f.name: (decoder(hints[f.name]), f"{name}.{f.name}") for f in dataclasses.fields(cls)}
     required = frozenset(
         f.name
         for f in dataclasses.fields(cls)
