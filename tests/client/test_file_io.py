@@ -33,6 +33,8 @@ class FakeSession:
         self.calls: list[tuple[str, str, int]] = []
         self.read_lengths: list[int] = []
         self.reported: list[int] = []
+        self.mrc_syncs = 0
+        self.synced_writes: list[int] = []  # objects written with ObjWrite.sync
         self.reopened = 0
         self.fail_writes = fail_writes
         self.fail_reads = fail_reads
@@ -53,8 +55,12 @@ class FakeSession:
         self.reopened += 1
         return self.layout(expires=self.now + 600)
 
-    async def update_size(self, ino: int, size: int, xcap: XCap) -> None:
+    async def update_size(self, ino: int, size: int, xcap: XCap, *, sync: bool = False) -> None:
         self.reported.append(size)
+        self.mrc_syncs += sync
+
+    async def sync(self) -> None:
+        self.mrc_syncs += 1
 
     async def osd_call(self, layout: FileLayout, osd: str, method: Any, req: Any) -> Any:
         await trio.sleep(random.random() * 0.001)
@@ -62,6 +68,8 @@ class FakeSession:
             assert isinstance(req, ObjWrite)
             assert osd == OSDS[req.objno % len(OSDS)]
             self.calls.append(("write", osd, req.objno))
+            if req.sync:
+                self.synced_writes.append(req.objno)
             if self.fail_writes:
                 self.fail_writes -= 1
                 raise XfsError(errno.ENOSPC, "OSD full")
@@ -220,7 +228,39 @@ def test_fsync_reaches_every_osd() -> None:
         await f.write(0, b"y")
         await f.fsync()
         assert {c[1] for c in s.calls if c[0] == "fsync"} == set(OSDS)
-        assert s.reported == [1]
+        assert s.reported == [1] and s.mrc_syncs == 1  # the size and the journal, at once
+        assert s.synced_writes == []
+
+    run(main)
+
+
+def test_a_new_file_written_whole_is_fsynced_by_durable_writes() -> None:
+    """A file this session created, all of whose data is dirty at fsync(2), goes out
+    with ObjWrite.sync: no OSD fsync round trip after it. Anything less takes the
+    normal way."""
+
+    async def main(s: FakeSession) -> None:
+        data = os.urandom(STRIPE - 100)  # (a whole object goes out at once, not durably)
+        f = OpenFile(s, 5, s.layout(), 1)  # type: ignore[arg-type]
+        f.fresh = True
+        await f.write(0, data[:100])
+        await f.write(100, data[100:])
+        await f.fsync()
+        assert s.synced_writes == [0]
+        assert not [c for c in s.calls if c[0] == "fsync"]
+        assert s.reported == [len(data)] and s.mrc_syncs == 1
+        assert f.allocated == (len(data), len(data))
+        await f.write(len(data), b"more")  # no longer all dirty: an OSD fsync again
+        await f.fsync()
+        assert {c[1] for c in s.calls if c[0] == "fsync"} == set(OSDS)
+        assert s.synced_writes == [0]
+
+        s.calls.clear()
+        g = OpenFile(s, 6, s.layout(), 1)  # type: ignore[arg-type]
+        g.fresh = True
+        await g.write(STRIPE, b"a hole before me")  # not dense from byte 0
+        await g.fsync()
+        assert {c[1] for c in s.calls if c[0] == "fsync"} == set(OSDS)
 
     run(main)
 

@@ -698,3 +698,18 @@ def test_truncate_waits_for_writes_in_flight(store: ObjectStore) -> None:
         t.join()
     assert held_after == 0 and store.held_bytes(FID) == 0
     assert refused == 4
+
+
+def test_data_length_inverts_file_size() -> None:
+    for length in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK, 1 << 20, (1 << 20) + 7]:
+        size = object_format.file_size(object_format.VERSION, length)
+        assert object_format.data_length(size) == length
+
+
+def test_admitting_an_xloc_version_says_whether_the_file_was_held(store: ObjectStore) -> None:
+    assert store.cached_xloc_version(FID) is None
+    assert store.admit_xloc(FID, 1) == (0, False)  # new here
+    assert store.cached_xloc_version(FID) == 1
+    store.write(FID, 0, 0, b"x")
+    assert store.admit_xloc(FID, 2) == (1, True)
+    assert store.held_bytes(FID) == 1

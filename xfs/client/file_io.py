@@ -96,6 +96,9 @@ class OpenFile:
         self._stale = False  # the XCap must be renewed before the next use (truncated)
         # (bytes the OSDs hold, file size then), learnt when our writes were synced
         self.allocated: tuple[int, int] | None = None
+        # made by this session's create, and everything sent of it so far sent durably
+        # (no truncate either): an fsync that sends all of it durably needs no OSD fsync
+        self.fresh = False
 
     # ------------------------------------------------------------------ layout
     @property
@@ -191,7 +194,9 @@ class OpenFile:
             await self._start_flush(next(iter(self._dirty)))
         return len(data)
 
-    async def _start_flush(self, objno: int) -> None:
+    async def _start_flush(self, objno: int, *, sync: bool = False) -> None:
+        """Send object ``objno``'s dirty data in the background (``sync``: durably on
+        every replica before the OSDs answer)."""
         if objno not in self._dirty:
             return
         await self._slots.acquire()
@@ -199,15 +204,17 @@ class OpenFile:
         if dirty is None:  # another request sent it while we waited for a slot
             self._slots.release()
             return
+        if not sync:
+            self.fresh = False
         if not self._inflight:  # a new event only when drained: waiters keep theirs
             self._drained = trio.Event()
         self._inflight += 1
         before = self._last_send.get(objno)
         done = self._last_send[objno] = trio.Event()
-        self.session.nursery.start_soon(self._send, objno, dirty, before, done)
+        self.session.nursery.start_soon(self._send, objno, dirty, before, done, sync)
 
     async def _send(
-        self, objno: int, dirty: _Dirty, before: trio.Event | None, done: trio.Event
+        self, objno: int, dirty: _Dirty, before: trio.Event | None, done: trio.Event, sync: bool
     ) -> None:
         try:
             if before is not None:
@@ -217,7 +224,7 @@ class OpenFile:
                 # dirty left _dirty before it was sent: nothing changes it any more, and
                 # framing sends any buffer as a payload as it is
                 data = cast(bytes, dirty.buf)
-                request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, data)
+                request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, data, sync)
                 return await self.session.osd_call(layout, osd, OSD.write, request)
 
             await self._osd(objno, call)
@@ -242,8 +249,10 @@ class OpenFile:
         await self._drained.wait()
         self._raise_error()
 
-    async def flush(self) -> None:
-        """Data durable on the OSDs, then the size to the MRC (what close() guarantees)."""
+    async def flush(self, *, sync_mrc: bool = False) -> None:
+        """Data durable on the OSDs, then the size to the MRC (what close() guarantees).
+        With ``sync_mrc``, the MRC's journal durable too, in the same round trip as the
+        size if there is one (fsync(2))."""
         await self.flush_data()
         if self._unsynced:
             await self._sync_osds()
@@ -251,14 +260,44 @@ class OpenFile:
             self.size_dirty = False
             try:
                 layout = await self.fresh_layout()
-                await self.session.update_size(self.ino, self.size, layout.xcap)
+                await self.session.update_size(self.ino, self.size, layout.xcap, sync=sync_mrc)
             except BaseException:
                 self.size_dirty = True
                 raise
+        elif sync_mrc:
+            await self.session.sync()
 
     async def fsync(self) -> None:
+        """Data and size durable on every replica and on the MRC, with every metadata
+        change before (fsync(2)).
+
+        A file this session created, whose dirty data is all of it and nothing of which
+        went out before except durably, is sent durably (``ObjWrite.sync``) and needs no
+        OSD fsync after: a small file written and fsynced costs one OSD round trip."""
+        writes = self._writes
+        if self.fresh and self._inflight == 0 and self._dense():
+            for objno in list(self._dirty):
+                await self._start_flush(objno, sync=True)
+            await self._drained.wait()
+            self._raise_error()
+            if self.fresh and self._writes == writes:  # nothing written meanwhile
+                self._unsynced = False
+                self.allocated = (self.size, self.size)
+                await self.flush(sync_mrc=True)
+                return
         self._unsynced = True  # fsync always reaches the OSDs, even for data sent earlier
-        await self.flush()
+        await self.flush(sync_mrc=True)
+
+    def _dense(self) -> bool:
+        """Whether the dirty buffers hold all of the file, from byte 0 to its size."""
+        stripe = self.stripe_size
+        objects = -(-self.size // stripe)
+        if len(self._dirty) != objects:
+            return False
+        for objno, dirty in self._dirty.items():
+            if dirty.start != 0 or len(dirty.buf) != min(stripe, self.size - objno * stripe):
+                return False
+        return True
 
     async def _sync_osds(self) -> None:
         layout = await self.fresh_layout()
@@ -281,6 +320,7 @@ class OpenFile:
         """The file was truncated to ``size``: a new truncate epoch, so a new XCap, which
         ``layout`` (if given) carries; else the next use renews it."""
         self._stale = layout is None
+        self.fresh = False
         if layout is not None:
             self.layout = layout
         self.size = size

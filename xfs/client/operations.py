@@ -415,6 +415,7 @@ class Operations(pyfuse3.Operations):
             self.listings.forget(parent_inode)
             raise
         self._changed_here(parent_inode, f.layout.parent, f.layout.parent_was, added=name)
+        self._note_no_caps(f.ino)  # a new file has none: the kernel asks before each write
         return self._file_info(session, f, flags), self._entry(f.layout.attr)
 
     @fuse_errors
@@ -449,11 +450,11 @@ class Operations(pyfuse3.Operations):
             if handle.flags & os.O_ACCMODE == os.O_RDONLY:
                 # allowed on any descriptor; its XCap may not write (or sync) on the OSDs,
                 # and what this mount wrote through others is synced by flush (or at close)
-                await handle.file.flush()
+                await handle.file.flush(sync_mrc=True)
             else:
-                await handle.file.fsync()  # the data on every replica's disk, the size on the MRC
+                # the data on every replica's disk, the size and the MRC's journal on its
+                await handle.file.fsync()
         self._learn_allocation(handle.file)
-        await handle.session.sync()  # and the MRC's journal on its disk
 
     @fuse_errors
     async def release(self, fh: int) -> None:
@@ -645,10 +646,14 @@ class Operations(pyfuse3.Operations):
             return await session.getxattr(inode, name)
         except XfsError as e:
             if name == CAPS and e.code == errno.ENODATA:
-                if len(self._no_caps) >= 100_000:
-                    self._no_caps.clear()
-                self._no_caps[inode] = time.monotonic() + self._attr_timeout
+                self._note_no_caps(inode)
             raise
+
+    def _note_no_caps(self, inode: int) -> None:
+        """``inode`` has no file capabilities, for the attribute timeout."""
+        if len(self._no_caps) >= 100_000:
+            self._no_caps.clear()
+        self._no_caps[inode] = time.monotonic() + self._attr_timeout
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> Sequence[bytes]:

@@ -234,9 +234,11 @@ class Session:
     async def removexattr(self, ino: int, name: bytes) -> None:
         await self.mrc(MRC.removexattr, XattrGet(self.volume, ino, name))
 
-    async def update_size(self, ino: int, size: int, xcap: XCap) -> Attr:
-        """Report a size we wrote, with the write XCap we wrote under."""
-        return await self.mrc(MRC.update_size, UpdateSize(self.volume, ino, size, xcap))
+    async def update_size(self, ino: int, size: int, xcap: XCap, *, sync: bool = False) -> Attr:
+        """Report a size we wrote, with the write XCap we wrote under; with ``sync``, and
+        make every change so far durable (as :meth:`sync`)."""
+        request = UpdateSize(self.volume, ino, size, xcap, sync=sync)
+        return await self.mrc(MRC.update_size, request)
 
     # ------------------------------------------------------------------ client lease
     async def client(self) -> str:
@@ -371,7 +373,11 @@ class Session:
             # a close of this inode may have overtaken our registration: register again
             async with self._registration(ino):
                 layout = await self.reopen(ino, flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
-        return self._opened(layout, flags)
+        made = layout.parent is not None and layout.parent.seq != layout.parent_was
+        f = self._opened(layout, flags)
+        # the MRC made it (its directory changed), so no OSD holds anything of it
+        f.fresh = made and f.refs == 1 and f.size == 0
+        return f
 
     async def open(self, ino: int, flags: int) -> OpenFile:
         # counted before any await, so a release racing this open does not unregister it

@@ -344,9 +344,12 @@ class MRCHandlers:
         # an older truncate epoch is ignored (the truncate superseded it)
         who = self._as(peer, req.volume, req.ino)
         self._check_write_xcap(peer, req.volume, req.ino, req.xcap)
-        return self._ns.update_size(
+        attr = self._ns.update_size(
             who, req.volume, req.ino, req.size, req.mtime_ns, epoch=req.xcap.truncate_epoch
         )
+        if req.sync and self._sync is not None:  # fsync(2): one round trip, not two
+            await self._sync()
+        return attr
 
     # ------------------------------------------------------------------ entries
     async def mknod(self, peer: Identity, req: MkNod) -> Attr:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -163,15 +163,13 @@ class OSDHandlers:
         if repl is None:
             data = await self._run(self._store.read, file_id, req.objno, req.offset, req.length)
             return ObjData(data)
-        if req.xloc.update_policy is UpdatePolicy.RW:
-            await repl.begin(file_id, req.xloc, req.xcap, column)
-        else:
-            await repl.check_version(file_id, req.xloc)
+        read = functools.partial(self._store.read_held, file_id, req.objno, req.offset, req.length)
         part = slice(req.offset, req.offset + req.length)
         try:
-            data = await self._run(
-                self._store.read_held, file_id, req.objno, req.offset, req.length
-            )
+            if req.xloc.update_policy is UpdatePolicy.RW:
+                data = await repl.begin(file_id, req.xloc, req.xcap, column, then=read)
+            else:
+                _, data = await repl.check_version(file_id, req.xloc, then=read)
         except CorruptObject as e:
             log.warning("%s; reading it from another replica", e)
             whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
@@ -202,25 +200,54 @@ class OSDHandlers:
         # checked inside the gate: a reconciliation that installs a newer version waits
         # for the writes that passed the older one (see Replication.reconcile)
         async with repl.gates.shared(file_id), repl.objects.hold((file_id, req.objno)):
+            write = self._writer(req)
             if req.xloc.update_policy is UpdatePolicy.NONE:
-                await repl.check_version(file_id, req.xloc)
-                await self._write_local(req)
+                await repl.check_version(file_id, req.xloc, then=write)
                 return Empty()
+            # the checks first, then this copy and the others at once (fan-out): each
+            # backup checks the XLocSet version itself and applies what it received
             await repl.begin(file_id, req.xloc, req.xcap, column)
-            await self._write_repairing(repl, req, column)
-            await repl.forward(req.xloc, req.xcap, column, OSD.fwd_write, req)
+            try:
+                await _together(
+                    functools.partial(
+                        self._write_repairing, repl, req, column, self._runner(write)
+                    ),
+                    functools.partial(repl.forward, req.xloc, req.xcap, column, OSD.fwd_write, req),
+                )
+            except XfsError:
+                # the others may have applied what this copy could not (a full disk):
+                # bring them back to this copy, as after a failover
+                repl.start_reconcile(file_id, req.xloc, req.xcap, column, again=True)
+                raise
         return Empty()
 
-    async def _write_local(self, req: ObjWrite) -> None:
-        write = functools.partial(self._store.write, epoch=req.xcap.truncate_epoch)
-        await self._run(write, req.xcap.file_id, req.objno, req.offset, req.data, req.sync)
+    def _runner(self, fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+        return functools.partial(self._run, fn)
 
-    async def _write_repairing(self, repl: Replication, req: ObjWrite, column: int) -> None:
-        """A partial write reads the object first: if the copy here is corrupt, a good
-        copy is fetched from another complete replica (stored here) and the write applied
-        to it, as a read would repair it, instead of failing the write on every OSD."""
+    def _writer(self, req: ObjWrite) -> Callable[[], None]:
+        """The store call that applies ``req`` here."""
+        return functools.partial(
+            self._store.write,
+            req.xcap.file_id,
+            req.objno,
+            req.offset,
+            req.data,
+            req.sync,
+            epoch=req.xcap.truncate_epoch,
+        )
+
+    async def _write_local(self, req: ObjWrite) -> None:
+        await self._run(self._writer(req))
+
+    async def _write_repairing(
+        self, repl: Replication, req: ObjWrite, column: int, attempt: Callable[[], Awaitable[Any]]
+    ) -> None:
+        """``attempt`` (which applies ``req``, after the version checks); a partial write
+        reads the object first: if the copy here is corrupt, a good copy is fetched from
+        another complete replica (stored here) and the write applied to it, as a read
+        would repair it, instead of failing the write on every OSD."""
         try:
-            await self._write_local(req)
+            await attempt()
         except CorruptObject as e:
             log.warning("%s; reading it from another replica before writing", e)
             await repl.repair(req.xcap.file_id, req.xloc, req.xcap, column, req.objno)
@@ -271,12 +298,15 @@ class OSDHandlers:
     async def fsync(self, peer: Identity, req: FileOp) -> Synced:
         _, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
         repl = self._replication(req.xloc)
-        if repl is not None and req.xloc.update_policy is UpdatePolicy.RW:
-            await repl.begin(req.xcap.file_id, req.xloc, req.xcap, column)
-            await repl.forward(req.xloc, req.xcap, column, OSD.fwd_fsync, req)
-        await self._run(self._store.fsync, req.xcap.file_id)
         # what a writer learns of its allocation (st_blocks) comes with the sync
-        return Synced(await self._run(self._store.held_bytes, req.xcap.file_id))
+        sync = functools.partial(self._run, self._store.sync_and_measure, req.xcap.file_id)
+        if repl is None or req.xloc.update_policy is not UpdatePolicy.RW:
+            return Synced(await sync())
+        await repl.begin(req.xcap.file_id, req.xloc, req.xcap, column)
+        held, _ = await _together(  # this copy and the others at once
+            sync, functools.partial(repl.forward, req.xloc, req.xcap, column, OSD.fwd_fsync, req)
+        )
+        return Synced(held)
 
     async def size(self, peer: Identity, req: FileOp) -> SizeReply:
         # a writer may learn what it wrote (the allocation behind st_blocks) too
@@ -311,7 +341,11 @@ class OSDHandlers:
         return repl, replica, column
 
     async def fwd_write(self, peer: Identity, req: ObjWrite) -> Empty:
-        _, replica, column = await self._from_primary(peer, req.xcap, req.xloc)
+        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights(0))
+        repl = self._replication(req.xloc)
+        if repl is None:
+            raise XfsError(errno.EINVAL, f"{req.xcap.file_id} is not replicated")
+        repl.require_peer(peer.principal, req.xcap.file_id, req.xloc, column)
         self._check_object(
             peer,
             OSD.fwd_write.wire_name,
@@ -322,11 +356,9 @@ class OSDHandlers:
             req.offset,
             len(req.data),
         )
-        repl = self._replication(req.xloc)
-        if repl is None:
-            await self._write_local(req)
-        else:  # the primary already applied it: its copy, fetched first, is good
-            await self._write_repairing(repl, req, column)
+        # the primary already applied it: its copy, fetched first, is good
+        check = functools.partial(repl.check_version, req.xcap.file_id, req.xloc, self._writer(req))
+        await self._write_repairing(repl, req, column, check)
         return Empty()
 
     async def fwd_truncate(self, peer: Identity, req: FileOp) -> Empty:
@@ -336,8 +368,7 @@ class OSDHandlers:
 
     async def fwd_fsync(self, peer: Identity, req: FileOp) -> Synced:
         await self._from_primary(peer, req.xcap, req.xloc)
-        await self._run(self._store.fsync, req.xcap.file_id)
-        return Synced(await self._run(self._store.held_bytes, req.xcap.file_id))
+        return Synced(await self._run(self._store.sync_and_measure, req.xcap.file_id))
 
     async def sums(self, peer: Identity, req: FileOp) -> ObjSums:
         await self._from_primary(peer, req.xcap, req.xloc)
@@ -376,3 +407,25 @@ class OSDHandlers:
         if group and group[0] == self._uuid:
             repl.start_reconcile(req.xcap.file_id, req.xloc, req.xcap, column, again=True)
         return Empty()
+
+
+async def _together(
+    first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]]
+) -> tuple[Any, Any]:
+    """Both calls at once; their results, or the failure of either (ESTALE first: the
+    client must renew its XLocSet), as an ``XfsError`` of its own, not a group."""
+    results: list[Any] = [None, None]
+    errors: list[XfsError] = []
+
+    async def run(i: int, call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            results[i] = await call()
+        except XfsError as e:
+            errors.append(e)
+
+    async with trio.open_nursery() as n:
+        n.start_soon(run, 0, first)
+        n.start_soon(run, 1, second)
+    if errors:
+        raise min(errors, key=lambda e: e.code != errno.ESTALE)
+    return results[0], results[1]

@@ -46,6 +46,17 @@ def file_size(version: int, length: int) -> int:
     return HEADER.size + table_size(version, length) + length
 
 
+def data_length(size: int) -> int:
+    """The data length of a version-2 object file of ``size`` bytes on disk (the inverse
+    of :func:`file_size`: n blocks take n * (BLOCK + 4) bytes at most, the last may be
+    short); 0 for anything shorter than a header."""
+    rest = size - HEADER.size
+    if rest <= 0:
+        return 0
+    n = -(-rest // (BLOCK + _SUM.size))
+    return rest - _SUM.size * n
+
+
 def data_offset(version: int, length: int) -> int:
     return HEADER.size + table_size(version, length)
 

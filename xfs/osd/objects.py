@@ -493,6 +493,21 @@ class ObjectStore:
             self._xlocs[file_id] = version
         return version
 
+    def cached_xloc_version(self, file_id: str) -> int | None:
+        """The installed XLocSet version if it is in memory (no I/O), else None."""
+        with self._xlocs_lock:
+            return self._xlocs.get(file_id)
+
+    def admit_xloc(self, file_id: str, version: int) -> tuple[int, bool]:
+        """Install ``version`` if it is newer (as :meth:`install_xloc_version`), in one
+        call: (the version installed before, whether this OSD held anything of the file
+        before)."""
+        held = self.file_dir(file_id).is_dir()
+        before = self.xloc_version(file_id)
+        if version > before:
+            self.install_xloc_version(file_id, version)
+        return before, held
+
     def install_xloc_version(self, file_id: str, version: int) -> int:
         """Persist ``version`` if it is higher than the installed one; returns the
         installed version afterwards (durable before this returns). The first version
@@ -807,8 +822,23 @@ class ObjectStore:
         return size
 
     def held_bytes(self, file_id: str) -> int:
-        """The bytes of data of the file's objects held here (what st_blocks counts)."""
-        return sum(self._length(file_id, objno, path) for objno, path in self._held(file_id))
+        """The bytes of data of the file's objects held here (what st_blocks counts),
+        from their sizes on disk: exact for objects with a block table, a few bytes in a
+        thousand high for objects written before (a hint for st_blocks, nothing more)."""
+        total = 0
+        for _, path in self._held(file_id):
+            with _os_errors(f"stat {path.name} of {file_id}"):
+                try:
+                    size = os.stat(path, follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+            total += object_format.data_length(size)
+        return total
+
+    def sync_and_measure(self, file_id: str) -> int:
+        """:meth:`fsync`, then :meth:`held_bytes` (one worker-thread call for both)."""
+        self.fsync(file_id)
+        return self.held_bytes(file_id)
 
     def fsync(self, file_id: str) -> None:
         """Make durable what was written of the file here: the objects written since its

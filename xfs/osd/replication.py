@@ -25,7 +25,7 @@ import trio
 
 from xfs.common.health import Health
 from xfs.common.rpc import Pool, unreachable
-from xfs.osd.objects import CorruptObject, ObjectStore
+from xfs.osd.objects import FIRST_XLOC_VERSION, CorruptObject, ObjectStore
 from xfs.proto.codec import Record
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
@@ -43,11 +43,20 @@ from xfs.proto.records import Kind, UpdatePolicy, XCap, XLocSet
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Req = TypeVar("Req", bound=Record)
 Resp = TypeVar("Resp", bound=Record)
 
 LEASE_SAFETY = 0.9  # of the granted lease this OSD uses: room for clock-rate drift
 RETRY_PAUSE = 0.25  # seconds between attempts to reach a replica
+
+
+def _refuse_older(file_id: str, xloc: XLocSet, installed: int) -> None:
+    if xloc.version < installed:
+        raise XfsError(
+            errno.ESTALE,
+            f"XLocSet version {xloc.version} of {file_id} is stale (now {installed})",
+        )
 
 
 class Lease:
@@ -158,16 +167,29 @@ class Replication:
         self.nursery: trio.Nursery | None = None  # for background reconciliations
 
     # ------------------------------------------------------------------ versions
-    async def check_version(self, file_id: str, xloc: XLocSet) -> None:
-        """Refuse an older XLocSet than the installed one; install a newer one."""
-        installed = await self._run(self._store.xloc_version, file_id)
-        if xloc.version < installed:
-            raise XfsError(
-                errno.ESTALE,
-                f"XLocSet version {xloc.version} of {file_id} is stale (now {installed})",
-            )
-        if xloc.version > installed:
-            await self._run(self._store.install_xloc_version, file_id, xloc.version)
+    async def check_version(
+        self, file_id: str, xloc: XLocSet, then: Callable[[], T] | None = None
+    ) -> tuple[bool, T | None]:
+        """Refuse an older XLocSet than the installed one; install a newer one; then run
+        ``then`` (a store call) if given. Returns (whether this found the file new here,
+        ``then``'s result). New: nothing of it held, no version installed, and this the
+        first version of a file, whose replicas all started empty.
+
+        The version known in memory is checked without a worker thread (the common
+        case); only a version not in memory, or a newer one, goes to the store, in the
+        same worker-thread call as ``then``."""
+        known = self._store.cached_xloc_version(file_id)
+        if known is not None and xloc.version <= known:
+            _refuse_older(file_id, xloc, known)
+            return False, (None if then is None else await self._run(then))
+
+        def admit() -> tuple[bool, T | None]:
+            installed, held = self._store.admit_xloc(file_id, xloc.version)
+            _refuse_older(file_id, xloc, installed)
+            new = installed == 0 and not held and xloc.version == FIRST_XLOC_VERSION
+            return new, (None if then is None else then())
+
+        return await self._run(admit)
 
     def require_primary(self, file_id: str, xloc: XLocSet, column: int) -> None:
         group = xloc.group(column)
@@ -186,12 +208,34 @@ class Replication:
                 errno.EACCES, f"{peer} is not the primary of {file_id} for OSD {self.uuid}"
             )
 
-    async def begin(self, file_id: str, xloc: XLocSet, xcap: XCap, column: int) -> None:
-        """Everything a primary checks before it acts on a client's request."""
-        await self.check_version(file_id, xloc)
+    async def begin(
+        self,
+        file_id: str,
+        xloc: XLocSet,
+        xcap: XCap,
+        column: int,
+        then: Callable[[], T] | None = None,
+    ) -> T | None:
+        """Everything a primary checks before it acts on a client's request; then
+        ``then`` (the store call that acts, in the same worker-thread call as the version
+        check when that needs one), whose result is returned.
+
+        A file new here at its first version needs no reconciliation: every replica
+        started empty with it, and every write to it passes this primary, which holds
+        nothing yet. (Had an earlier run of this OSD acted for it and lost it all in a
+        crash, no fsync covered any of it: an fsync makes the file's directory here
+        durable.)"""
         self.require_primary(file_id, xloc, column)
-        if self._reconciled.get(file_id) != xloc.version:
-            self.start_reconcile(file_id, xloc, xcap, column)
+        new = False
+        try:
+            new, result = await self.check_version(file_id, xloc, then)
+        finally:
+            if self._reconciled.get(file_id) != xloc.version:
+                if new and not xloc.filling:
+                    self._reconciled[file_id] = xloc.version
+                else:
+                    self.start_reconcile(file_id, xloc, xcap, column)
+        return result
 
     # ------------------------------------------------------------------ forwarding
     async def forward(

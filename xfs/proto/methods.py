@@ -172,6 +172,7 @@ class UpdateSize(Record):
     size: int
     xcap: XCap
     mtime_ns: int | None = None
+    sync: bool = False  # and then durable, with every change before it (as mrc.sync)
 
 
 @dataclass(frozen=True)
