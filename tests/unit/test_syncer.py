@@ -21,6 +21,12 @@ class CountingStore:
     def sync(self) -> None:
         self.fsyncs.append(self.commits)
 
+    def checkpoint_elsewhere(self) -> None:
+        pass
+
+    def checkpoint(self) -> None:
+        pass
+
 
 def test_one_fsync_for_many_waiting_callers() -> None:
     store = CountingStore()
@@ -81,3 +87,31 @@ def test_a_real_store_syncs(tmp_path: Path) -> None:
         trio.run(main)
     finally:
         store.close()
+
+
+def test_commits_never_checkpoint_the_syncer_does(tmp_path: Path) -> None:
+    """A COMMIT that crosses SQLite's 1,000 WAL pages would checkpoint (two fsyncs) on
+    the event loop; with the Syncer in charge the WAL grows past that and its checkpoint
+    copies it into the database file, every commit kept."""
+    store = Store.open(tmp_path / "mrc.db")
+    try:
+        store.checkpoint_elsewhere()
+        page = store._conn.execute("PRAGMA page_size").fetchone()[0]
+        with store.transaction() as cur:
+            cur.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+        for k in range(1500):
+            with store.transaction() as cur:
+                cur.execute("INSERT INTO t VALUES (?, ?)", (k, b"x" * 3000))
+        wal = Path(f"{store.path}-wal")
+        assert wal.stat().st_size > 1000 * page  # no commit checkpointed
+        store.checkpoint()
+        busy, frames, copied = store._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == copied  # everything was copied already
+    finally:
+        store.close()
+    again = Store.open(tmp_path / "mrc.db")
+    try:
+        with again.read() as cur:
+            assert cur.execute("SELECT count(*) FROM t").fetchone()[0] == 1500
+    finally:
+        again.close()

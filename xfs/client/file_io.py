@@ -343,22 +343,31 @@ class OpenFile:
         sequential = offset == self._last_read_end or offset == 0
         objects: dict[int, bytes] = {}
         ranges: dict[int, bytes] = {}
-        async with trio.open_nursery() as n:
-            for piece in parts:
-                if sequential or piece.objno in self._cache or piece.objno in self._fetching:
-                    n.start_soon(self._fetch_into, piece.objno, objects)
-                else:
-                    n.start_soon(self._fetch_range, piece, ranges)
+
+        async def fetch(piece: Piece) -> None:
+            if sequential or piece.objno in self._cache or piece.objno in self._fetching:
+                await self._fetch_into(piece.objno, objects)
+            else:
+                await self._fetch_range(piece, ranges)
+
+        if len(parts) == 1:  # (most reads: no nursery)
+            await fetch(parts[0])
+        else:
+            async with trio.open_nursery() as n:
+                for piece in parts:
+                    n.start_soon(fetch, piece)
+        if sequential:
+            self._prefetch(parts[-1].objno + 1)
+        self._last_read_end = end
         out = bytearray(end - offset)
         for piece in parts:
             if piece.objno in objects:
                 held = objects[piece.objno][piece.offset : piece.offset + piece.length]
             else:
                 held = ranges[piece.objno]
+            if len(parts) == 1 and len(held) == len(out):
+                return bytes(held)  # (bytes already: no copy)
             out[piece.buf_offset : piece.buf_offset + len(held)] = held
-        if sequential:
-            self._prefetch(parts[-1].objno + 1)
-        self._last_read_end = end
         return bytes(out)
 
     async def _fetch_range(self, piece: Piece, out: dict[int, bytes]) -> None:
@@ -378,7 +387,8 @@ class OpenFile:
 
     def _prefetch(self, first: int) -> None:
         last = (self.size - 1) // self.stripe_size
-        for objno in range(first, min(first + self.width, last + 1)):
+        ahead = min(max(self.width, self.session.read_ahead), self.session.read_cache_objects)
+        for objno in range(first, min(first + ahead, last + 1)):
             if objno not in self._cache and objno not in self._fetching and self._settled(objno):
                 self.session.nursery.start_soon(self._fetch_quietly, objno)
 

@@ -82,6 +82,7 @@ class Mount:
                         xcap_renew_margin=config.xcap_renew_margin,
                         write_window=config.write_window,
                         read_cache_objects=config.read_cache_objects,
+                        read_ahead=config.read_ahead,
                     )
 
                 sessions = Sessions(

@@ -94,6 +94,7 @@ class Session:
         osd_timeout: float = 10.0,
         write_window: int = 16,
         read_cache_objects: int = 16,
+        read_ahead: int = 4,
     ) -> None:
         self.pool = pool
         self.mrc_address = mrc
@@ -107,6 +108,7 @@ class Session:
         self.xcap_renew_margin = xcap_renew_margin
         self.write_window = write_window  # MiB of writes in flight per open file
         self.read_cache_objects = read_cache_objects
+        self.read_ahead = read_ahead  # objects fetched ahead of a sequential reader
         self.files: dict[int, OpenFile] = {}
         self._client: str | None = None  # this session's lease on the MRC (see ``client``)
         self._client_lock = trio.Lock()

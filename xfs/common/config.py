@@ -150,6 +150,9 @@ class MountConfig:
     # 2 cores, factor-3 writes: 4 MiB ~75 MB/s, 8 ~79, 16 ~87, 32 ~79
     write_window: int = 16
     read_cache_objects: int = 16  # whole objects one open file keeps for reads
+    # objects fetched ahead of a sequential reader (at least the stripe width, at most
+    # read_cache_objects): how many reads of one file the OSDs work on at once
+    read_ahead: int = 4
 
 
 def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:

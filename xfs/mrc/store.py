@@ -189,6 +189,7 @@ class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path, clock: Callable[[], int]) -> None:
         self._conn = conn
         self._lock = threading.RLock()
+        self._checkpointer: sqlite3.Connection | None = None  # used by ``checkpoint`` only
         self.path = path
         self.clock = clock
         self.commits = 0  # write transactions committed so far (see ``sync``)
@@ -218,7 +219,25 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._conn.close()
+
+    def checkpoint_elsewhere(self) -> None:
+        """From now on no COMMIT checkpoints the WAL (which fsyncs it and the database,
+        stalling whoever commits); the caller runs :meth:`checkpoint` instead."""
+        with self._lock:
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file, PASSIVE: it neither waits for nor holds
+        up transactions. Blocking, from one worker thread at a time, on a connection of
+        its own."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False
+            )
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def __enter__(self) -> Store:
         return self

@@ -226,16 +226,23 @@ class Replication:
         crash, no fsync covered any of it: an fsync makes the file's directory here
         durable.)"""
         self.require_primary(file_id, xloc, column)
-        new = False
         try:
             new, result = await self.check_version(file_id, xloc, then)
-        finally:
-            if self._reconciled.get(file_id) != xloc.version:
-                if new and not xloc.filling:
-                    self._reconciled[file_id] = xloc.version
-                else:
-                    self.start_reconcile(file_id, xloc, xcap, column)
+        except CorruptObject:  # the version passed; ``then`` found a bad copy here
+            self._reconcile_once(file_id, xloc, xcap, column, new=False)
+            raise
+        self._reconcile_once(file_id, xloc, xcap, column, new=new)
         return result
+
+    def _reconcile_once(
+        self, file_id: str, xloc: XLocSet, xcap: XCap, column: int, *, new: bool
+    ) -> None:
+        """Reconcile the group at this version unless done (or, for a new file, moot)."""
+        if self._reconciled.get(file_id) != xloc.version:
+            if new and not xloc.filling:
+                self._reconciled[file_id] = xloc.version
+            else:
+                self.start_reconcile(file_id, xloc, xcap, column)
 
     # ------------------------------------------------------------------ forwarding
     async def forward(
