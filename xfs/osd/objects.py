@@ -589,21 +589,29 @@ class ObjectStore:
         except ValueError as e:
             raise CorruptObject(file_id, objno, str(e)) from None
 
+    @staticmethod
+    @contextmanager
+    def _opened(file_id: str, objno: int, path: Path) -> Iterator[int | None]:
+        """A descriptor of the object file for reading, or None if there is none."""
+        with _os_errors(f"read object {objno} of {file_id}"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                yield None
+                return
+            try:
+                yield fd
+            finally:
+                os.close(fd)
+
     def _load_range(
         self, file_id: str, objno: int, path: Path, offset: int, length: int
     ) -> bytes | None:
         """Bytes [offset, offset+length) of an object, short past its end, reading and
         verifying only the blocks they lie in (all of an object without a block table);
         None if the object does not exist."""
-        with _os_errors(f"read object {objno} of {file_id}"):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except FileNotFoundError:
-                return None
-            try:
-                return self._read_blocks(file_id, objno, fd, offset, length)
-            finally:
-                os.close(fd)
+        with self._opened(file_id, objno, path) as fd:
+            return None if fd is None else self._read_blocks(file_id, objno, fd, offset, length)
 
     def _read_blocks(self, file_id: str, objno: int, fd: int, offset: int, length: int) -> bytes:
         head = os.pread(fd, HEADER.size + object_format.BLOCK, 0)
@@ -727,32 +735,21 @@ class ObjectStore:
     def _length(self, file_id: str, objno: int, path: Path) -> int:
         """An object's length from its header, not verified (0 if missing); if the header
         is bad, its size on disk less the header, which no good object's length exceeds."""
-        with _os_errors(f"read object {objno} of {file_id}"):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except FileNotFoundError:
+        with self._opened(file_id, objno, path) as fd:
+            if fd is None:
                 return 0
             try:
-                header = os.pread(fd, HEADER.size, 0)
-                try:
-                    return object_format.decode_header(header)[2]
-                except ValueError:
-                    return max(0, os.fstat(fd).st_size - HEADER.size)
-            finally:
-                os.close(fd)
+                return object_format.decode_header(os.pread(fd, HEADER.size, 0))[2]
+            except ValueError:
+                return max(0, os.fstat(fd).st_size - HEADER.size)
 
     def _header_length(self, file_id: str, objno: int, path: Path) -> int | None:
         """An object's length from its header, checked against the file's size."""
-        with _os_errors(f"read object {objno} of {file_id}"):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except FileNotFoundError:
+        with self._opened(file_id, objno, path) as fd:
+            if fd is None:
                 return None
-            try:
-                header = os.pread(fd, HEADER.size, 0)
-                size = os.fstat(fd).st_size
-            finally:
-                os.close(fd)
+            header = os.pread(fd, HEADER.size, 0)
+            size = os.fstat(fd).st_size
         try:
             version, _, length = object_format.decode_header(header)
         except ValueError as e:
