@@ -275,17 +275,17 @@ class OpenFile:
         went out before except durably, is sent durably (``ObjWrite.sync``) and needs no
         OSD fsync after: a small file written and fsynced costs one OSD round trip."""
         writes = self._writes
+        synced = False
         if self.fresh and self._inflight == 0 and self._dense():
             for objno in list(self._dirty):
                 await self._start_flush(objno, sync=True)
             await self._drained.wait()
             self._raise_error()
-            if self.fresh and self._writes == writes:  # nothing written meanwhile
-                self._unsynced = False
-                self.allocated = (self.size, self.size)
-                await self.flush(sync_mrc=True)
-                return
-        self._unsynced = True  # fsync always reaches the OSDs, even for data sent earlier
+            synced = self.fresh and self._writes == writes  # nothing written meanwhile
+        if synced:
+            self.allocated = (self.size, self.size)
+        # else fsync reaches the OSDs, even for data sent earlier
+        self._unsynced = not synced
         await self.flush(sync_mrc=True)
 
     def _dense(self) -> bool:

@@ -31,7 +31,7 @@ from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.common.xcap import XCapVerifier
 from xfs.osd.objects import MAX_OBJNO, CorruptObject, ObjectStore, parse_file_id
-from xfs.osd.replication import Replication
+from xfs.osd.replication import Replication, stale_first
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
     OSD,
@@ -329,23 +329,27 @@ class OSDHandlers:
         return OSDStatus(self._uuid, free, total, objects)
 
     # ------------------------------------------------------------------ between replicas
-    async def _from_primary(
+    def _primary_peer(
         self, peer: Identity, xcap: XCap, xloc: XLocSet
     ) -> tuple[Replication, Replica, int]:
+        """The checks of a request from another OSD: the file's primary, replicated."""
         replica, column = self._authorize(peer, xcap, xloc, Rights(0))
         repl = self._replication(xloc)
         if repl is None:
             raise XfsError(errno.EINVAL, f"{xcap.file_id} is not replicated")
         repl.require_peer(peer.principal, xcap.file_id, xloc, column)
+        return repl, replica, column
+
+    async def _from_primary(
+        self, peer: Identity, xcap: XCap, xloc: XLocSet
+    ) -> tuple[Replication, Replica, int]:
+        repl, replica, column = self._primary_peer(peer, xcap, xloc)
         await repl.check_version(xcap.file_id, xloc)
         return repl, replica, column
 
     async def fwd_write(self, peer: Identity, req: ObjWrite) -> Empty:
-        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights(0))
-        repl = self._replication(req.xloc)
-        if repl is None:
-            raise XfsError(errno.EINVAL, f"{req.xcap.file_id} is not replicated")
-        repl.require_peer(peer.principal, req.xcap.file_id, req.xloc, column)
+        # the version check runs with the write (one worker-thread call when it needs I/O)
+        repl, replica, column = self._primary_peer(peer, req.xcap, req.xloc)
         self._check_object(
             peer,
             OSD.fwd_write.wire_name,
@@ -356,7 +360,9 @@ class OSDHandlers:
             req.offset,
             len(req.data),
         )
-        # the primary already applied it: its copy, fetched first, is good
+        # a corrupt copy here is repaired from another replica first; the primary's may
+        # or may not hold this write yet (it writes while it forwards), and the write
+        # applied to either gives the same object
         check = functools.partial(repl.check_version, req.xcap.file_id, req.xloc, self._writer(req))
         await self._write_repairing(repl, req, column, check)
         return Empty()
@@ -412,8 +418,8 @@ class OSDHandlers:
 async def _together(
     first: Callable[[], Awaitable[Any]], second: Callable[[], Awaitable[Any]]
 ) -> tuple[Any, Any]:
-    """Both calls at once; their results, or the failure of either (ESTALE first: the
-    client must renew its XLocSet), as an ``XfsError`` of its own, not a group."""
+    """Both calls at once; their results, or the failure of either (``stale_first``), as
+    an ``XfsError`` of its own, not a group."""
     results: list[Any] = [None, None]
     errors: list[XfsError] = []
 
@@ -427,5 +433,5 @@ async def _together(
         n.start_soon(run, 0, first)
         n.start_soon(run, 1, second)
     if errors:
-        raise min(errors, key=lambda e: e.code != errno.ESTALE)
+        raise stale_first(errors)
     return results[0], results[1]

@@ -577,13 +577,10 @@ class ObjectStore:
     # ------------------------------------------------------------------ objects
     def _load(self, file_id: str, objno: int, path: Path) -> bytes | None:
         """The verified data of an object, or None if it does not exist."""
-        with _os_errors(f"read object {objno} of {file_id}"):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except FileNotFoundError:
+        with self._opened(file_id, objno, path) as fd:
+            if fd is None:
                 return None
-            with open(fd, "rb", buffering=0) as f:
-                raw = f.read()
+            raw = _read_all(fd)
         try:
             return object_format.decode(raw)
         except ValueError as e:
@@ -618,8 +615,7 @@ class ObjectStore:
         try:
             version, crc, size = object_format.decode_header(head[: HEADER.size])
             if version == object_format.WHOLE:
-                with open(fd, "rb", buffering=0, closefd=False) as f:
-                    return object_format.decode(f.readall())[offset : offset + length]
+                return object_format.decode(_read_all(fd))[offset : offset + length]
             on_disk = os.fstat(fd).st_size
             if on_disk != object_format.file_size(version, size):
                 raise ValueError(f"file is {on_disk} bytes, header says {size} bytes of data")
@@ -821,7 +817,7 @@ class ObjectStore:
     def held_bytes(self, file_id: str) -> int:
         """The bytes of data of the file's objects held here (what st_blocks counts),
         from their sizes on disk: exact for objects with a block table, a few bytes in a
-        thousand high for objects written before (a hint for st_blocks, nothing more)."""
+        thousand low for objects written before (a hint for st_blocks, nothing more)."""
         total = 0
         for _, path in self._held(file_id):
             with _os_errors(f"stat {path.name} of {file_id}"):
@@ -913,6 +909,13 @@ class ObjectStore:
 
     def count_objects(self) -> int:
         return sum(1 for _ in self.iter_objects())
+
+
+def _read_all(fd: int) -> bytes:
+    """The whole file behind ``fd``, from its start (the descriptor stays open)."""
+    with open(fd, "rb", buffering=0, closefd=False) as f:
+        f.seek(0)
+        return f.readall()
 
 
 def _listdir(path: Path) -> list[str]:

@@ -51,6 +51,12 @@ LEASE_SAFETY = 0.9  # of the granted lease this OSD uses: room for clock-rate dr
 RETRY_PAUSE = 0.25  # seconds between attempts to reach a replica
 
 
+def stale_first(errors: list[XfsError]) -> XfsError:
+    """The failure to report of several: ESTALE first (this primary or its XLocSet is
+    stale, the client must renew), else any."""
+    return min(errors, key=lambda e: e.code != errno.ESTALE)
+
+
 def _refuse_older(file_id: str, xloc: XLocSet, installed: int) -> None:
     if xloc.version < installed:
         raise XfsError(
@@ -269,8 +275,8 @@ class Replication:
         async with trio.open_nursery() as n:
             for osd in xloc.group(column)[1:]:
                 n.start_soon(one, osd)
-        if errors:  # ESTALE first: this primary is stale, the client must renew
-            raise min(errors, key=lambda e: e.code != errno.ESTALE)
+        if errors:
+            raise stale_first(errors)
         return results
 
     async def _forward_one(
