@@ -69,7 +69,11 @@ def test_sigkill_of_the_mrc_loses_no_acknowledged_create(grid: Grid, tmp_path: P
         before = {k: set(acknowledged(log)) for k, (_, log) in enumerate(writers)}
         time.sleep(1.0)  # the writers now wait on the MRC
         grid.start("mrc")
-        time.sleep(2.0)  # and carry on through the new one
+        deadline = time.monotonic() + 60  # and carry on through the new one
+        while any(len(acknowledged(log)) <= len(before[k]) for k, (_, log) in enumerate(writers)):
+            assert time.monotonic() < deadline, "no progress after the restart"
+            assert all(p.poll() is None for p, _ in writers)
+            time.sleep(0.05)
         stop.touch()
         for proc, _ in writers:
             _, err = proc.communicate(timeout=120)
