@@ -298,6 +298,77 @@ def test_appends_from_two_mounts_stay_whole(grid: Grid, other_mount: Path) -> No
 
 
 # ------------------------------------------------------------------------- unlinked files
+# Appends argv[3] records tagged argv[2] to argv[1] (O_APPEND), says "appended", waits
+# for a line on stdin, appends argv[3] more (numbered on), closes.
+APPEND_TWICE = """
+    import os, sys
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+    tag, count = sys.argv[2].encode(), int(sys.argv[3])
+    def records(first):
+        for i in range(first, first + count):
+            record = tag + b":%06d:" % i + tag * 20 + b"\\n"
+            assert os.write(fd, record) == len(record)
+    records(0)
+    print("appended", flush=True)
+    sys.stdin.readline()
+    records(count)
+    os.close(fd)
+"""
+
+
+def test_append_lease_is_given_back_when_another_mount_appends(
+    grid: Grid, other_mount: Path
+) -> None:
+    """The only writer of a file appends under its append lease, without asking the MRC
+    per write. Another mount's append recalls the lease: the holder reports its appends
+    first, so the other mount's records land after them, and the holder's later ones
+    after those; nothing overlaps and nothing is lost (docs/design/leases.md, "Append leases")."""
+    name = f"leased-{time.monotonic_ns()}"
+    (grid.mnt / name).write_bytes(b"")
+    count = 200
+    holder = spawn(APPEND_TWICE, str(grid.mnt / name), "A", str(count), stdin=True)
+    try:
+        wait_line(holder, "appended")  # 200 records, the file still open: not reported
+        ino = (grid.mnt / name).stat().st_ino
+        assert lease_holders(grid, ino) == 1
+        with open(other_mount / name, "ab") as f:
+            f.write(b"B:000000:" + b"B" * 20 + b"\n")
+        seen = (other_mount / name).read_bytes().splitlines()
+        assert len(seen) == count + 1 and seen[-1].startswith(b"B:")  # reported first
+        assert holder.stdin is not None
+        holder.stdin.write("go on\n")
+        holder.stdin.flush()
+        finish(holder)
+    finally:
+        kill(holder)
+    deadline = time.monotonic() + 10  # (a last close reaches the MRC a moment later)
+    while lease_holders(grid, ino):  # a lease ends with the holder's close
+        assert time.monotonic() < deadline, "the append lease outlived the close"
+        time.sleep(0.1)
+    lines = (other_mount / name).read_bytes().splitlines()
+    tags = [line.split(b":")[0] for line in lines]
+    assert tags == [b"A"] * count + [b"B"] + [b"A"] * count
+    numbers = [int(line.split(b":")[1]) for line in lines if line.startswith(b"A")]
+    assert numbers == list(range(2 * count))
+    assert all(line.split(b":")[2] == line[:1] * 20 for line in lines), "torn record"
+
+
+def test_truncate_by_the_lease_holder_moves_its_end(grid: Grid) -> None:
+    """The holder's own ftruncate gives the lease back first; its next append lands at
+    the new end, as on a local file system."""
+    path = grid.mnt / f"trunc-{time.monotonic_ns()}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for _ in range(3):
+            os.write(fd, b"x" * 1000)
+        os.ftruncate(fd, 10)
+        os.write(fd, b"end")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 10 + b"end"
+
+
 def test_an_unlinked_open_file_stays_usable_on_both_mounts(
     grid: Grid, other_mount: Path
 ) -> None:
@@ -332,6 +403,14 @@ def orphans(grid: Grid) -> int:
     db = grid.state / "mrc" / "data" / "mrc.db"
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return int(conn.execute("SELECT count(*) FROM inodes WHERE nlink = 0").fetchone()[0])
+
+
+def lease_holders(grid: Grid, ino: int) -> int:
+    """Clients holding the inode's append lease (read from the MRC's store, read-only)."""
+    db = grid.state / "mrc" / "data" / "mrc.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        query = "SELECT count(*) FROM opens WHERE ino = ? AND append_lease"
+        return int(conn.execute(query, (ino,)).fetchone()[0])
 
 
 # ------------------------------------------------------------------------- exclusive create

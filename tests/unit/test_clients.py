@@ -22,14 +22,23 @@ from tests.unit.mrc_world import BOB, ROOT, V, fsck_checked_store, ident, raises
 from xfs.mrc import fsck
 from xfs.mrc.clients import Ended
 from xfs.mrc.handlers import MRCHandlers
-from xfs.mrc.leases import LeaseSweeper, LockWaiters
+from xfs.mrc.leases import RECALL_WAIT, LeaseSweeper, LockWaiters
 from xfs.mrc.locks import EOF, FLOCK, POSIX, READ, UNLOCK, WRITE, Held, Request
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.store import FORMAT_VERSION, Store
 from xfs.mrc.xcaps import XCapIssuer
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import Close, LockArgs, LockHolder, LockReply
+from xfs.proto.methods import (
+    Append,
+    ClientId,
+    Close,
+    Ino,
+    LeaseReturn,
+    LockArgs,
+    LockHolder,
+    LockReply,
+)
 from xfs.proto.records import (
     ROOT_INO,
     Identity,
@@ -92,13 +101,27 @@ def gone(ns: Namespace, ino: int) -> None:
     assert info.value.code in (errno.ENOENT, errno.ESTALE)
 
 
-def create(ns: Namespace, name: bytes, client: str | None, who: Identity = ALICE,
-           flags: int = os.O_RDWR | os.O_CREAT) -> int:
+def create(
+    ns: Namespace,
+    name: bytes,
+    client: str | None,
+    who: Identity = ALICE,
+    flags: int = os.O_RDWR | os.O_CREAT,
+) -> int:
     return ns.create(who, V, ROOT_INO, name, 0o666, flags, 0, XLOC, client)[0].ino
 
 
-def lock(ns: Namespace, ino: int, client: str, mode: str, start: int = 0, end: int = EOF,
-         owner: int = 1, family: str = POSIX, who: Identity = ALICE) -> Held | None:
+def lock(
+    ns: Namespace,
+    ino: int,
+    client: str,
+    mode: str,
+    start: int = 0,
+    end: int = EOF,
+    owner: int = 1,
+    family: str = POSIX,
+    who: Identity = ALICE,
+) -> Held | None:
     return ns.lock(who, V, ino, Request(client, owner, family, mode, start, end, 42))
 
 
@@ -345,10 +368,10 @@ def test_append_reservations_are_disjoint(ns: Namespace, clock: Clock) -> None:
     ns.update_size(ALICE, V, ino, 100)
     clock.advance(SEC)
     got = [
-        ns.append(ALICE, V, ino, a, 10),
-        ns.append(BOB, V, ino, b, 5),
-        ns.append(ALICE, V, ino, a, 0),
-        ns.append(ALICE, V, ino, a, 7),
+        ns.append(ALICE, V, ino, a, 10)[0],
+        ns.append(BOB, V, ino, b, 5)[0],
+        ns.append(ALICE, V, ino, a, 0)[0],
+        ns.append(ALICE, V, ino, a, 7)[0],
     ]
     assert got == [100, 110, 115, 115]
     attr = ns.getattr(ALICE, V, ino)
@@ -366,7 +389,7 @@ def test_append_needs_an_open_for_writing(ns: Namespace) -> None:
     ns.open(ALICE, V, ino, os.O_WRONLY, other)
     raises(errno.EBADF, ns.append, ALICE, V, ino, c, 10)  # writable elsewhere only
     ns.open(ALICE, V, ino, os.O_WRONLY | os.O_APPEND, c)
-    assert ns.append(ALICE, V, ino, c, 10) == 0
+    assert ns.append(ALICE, V, ino, c, 10) == (0, False)
     raises(errno.EINVAL, ns.append, ALICE, V, ino, c, -1)
     ns.close(ALICE, V, ino, c)
     raises(errno.EBADF, ns.append, ALICE, V, ino, c, 10)
@@ -379,8 +402,8 @@ def test_append_to_an_orphan(ns: Namespace) -> None:
     c, _ = ns.client_open(ALICE, LEASE)
     ino = create(ns, b"f", c)
     ns.unlink(ALICE, V, ROOT_INO, b"f")
-    assert ns.append(ALICE, V, ino, c, 4) == 0
-    assert ns.append(ALICE, V, ino, c, 4) == 4
+    assert ns.append(ALICE, V, ino, c, 4) == (0, False)
+    assert ns.append(ALICE, V, ino, c, 4) == (4, False)
     ns.close(ALICE, V, ino, c)
 
 
@@ -531,11 +554,11 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     conn.close()
     with Store.open(path, clock) as s:
         with s.read() as cur:
-            version = cur.execute(
-                "SELECT value FROM meta WHERE key = 'format_version'"
-            ).fetchone()[0]
+            version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[
+                0
+            ]
             indexes = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
-        assert version == FORMAT_VERSION == 3
+        assert version == FORMAT_VERSION == 4
         assert {"clients", "opens", "locks", "opens_by_inode", "locks_by_inode"} <= indexes
         ns = Namespace(s)
         assert ns.getattr(ALICE, V, ino).nlink == 1  # the old data is there
@@ -546,6 +569,32 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         assert ns.close(ALICE, V, ino, c) is not None
         assert fsck.check(s) == []
     with Store.open(path, clock) as s:  # and opens again as a version 2 store
+        assert fsck.check(s) == []
+
+
+def test_format_3_is_upgraded(tmp_path: Path, clock: Clock) -> None:
+    """Format 3 had no append leases: the column comes, and with it the leases."""
+    path = tmp_path / "mrc.db"
+    with Store.open(path, clock) as s:
+        ns = Namespace(s)
+        ns.create_volume(ROOT, V, owner="alice@physics", mode=0o777)
+        c, _ = ns.client_open(ALICE, LEASE)
+        ino = create(ns, b"f", c)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        "BEGIN; ALTER TABLE opens DROP COLUMN append_lease; "
+        "UPDATE meta SET value = 3 WHERE key = 'format_version'; COMMIT;"
+    )
+    conn.close()
+    with Store.open(path, clock) as s:
+        with s.read() as cur:
+            version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[
+                0
+            ]
+        assert version == FORMAT_VERSION
+        ns = Namespace(s)
+        assert holders(ns, ino) == []  # the open of format 3 holds none
+        assert ns.append(ALICE, V, ino, c, 3, lease=True) == (0, True)
         assert fsck.check(s) == []
 
 
@@ -674,8 +723,13 @@ def test_sweeper_runs_until_stopped(ns: Namespace, clock: Clock) -> None:
 def handlers(ns: Namespace, waiters: LockWaiters) -> MRCHandlers:
     # lock, close and client calls touch neither the OSD registry nor the XCap issuer
     return MRCHandlers(
-        ns, cast(OSDRegistry, None), cast(XCapIssuer, None), lambda: None, "mrc-uuid",
-        waiters=waiters, client_lease=LEASE / SEC,
+        ns,
+        cast(OSDRegistry, None),
+        cast(XCapIssuer, None),
+        lambda: None,
+        "mrc-uuid",
+        waiters=waiters,
+        client_lease=LEASE / SEC,
     )
 
 
@@ -751,5 +805,110 @@ def test_waiting_lock_gives_up_after_wait(ns: Namespace, clock: Clock) -> None:
         assert trio.current_time() - start == pytest.approx(3)
         # a read lock of the waiter itself does not wake it, but is granted at once
         assert await h.lock(BOB, lock_args(b, ino, READ, wait=3.0)) == LockReply(True)
+
+    trio_run(main)
+
+
+# ============================================================================ append leases
+def holders(ns: Namespace, ino: int, but: str | None = None) -> list[str]:
+    return ns.append_lease_holders(vid(ns), ino, but)
+
+
+def test_append_lease_goes_to_the_only_writer(ns: Namespace) -> None:
+    a, _ = ns.client_open(ALICE, LEASE)
+    b, _ = ns.client_open(BOB, LEASE)
+    ino = create(ns, b"log", a, flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    ns.open(BOB, V, ino, os.O_RDONLY, b)  # readers do not stand in the way
+    assert ns.append(ALICE, V, ino, a, 10, lease=True) == (0, True)
+    assert holders(ns, ino) == [a] and holders(ns, ino, but=a) == []
+    ns.open(BOB, V, ino, os.O_WRONLY | os.O_APPEND, b)
+    # the handler recalls first; appending past a held lease is refused, not done
+    raises(errno.EAGAIN, ns.append, BOB, V, ino, b, 5, True)
+    ns.update_size(ALICE, V, ino, 30)  # the holder reports its appends, then returns
+    ns.lease_return(ALICE, vid(ns), ino, a)
+    assert holders(ns, ino) == []
+    assert ns.append(BOB, V, ino, b, 5, lease=True) == (30, False)  # a writes too
+    assert ns.append(ALICE, V, ino, a, 5, lease=True) == (35, False)  # b writes too
+
+
+def test_append_lease_ends_with_the_open_and_the_client(ns: Namespace, clock: Clock) -> None:
+    a, _ = ns.client_open(ALICE, LEASE)
+    ino = create(ns, b"log", a)
+    assert ns.append(ALICE, V, ino, a, 1, lease=True) == (0, True)
+    ns.close(ALICE, V, ino, a)
+    assert holders(ns, ino) == []
+    ns.open(ALICE, V, ino, os.O_WRONLY, a)
+    assert ns.append(ALICE, V, ino, a, 1, lease=True) == (1, True)
+    clock.advance(LEASE + 1)
+    ended = ns.expire_clients()
+    assert ended.clients == 1 and (vid(ns), ino) in ended.unlocked  # its waiters wake
+    assert holders(ns, ino) == []
+    raises(errno.ESTALE, ns.lease_return, ALICE, vid(ns), ino, a)
+
+
+def test_append_lease_revoked(ns: Namespace) -> None:
+    a, _ = ns.client_open(ALICE, LEASE)
+    ino = create(ns, b"log", a)
+    ns.append(ALICE, V, ino, a, 1, lease=True)
+    assert ns.lease_revoke(vid(ns), ino, but=a) == []
+    assert ns.lease_revoke(vid(ns), ino, but=None) == [a]
+    assert holders(ns, ino) == []
+
+
+def test_append_lease_recalled_through_the_handlers(ns: Namespace, clock: Clock) -> None:
+    """A second client's append waits while the holder reports its appends and gives the
+    lease back (asked through its lease_recalls poll); then it lands after them."""
+    waiters = LockWaiters()
+    h = handlers(ns, waiters)
+
+    async def main() -> None:
+        clock.follow_trio()
+        a, _ = ns.client_open(ALICE, LEASE)
+        b, _ = ns.client_open(BOB, LEASE)
+        ino = create(ns, b"log", a)
+        reply = await h.append(ALICE, Append(V, ino, a, 100, lease=True))
+        assert (reply.offset, reply.leased) == (0, True)
+        ns.open(BOB, V, ino, os.O_WRONLY | os.O_APPEND, b)
+        # nothing asked of a yet: its poll waits POLL_WAIT, then answers "nothing"
+        start = trio.current_time()
+        assert (await h.lease_recalls(ALICE, ClientId(a))).files == []
+        assert trio.current_time() - start == pytest.approx(5)
+        got: list[tuple[float, int]] = []
+
+        async def b_appends() -> None:
+            reply = await h.append(BOB, Append(V, ino, b, 10, lease=True))
+            got.append((trio.current_time(), reply.offset))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(b_appends)
+            recalls = await h.lease_recalls(ALICE, ClientId(a))  # answers at once
+            assert recalls.files == [Ino(V, ino)]
+            await trio.sleep(1)  # the holder reports its local appends...
+            assert got == []
+            ns.update_size(ALICE, V, ino, 250)
+            await h.lease_return(ALICE, LeaseReturn(V, ino, a))  # ...and gives it back
+        assert got == [(pytest.approx(start + 6), 250)]
+        raises(errno.EPERM, ns.check_client, BOB, a)
+
+    trio_run(main)
+
+
+def test_append_lease_not_given_back_is_ended(ns: Namespace, clock: Clock) -> None:
+    """A holder that does not answer a recall loses the lease after RECALL_WAIT; the
+    waiting append then goes on."""
+    h = handlers(ns, LockWaiters())
+
+    async def main() -> None:
+        clock.follow_trio()
+        a, _ = ns.client_open(ALICE, 1000 * SEC)
+        b, _ = ns.client_open(BOB, LEASE)
+        ino = create(ns, b"log", a)
+        await h.append(ALICE, Append(V, ino, a, 100, lease=True))
+        ns.open(BOB, V, ino, os.O_WRONLY, b)
+        start = trio.current_time()
+        reply = await h.append(BOB, Append(V, ino, b, 10, lease=True))
+        assert reply.offset == 100 and not reply.leased
+        assert trio.current_time() - start == pytest.approx(RECALL_WAIT)
+        assert holders(ns, ino) == []
 
     trio_run(main)

@@ -262,7 +262,7 @@ def test_format_2_store_is_upgraded(tmp_path: Path) -> None:
             version = cur.execute(
                 "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
             tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
-        assert version == FORMAT_VERSION == 3 and "delegations" in tables
+        assert version == FORMAT_VERSION == 4 and "delegations" in tables
         assert fsck.check(s) == []
 
 

@@ -427,8 +427,8 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._files[fh]
         if handle.flags & os.O_APPEND:
-            # atomic append, also against other clients: the MRC hands out the range
-            off = await handle.session.append(handle.ino, len(buf))
+            # atomic, also against other clients: where the MRC or our append lease says
+            return await handle.session.appends.write(handle.file, buf)
         return await handle.file.write(off, buf)
 
     @fuse_errors

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from xfs.client.appends import Appender
 from xfs.client.failover import FixedSource, call_osd
 from xfs.client.file_io import OpenFile
 from xfs.common.health import Health
@@ -28,7 +29,6 @@ from xfs.proto.methods import (
     MRC,
     OSD,
     Access,
-    Append,
     ClientId,
     Close,
     CloseFiles,
@@ -122,6 +122,7 @@ class Session:
         self._closed_floor = 0  # the highest _closes forgotten from _closed_at
         self._later: dict[int, None] = {}  # inos whose close waits (CLOSE_DELAY)
         self._sending_later = False
+        self.appends = Appender(self)  # O_APPEND writes and append leases
 
     # ------------------------------------------------------------------ transport
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
@@ -155,6 +156,8 @@ class Session:
         return attr
 
     async def setattr(self, ino: int, **changes: Any) -> Attr:
+        if changes.get("size") is not None:
+            await self.appends.give_back(ino)  # else the MRC recalls it from us
         f = self.files.get(ino)
         if f is not None and (changes.get("size") is not None or "mtime_ns" in changes):
             await f.flush()  # pending writes must not land after (or re-date) this change
@@ -243,6 +246,11 @@ class Session:
         return await self.mrc(MRC.update_size, request)
 
     # ------------------------------------------------------------------ client lease
+    @property
+    def client_id(self) -> str | None:
+        """This session's client lease, if it has taken one."""
+        return self._client
+
     async def client(self) -> str:
         """This session's client lease, taken on first use and renewed in the background.
 
@@ -294,6 +302,7 @@ class Session:
             log.error("taking a new client lease failed (next renewal tries again): %s", e)
             return
         self._client = lease.client
+        self.appends.lost()
         for f in list(self.files.values()):
             async with self._registration(f.ino):
                 if f.ino not in self._opens:
@@ -310,11 +319,6 @@ class Session:
         client, self._client = self._client, None
         if client is not None:
             await self.mrc(MRC.client_close, ClientId(client))
-
-    async def append(self, ino: int, length: int) -> int:
-        """Reserve ``length`` bytes at the end of the file for one O_APPEND write."""
-        reply = await self.mrc(MRC.append, Append(self.volume, ino, await self.client(), length))
-        return reply.offset
 
     async def lock(
         self,
@@ -523,6 +527,7 @@ class Session:
             f.refs -= 1
             if f.refs <= 0 and self.files.get(f.ino) is f:
                 del self.files[f.ino]
+                self.appends.closed(f.ino)
             # a file sealed when its last writer closes it is sealed at once
             await self._closed(f.ino, later=not f.layout.xloc.seal_on_close)
 

@@ -43,7 +43,7 @@ class Ended:
 
     clients: int
     pending: list[int]
-    unlocked: list[tuple[str, int]]  # (volume id, ino)
+    unlocked: list[tuple[str, int]]  # (volume id, ino): locks or append leases ended
 
 
 class ClientOps:
@@ -104,10 +104,18 @@ class ClientOps:
             )
             return _free_if_orphan(cur, v.id, ino)
 
-    def append(self, caller: Identity, vol: str, ino: int, client: str, length: int) -> int:
+    def append(
+        self, caller: Identity, vol: str, ino: int, client: str, length: int, lease: bool = False
+    ) -> tuple[int, bool]:
         """O_APPEND: reserve ``length`` bytes at the end of the file for one write, and
         return where they start. The size grows now, so concurrent appenders, on this
-        client or any other, get disjoint ranges in the order the MRC sees them."""
+        client or any other, get disjoint ranges in the order the MRC sees them.
+
+        With ``lease``, the client also takes the file's append lease when no other
+        client has the file open for writing: it then appends at its own idea of the end
+        without asking, until it closes the file or gives the lease back. Returns
+        (offset, leased). The caller recalls other clients' leases first
+        (``append_lease_holders``): this raises EAGAIN while one is held."""
         if length < 0:
             raise XfsError(errno.EINVAL, f"negative append length {length}")
         with self._store.transaction() as cur:
@@ -119,11 +127,44 @@ class ClientOps:
             ).fetchone()
             if row is None or not row[0]:
                 raise XfsError(errno.EBADF, f"inode {ino} is not open for writing on {client}")
+            if _lease_holders(cur, v.id, ino, client):
+                raise XfsError(errno.EAGAIN, f"another client holds the append lease of {ino}")
             node = rows.inode(cur, v, ino)
             now = self._store.clock()
             offset = node.attr.size
             rows.set_inode(cur, v, node, size=offset + length, mtime_ns=now, ctime_ns=now)
-            return offset
+            leased = lease and not _other_writers(cur, v.id, ino, client)
+            if leased:
+                cur.execute(
+                    "UPDATE opens SET append_lease = 1 WHERE client = ? AND volume = ? AND ino = ?",
+                    (client, v.id, ino),
+                )
+            return offset, leased
+
+    def append_lease_holders(self, vid: str, ino: int, but: str | None) -> list[str]:
+        """The clients other than ``but`` that hold the inode's append lease."""
+        with self._store.read() as cur:
+            return _lease_holders(cur, vid, ino, but)
+
+    def lease_return(self, caller: Identity, vid: str, ino: int, client: str) -> None:
+        """The client gives back its append lease of the inode (if it holds one)."""
+        with self._store.transaction() as cur:
+            _client(cur, caller, client)
+            _drop_leases(cur, vid, ino, client)
+
+    def lease_revoke(self, vid: str, ino: int, but: str | None) -> list[str]:
+        """End the inode's append leases held by clients other than ``but`` (they did not
+        give them back in time); returns those clients."""
+        with self._store.transaction() as cur:
+            holders = _lease_holders(cur, vid, ino, but)
+            for client in holders:
+                _drop_leases(cur, vid, ino, client)
+            return holders
+
+    def check_client(self, caller: Identity, client: str) -> None:
+        """ESTALE or EPERM unless ``client`` is a live lease of ``caller``."""
+        with self._store.read() as cur:
+            _client(cur, caller, client)
 
     # ------------------------------------------------------------------ locks
     def lock(
@@ -188,6 +229,32 @@ def register_open(
     )
 
 
+def _lease_holders(cur: sqlite3.Cursor, vid: str, ino: int, but: str | None) -> list[str]:
+    return [
+        r[0]
+        for r in cur.execute(
+            "SELECT client FROM opens WHERE volume = ? AND ino = ? AND append_lease "
+            "AND client IS NOT ?",
+            (vid, ino, but),
+        )
+    ]
+
+
+def _other_writers(cur: sqlite3.Cursor, vid: str, ino: int, client: str) -> bool:
+    row = cur.execute(
+        "SELECT 1 FROM opens WHERE volume = ? AND ino = ? AND writable AND client != ? LIMIT 1",
+        (vid, ino, client),
+    ).fetchone()
+    return row is not None
+
+
+def _drop_leases(cur: sqlite3.Cursor, vid: str, ino: int, client: str) -> None:
+    cur.execute(
+        "UPDATE opens SET append_lease = 0 WHERE client = ? AND volume = ? AND ino = ?",
+        (client, vid, ino),
+    )
+
+
 def _client(cur: sqlite3.Cursor, caller: Identity, client: str) -> None:
     row = cur.execute("SELECT principal FROM clients WHERE id = ?", (client,)).fetchone()
     if row is None:
@@ -242,6 +309,11 @@ def _end(cur: sqlite3.Cursor, ids: list[str]) -> Ended:
     for client in ids:
         unlocked.update(
             cur.execute("SELECT DISTINCT volume, ino FROM locks WHERE client = ?", (client,))
+        )
+        unlocked.update(  # waiters for its append leases go on too
+            cur.execute(
+                "SELECT volume, ino FROM opens WHERE client = ? AND append_lease", (client,)
+            )
         )
         opened = list(cur.execute("SELECT volume, ino FROM opens WHERE client = ?", (client,)))
         cur.execute("DELETE FROM clients WHERE id = ?", (client,))  # cascades

@@ -134,6 +134,18 @@ class Fsck:
             lambda vid, ino, client: f"client {client} has {vid}:{ino} open, which is gone",
         )
 
+    def check_append_leases(self) -> None:
+        """An append lease is held by a writer, and by one client at most. (Another
+        client may be registered as a writer beside it: its call waits for the recall.)"""
+        self._report(
+            "SELECT o.volume, o.ino, o.client FROM opens o WHERE o.append_lease AND "
+            "(NOT o.writable OR EXISTS (SELECT 1 FROM opens p WHERE p.volume = o.volume "
+            "AND p.ino = o.ino AND p.client != o.client AND p.append_lease))",
+            lambda vid, ino, client: (
+                f"append lease of {vid}:{ino} held by {client}, a reader, or beside another holder"
+            ),
+        )
+
     def check_locks(self) -> None:
         """Locks are on inodes that their client has open, over sane ranges."""
         self._report(

@@ -25,7 +25,7 @@ from xfs.common.rpc import Dispatcher
 from xfs.mrc import locks, placement, policies, roles
 from xfs.mrc.clients import Ended
 from xfs.mrc.delegations import Delegated, Delegation, Delegations
-from xfs.mrc.leases import LockWaiters
+from xfs.mrc.leases import RECALL_WAIT, AppendLeases, LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
@@ -50,6 +50,7 @@ from xfs.proto.methods import (
     Heartbeat,
     HeartbeatReply,
     Ino,
+    LeaseReturn,
     Link,
     LockArgs,
     LockHolder,
@@ -61,6 +62,7 @@ from xfs.proto.methods import (
     Open,
     OSDList,
     ReadDir,
+    Recalls,
     ReleaseLocks,
     Remove,
     Removed,
@@ -117,6 +119,7 @@ class MRCHandlers:
         policies: Policies | None = None,
         on_xloc: Callable[[], None] = lambda: None,
         sync: Callable[[], Awaitable[None]] | None = None,
+        append_lease_wait: float = RECALL_WAIT,
     ) -> None:
         self._ns = ns
         self._sync = sync  # group commit (xfs.mrc.syncer); None: mrc.sync is refused
@@ -127,6 +130,7 @@ class MRCHandlers:
         self._audit = audit
         self._delegations = delegations
         self._waiters = waiters or LockWaiters()
+        self._append_leases = AppendLeases(ns, self._waiters, append_lease_wait)
         self._lease_ns = int(client_lease * 1e9)
         self._registry = registry
         self._xcaps = xcaps
@@ -157,6 +161,8 @@ class MRCHandlers:
             (MRC.close, self.close),
             (MRC.close_files, self.close_files),
             (MRC.append, self.append),
+            (MRC.lease_recalls, self.lease_recalls),
+            (MRC.lease_return, self.lease_return),
             (MRC.lock, self.lock),
             (MRC.test_lock, self.test_lock),
             (MRC.release_locks, self.release_locks),
@@ -303,6 +309,8 @@ class MRCHandlers:
             ctime_now=req.ctime_now,
             writer=writer,
         )
+        if req.size is not None:  # appends under a lease must go on from the new end
+            await self._recall(req.volume, req.ino, None)
         if xloc is None:
             return SetAttrResult(attr)
         # W was needed, or the writer's XCap shown: then the new XCap (of the new truncate
@@ -399,6 +407,8 @@ class MRCHandlers:
         )
         layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
         parent = self._parent_after(who, req.volume, req.parent)
+        if parent.seq == was and _writes(req.flags):  # opened an existing file to write
+            await self._recall(req.volume, attr.ino, req.client)
         return dataclasses.replace(layout, parent=parent, parent_was=was)
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
@@ -406,6 +416,9 @@ class MRCHandlers:
         attr, xloc, epoch = self._ns.open(who, req.volume, req.ino, req.flags, req.client)
         if xloc is None:
             raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
+        # registered as a writer first: from now on no other client takes the lease
+        if _writes(req.flags) and await self._recall(req.volume, req.ino, req.client):
+            attr = self._ns.getattr(who, req.volume, req.ino)  # with the holder's appends
         return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
@@ -577,6 +590,7 @@ class MRCHandlers:
 
     async def client_close(self, peer: Identity, req: ClientId) -> Empty:
         self._ended(self._ns.client_close(peer, req.client))
+        self._append_leases.forget(req.client)
         return Empty()
 
     def _ended(self, ended: Ended) -> None:
@@ -610,7 +624,28 @@ class MRCHandlers:
 
     async def append(self, peer: Identity, req: Append) -> Offset:
         who = self._as(peer, req.volume, req.ino)
-        return Offset(self._ns.append(who, req.volume, req.ino, req.client, req.length))
+        await self._recall(req.volume, req.ino, req.client)
+        offset, leased = self._ns.append(
+            who, req.volume, req.ino, req.client, req.length, req.lease
+        )
+        return Offset(offset, leased)
+
+    async def _recall(self, volume: str, ino: int, but: str | None) -> bool:
+        """Get the inode's append leases back from every client but ``but``; whether one
+        held it."""
+        return await self._append_leases.recall(volume, self._volume(volume)[0], ino, but)
+
+    async def lease_recalls(self, peer: Identity, req: ClientId) -> Recalls:
+        self._ns.check_client(peer, req.client)
+        asked = await self._append_leases.poll(req.client)
+        return Recalls([Ino(volume, ino) for volume, ino in asked])
+
+    async def lease_return(self, peer: Identity, req: LeaseReturn) -> Empty:
+        self._as(peer, req.volume)
+        vid = self._volume(req.volume)[0]
+        self._ns.lease_return(peer, vid, req.ino, req.client)
+        self._waiters.changed([(vid, req.ino)])
+        return Empty()
 
     async def lock(self, peer: Identity, req: LockArgs) -> LockReply:
         who = self._as(peer, req.volume, req.ino)
@@ -642,6 +677,10 @@ class MRCHandlers:
         if self._ns.release_owner(who, req.volume, req.ino, req.client, req.owner, req.family):
             self._waiters.changed([(self._volume(req.volume)[0], req.ino)])
         return Empty()
+
+
+def _writes(flags: int) -> bool:
+    return flags & os.O_ACCMODE != os.O_RDONLY or bool(flags & os.O_TRUNC)
 
 
 def _via(peer: Identity) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Background work for client leases: waking lock waiters and ending expired leases."""
+"""Background work for client leases: waking lock waiters, recalling append leases and
+ending expired leases."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from xfs.mrc.clients import ClientOps
 log = logging.getLogger(__name__)
 
 LockKey = tuple[str, int]  # (volume id, ino)
+
+RECALL_WAIT = 20.0  # seconds a holder has to give an append lease back before it is ended
+POLL_WAIT = 5.0  # seconds a client's lease_recalls call waits for a recall before replying
 
 
 class LockWaiters:
@@ -76,3 +80,71 @@ class LeaseSweeper:
         if ended.pending:
             self._on_deletion()
         return ended.clients
+
+
+class AppendLeases:
+    """Recalls append leases (docs/design/leases.md, "Append leases").
+
+    A client holding a file's append lease appends without asking the MRC. Before
+    another client may change the file's size (open it for writing, append, truncate),
+    every other holder is asked to give the lease back: its ``lease_recalls`` poll
+    returns the file, it reports its appends and returns the lease. A holder that does
+    not answer within ``wait`` seconds loses the lease; it stops using it by itself
+    earlier than that (it trusts a lease only so long after its last poll answered).
+    """
+
+    def __init__(self, ns: ClientOps, waiters: LockWaiters, wait: float = RECALL_WAIT) -> None:
+        self._ns = ns
+        self._waiters = waiters
+        self._wait = wait
+        self._pending: dict[str, set[tuple[str, int]]] = {}  # client -> {(volume, ino)}
+        self._polls: dict[str, trio.Event] = {}  # client -> fires on its next recall
+
+    async def recall(self, volume: str, vid: str, ino: int, but: str | None) -> bool:
+        """Return once no client other than ``but`` holds the inode's append lease;
+        whether one did."""
+        key = (vid, ino)
+        asked = False
+        with trio.move_on_after(self._wait):
+            while True:
+                holders = self._ns.append_lease_holders(vid, ino, but)
+                if not holders:
+                    return asked
+                asked = True
+                # no await between the test and taking the event: no change slips by
+                changed = self._waiters.event(key)
+                for client in holders:
+                    self._ask(client, volume, ino)
+                await changed.wait()
+        revoked = self._ns.lease_revoke(vid, ino, but)
+        if revoked:
+            log.warning(
+                "append lease of inode %d (volume %s) not given back within %.0f s: "
+                "ended for client(s) %s",
+                ino,
+                volume,
+                self._wait,
+                ", ".join(revoked),
+            )
+            self._waiters.changed([key])
+        return True
+
+    def _ask(self, client: str, volume: str, ino: int) -> None:
+        self._pending.setdefault(client, set()).add((volume, ino))
+        poll = self._polls.pop(client, None)
+        if poll is not None:
+            poll.set()
+
+    async def poll(self, client: str, timeout: float = POLL_WAIT) -> list[tuple[str, int]]:
+        """The leases ``client`` is asked to give back, waiting up to ``timeout`` for one."""
+        if client not in self._pending:
+            poll = self._polls.setdefault(client, trio.Event())
+            with trio.move_on_after(timeout):
+                await poll.wait()
+            if self._polls.get(client) is poll and not poll.is_set():
+                del self._polls[client]
+        return sorted(self._pending.pop(client, ()))
+
+    def forget(self, client: str) -> None:
+        """The client said goodbye: nothing more to ask of it."""
+        self._pending.pop(client, None)

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 # Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
 # entries and xattrs are BLOBs: POSIX names are bytes, not text.
@@ -122,6 +122,7 @@ CREATE TABLE opens (
     volume TEXT NOT NULL,
     ino    INTEGER NOT NULL,
     writable INTEGER NOT NULL,                -- 1: opened for writing at least once
+    append_lease INTEGER NOT NULL DEFAULT 0,  -- 1: the client appends without asking
     PRIMARY KEY (client, volume, ino)
 ) STRICT;
 CREATE INDEX opens_by_inode ON opens(volume, ino);
@@ -315,6 +316,9 @@ def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
         row = (2,)
     if row[0] == 2:
         _upgrade_from_2(conn)
+        row = (3,)
+    if row[0] == 3:
+        _upgrade_from_3(conn)
         return
     if row[0] != FORMAT_VERSION:
         raise StoreError(
@@ -342,5 +346,20 @@ def _upgrade_from_2(conn: sqlite3.Connection) -> None:
         "BEGIN IMMEDIATE;\n"
         + SCHEMA[start:]
         + "UPDATE meta SET value = 3 WHERE key = 'format_version';\n"
+        "COMMIT;"
+    )
+
+
+def _upgrade_from_3(conn: sqlite3.Connection) -> None:
+    """Format 3 lacked append leases: add their column (no open holds one), unless the
+    opens table was made by an upgrade from format 1 just now."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(opens)")}
+    add = (
+        ""
+        if "append_lease" in columns
+        else ("ALTER TABLE opens ADD COLUMN append_lease INTEGER NOT NULL DEFAULT 0;\n")
+    )
+    conn.executescript(
+        "BEGIN IMMEDIATE;\n" + add + "UPDATE meta SET value = 4 WHERE key = 'format_version';\n"
         "COMMIT;"
     )

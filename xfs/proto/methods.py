@@ -318,17 +318,37 @@ class CloseFiles(Record):
 
 @dataclass(frozen=True)
 class Append(Record):
-    """Reserve ``length`` bytes at the end of a file for one O_APPEND write."""
+    """Reserve ``length`` bytes at the end of a file for one O_APPEND write; with
+    ``lease``, and take the file's append lease if no other client has it open for
+    writing (docs/design/leases.md, "Append leases")."""
 
     volume: str
     ino: int
     client: str
     length: int
+    lease: bool = False
 
 
 @dataclass(frozen=True)
 class Offset(Record):
     offset: int
+    leased: bool = False  # the caller now holds the append lease
+
+
+@dataclass(frozen=True)
+class Recalls(Record):
+    """Append leases the MRC wants back from a client (empty: none, ask again)."""
+
+    files: list[Ino]
+
+
+@dataclass(frozen=True)
+class LeaseReturn(Record):
+    """A client gives back its append lease of a file, its appends reported."""
+
+    volume: str
+    ino: int
+    client: str
 
 
 # lock families and modes on the wire (the rules are xfs.mrc.locks)
@@ -611,6 +631,12 @@ class MRC:
         "mrc", "close_files", 1, CloseFiles, Empty, Authority.USER, idempotent=True
     )
     append = Method("mrc", "append", 1, Append, Offset, Authority.USER)
+    lease_recalls = Method(
+        "mrc", "lease_recalls", 1, ClientId, Recalls, Authority.USER, idempotent=True
+    )
+    lease_return = Method(
+        "mrc", "lease_return", 1, LeaseReturn, Empty, Authority.USER, idempotent=True
+    )
     lock = Method("mrc", "lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
     test_lock = Method("mrc", "test_lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
     release_locks = Method(
