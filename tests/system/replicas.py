@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from tests.system.conftest import needs_fuse
 from tests.system.grid import Grid, running_grid
-from xfs.osd import object_format
-from xfs.osd.object_format import HEADER
+from xfs.common import object_format
+from xfs.common.object_format import HEADER
 from xfs.osd.objects import ObjectStore
 
 T = TypeVar("T")

@@ -10,9 +10,9 @@ from pathlib import Path
 import google_crc32c
 import pytest
 
-from xfs.osd import object_format
+from xfs.common import object_format
+from xfs.common.object_format import BLOCK, HEADER
 from xfs.osd import objects as objects_mod
-from xfs.osd.object_format import BLOCK, HEADER
 from xfs.osd.objects import (
     EPOCH_NAME,
     FORMAT_LINE,

@@ -23,7 +23,7 @@ import trio
 from xfs.client.failover import call_osd
 from xfs.common.striping import Piece, pieces
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import OSD, FileOp, ObjRead, ObjWrite
+from xfs.proto.methods import OSD, FileOp, ObjData, ObjRead, ObjWrite
 from xfs.proto.records import FileLayout, Replica
 
 if TYPE_CHECKING:
@@ -374,6 +374,11 @@ class OpenFile:
         """Bytes ``piece`` of its object (short past what the OSD holds), not cached."""
 
         async def call(layout: FileLayout, osd: str) -> object:
+            local = self.session.local_reads
+            if local is not None:  # an OSD of this host: read its file, if it lets us
+                data = await local.read(layout, osd, piece.objno, piece.offset, piece.length)
+                if data is not None:
+                    return ObjData(data)
             request = ObjRead(layout.xcap, layout.xloc, piece.objno, piece.offset, piece.length)
             return await self.session.osd_call(layout, osd, OSD.read, request)
 

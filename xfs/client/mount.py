@@ -83,6 +83,7 @@ class Mount:
                         write_window=config.write_window,
                         read_cache_objects=config.read_cache_objects,
                         read_ahead=config.read_ahead,
+                        local_reads=config.local_reads,
                     )
 
                 sessions = Sessions(

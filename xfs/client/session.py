@@ -21,6 +21,7 @@ import trio
 from xfs.client.appends import Appender
 from xfs.client.failover import FixedSource, call_osd
 from xfs.client.file_io import OpenFile
+from xfs.client.local_reads import LocalReads
 from xfs.common.health import Health
 from xfs.common.rpc import Pool
 from xfs.proto.codec import Record
@@ -95,6 +96,7 @@ class Session:
         write_window: int = 16,
         read_cache_objects: int = 16,
         read_ahead: int = 4,
+        local_reads: bool = True,
     ) -> None:
         self.pool = pool
         self.mrc_address = mrc
@@ -123,6 +125,7 @@ class Session:
         self._later: dict[int, None] = {}  # inos whose close waits (CLOSE_DELAY)
         self._sending_later = False
         self.appends = Appender(self)  # O_APPEND writes and append leases
+        self.local_reads = LocalReads(clock, osd_timeout) if local_reads else None
 
     # ------------------------------------------------------------------ transport
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
@@ -314,6 +317,8 @@ class Session:
 
     async def close_client(self) -> None:
         """Say goodbye: the MRC releases this client's opens and locks now."""
+        if self.local_reads is not None:
+            self.local_reads.close()
         if self._renewer is not None:
             self._renewer.cancel()
         client, self._client = self._client, None

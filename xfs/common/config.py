@@ -112,6 +112,9 @@ class OSDConfig:
     forward_deadline: float = 20.0  # seconds a primary tries a replica before failing a write
     io_threads: int = 8  # object reads and writes on the local disk at once
     idle_timeout: float = 300.0  # seconds before a connection with nothing open is closed
+    # serve the local socket, through which mounts on this host read objects themselves
+    # (docs/design/local-reads.md)
+    local_reads: bool = True
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
@@ -153,6 +156,9 @@ class MountConfig:
     # objects fetched ahead of a sequential reader (at least the stripe width, at most
     # read_cache_objects): how many reads of one file the OSDs work on at once
     read_ahead: int = 4
+    # read object ranges straight from the files of OSDs on this host, when they grant it
+    # (docs/design/local-reads.md)
+    local_reads: bool = True
 
 
 def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:

@@ -37,6 +37,7 @@ from xfs.proto.methods import (
     OSD,
     Empty,
     FileOp,
+    LocalOpen,
     ObjData,
     ObjPut,
     ObjRead,
@@ -103,6 +104,10 @@ class OSDHandlers:
             rights=0 if relayed else int(rights),
             xloc=xloc,
         )
+        return self._column(xcap, xloc)
+
+    def _column(self, xcap: XCap, xloc: XLocSet) -> tuple[Replica, int]:
+        """This OSD's replica of the file and its stripe column in it."""
         try:  # only a broken or stolen MRC key could sign such a file id
             parse_file_id(xcap.file_id)
         except XfsError:
@@ -179,6 +184,31 @@ class OSDHandlers:
                 whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
                 data = None if whole is None else whole[part]
         return ObjData(data or b"")
+
+    async def open_local(self, req: LocalOpen) -> int:
+        """A descriptor of the directory of a file's objects here, for a mount on this
+        host that reads them itself (``xfs.osd.local``). Checked as ``read``, but for the
+        holder: a peer of the local socket runs as root or as this OSD's user and could
+        read the store anyway. Only a complete replica, at the current XLocSet (and for
+        rw replication at its primary, reconciled as for a read)."""
+        xcap, xloc = req.xcap, req.xloc
+        self._verifier.verify(
+            xcap,
+            now=self._clock(),
+            holder=xcap.holder,
+            file_id=xcap.file_id,
+            rights=int(Rights.READ),
+            xloc=xloc,
+        )
+        replica, column = self._column(xcap, xloc)
+        if not replica.complete:
+            raise XfsError(errno.EAGAIN, "a partial replica: read through the OSD")
+        repl = self._replication(xloc)
+        if repl is not None and xloc.update_policy is UpdatePolicy.RW:
+            await repl.begin(xcap.file_id, xloc, xcap, column)
+        elif repl is not None:
+            await repl.check_version(xcap.file_id, xloc)
+        return int(await self._run(self._store.open_dir, xcap.file_id))
 
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)

@@ -9,7 +9,7 @@ Layout under ``root``::
 
 where ``<pp>`` is the first two hex digits of sha256(file_id), ``file_id`` is
 ``"<volume>:<ino>"`` and each object file is a header, a table of per-4-KiB-block
-CRC32Cs and the data (:mod:`xfs.osd.object_format`), so a small read reads and verifies
+CRC32Cs and the data (:mod:`xfs.common.object_format`), so a small read reads and verifies
 only its blocks. An object is replaced whole (temp file ``.tmp.<objno>.<hex>`` beside it, then
 ``os.replace``), so a reader never sees it torn. Paths are only ever built from ids that
 :func:`parse_file_id` and :func:`check_objno` accepted, so nothing outside ``root`` is
@@ -75,8 +75,8 @@ from pathlib import Path
 
 import google_crc32c
 
-from xfs.osd import object_format
-from xfs.osd.object_format import HEADER
+from xfs.common import object_format
+from xfs.common.object_format import HEADER
 from xfs.osd.unsynced import Unsynced
 from xfs.proto.errors import XfsError
 
@@ -411,6 +411,14 @@ class ObjectStore:
     def file_dir(self, file_id: str) -> Path:
         return self.objects.joinpath(*file_relpath(file_id))
 
+    def open_dir(self, file_id: str) -> int:
+        """A read-only descriptor of the file's directory (the caller closes it); ENOENT
+        if no object of the file is here."""
+        try:
+            return os.open(self.file_dir(file_id), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise XfsError(errno.ENOENT, f"no object of {file_id} here") from None
+
     def object_path(self, file_id: str, objno: int) -> Path:
         return self.file_dir(file_id) / str(check_objno(objno))
 
@@ -611,31 +619,11 @@ class ObjectStore:
             return None if fd is None else self._read_blocks(file_id, objno, fd, offset, length)
 
     def _read_blocks(self, file_id: str, objno: int, fd: int, offset: int, length: int) -> bytes:
-        head = os.pread(fd, HEADER.size + object_format.BLOCK, 0)
         try:
-            version, crc, size = object_format.decode_header(head[: HEADER.size])
-            if version == object_format.WHOLE:
-                return object_format.decode(_read_all(fd))[offset : offset + length]
-            on_disk = os.fstat(fd).st_size
-            if on_disk != object_format.file_size(version, size):
-                raise ValueError(f"file is {on_disk} bytes, header says {size} bytes of data")
-            end = min(size, offset + length)
-            if offset >= end:
-                return b""
-            start = object_format.data_offset(version, size)
-            table = head[HEADER.size : start]
-            if len(table) < start - HEADER.size:
-                table = os.pread(fd, start - HEADER.size, HEADER.size)
-            sums = object_format.decode_table(version, crc, size, table)
-            first, last = offset // object_format.BLOCK, (end - 1) // object_format.BLOCK
-            lo, hi = first * object_format.BLOCK, min(size, (last + 1) * object_format.BLOCK)
-            data = os.pread(fd, hi - lo, start + lo)
-            if len(data) != hi - lo:
-                raise ValueError(f"short file: {len(data)} bytes at {lo}, header says {size}")
-            object_format.check_blocks(sums, first, data)
+            pread = functools.partial(os.pread, fd)
+            return object_format.read_range(pread, os.fstat(fd).st_size, offset, length)
         except ValueError as e:
             raise CorruptObject(file_id, objno, str(e)) from None
-        return data[offset - lo : end - lo]
 
     def _store(self, file_id: str, objno: int, path: Path, data: bytes, sync: bool) -> None:
         with _os_errors(f"write object {objno} of {file_id}"):

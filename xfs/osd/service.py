@@ -16,6 +16,7 @@ from xfs.common.service_tls import ServiceTLS
 from xfs.common.xcap import VerifiedCache, XCapVerifier
 from xfs.osd.handlers import OSDHandlers
 from xfs.osd.heartbeat import Heartbeat
+from xfs.osd.local import LocalServer
 from xfs.osd.objects import ObjectStore
 from xfs.osd.replication import Lease, Replication
 from xfs.proto.records import Kind
@@ -88,6 +89,9 @@ class OSDService:
                 replication.nursery = n
                 handlers.replication = replication
                 port = await n.start(self.server.serve)
+                if config.local_reads:
+                    local = LocalServer(self.uuid, handlers.open_local, audit)
+                    await n.start(local.serve)
                 heartbeat = Heartbeat(
                     pool,
                     config.mrc,

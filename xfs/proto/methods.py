@@ -510,6 +510,21 @@ class ObjRead(Record):
 
 
 @dataclass(frozen=True)
+class LocalOpen(Record):
+    """To an OSD's local socket (``xfs.common.local``): a descriptor of the directory
+    of a file's objects on that OSD, for a mount on its host that reads them itself."""
+
+    xcap: XCap
+    xloc: XLocSet
+
+
+@dataclass(frozen=True)
+class LocalOpened(Record):
+    code: int  # 0: the descriptor comes with this reply (SCM_RIGHTS); else an errno
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class ObjData(Record):
     data: bytes  # short (or empty) past the end of what the OSD holds; the client pads
     held: bool = True  # osd.fetch: whether the OSD holds the object at all

@@ -1,6 +1,7 @@
 """The bytes of one object file: a header, a table of block checksums, the data.
 
-Pure functions, no I/O; ``xfs.osd.objects`` reads and writes the files. An object file
+Pure functions, no I/O; ``xfs.osd.objects`` reads and writes the files, and a mount on the
+OSD's host reads them itself (``xfs.client.local_reads``). An object file
 is (version 2, written by this xfs)::
 
     header   struct.pack(">4sHHII", b"XFSO", 2, 0, crc32c(table), len(data))
@@ -20,6 +21,7 @@ data. Such objects are still read and verified; any write replaces them with ver
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import google_crc32c
 
@@ -113,3 +115,31 @@ def decode(raw: bytes) -> bytes:
     else:
         check_blocks(decode_table(version, crc, length, raw[HEADER.size : start]), 0, data)
     return data
+
+
+def read_range(pread: Callable[[int, int], bytes], on_disk: int, offset: int, length: int) -> bytes:
+    """Bytes [offset, offset+length) of the data of an object file of ``on_disk`` bytes,
+    short past its end, through ``pread(count, at)``: the header, the table and the
+    blocks the range lies in, verified (all of a version-1 object). ValueError with the
+    reason if the file is bad."""
+    head = pread(HEADER.size + BLOCK, 0)
+    version, crc, size = decode_header(head[: HEADER.size])
+    if version == WHOLE:
+        return decode(pread(on_disk, 0))[offset : offset + length]
+    if on_disk != file_size(version, size):
+        raise ValueError(f"file is {on_disk} bytes, header says {size} bytes of data")
+    end = min(size, offset + length)
+    if offset >= end:
+        return b""
+    start = data_offset(version, size)
+    table = head[HEADER.size : start]
+    if len(table) < start - HEADER.size:
+        table = pread(start - HEADER.size, HEADER.size)
+    sums = decode_table(version, crc, size, table)
+    first, last = offset // BLOCK, (end - 1) // BLOCK
+    lo, hi = first * BLOCK, min(size, (last + 1) * BLOCK)
+    data = pread(hi - lo, start + lo)
+    if len(data) != hi - lo:
+        raise ValueError(f"short file: {len(data)} bytes at {lo}, header says {size}")
+    check_blocks(sums, first, data)
+    return data[offset - lo : end - lo]
