@@ -126,6 +126,7 @@ def _read(dir_fd: int, objno: int, offset: int, length: int) -> bytes | None:
     except OSError:  # not held here (a hole), or the file went: the OSD knows
         return None
     try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # a cold read reads no more
         with contextlib.suppress(ValueError):
             pread = functools.partial(os.pread, fd)
             return object_format.read_range(pread, os.fstat(fd).st_size, offset, length)

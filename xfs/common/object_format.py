@@ -122,7 +122,7 @@ def read_range(pread: Callable[[int, int], bytes], on_disk: int, offset: int, le
     short past its end, through ``pread(count, at)``: the header, the table and the
     blocks the range lies in, verified (all of a version-1 object). ValueError with the
     reason if the file is bad."""
-    head = pread(HEADER.size + BLOCK, 0)
+    head = pread(BLOCK, 0)  # one page: the header and a table of up to 1,020 blocks
     version, crc, size = decode_header(head[: HEADER.size])
     if version == WHOLE:
         return decode(pread(on_disk, 0))[offset : offset + length]
