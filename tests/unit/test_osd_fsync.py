@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from xfs.osd import objects as objects_mod
-from xfs.osd.objects import XLOC_NAME, ObjectStore
+from xfs.osd.objects import XLOC_NAME, ObjectStore, file_relpath
 from xfs.osd.unsynced import EVERYTHING, ToSync, Unsynced
 from xfs.proto.errors import XfsError
 
@@ -90,6 +90,52 @@ def test_writes_sync_nothing_and_fsync_syncs_only_what_was_written(
     store.fsync(FID)
     assert fsyncs.take() == sorted(rel(store, "7") + dirs(store, ancestors=False))
     assert store.read(FID, 2, 0, 100) == b"x" * 10 + b"again" + b"x" * 85
+
+
+def neighbour(file_id: str) -> str:
+    """Another file of the volume whose directory sits beside ``file_id``'s."""
+    bucket = file_relpath(file_id)[0]
+    ino = 1000
+    while file_relpath(f"{VOL}:{ino}")[0] != bucket:
+        ino += 1
+    return f"{VOL}:{ino}"
+
+
+def test_only_directories_made_are_synced_into_their_parents(
+    store: ObjectStore, fsyncs: Fsyncs
+) -> None:
+    """A new file beside an existing one made only its own directory: its fsync syncs
+    that entry (in the volume's directory), not the directories above, which a sync
+    covered already. One made meanwhile by another file is synced by whoever comes
+    first, since a file is durable only once every directory above it is."""
+    second = neighbour(FID)
+    store.write(FID, 0, 0, b"first")
+    store.fsync(FID)
+    fsyncs.take()
+    store.write(second, 0, 0, b"beside it")
+    store.fsync(second)
+    d = store.file_dir(second)
+    assert fsyncs.take() == sorted(
+        os.path.relpath(p, store.root) for p in (d / "0", d, d.parent)
+    )
+    fresh = ObjectStore(store.root.parent / "other")  # a volume directory made by one
+    fresh.open()  # file, synced by the other
+    fsyncs.root = fresh.root
+    fsyncs.take()
+    a, b = f"{VOL}:5", neighbour(f"{VOL}:5")
+    fresh.write(a, 0, 0, b"makes the bucket and volume directories")
+    fresh.write(b, 0, 0, b"makes only its own")
+    fresh.fsync(b)
+    db = fresh.file_dir(b)
+    assert fsyncs.take() == sorted(
+        os.path.relpath(p, fresh.root)
+        for p in (db / "0", db, db.parent, db.parent.parent, fresh.objects)
+    )
+    fresh.fsync(a)
+    da = fresh.file_dir(a)
+    assert fsyncs.take() == sorted(
+        os.path.relpath(p, fresh.root) for p in (da / "0", da, da.parent)
+    )
 
 
 def test_files_are_tracked_separately(store: ObjectStore, fsyncs: Fsyncs) -> None:
@@ -301,9 +347,9 @@ def test_unsynced_bookkeeping() -> None:
 
 def test_unsynced_made_directory_and_failure() -> None:
     u = Unsynced()
-    u.make_dir(FID, lambda: False)  # made by somebody else: stays unknown
+    u.make_dir(FID, lambda: [])  # made by somebody else: stays unknown
     assert u.ancestors_unsynced(FID)
-    u.make_dir(FID, lambda: True)
+    u.make_dir(FID, lambda: [Path("d")])
     assert u.wrote(FID, 0) is False
     assert u.ancestors_unsynced(FID)
     with pytest.raises(RuntimeError), u.sync(FID) as todo:
@@ -316,7 +362,7 @@ def test_unsynced_made_directory_and_failure() -> None:
 def test_unsynced_forgets_the_least_recently_used() -> None:
     u = Unsynced(capacity=2)
     for f in (FID, OTHER, f"{VOL}:44"):
-        u.make_dir(f, lambda: True)
+        u.make_dir(f, lambda: [Path("d")])
         u.wrote(f, 0)
     assert u.statistics() == (2, 2)
     with u.sync(FID) as todo:
@@ -350,7 +396,7 @@ def test_a_second_fsync_returns_only_after_the_first(store: ObjectStore, fsyncs:
 
 def test_a_new_directory_counts_as_unsynced_until_its_ancestors_are() -> None:
     u = Unsynced()
-    u.make_dir(FID, lambda: True)
+    u.make_dir(FID, lambda: [Path("d")])
     u.wrote(FID, 0)
     with u.sync(FID) as todo:
         assert todo.ancestors

@@ -282,17 +282,17 @@ def _fsync_path(path: Path, flags: int = os.O_RDONLY) -> None:
         os.close(fd)
 
 
-def _make_dir(d: Path) -> bool:
-    """Make a file's directory (and the ones above it); False if it was there already."""
-    try:
+def _make_dir(d: Path) -> list[Path]:
+    """Make a file's directory and the ones above it (up to objects/) that are missing;
+    the directories it made, from the top."""
+    made: list[Path] = []
+    for level in (d.parent.parent, d.parent, d):
         try:
-            d.mkdir()
-        except FileNotFoundError:
-            d.parent.mkdir(parents=True, exist_ok=True)
-            d.mkdir()
-    except FileExistsError:
-        return False
-    return True
+            level.mkdir()
+        except FileExistsError:
+            continue
+        made.append(level)
+    return made
 
 
 def _write_file_atomic(path: Path, content: bytes) -> None:
@@ -666,12 +666,22 @@ class ObjectStore:
         if sync:
             _fsync_path(d, os.O_DIRECTORY)
             if self._unsynced.ancestors_unsynced(file_id):
-                self._sync_ancestors(file_id, d)
+                self._sync_ancestors(file_id, d, everything=not self._unsynced.known(file_id))
 
-    def _sync_ancestors(self, file_id: str, file_dir: Path) -> None:
-        """fsync the directories above a file's, up to objects/ (new entries in them)."""
-        for d in (file_dir.parent, file_dir.parent.parent, self.objects):
-            _fsync_path(d, os.O_DIRECTORY)
+    def _sync_ancestors(self, file_id: str, file_dir: Path, *, everything: bool) -> None:
+        """fsync the directories above a file's that gained an entry: with
+        ``everything`` (a file this process has no record of) all of them up to
+        objects/, else the parent of each directory on the way that this process made
+        and no fsync has covered yet (made for this file or another one: a file is
+        durable only once every directory above it is)."""
+        if everything:
+            for d in (file_dir.parent, file_dir.parent.parent, self.objects):
+                _fsync_path(d, os.O_DIRECTORY)
+        else:
+            for made in (file_dir, file_dir.parent, file_dir.parent.parent):
+                if self._unsynced.entry_unsynced(made):
+                    _fsync_path(made.parent, os.O_DIRECTORY)
+                    self._unsynced.entry_synced(made)
         self._unsynced.ancestors_synced(file_id)
 
     def read(self, file_id: str, objno: int, offset: int, length: int) -> bytes:
@@ -844,7 +854,7 @@ class ObjectStore:
                 if todo.entries or todo.ancestors:
                     _fsync_path(d, os.O_DIRECTORY)
                 if todo.ancestors:
-                    self._sync_ancestors(file_id, d)
+                    self._sync_ancestors(file_id, d, everything=todo.objects is None)
             except FileNotFoundError:
                 if d.exists():
                     raise
@@ -859,6 +869,7 @@ class ObjectStore:
         with self._gate(file_id).exclusive(), _os_errors(f"delete {file_id}"):
             self._remember_epoch(file_id, None)
             self._unsynced.forget(file_id)
+            self._unsynced.entry_synced(d)  # (gone: nothing to make durable of it)
             with self._xlocs_lock:
                 self._xlocs.pop(file_id, None)
             for _ in range(3):  # a racing write may add an object between unlinks and rmdir

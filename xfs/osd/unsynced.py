@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 CAPACITY = 1 << 16  # known files; the least recently used are forgotten (made unknown)
 
@@ -57,6 +58,8 @@ class Unsynced:
         self._known: OrderedDict[str, _Pending] = OrderedDict()
         self._syncing: dict[str, int] = {}  # file_id -> fsyncs running or waiting
         self._running: set[str] = set()  # files with an fsync running (one at a time)
+        # directories this process made whose entry in their parent no fsync covered
+        self._made: set[Path] = set()
 
     # ------------------------------------------------------------------ writers
     def wrote(self, file_id: str, objno: int | None) -> bool:
@@ -75,12 +78,15 @@ class Unsynced:
                     pending.objects.add(objno)
             return bool(self._syncing.get(file_id))
 
-    def make_dir(self, file_id: str, make: Callable[[], bool]) -> None:
-        """Run ``make`` (makes the file's directory; True if it did, False if it was
-        there already) with the lock held: a writer that finds the directory made
-        calls :meth:`wrote` only after ``make`` returned, so it finds the file known."""
+    def make_dir(self, file_id: str, make: Callable[[], list[Path]]) -> None:
+        """Run ``make`` (makes the file's directory and those above it that are missing;
+        returns the ones it made) with the lock held: a writer that finds the directory
+        made calls :meth:`wrote` only after ``make`` returned, so it finds the file
+        known."""
         with self._lock:
-            if make():
+            made = make()
+            self._made.update(made)
+            if made:  # (the file's own directory last: nobody else makes it meanwhile)
                 pending = self._touch(file_id)
                 if pending is None:
                     pending = self._known[file_id] = _Pending()
@@ -92,6 +98,20 @@ class Unsynced:
         with self._lock:
             pending = self._touch(file_id)
             return pending is None or pending.new_dir
+
+    def known(self, file_id: str) -> bool:
+        with self._lock:
+            return file_id in self._known
+
+    def entry_unsynced(self, d: Path) -> bool:
+        """Whether this process made directory ``d`` and no fsync of its parent followed."""
+        with self._lock:
+            return d in self._made
+
+    def entry_synced(self, d: Path) -> None:
+        """The parent of ``d`` was fsynced after ``d`` was made (or ``d`` is gone)."""
+        with self._lock:
+            self._made.discard(d)
 
     def ancestors_synced(self, file_id: str) -> None:
         """The directories above the file's were fsynced after it existed."""
