@@ -29,6 +29,7 @@ class FakeSession:
         self.write_window = 16
         self.read_cache_objects = 16
         self.read_ahead = 3  # the stripe width: prefetch as the tests expect
+        self.local_reads = None  # no OSD on this host: every read is a call
         self.now = 1000.0
         self.objects: dict[tuple[str, int], bytearray] = {}
         self.calls: list[tuple[str, str, int]] = []
