@@ -38,6 +38,8 @@ from xfs.proto.methods import (
     LockArgs,
     LockHolder,
     LockReply,
+    Open,
+    SetAttr,
 )
 from xfs.proto.records import (
     ROOT_INO,
@@ -910,5 +912,34 @@ def test_append_lease_not_given_back_is_ended(ns: Namespace, clock: Clock) -> No
         assert reply.offset == 100 and not reply.leased
         assert trio.current_time() - start == pytest.approx(RECALL_WAIT)
         assert holders(ns, ino) == []
+
+    trio_run(main)
+
+
+def test_only_a_writer_makes_a_holder_give_its_lease_back(ns: Namespace, clock: Clock) -> None:
+    """Bob may read alice's 0644 log but not write it: his attempts to open it for
+    writing, truncate it or append to it are refused before any recall."""
+    h = handlers(ns, LockWaiters())
+
+    async def main() -> None:
+        clock.follow_trio()
+        a, _ = ns.client_open(ALICE, LEASE)
+        b, _ = ns.client_open(BOB, LEASE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        ino = ns.create(ALICE, V, ROOT_INO, b"log", 0o644, flags, 0, XLOC, a)[0].ino
+        await h.append(ALICE, Append(V, ino, a, 10, lease=True))
+        ns.open(BOB, V, ino, os.O_RDONLY, b)
+        with trio.fail_after(1):  # (a recall would wait RECALL_WAIT)
+            with pytest.raises(XfsError) as refused:
+                await h.open(BOB, Open(V, ino, os.O_WRONLY, b))
+            assert refused.value.code == errno.EACCES
+            with pytest.raises(XfsError) as refused:
+                await h.setattr(BOB, SetAttr(V, ino, size=0))
+            assert refused.value.code == errno.EACCES
+            with pytest.raises(XfsError) as refused:
+                await h.append(BOB, Append(V, ino, b, 5))
+            assert refused.value.code == errno.EBADF
+        assert holders(ns, ino) == [a]
+        assert await h._append_leases.poll(a, timeout=0) == []  # nothing was asked of her
 
     trio_run(main)

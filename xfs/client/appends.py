@@ -86,8 +86,9 @@ class Appender:
                 await self._give_back(ino)
 
     def closed(self, ino: int) -> None:
-        """The session's last handle of ``ino`` closed (its size reported): the lease
-        ends with the close the MRC gets."""
+        """The MRC got the close of the session's last handle of ``ino`` (sent up to
+        CLOSE_DELAY after it): the lease ended with the registration. Until then a
+        reopen keeps both, and a recall is still answered."""
         self._held.discard(ino)
         lock = self._locks.get(ino)
         if lock is not None and not lock.locked():
@@ -153,8 +154,9 @@ class Appender:
         try:
             async with self._lock(ino):
                 await self._give_back(ino)
-            if ino not in self._session.files:
-                self.closed(ino)
+            lock = self._locks.get(ino)
+            if ino not in self._session.files and lock is not None and not lock.locked():
+                del self._locks[ino]
         except (XfsError, trio.TooSlowError) as e:
             # the MRC ends the lease after RECALL_WAIT; we stopped using it already
             log.error("giving back the append lease of inode %d failed: %s", ino, e)

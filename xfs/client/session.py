@@ -445,6 +445,7 @@ class Session:
                 await self.mrc(MRC.close, Close(self.volume, ino, self._client))
             finally:
                 self._closes_end([ino])
+                self.appends.closed(ino)  # the registration, and with it the lease, ended
                 if ino not in self._opens:
                     self._registering.pop(ino, None)
 
@@ -507,6 +508,7 @@ class Session:
                 finally:
                     self._closes_end(inos)
                     for ino in inos:
+                        self.appends.closed(ino)  # registration and lease ended
                         if ino not in self._opens:
                             self._registering.pop(ino, None)
 
@@ -532,7 +534,6 @@ class Session:
             f.refs -= 1
             if f.refs <= 0 and self.files.get(f.ino) is f:
                 del self.files[f.ino]
-                self.appends.closed(f.ino)
             # a file sealed when its last writer closes it is sealed at once
             await self._closed(f.ino, later=not f.layout.xloc.seal_on_close)
 

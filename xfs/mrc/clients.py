@@ -161,6 +161,15 @@ class ClientOps:
                 _drop_leases(cur, vid, ino, client)
             return holders
 
+    def writes_through(self, vid: str, ino: int, client: str) -> bool:
+        """Whether ``client`` has the inode registered as open for writing."""
+        with self._store.read() as cur:
+            row = cur.execute(
+                "SELECT writable FROM opens WHERE client = ? AND volume = ? AND ino = ?",
+                (client, vid, ino),
+            ).fetchone()
+            return row is not None and bool(row[0])
+
     def check_client(self, caller: Identity, client: str) -> None:
         """ESTALE or EPERM unless ``client`` is a live lease of ``caller``."""
         with self._store.read() as cur:

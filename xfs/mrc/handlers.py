@@ -294,6 +294,11 @@ class MRCHandlers:
     async def setattr(self, peer: Identity, req: SetAttr) -> SetAttrResult:
         who = self._as(peer, req.volume, req.ino)
         writer = req.xcap is not None and req.size is not None and self._writes(peer, req)
+        if req.size is not None:
+            # a holder's appends land and are reported before the truncate moves the
+            # truncate epoch (after it, the OSDs would refuse them); no await from the
+            # end of the recall to the change, so no lease is granted in between
+            await self._recall(who, req.volume, req.ino, None, may_write=writer)
         attr, xloc = self._ns.setattr(
             who,
             req.volume,
@@ -309,8 +314,6 @@ class MRCHandlers:
             ctime_now=req.ctime_now,
             writer=writer,
         )
-        if req.size is not None:  # appends under a lease must go on from the new end
-            await self._recall(req.volume, req.ino, None)
         if xloc is None:
             return SetAttrResult(attr)
         # W was needed, or the writer's XCap shown: then the new XCap (of the new truncate
@@ -393,6 +396,13 @@ class MRCHandlers:
 
     async def create(self, peer: Identity, req: Create) -> FileLayout:
         who = self._as(peer, req.volume, req.parent)
+        if _writes(req.flags) and not req.flags & os.O_EXCL:  # may open an existing file
+            try:
+                existing = self._ns.lookup(who, req.volume, req.parent, req.name)
+            except XfsError:
+                pass  # (the create gives the answer)
+            else:
+                await self._recall(who, req.volume, existing.ino, req.client)  # as ``open``
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
         attr, xloc, epoch = self._ns.create(
             who,
@@ -407,18 +417,18 @@ class MRCHandlers:
         )
         layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
         parent = self._parent_after(who, req.volume, req.parent)
-        if parent.seq == was and _writes(req.flags):  # opened an existing file to write
-            await self._recall(req.volume, attr.ino, req.client)
         return dataclasses.replace(layout, parent=parent, parent_was=was)
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
         who = self._as(peer, req.volume, req.ino)
+        if _writes(req.flags):
+            # other clients' append leases back, their appends reported, before this
+            # client is a writer (then none is granted) or truncates: no await from the
+            # end of the recall to the registration
+            await self._recall(who, req.volume, req.ino, req.client)
         attr, xloc, epoch = self._ns.open(who, req.volume, req.ino, req.flags, req.client)
         if xloc is None:
             raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
-        # registered as a writer first: from now on no other client takes the lease
-        if _writes(req.flags) and await self._recall(req.volume, req.ino, req.client):
-            attr = self._ns.getattr(who, req.volume, req.ino)  # with the holder's appends
         return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
@@ -624,16 +634,27 @@ class MRCHandlers:
 
     async def append(self, peer: Identity, req: Append) -> Offset:
         who = self._as(peer, req.volume, req.ino)
-        await self._recall(req.volume, req.ino, req.client)
+        if self._ns.writes_through(self._volume(req.volume)[0], req.ino, req.client):
+            await self._recall(who, req.volume, req.ino, req.client, may_write=True)
+        # (else EBADF below)
         offset, leased = self._ns.append(
             who, req.volume, req.ino, req.client, req.length, req.lease
         )
         return Offset(offset, leased)
 
-    async def _recall(self, volume: str, ino: int, but: str | None) -> bool:
-        """Get the inode's append leases back from every client but ``but``; whether one
-        held it."""
-        return await self._append_leases.recall(volume, self._volume(volume)[0], ino, but)
+    async def _recall(
+        self, who: Identity, volume: str, ino: int, but: str | None, *, may_write: bool = False
+    ) -> None:
+        """Get the inode's append leases back from every client but ``but``, before
+        ``who`` becomes a writer of it or changes its size. Only a caller that may write
+        the file makes holders give them back (``may_write``: already known; else its
+        write permission is checked here), so nobody else can force recalls."""
+        vid = self._volume(volume)[0]
+        if not self._ns.append_lease_holders(vid, ino, but):
+            return
+        if not may_write:
+            self._ns.access(who, volume, ino, os.W_OK)
+        await self._append_leases.recall(volume, vid, ino, but)
 
     async def lease_recalls(self, peer: Identity, req: ClientId) -> Recalls:
         self._ns.check_client(peer, req.client)
