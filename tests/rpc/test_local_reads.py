@@ -7,6 +7,7 @@ real process running as another uid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +33,13 @@ from xfs.proto.records import FileLayout
 NOBODY = 65534
 
 
-def reader() -> LocalReads:
-    return LocalReads(time.time, 5.0)
+@contextlib.contextmanager
+def reader() -> Iterator[LocalReads]:
+    local_reads = LocalReads(time.time, 5.0)
+    try:
+        yield local_reads
+    finally:
+        local_reads.close()
 
 
 def object_file(w: World, objno: int) -> Path:
@@ -53,8 +60,7 @@ async def ask(osd: str, layout: FileLayout) -> tuple[LocalOpened, list[int]]:
 def test_ranges_are_read_from_the_osds_files(pki: PKI, tmp_path: Path) -> None:
     async def main() -> None:
         async with world(pki, tmp_path) as w:
-            local_reads = reader()
-            try:
+            with reader() as local_reads:
                 for objno, data in w.data.items():
                     osd = w.osd_of(objno)
                     assert await local_reads.read(w.layout, osd, objno, 0, STRIPE) == data
@@ -69,8 +75,6 @@ def test_ranges_are_read_from_the_osds_files(pki: PKI, tmp_path: Path) -> None:
                 assert got == b"new" + w.data[0][3:]
                 # a hole (no object file here): read through the OSD
                 assert await local_reads.read(w.layout, w.osd_of(0), 2, 0, 10) is None
-            finally:
-                local_reads.close()
 
     run(main)
 
@@ -81,12 +85,9 @@ def test_a_bad_checksum_sends_the_read_to_the_osd(pki: PKI, tmp_path: Path) -> N
             path = object_file(w, 1)
             raw = path.read_bytes()
             path.write_bytes(flip(raw, len(raw) - 1))  # the last data byte
-            local_reads = reader()
-            try:
+            with reader() as local_reads:
                 assert await local_reads.read(w.layout, w.osd_of(1), 1, 0, STRIPE) is None
                 assert await local_reads.read(w.layout, w.osd_of(0), 0, 0, 4) == w.data[0][:4]
-            finally:
-                local_reads.close()
 
     run(main)
 

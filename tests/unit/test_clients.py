@@ -7,6 +7,7 @@ invariants.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -103,27 +104,13 @@ def gone(ns: Namespace, ino: int) -> None:
     assert info.value.code in (errno.ENOENT, errno.ESTALE)
 
 
-def create(
-    ns: Namespace,
-    name: bytes,
-    client: str | None,
-    who: Identity = ALICE,
-    flags: int = os.O_RDWR | os.O_CREAT,
-) -> int:
+def create(ns: Namespace, name: bytes, client: str | None, who: Identity = ALICE,
+           flags: int = os.O_RDWR | os.O_CREAT) -> int:
     return ns.create(who, V, ROOT_INO, name, 0o666, flags, 0, XLOC, client)[0].ino
 
 
-def lock(
-    ns: Namespace,
-    ino: int,
-    client: str,
-    mode: str,
-    start: int = 0,
-    end: int = EOF,
-    owner: int = 1,
-    family: str = POSIX,
-    who: Identity = ALICE,
-) -> Held | None:
+def lock(ns: Namespace, ino: int, client: str, mode: str, start: int = 0, end: int = EOF,
+         owner: int = 1, family: str = POSIX, who: Identity = ALICE) -> Held | None:
     return ns.lock(who, V, ino, Request(client, owner, family, mode, start, end, 42))
 
 
@@ -207,13 +194,20 @@ def test_unknown_client_is_stale(ns: Namespace) -> None:
     raises(errno.ESTALE, ns.open, ALICE, V, ROOT_INO, os.O_RDONLY, "no-such-client")
 
 
-def test_leases_survive_reopening_the_store(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "mrc.db"
+@contextlib.contextmanager
+def store_with_an_open_file(path: Path, clock: Clock) -> Iterator[tuple[Namespace, str, int]]:
+    """A store at ``path``, open while the block runs, holding alice's file "f" open on
+    a client lease: (namespace, client, ino)."""
     with Store.open(path, clock) as s:
         ns = Namespace(s)
         ns.create_volume(ROOT, V, owner="alice@physics", mode=0o777)
         c, _ = ns.client_open(ALICE, LEASE)
-        ino = create(ns, b"f", c)
+        yield ns, c, create(ns, b"f", c)
+
+
+def test_leases_survive_reopening_the_store(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "mrc.db"
+    with store_with_an_open_file(path, clock) as (ns, c, ino):
         assert lock(ns, ino, c, WRITE, owner=2**64 - 1) is None
     with Store.open(path, clock) as s:
         ns = Namespace(s)
@@ -556,9 +550,9 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     conn.close()
     with Store.open(path, clock) as s:
         with s.read() as cur:
-            version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[
-                0
-            ]
+            version = cur.execute(
+                "SELECT value FROM meta WHERE key = 'format_version'"
+            ).fetchone()[0]
             indexes = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
         assert version == FORMAT_VERSION == 4
         assert {"clients", "opens", "locks", "opens_by_inode", "locks_by_inode"} <= indexes
@@ -577,11 +571,8 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
 def test_format_3_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     """Format 3 had no append leases: the column comes, and with it the leases."""
     path = tmp_path / "mrc.db"
-    with Store.open(path, clock) as s:
-        ns = Namespace(s)
-        ns.create_volume(ROOT, V, owner="alice@physics", mode=0o777)
-        c, _ = ns.client_open(ALICE, LEASE)
-        ino = create(ns, b"f", c)
+    with store_with_an_open_file(path, clock) as (_, c, ino):
+        pass
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
         "BEGIN; ALTER TABLE opens DROP COLUMN append_lease; "
@@ -590,9 +581,9 @@ def test_format_3_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     conn.close()
     with Store.open(path, clock) as s:
         with s.read() as cur:
-            version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[
-                0
-            ]
+            version = cur.execute(
+                "SELECT value FROM meta WHERE key = 'format_version'"
+            ).fetchone()[0]
         assert version == FORMAT_VERSION
         ns = Namespace(s)
         assert holders(ns, ino) == []  # the open of format 3 holds none
@@ -725,13 +716,8 @@ def test_sweeper_runs_until_stopped(ns: Namespace, clock: Clock) -> None:
 def handlers(ns: Namespace, waiters: LockWaiters) -> MRCHandlers:
     # lock, close and client calls touch neither the OSD registry nor the XCap issuer
     return MRCHandlers(
-        ns,
-        cast(OSDRegistry, None),
-        cast(XCapIssuer, None),
-        lambda: None,
-        "mrc-uuid",
-        waiters=waiters,
-        client_lease=LEASE / SEC,
+        ns, cast(OSDRegistry, None), cast(XCapIssuer, None), lambda: None, "mrc-uuid",
+        waiters=waiters, client_lease=LEASE / SEC,
     )
 
 

@@ -50,9 +50,6 @@ class Appender:
         self._heard = -math.inf  # trio time the last answered recall poll was sent
         self._polling = False
 
-    def holds(self, ino: int) -> bool:
-        return ino in self._held
-
     async def write(self, f: OpenFile, data: bytes) -> int:
         """One O_APPEND write of ``data`` to ``f``, whole, at the end of the file."""
         lock = self._lock(f.ino)

@@ -114,8 +114,8 @@ class ClientOps:
         With ``lease``, the client also takes the file's append lease when no other
         client has the file open for writing: it then appends at its own idea of the end
         without asking, until it closes the file or gives the lease back. Returns
-        (offset, leased). The caller recalls other clients' leases first
-        (``append_lease_holders``): this raises EAGAIN while one is held."""
+        (offset, leased). While another client holds the lease this raises EAGAIN (after
+        the EBADF of a caller that is no writer): the caller recalls it and asks again."""
         if length < 0:
             raise XfsError(errno.EINVAL, f"negative append length {length}")
         with self._store.transaction() as cur:
@@ -160,15 +160,6 @@ class ClientOps:
             for client in holders:
                 _drop_leases(cur, vid, ino, client)
             return holders
-
-    def writes_through(self, vid: str, ino: int, client: str) -> bool:
-        """Whether ``client`` has the inode registered as open for writing."""
-        with self._store.read() as cur:
-            row = cur.execute(
-                "SELECT writable FROM opens WHERE client = ? AND volume = ? AND ino = ?",
-                (client, vid, ino),
-            ).fetchone()
-            return row is not None and bool(row[0])
 
     def check_client(self, caller: Identity, client: str) -> None:
         """ESTALE or EPERM unless ``client`` is a live lease of ``caller``."""

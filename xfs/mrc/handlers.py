@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import os
 import random
 import stat
@@ -634,12 +635,18 @@ class MRCHandlers:
 
     async def append(self, peer: Identity, req: Append) -> Offset:
         who = self._as(peer, req.volume, req.ino)
-        if self._ns.writes_through(self._volume(req.volume)[0], req.ino, req.client):
-            await self._recall(who, req.volume, req.ino, req.client, may_write=True)
-        # (else EBADF below)
-        offset, leased = self._ns.append(
-            who, req.volume, req.ino, req.client, req.length, req.lease
+        append = functools.partial(
+            self._ns.append, who, req.volume, req.ino, req.client, req.length, req.lease
         )
+        try:
+            offset, leased = append()
+        except XfsError as e:
+            if e.code != errno.EAGAIN:
+                raise
+            # another client holds the lease; the store found the caller a writer (EBADF
+            # before EAGAIN), so it may make it give the lease back
+            await self._recall(who, req.volume, req.ino, req.client, may_write=True)
+            offset, leased = append()  # (no await since the recall: no new holder)
         return Offset(offset, leased)
 
     async def _recall(

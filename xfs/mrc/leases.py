@@ -100,17 +100,14 @@ class AppendLeases:
         self._pending: dict[str, set[tuple[str, int]]] = {}  # client -> {(volume, ino)}
         self._polls: dict[str, trio.Event] = {}  # client -> fires on its next recall
 
-    async def recall(self, volume: str, vid: str, ino: int, but: str | None) -> bool:
-        """Return once no client other than ``but`` holds the inode's append lease;
-        whether one did."""
+    async def recall(self, volume: str, vid: str, ino: int, but: str | None) -> None:
+        """Return once no client other than ``but`` holds the inode's append lease."""
         key = (vid, ino)
-        asked = False
         with trio.move_on_after(self._wait):
             while True:
                 holders = self._ns.append_lease_holders(vid, ino, but)
                 if not holders:
-                    return asked
-                asked = True
+                    return
                 # no await between the test and taking the event: no change slips by
                 changed = self._waiters.event(key)
                 for client in holders:
@@ -127,7 +124,6 @@ class AppendLeases:
                 ", ".join(revoked),
             )
             self._waiters.changed([key])
-        return True
 
     def _ask(self, client: str, volume: str, ino: int) -> None:
         self._pending.setdefault(client, set()).add((volume, ino))

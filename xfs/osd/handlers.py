@@ -22,7 +22,7 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -51,6 +51,8 @@ from xfs.proto.methods import (
 from xfs.proto.records import Identity, Kind, Replica, Rights, UpdatePolicy, XCap, XLocSet
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class OSDHandlers:
@@ -171,10 +173,7 @@ class OSDHandlers:
         read = functools.partial(self._store.read_held, file_id, req.objno, req.offset, req.length)
         part = slice(req.offset, req.offset + req.length)
         try:
-            if req.xloc.update_policy is UpdatePolicy.RW:
-                data = await repl.begin(file_id, req.xloc, req.xcap, column, then=read)
-            else:
-                _, data = await repl.check_version(file_id, req.xloc, then=read)
+            data = await self._read_checked(repl, req.xcap, req.xloc, column, read)
         except CorruptObject as e:
             log.warning("%s; reading it from another replica", e)
             whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
@@ -204,11 +203,25 @@ class OSDHandlers:
         if not replica.complete:
             raise XfsError(errno.EAGAIN, "a partial replica: read through the OSD")
         repl = self._replication(xloc)
-        if repl is not None and xloc.update_policy is UpdatePolicy.RW:
-            await repl.begin(xcap.file_id, xloc, xcap, column)
-        elif repl is not None:
-            await repl.check_version(xcap.file_id, xloc)
+        if repl is not None:
+            await self._read_checked(repl, xcap, xloc, column)
         return int(await self._run(self._store.open_dir, xcap.file_id))
+
+    @staticmethod
+    async def _read_checked(
+        repl: Replication,
+        xcap: XCap,
+        xloc: XLocSet,
+        column: int,
+        then: Callable[[], T] | None = None,
+    ) -> T | None:
+        """The checks before a read of a replicated file here, then ``then`` (the store
+        call, in the same worker-thread call when the checks need one): for rw at the
+        primary (``begin``: its lease, the version, reconciliation), else the version."""
+        if xloc.update_policy is UpdatePolicy.RW:
+            return await repl.begin(xcap.file_id, xloc, xcap, column, then=then)
+        _, result = await repl.check_version(xcap.file_id, xloc, then=then)
+        return result
 
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)

@@ -36,7 +36,7 @@ class LocalServer:
         self._uuid = uuid
         self._grant = grant
         self._audit = audit
-        self._connections = trio.CapacityLimiter(MAX_CONNECTIONS)
+        self._connections = 0  # served now (counted at accept, so the bound holds)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -52,13 +52,14 @@ class LocalServer:
             async with trio.open_nursery() as nursery:
                 while True:
                     conn, _ = await sock.accept()
-                    if self._connections.available_tokens == 0:
+                    if self._connections >= MAX_CONNECTIONS:
                         conn.close()  # local peers are trusted, but not without bound
                         continue
+                    self._connections += 1
                     nursery.start_soon(self._serve, conn)
 
     async def _serve(self, conn: trio.socket.SocketType) -> None:
-        async with self._connections:
+        try:
             with conn:
                 uid = local.peer_uid(conn)
                 if not local.trusted(uid):
@@ -66,7 +67,7 @@ class LocalServer:
                     self._audit.record(audits.DENY, f"uid:{uid}", ACTION, "EPERM", why=why)
                     return
                 while True:
-                    with trio.move_on_after(IDLE):
+                    with trio.move_on_after(IDLE) as idle:
                         try:
                             message = await local.receive(conn, LocalOpen)
                         except ValueError as e:
@@ -76,8 +77,8 @@ class LocalServer:
                             return
                         except OSError:
                             return
-                    if message is None:
-                        return
+                    if idle.cancelled_caught or message is None:
+                        return  # idle too long, or the peer closed
                     request, fds = message
                     for fd in fds:  # (a client sends none)
                         os.close(fd)
@@ -85,6 +86,8 @@ class LocalServer:
                         await self._answer(conn, uid, request)
                     except OSError:  # the peer went
                         return
+        finally:
+            self._connections -= 1
 
     async def _answer(self, conn: trio.socket.SocketType, uid: int, request: LocalOpen) -> None:
         try:
