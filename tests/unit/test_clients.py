@@ -543,7 +543,8 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         ino = create(ns, b"f", None)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
-        "BEGIN; DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; "
+        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; "
+        "DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; "
         "DROP TABLE delegations; "
         "UPDATE meta SET value = 1 WHERE key = 'format_version'; COMMIT;"
     )
@@ -554,7 +555,7 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
                 "SELECT value FROM meta WHERE key = 'format_version'"
             ).fetchone()[0]
             indexes = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
-        assert version == FORMAT_VERSION == 4
+        assert version == FORMAT_VERSION == 5
         assert {"clients", "opens", "locks", "opens_by_inode", "locks_by_inode"} <= indexes
         ns = Namespace(s)
         assert ns.getattr(ALICE, V, ino).nlink == 1  # the old data is there
@@ -575,7 +576,8 @@ def test_format_3_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         pass
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
-        "BEGIN; ALTER TABLE opens DROP COLUMN append_lease; "
+        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; "
+        "ALTER TABLE opens DROP COLUMN append_lease; "
         "UPDATE meta SET value = 3 WHERE key = 'format_version'; COMMIT;"
     )
     conn.close()
@@ -603,6 +605,7 @@ def test_same_schema_after_upgrade_as_when_new(tmp_path: Path, clock: Clock) -> 
     Store.open(tmp_path / "old.db", clock).close()
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     conn.executescript(
+        "DROP TABLE dir_leases; DROP TABLE ino_ranges; "
         "DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; DROP TABLE delegations; "
         "UPDATE meta SET value = 1 WHERE key = 'format_version';"
     )
@@ -926,6 +929,6 @@ def test_only_a_writer_makes_a_holder_give_its_lease_back(ns: Namespace, clock: 
                 await h.append(BOB, Append(V, ino, b, 5))
             assert refused.value.code == errno.EBADF
         assert holders(ns, ino) == [a]
-        assert await h._append_leases.poll(a, timeout=0) == []  # nothing was asked of her
+        assert await h._recaller.poll(a, timeout=0) == []  # nothing was asked of her
 
     trio_run(main)

@@ -59,7 +59,7 @@ class Appender:
             await lock.acquire()
         try:
             if f.ino in self._held:
-                if trio.current_time() - self._heard < LEASE_TRUST:
+                if self.trusted():
                     return await f.write(f.size, data)
                 # not heard from the MRC lately: report, give back, ask as without one
                 await self._give_back(f.ino)
@@ -69,8 +69,8 @@ class Appender:
             reply = await s.mrc(MRC.append, request)
             if reply.leased:
                 self._held.add(f.ino)
-                self._heard = max(self._heard, sent)  # nothing was recalled when it answered
-                self._start_polling()
+                self.heard_at(sent)  # nothing was recalled when it answered
+                self.start_polling()
             return await f.write(reply.offset, data)
         finally:
             lock.release()
@@ -117,16 +117,25 @@ class Appender:
         if client is not None:
             await s.mrc(MRC.lease_return, LeaseReturn(s.volume, ino, client))
 
-    def _start_polling(self) -> None:
+    def trusted(self) -> bool:
+        """Whether leases may be used: the MRC answered a recall poll lately."""
+        return trio.current_time() - self._heard < LEASE_TRUST
+
+    def heard_at(self, sent: float) -> None:
+        """A grant sent at ``sent`` (trio time) answered: nothing was recalled then."""
+        self._heard = max(self._heard, sent)
+
+    def start_polling(self) -> None:
         if not self._polling:
             self._polling = True
             self._session.nursery.start_soon(self._poll)
 
     async def _poll(self) -> None:
-        """Ask the MRC for recalls while this session holds a lease."""
+        """Ask the MRC for recalls while this session holds a lease (append leases and
+        the directory leases of ``DirLeases``)."""
         s = self._session
         try:
-            while self._held and s.client_id is not None:
+            while (self._held or s.dirs.held) and s.client_id is not None:
                 sent = trio.current_time()
                 try:
                     with trio.fail_after(s.io_timeout):
@@ -144,6 +153,9 @@ class Appender:
                 for item in reply.files:
                     if item.volume == s.volume:
                         s.nursery.start_soon(self._recalled, item.ino)
+                for item in reply.dirs:
+                    if item.volume == s.volume:
+                        s.nursery.start_soon(s.dirs.recalled, item.ino)
         finally:
             self._polling = False
 

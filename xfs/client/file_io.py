@@ -99,6 +99,9 @@ class OpenFile:
         # made by this session's create, and everything sent of it so far sent durably
         # (no truncate either): an fsync that sends all of it durably needs no OSD fsync
         self.fresh = False
+        # made under a directory lease, its create not landed on the MRC yet: the layout
+        # is a placeholder until this returns the real one (xfs/client/dirleases.py)
+        self.landing: Callable[[], Awaitable[FileLayout]] | None = None
 
     # ------------------------------------------------------------------ layout
     @property
@@ -115,6 +118,8 @@ class OpenFile:
 
     async def fresh_layout(self) -> FileLayout:
         """The layout, with its XCap renewed first if it is about to expire."""
+        if self.landing is not None:
+            await self._land()
         margin = self.session.xcap_renew_margin
         if not self._stale and self.layout.xcap.expires - self.session.clock() > margin:
             return self.layout
@@ -123,6 +128,14 @@ class OpenFile:
                 self.layout = await self.session.reopen(self.ino, self.flags)
                 self._stale = False
         return self.layout
+
+    async def _land(self) -> None:
+        async with self._renewing:
+            if self.landing is not None:
+                self.layout = await self.landing()
+                self.landing = None
+                window = self.session.write_window * (1 << 20) // self.stripe_size
+                self._slots = trio.Semaphore(max(2, window))
 
     async def _renewed(self, refused: FileLayout) -> FileLayout:
         """A new XCap after an OSD refused ``refused``'s (unless one came meanwhile)."""
@@ -156,6 +169,8 @@ class OpenFile:
 
     async def write(self, offset: int, data: bytes) -> int:
         self._raise_error()
+        if self.landing is not None:
+            await self._land()  # (the stripe size is the real layout's)
         view = memoryview(data)
         for piece in pieces(offset, len(data), self.stripe_size):
             chunk = view[piece.buf_offset : piece.buf_offset + piece.length]
@@ -323,6 +338,7 @@ class OpenFile:
         self.fresh = False
         if layout is not None:
             self.layout = layout
+            self.landing = None
         self.size = size
         self._cache.clear()
         self._writes += 1
@@ -331,6 +347,8 @@ class OpenFile:
     # ------------------------------------------------------------------ reading
     async def read(self, offset: int, length: int) -> bytes:
         self._raise_error()
+        if self.landing is not None:
+            await self._land()
         end = min(offset + length, self.size)
         if offset >= end:
             return b""

@@ -28,7 +28,7 @@ MAX_NAMES = 100_000  # a listing that grows beyond this is forgotten (memory)
 class Listing:
     seq: int  # the MRC's change number the names are as of
     confirmed: float  # when (monotonic) the MRC last confirmed it
-    names: set[bytes] = field(default_factory=set)
+    names: dict[bytes, int] = field(default_factory=dict)  # name -> ino (0: not known)
 
 
 class Listings:
@@ -46,6 +46,16 @@ class Listings:
         while len(self._dirs) > self._capacity:
             self._dirs.popitem(last=False)
 
+    def load(self, ino: int, seq: int, names: dict[bytes, int], now: float) -> bool:
+        """A directory's every name (and inode), read under this mount's lease of it."""
+        if self._fresh_for <= 0 or len(names) >= MAX_NAMES:
+            return False
+        self._dirs[ino] = Listing(seq, now, dict(names))
+        self._dirs.move_to_end(ino)
+        while len(self._dirs) > self._capacity:
+            self._dirs.popitem(last=False)
+        return True
+
     def changed(
         self,
         parent: int,
@@ -54,21 +64,54 @@ class Listings:
         now: float,
         *,
         added: bytes | None = None,
+        added_ino: int = 0,
         removed: bytes | None = None,
+        leased: bool = False,
     ) -> None:
-        """A change of ours in ``parent`` came back: the number before it and after."""
+        """A change of ours in ``parent`` came back: the number before it and after
+        (``leased``: we hold the directory's lease, so nobody else changed it, though our
+        queued creates moved the number on)."""
         listing = self._dirs.get(parent)
         if listing is None:
             return
-        if was <= 0 or seq <= 0 or listing.seq != was or len(listing.names) >= MAX_NAMES:
+        moved = listing.seq != was and not leased
+        if was <= 0 or seq <= 0 or moved or len(listing.names) >= MAX_NAMES:
             del self._dirs[parent]  # somebody else changed it too (or we cannot tell)
             return
         if added is not None:
-            listing.names.add(added)
+            listing.names[added] = added_ino
         if removed is not None:
-            listing.names.discard(removed)
+            listing.names.pop(removed, None)
         listing.seq, listing.confirmed = seq, now
         self._dirs.move_to_end(parent)
+
+    def at(self, ino: int, seq: int) -> bool:
+        """Whether the listing of ``ino`` is whole as of the MRC's change number ``seq``."""
+        listing = self._dirs.get(ino)
+        return listing is not None and listing.seq == seq
+
+    def added(self, parent: int, name: bytes, ino: int, now: float) -> None:
+        """A create of ours under the directory's lease: nobody else changes it."""
+        listing = self._dirs.get(parent)
+        if listing is not None:
+            listing.names[name] = ino
+            listing.confirmed = now
+            self._dirs.move_to_end(parent)
+
+    def removed(self, parent: int, name: bytes, now: float) -> None:
+        """An unlink of ours under the directory's lease."""
+        listing = self._dirs.get(parent)
+        if listing is not None:
+            listing.names.pop(name, None)
+            listing.confirmed = now
+            self._dirs.move_to_end(parent)
+
+    def ino_of(self, parent: int, name: bytes, now: float) -> int:
+        """The inode ``name`` in ``parent`` leads to, if the listing is fresh and knows."""
+        listing = self._dirs.get(parent)
+        if listing is None or listing.confirmed + self._fresh_for <= now:
+            return 0
+        return listing.names.get(name, 0)
 
     def forget(self, ino: int) -> None:
         """A change in ``ino`` this mount cannot follow name by name."""

@@ -90,6 +90,7 @@ class Operations(pyfuse3.Operations):
         attr_timeout: float = 10.0,
         entry_timeout: float = 10.0,
         negative_timeout: float = 10.0,
+        dir_leases: bool = True,
     ) -> None:
         super().__init__()
         self.sessions = sessions
@@ -98,6 +99,7 @@ class Operations(pyfuse3.Operations):
         self._attr_timeout = attr_timeout
         self._entry_timeout = entry_timeout
         self._negative_timeout = negative_timeout
+        self._dir_leases = dir_leases  # ask for the lease of each directory made here
         # the names of directories this mount made, while only it changes them: lookups
         # of other names there need no MRC call (xfs/client/listings.py)
         self.listings = Listings(min(entry_timeout, negative_timeout))
@@ -237,21 +239,44 @@ class Operations(pyfuse3.Operations):
 
     def _changed_here(
         self,
+        session: Session,
         parent: int,
         after: Attr | None,
         was: int,
         *,
         added: bytes | None = None,
+        added_ino: int = 0,
         removed: bytes | None = None,
     ) -> None:
         """A create or unlink of ours in ``parent`` came back with the directory's
-        attributes right after it (if the MRC sent them) and its change number before."""
+        attributes right after it (if the MRC sent them) and its change number before.
+        After a few, the session asks for the directory's lease."""
         if after is None:
             self.listings.forget(parent)
             return
         now = time.monotonic()
-        self.listings.changed(parent, was, after.seq, now, added=added, removed=removed)
+        leased = session.dirs.dir_attr(parent) is not None
+        self.listings.changed(
+            parent,
+            was,
+            after.seq,
+            now,
+            added=added,
+            added_ino=added_ino,
+            removed=removed,
+            leased=leased,
+        )
         self._fresh_dir(after)
+        if self._dir_leases and not leased and session.dirs.wanted(parent):
+            adopt = functools.partial(self._adopt, parent)
+            session.nursery.start_soon(
+                functools.partial(session.dirs.ask, after, adopt, made=False)
+            )
+
+    def _adopt(self, ino: int, seq: int, names: dict[bytes, int] | None) -> bool:
+        """A directory leased by a session after it was made: its names, read under the
+        lease, are the listing from now on."""
+        return names is not None and self.listings.load(ino, seq, names, time.monotonic())
 
     def _fresh_dir(self, attr: Attr) -> None:
         """Keep a directory's attributes as a change of ours left them: with
@@ -330,18 +355,34 @@ class Operations(pyfuse3.Operations):
         self.listings.forget(parent_inode)
         attr = await session.mkdir(parent_inode, name, mode, ctx.umask)
         self.listings.made(attr.ino, attr.seq, time.monotonic())
+        if self._dir_leases and attr.seq > 0:
+            # creates in it need not wait for the MRC (xfs/client/dirleases.py)
+            def whole_at(seq: int, names: dict[bytes, int] | None) -> bool:
+                return self.listings.at(attr.ino, seq)
+
+            session.nursery.start_soon(
+                functools.partial(session.dirs.ask, attr, whole_at, made=True)
+            )
         return self._entry(attr)
 
     @fuse_errors
     @counts_as_change
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         session = await self._session(ctx)
+        now = time.monotonic()
+        ino = self.listings.ino_of(parent_inode, name, now)
+        if ino and session.dirs.unlink(parent_inode, name, ino):  # queued under the lease
+            self.listings.removed(parent_inode, name, now)
+            parent = session.dirs.dir_attr(parent_inode)
+            if parent is not None:
+                self._fresh_dir(parent)
+            return
         try:
             removed = await session.unlink(parent_inode, name)
         except BaseException:
             self.listings.forget(parent_inode)
             raise
-        self._changed_here(parent_inode, removed.parent, removed.parent_was, removed=name)
+        self._changed_here(session, parent_inode, removed.parent, removed.parent_was, removed=name)
 
     @fuse_errors
     @counts_as_change
@@ -409,12 +450,25 @@ class Operations(pyfuse3.Operations):
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         session = await self._session(ctx)
+        absent = self.listings.absent(parent_inode, name, time.monotonic()) > 0
         try:
-            f = await session.create(parent_inode, name, mode, flags, ctx.umask)
+            f = await session.create(parent_inode, name, mode, flags, ctx.umask, absent=absent)
         except BaseException:
             self.listings.forget(parent_inode)
             raise
-        self._changed_here(parent_inode, f.layout.parent, f.layout.parent_was, added=name)
+        parent = session.dirs.dir_attr(parent_inode)
+        if f.landing is not None and parent is not None:  # queued under the lease
+            self.listings.added(parent_inode, name, f.ino, time.monotonic())
+            self._fresh_dir(parent)
+        else:
+            self._changed_here(
+                session,
+                parent_inode,
+                f.layout.parent,
+                f.layout.parent_was,
+                added=name,
+                added_ino=f.ino,
+            )
         self._note_no_caps(f.ino)  # a new file has none: the kernel asks before each write
         return self._file_info(session, f, flags), self._entry(f.layout.attr)
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import trio
 
 from xfs.client.appends import Appender
+from xfs.client.dirleases import DirLeases, placeholder
 from xfs.client.failover import FixedSource, call_osd
 from xfs.client.file_io import OpenFile
 from xfs.client.local_reads import LocalReads
@@ -125,10 +126,13 @@ class Session:
         self._later: dict[int, None] = {}  # inos whose close waits (CLOSE_DELAY)
         self._sending_later = False
         self.appends = Appender(self)  # O_APPEND writes and append leases
+        self.dirs = DirLeases(self)  # creates under directory leases
         self.local_reads = LocalReads(clock, osd_timeout) if local_reads else None
 
     # ------------------------------------------------------------------ transport
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
+        if self.dirs.busy:
+            await self.dirs.before(method, request)  # queued creates it depends on land first
         with trio.fail_after(self.io_timeout):
             return await self.pool.call(self.mrc_address, method, request, expect=Kind.MRC)
 
@@ -146,7 +150,8 @@ class Session:
         return await self.mrc(MRC.volume_get, VolumeName(self.volume))
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
-        return self.own_view(await self.mrc(MRC.lookup, Lookup(self.volume, parent, name)))
+        request = Lookup(self.volume, parent, name, self._client)
+        return self.own_view(await self.mrc(MRC.lookup, request))
 
     async def getattr(self, ino: int) -> Attr:
         return self.own_view(await self.mrc(MRC.getattr, Ino(self.volume, ino)))
@@ -189,34 +194,38 @@ class Session:
     async def mknod(
         self, parent: int, name: bytes, mode: int, rdev: int = 0, umask: int = 0
     ) -> Attr:
-        return await self.mrc(MRC.mknod, MkNod(self.volume, parent, name, mode, rdev, umask))
+        request = MkNod(self.volume, parent, name, mode, rdev, umask, self._client)
+        return await self.mrc(MRC.mknod, request)
 
     async def mkdir(self, parent: int, name: bytes, mode: int, umask: int = 0) -> Attr:
-        return await self.mrc(MRC.mkdir, MkNod(self.volume, parent, name, mode, 0, umask))
+        request = MkNod(self.volume, parent, name, mode, 0, umask, self._client)
+        return await self.mrc(MRC.mkdir, request)
 
     async def unlink(self, parent: int, name: bytes) -> Removed:
         """Remove an entry; the parent's attributes right after, if the MRC sent them."""
-        return await self.mrc(MRC.unlink, Remove(self.volume, parent, name))
+        return await self.mrc(MRC.unlink, Remove(self.volume, parent, name, self._client))
 
     async def rmdir(self, parent: int, name: bytes) -> None:
-        await self.mrc(MRC.rmdir, Remove(self.volume, parent, name))
+        await self.mrc(MRC.rmdir, Remove(self.volume, parent, name, self._client))
 
     async def rename(
         self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int = 0
     ) -> None:
-        await self.mrc(MRC.rename, Rename(self.volume, parent, name, new_parent, new_name, flags))
+        request = Rename(self.volume, parent, name, new_parent, new_name, flags, self._client)
+        await self.mrc(MRC.rename, request)
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        return self.own_view(await self.mrc(MRC.link, Link(self.volume, ino, new_parent, new_name)))
+        request = Link(self.volume, ino, new_parent, new_name, self._client)
+        return self.own_view(await self.mrc(MRC.link, request))
 
     async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
-        return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target))
+        return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target, self._client))
 
     async def readlink(self, ino: int) -> bytes:
         return (await self.mrc(MRC.readlink, Ino(self.volume, ino))).target
 
     async def readdir(self, ino: int, cursor: int, limit: int = 1000) -> list[DirEntry]:
-        reply = await self.mrc(MRC.readdir, ReadDir(self.volume, ino, cursor, limit))
+        reply = await self.mrc(MRC.readdir, ReadDir(self.volume, ino, cursor, limit, self._client))
         return reply.entries
 
     async def access(self, ino: int, mask: int) -> None:
@@ -306,6 +315,7 @@ class Session:
             return
         self._client = lease.client
         self.appends.lost()
+        self.dirs.lost()
         for f in list(self.files.values()):
             async with self._registration(f.ino):
                 if f.ino not in self._opens:
@@ -319,6 +329,8 @@ class Session:
         """Say goodbye: the MRC releases this client's opens and locks now."""
         if self.local_reads is not None:
             self.local_reads.close()
+        with trio.move_on_after(self.io_timeout):
+            await self.dirs.drain()  # queued creates go out under this lease
         if self._renewer is not None:
             self._renewer.cancel()
         client, self._client = self._client, None
@@ -372,8 +384,26 @@ class Session:
 
     # ------------------------------------------------------------------ files
     async def create(
-        self, parent: int, name: bytes, mode: int, flags: int, umask: int = 0
+        self,
+        parent: int,
+        name: bytes,
+        mode: int,
+        flags: int,
+        umask: int = 0,
+        *,
+        absent: bool = False,
     ) -> OpenFile:
+        """open(O_CREAT) of ``name`` in ``parent``. With ``absent`` (the caller knows the
+        name is not there), under this session's lease of ``parent`` the create is queued
+        and the file is ready at once (xfs/client/dirleases.py)."""
+        if absent:
+            attr = self.dirs.create(parent, name, mode, flags, umask)
+            if attr is not None:
+                self._opens[attr.ino] = self._opens.get(attr.ino, 0) + 1
+                f = self._opened(placeholder(attr), flags)
+                f.landing = self.dirs.landing(attr.ino)
+                f.fresh = True  # no OSD holds anything of it
+                return f
         request = Create(self.volume, parent, name, mode, flags, umask, await self.client())
         closes = self._closes
         layout = await self.mrc(MRC.create, request)

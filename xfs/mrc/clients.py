@@ -65,7 +65,7 @@ class ClientOps:
         """Extend a live lease; a lease that ended cannot be renewed (ESTALE)."""
         with self._store.transaction() as cur:
             now = self._store.clock()
-            _client(cur, caller, client)
+            client_of(cur, caller, client)
             # past its expiry the lease has ended, even before the sweeper ends it
             row = cur.execute("SELECT expires_ns FROM clients WHERE id = ?", (client,)).fetchone()
             if row[0] < now:  # (the same test as expire_clients)
@@ -77,7 +77,7 @@ class ClientOps:
     def client_close(self, caller: Identity, client: str) -> Ended:
         """The client says goodbye: its opens and locks end now."""
         with self._store.transaction() as cur:
-            _client(cur, caller, client)
+            client_of(cur, caller, client)
             return _end(cur, [client])
 
     def expire_clients(self) -> Ended:
@@ -92,7 +92,7 @@ class ClientOps:
         """The client closed its last handle of the inode. Returns the pending deletion
         id if that freed an orphan."""
         with self._store.transaction() as cur:
-            _client(cur, caller, client)
+            client_of(cur, caller, client)
             v = rows.volume(cur, vol)
             cur.execute(
                 "DELETE FROM opens WHERE client = ? AND volume = ? AND ino = ?",
@@ -119,7 +119,7 @@ class ClientOps:
         if length < 0:
             raise XfsError(errno.EINVAL, f"negative append length {length}")
         with self._store.transaction() as cur:
-            _client(cur, caller, client)
+            client_of(cur, caller, client)
             v = rows.volume(cur, vol)
             row = cur.execute(
                 "SELECT writable FROM opens WHERE client = ? AND volume = ? AND ino = ?",
@@ -149,7 +149,7 @@ class ClientOps:
     def lease_return(self, caller: Identity, vid: str, ino: int, client: str) -> None:
         """The client gives back its append lease of the inode (if it holds one)."""
         with self._store.transaction() as cur:
-            _client(cur, caller, client)
+            client_of(cur, caller, client)
             _drop_leases(cur, vid, ino, client)
 
     def lease_revoke(self, vid: str, ino: int, but: str | None) -> list[str]:
@@ -164,7 +164,7 @@ class ClientOps:
     def check_client(self, caller: Identity, client: str) -> None:
         """ESTALE or EPERM unless ``client`` is a live lease of ``caller``."""
         with self._store.read() as cur:
-            _client(cur, caller, client)
+            client_of(cur, caller, client)
 
     # ------------------------------------------------------------------ locks
     def lock(
@@ -209,7 +209,7 @@ class ClientOps:
         self, cur: sqlite3.Cursor, caller: Identity, vol: str, ino: int, client: str
     ) -> rows.Vol:
         """The volume, once sure the caller's client has the inode open."""
-        _client(cur, caller, client)
+        client_of(cur, caller, client)
         v = rows.volume(cur, vol)
         if not _is_open_by(cur, client, v.id, ino):
             raise XfsError(errno.EBADF, f"inode {ino} is not open on client {client}")
@@ -220,7 +220,7 @@ def register_open(
     cur: sqlite3.Cursor, caller: Identity, client: str, vid: str, ino: int, flags: int
 ) -> None:
     """Record that ``client`` has the inode open (part of the open's transaction)."""
-    _client(cur, caller, client)
+    client_of(cur, caller, client)
     writable = int(flags & os.O_ACCMODE != os.O_RDONLY)
     cur.execute(
         "INSERT INTO opens (client, volume, ino, writable) VALUES (?, ?, ?, ?) "
@@ -255,7 +255,7 @@ def _drop_leases(cur: sqlite3.Cursor, vid: str, ino: int, client: str) -> None:
     )
 
 
-def _client(cur: sqlite3.Cursor, caller: Identity, client: str) -> None:
+def client_of(cur: sqlite3.Cursor, caller: Identity, client: str) -> None:
     row = cur.execute("SELECT principal FROM clients WHERE id = ?", (client,)).fetchone()
     if row is None:
         raise XfsError(errno.ESTALE, f"client lease {client} has ended")
@@ -314,6 +314,9 @@ def _end(cur: sqlite3.Cursor, ids: list[str]) -> Ended:
             cur.execute(
                 "SELECT volume, ino FROM opens WHERE client = ? AND append_lease", (client,)
             )
+        )
+        unlocked.update(  # and for its directory leases
+            cur.execute("SELECT volume, ino FROM dir_leases WHERE client = ?", (client,))
         )
         opened = list(cur.execute("SELECT volume, ino FROM opens WHERE client = ?", (client,)))
         cur.execute("DELETE FROM clients WHERE id = ?", (client,))  # cascades

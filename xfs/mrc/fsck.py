@@ -146,6 +146,27 @@ class Fsck:
             ),
         )
 
+    def check_dir_leases(self) -> None:
+        """A directory lease is on a directory that exists."""
+        self._report(
+            f"SELECT l.volume, l.ino, l.client FROM dir_leases l WHERE NOT EXISTS "
+            f"(SELECT 1 FROM inodes i WHERE i.volume = l.volume AND i.ino = l.ino AND i.{_DIR})",
+            lambda vid, ino, client: f"lease of {vid}:{ino}, no directory, held by {client}",
+        )
+
+    def check_ino_ranges(self) -> None:
+        """Reserved inode numbers are below next_ino, used by no inode, and not reserved
+        twice."""
+        self._report(
+            "SELECT r.volume, r.first, r.last FROM ino_ranges r LEFT JOIN volumes v "
+            "ON v.id = r.volume WHERE v.id IS NULL OR r.last >= v.next_ino OR r.last < r.first "
+            "OR EXISTS (SELECT 1 FROM inodes i WHERE i.volume = r.volume "
+            "AND i.ino BETWEEN r.first AND r.last) "
+            "OR EXISTS (SELECT 1 FROM ino_ranges q WHERE q.volume = r.volume "
+            "AND q.first != r.first AND q.first <= r.last AND r.first <= q.last)",
+            lambda vid, first, last: f"reserved inode numbers {vid}:{first}..{last} are not valid",
+        )
+
     def check_locks(self) -> None:
         """Locks are on inodes that their client has open, over sane ranges."""
         self._report(

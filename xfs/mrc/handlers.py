@@ -26,7 +26,7 @@ from xfs.common.rpc import Dispatcher
 from xfs.mrc import locks, placement, policies, roles
 from xfs.mrc.clients import Ended
 from xfs.mrc.delegations import Delegated, Delegation, Delegations
-from xfs.mrc.leases import RECALL_WAIT, AppendLeases, LockWaiters
+from xfs.mrc.leases import APPEND, DIR, RECALL_WAIT, LockWaiters, Recaller
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
@@ -41,22 +41,29 @@ from xfs.proto.methods import (
     Close,
     CloseFiles,
     Create,
+    CreateMany,
     Delegate,
     DelegationId,
     DelegationInfo,
     DelegationList,
     DelegationToken,
     DirEntries,
+    DirLease,
+    DirLeaseAsk,
     Empty,
     Heartbeat,
     HeartbeatReply,
     Ino,
+    InoAsk,
+    InoRange,
     LeaseReturn,
     Link,
     LockArgs,
     LockHolder,
     LockReply,
     Lookup,
+    Made,
+    MadeMany,
     MkNod,
     MRCStatus,
     Offset,
@@ -73,6 +80,7 @@ from xfs.proto.methods import (
     SetAttrResult,
     Symlink,
     Target,
+    UnlinkMany,
     UpdateSize,
     VolumeCreate,
     VolumeList,
@@ -99,6 +107,7 @@ from xfs.proto.records import (
 STATFS_BLOCK = 4096
 MAX_LOCK_WAIT = 20.0  # seconds one F_SETLKW call is held before the client asks again
 MAX_CLOSE_FILES = 1024  # inodes one close_files may close
+MAX_CREATE_MANY = 1024  # files one create_many may make
 
 
 class MRCHandlers:
@@ -131,7 +140,7 @@ class MRCHandlers:
         self._audit = audit
         self._delegations = delegations
         self._waiters = waiters or LockWaiters()
-        self._append_leases = AppendLeases(ns, self._waiters, append_lease_wait)
+        self._recaller = Recaller(self._waiters, append_lease_wait)
         self._lease_ns = int(client_lease * 1e9)
         self._registry = registry
         self._xcaps = xcaps
@@ -164,6 +173,11 @@ class MRCHandlers:
             (MRC.append, self.append),
             (MRC.lease_recalls, self.lease_recalls),
             (MRC.lease_return, self.lease_return),
+            (MRC.dir_lease, self.dir_lease),
+            (MRC.dir_lease_return, self.dir_lease_return),
+            (MRC.reserve_inos, self.reserve_inos),
+            (MRC.create_many, self.create_many),
+            (MRC.unlink_many, self.unlink_many),
             (MRC.lock, self.lock),
             (MRC.test_lock, self.test_lock),
             (MRC.release_locks, self.release_locks),
@@ -286,6 +300,7 @@ class MRCHandlers:
             assert self._delegations is not None
             vid = self._volume(req.volume)[0]
             self._delegations.confine_lookup(peer, vid, req.parent, req.name)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
         return self._ns.lookup(who, req.volume, req.parent, req.name)
 
     async def getattr(self, peer: Identity, req: Ino) -> Attr:
@@ -294,6 +309,7 @@ class MRCHandlers:
 
     async def setattr(self, peer: Identity, req: SetAttr) -> SetAttrResult:
         who = self._as(peer, req.volume, req.ino)
+        await self._dir_recall(who, req.volume, req.ino, None)  # (a directory's mode, say)
         writer = req.xcap is not None and req.size is not None and self._writes(peer, req)
         if req.size is not None:
             # a holder's appends land and are reported before the truncate moves the
@@ -366,6 +382,7 @@ class MRCHandlers:
     # ------------------------------------------------------------------ entries
     async def mknod(self, peer: Identity, req: MkNod) -> Attr:
         who = self._as(peer, req.volume, req.parent)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
         if stat.S_ISREG(req.mode):
             flags = 0o100 | 0o200  # O_CREAT | O_EXCL: a new, empty regular file
             attr, _, _ = self._ns.create(
@@ -383,6 +400,7 @@ class MRCHandlers:
 
     async def mkdir(self, peer: Identity, req: MkNod) -> Attr:
         who = self._as(peer, req.volume, req.parent)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
         attr = self._ns.mkdir(who, req.volume, req.parent, req.name, req.mode, req.umask)
         # its change number as made: the maker's listing of it (empty) starts there
         return dataclasses.replace(attr, seq=self._dirseq(req.volume, attr.ino))
@@ -404,6 +422,7 @@ class MRCHandlers:
                 pass  # (the create gives the answer)
             else:
                 await self._recall(who, req.volume, existing.ino, req.client)  # as ``open``
+        await self._dir_recall(who, req.volume, req.parent, req.client)
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
         attr, xloc, epoch = self._ns.create(
             who,
@@ -434,6 +453,7 @@ class MRCHandlers:
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
         who = self._as(peer, req.volume, req.parent)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
         if self._ns.unlink(who, req.volume, req.parent, req.name) is not None:
             self._on_deletion()
@@ -441,11 +461,16 @@ class MRCHandlers:
 
     async def rmdir(self, peer: Identity, req: Remove) -> Empty:
         who = self._as(peer, req.volume, req.parent)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
+        await self._entry_recall(who, req.volume, req.parent, req.name)  # must be empty
         self._ns.rmdir(who, req.volume, req.parent, req.name)
         return Empty()
 
     async def rename(self, peer: Identity, req: Rename) -> Empty:
         who = self._as(peer, req.volume, req.parent, req.new_parent)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
+        await self._dir_recall(who, req.volume, req.new_parent, req.client)
+        await self._entry_recall(who, req.volume, req.new_parent, req.new_name)  # replaced
         if (
             self._ns.rename(
                 who, req.volume, req.parent, req.name, req.new_parent, req.new_name, req.flags
@@ -457,10 +482,12 @@ class MRCHandlers:
 
     async def link(self, peer: Identity, req: Link) -> Attr:
         who = self._as(peer, req.volume, req.ino, req.new_parent)
+        await self._dir_recall(who, req.volume, req.new_parent, req.client)
         return self._ns.link(who, req.volume, req.ino, req.new_parent, req.new_name)
 
     async def symlink(self, peer: Identity, req: Symlink) -> Attr:
         who = self._as(peer, req.volume, req.parent)
+        await self._dir_recall(who, req.volume, req.parent, req.client)
         return self._ns.symlink(who, req.volume, req.parent, req.name, req.target)
 
     async def readlink(self, peer: Identity, req: Ino) -> Target:
@@ -469,6 +496,7 @@ class MRCHandlers:
 
     async def readdir(self, peer: Identity, req: ReadDir) -> DirEntries:
         who = self._as(peer, req.volume, req.ino)
+        await self._dir_recall(who, req.volume, req.ino, req.client)
         limit = max(1, min(req.limit, 4096))
         return DirEntries(self._ns.readdir(who, req.volume, req.ino, req.cursor, limit))
 
@@ -498,6 +526,7 @@ class MRCHandlers:
 
     async def setxattr(self, peer: Identity, req: XattrSet) -> Empty:
         who = self._as(peer, req.volume, req.ino)
+        await self._dir_recall(who, req.volume, req.ino, None)  # (a default ACL, say)
         if req.name in policies.NAMES and self._policies is not None:
             self._policies.set(who, req.volume, req.ino, req.name, req.value, self._on_xloc)
             return Empty()
@@ -510,6 +539,7 @@ class MRCHandlers:
 
     async def removexattr(self, peer: Identity, req: XattrGet) -> Empty:
         who = self._as(peer, req.volume, req.ino)
+        await self._dir_recall(who, req.volume, req.ino, None)
         self._ns.removexattr(who, req.volume, req.ino, req.name)
         return Empty()
 
@@ -601,7 +631,7 @@ class MRCHandlers:
 
     async def client_close(self, peer: Identity, req: ClientId) -> Empty:
         self._ended(self._ns.client_close(peer, req.client))
-        self._append_leases.forget(req.client)
+        self._recaller.forget(req.client)
         return Empty()
 
     def _ended(self, ended: Ended) -> None:
@@ -661,12 +691,22 @@ class MRCHandlers:
             return
         if not may_write:
             self._ns.access(who, volume, ino, os.W_OK)
-        await self._append_leases.recall(volume, vid, ino, but)
+        await self._recaller.recall(
+            APPEND,
+            volume,
+            vid,
+            ino,
+            lambda: self._ns.append_lease_holders(vid, ino, but),
+            lambda: self._ns.lease_revoke(vid, ino, but),
+        )
 
     async def lease_recalls(self, peer: Identity, req: ClientId) -> Recalls:
         self._ns.check_client(peer, req.client)
-        asked = await self._append_leases.poll(req.client)
-        return Recalls([Ino(volume, ino) for volume, ino in asked])
+        asked = await self._recaller.poll(req.client)
+        return Recalls(
+            [Ino(volume, ino) for kind, volume, ino in asked if kind == APPEND],
+            [Ino(volume, ino) for kind, volume, ino in asked if kind == DIR],
+        )
 
     async def lease_return(self, peer: Identity, req: LeaseReturn) -> Empty:
         self._as(peer, req.volume)
@@ -674,6 +714,125 @@ class MRCHandlers:
         self._ns.lease_return(peer, vid, req.ino, req.client)
         self._waiters.changed([(vid, req.ino)])
         return Empty()
+
+    # ------------------------------------------------------------------ directory leases
+    async def dir_lease(self, peer: Identity, req: DirLeaseAsk) -> DirLease:
+        """Grant the lease of a directory (docs/design/leases.md, "Directory leases"), if
+        nothing about it needs the MRC at each create: no other holder, no default ACL,
+        files not sealed on close, no delegated caller."""
+        who = self._as(peer, req.volume, req.ino)
+        if isinstance(peer, Delegated):
+            return DirLease(False)
+        try:
+            if self._place(req.volume, req.ino).seal_on_close:
+                return DirLease(False)
+        except XfsError:
+            return DirLease(False)  # (no OSD for new files: each create says so)
+        vid = self._volume(req.volume)[0]
+        if self._ns.dir_lease_holders(vid, req.ino, req.client):
+            return DirLease(False)
+        lease = self._ns.dir_lease_grant(who, req.volume, req.ino, req.client)
+        if not lease.granted:
+            return lease
+        # (no await since the grant: the number is the one the lease starts from)
+        return dataclasses.replace(lease, seq=self._dirseq(req.volume, req.ino))
+
+    async def dir_lease_return(self, peer: Identity, req: LeaseReturn) -> Empty:
+        self._as(peer, req.volume)
+        vid = self._volume(req.volume)[0]
+        self._ns.dir_lease_return(peer, vid, req.ino, req.client)
+        self._waiters.changed([(vid, req.ino)])
+        return Empty()
+
+    async def reserve_inos(self, peer: Identity, req: InoAsk) -> InoRange:
+        who = self._as(peer, req.volume)
+        first, count = self._ns.reserve_inos(who, req.volume, req.client, req.count)
+        return InoRange(first, count)
+
+    async def create_many(self, peer: Identity, req: CreateMany) -> MadeMany:
+        """Creates a client made under its directory leases, in order; each is made (or
+        found made by an earlier sending) or refused on its own, as ``create`` would."""
+        if len(req.files) > MAX_CREATE_MANY:
+            raise XfsError(errno.EINVAL, f"{len(req.files)} files in one create_many")
+        made: list[Made] = []
+        for f in req.files:
+            try:
+                who = self._as(peer, req.volume, f.parent)
+                if f.mode & ~0o777:
+                    raise XfsError(errno.EINVAL, f"mode {f.mode:#o} of a create under a lease")
+                await self._dir_recall(who, req.volume, f.parent, req.client)
+                attr, xloc, epoch = self._ns.create(
+                    who,
+                    req.volume,
+                    f.parent,
+                    f.name,
+                    f.mode,
+                    f.flags | os.O_CREAT | os.O_EXCL,
+                    f.umask,
+                    self._place(req.volume, f.parent),
+                    req.client,
+                    ino=f.ino,
+                    time_ns=f.time_ns,
+                )
+                rights = rights_for_flags(f.flags)
+                made.append(Made(self._layout(who, req.volume, attr, xloc, epoch, rights)))
+            except XfsError as e:
+                made.append(Made(error=e.code, message=str(e)))
+        return MadeMany(made)
+
+    async def unlink_many(self, peer: Identity, req: UnlinkMany) -> MadeMany:
+        """Unlinks a client made under its directory leases, in order, each on its own
+        as ``unlink`` would (an entry already gone: sent before, done)."""
+        if len(req.files) > MAX_CREATE_MANY:
+            raise XfsError(errno.EINVAL, f"{len(req.files)} files in one unlink_many")
+        self._ns.check_client(peer, req.client)
+        done: list[Made] = []
+        deleted = False
+        for f in req.files:
+            try:
+                who = self._as(peer, req.volume, f.parent)
+                await self._dir_recall(who, req.volume, f.parent, req.client)
+                if self._ns.unlink(who, req.volume, f.parent, f.name, f.ino) is not None:
+                    deleted = True
+                done.append(Made())
+            except XfsError as e:
+                done.append(Made(error=e.code, message=str(e)))
+        if deleted:
+            self._on_deletion()
+        return MadeMany(done)
+
+    async def _dir_recall(self, who: Identity, volume: str, ino: int, but: str | None) -> None:
+        """Get the directory lease of ``ino`` back from its holder unless that is ``but``,
+        before a call that reads or changes the directory's entries. Only a caller that
+        may search or list the directory can make the holder give it back."""
+        vid = self._volume(volume)[0]
+        if not self._ns.dir_lease_holders(vid, ino, but):
+            return
+        try:
+            self._ns.access(who, volume, ino, os.X_OK)
+        except XfsError:
+            try:
+                self._ns.access(who, volume, ino, os.R_OK)
+            except XfsError:
+                return  # (the call itself is refused)
+        await self._recaller.recall(
+            DIR,
+            volume,
+            vid,
+            ino,
+            lambda: self._ns.dir_lease_holders(vid, ino, but),
+            lambda: self._ns.dir_lease_revoke(vid, ino, but),
+        )
+
+    async def _entry_recall(self, who: Identity, volume: str, parent: int, name: bytes) -> None:
+        """The directory lease of the directory entry ``name`` leads to, from any holder
+        (its own holder too): before that directory is removed or replaced."""
+        try:
+            attr = self._ns.lookup(who, volume, parent, name)
+        except XfsError:
+            return
+        if stat.S_ISDIR(attr.mode):
+            await self._dir_recall(who, volume, attr.ino, None)
 
     async def lock(self, peer: Identity, req: LockArgs) -> LockReply:
         who = self._as(peer, req.volume, req.ino)

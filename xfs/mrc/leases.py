@@ -1,5 +1,5 @@
-"""Background work for client leases: waking lock waiters, recalling append leases and
-ending expired leases."""
+"""Background work for client leases: waking lock waiters, recalling append and directory
+leases, and ending expired leases."""
 
 from __future__ import annotations
 
@@ -82,42 +82,56 @@ class LeaseSweeper:
         return ended.clients
 
 
-class AppendLeases:
-    """Recalls append leases (docs/design/leases.md, "Append leases").
+APPEND = "append"  # kinds of lease a client is asked to give back
+DIR = "dir"
+Asked = tuple[str, str, int]  # (kind, volume name, ino)
 
-    A client holding a file's append lease appends without asking the MRC. Before
-    another client may change the file's size (open it for writing, append, truncate),
-    every other holder is asked to give the lease back: its ``lease_recalls`` poll
-    returns the file, it reports its appends and returns the lease. A holder that does
-    not answer within ``wait`` seconds loses the lease; it stops using it by itself
-    earlier than that (it trusts a lease only so long after its last poll answered).
+
+class Recaller:
+    """Recalls leases that clients hold: append leases of files and directory leases
+    (docs/design/leases.md).
+
+    Before another client's call may go on, every holder is asked to give the lease
+    back: its ``lease_recalls`` poll returns it; the holder reports what it did under the
+    lease and returns it. A holder that does not answer within ``wait`` seconds loses
+    the lease; it stops using it by itself earlier than that (it trusts a lease only so
+    long after its last poll answered).
     """
 
-    def __init__(self, ns: ClientOps, waiters: LockWaiters, wait: float = RECALL_WAIT) -> None:
-        self._ns = ns
+    def __init__(self, waiters: LockWaiters, wait: float = RECALL_WAIT) -> None:
         self._waiters = waiters
         self._wait = wait
-        self._pending: dict[str, set[tuple[str, int]]] = {}  # client -> {(volume, ino)}
+        self._pending: dict[str, set[Asked]] = {}  # client -> what it is asked for
         self._polls: dict[str, trio.Event] = {}  # client -> fires on its next recall
 
-    async def recall(self, volume: str, vid: str, ino: int, but: str | None) -> None:
-        """Return once no client other than ``but`` holds the inode's append lease."""
+    async def recall(
+        self,
+        kind: str,
+        volume: str,
+        vid: str,
+        ino: int,
+        holders: Callable[[], list[str]],
+        revoke: Callable[[], list[str]],
+    ) -> None:
+        """Return once ``holders()`` is empty: asked, given back, or ended by ``revoke``
+        after ``wait`` seconds."""
         key = (vid, ino)
         with trio.move_on_after(self._wait):
             while True:
-                holders = self._ns.append_lease_holders(vid, ino, but)
-                if not holders:
+                held = holders()
+                if not held:
                     return
                 # no await between the test and taking the event: no change slips by
                 changed = self._waiters.event(key)
-                for client in holders:
-                    self._ask(client, volume, ino)
+                for client in held:
+                    self._ask(client, (kind, volume, ino))
                 await changed.wait()
-        revoked = self._ns.lease_revoke(vid, ino, but)
+        revoked = revoke()
         if revoked:
             log.warning(
-                "append lease of inode %d (volume %s) not given back within %.0f s: "
+                "%s lease of inode %d (volume %s) not given back within %.0f s: "
                 "ended for client(s) %s",
+                kind,
                 ino,
                 volume,
                 self._wait,
@@ -125,13 +139,13 @@ class AppendLeases:
             )
             self._waiters.changed([key])
 
-    def _ask(self, client: str, volume: str, ino: int) -> None:
-        self._pending.setdefault(client, set()).add((volume, ino))
+    def _ask(self, client: str, asked: Asked) -> None:
+        self._pending.setdefault(client, set()).add(asked)
         poll = self._polls.pop(client, None)
         if poll is not None:
             poll.set()
 
-    async def poll(self, client: str, timeout: float = POLL_WAIT) -> list[tuple[str, int]]:
+    async def poll(self, client: str, timeout: float = POLL_WAIT) -> list[Asked]:
         """The leases ``client`` is asked to give back, waiting up to ``timeout`` for one."""
         if client not in self._pending:
             poll = self._polls.setdefault(client, trio.Event())

@@ -21,6 +21,7 @@ from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms, policies
 from xfs.mrc.clients import ClientOps, register_open
+from xfs.mrc.dirleases import DirLeaseOps, take_ino
 from xfs.mrc.dirseq import DirSeq
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
@@ -42,6 +43,8 @@ RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4  # leave a whiteout (a 0:0 character device) at the source name
 WHITEOUT_MODE = stat.S_IFCHR  # permission bits 0000, device number 0:0
 LINK_MAX = 65000
+# how old a client's time for a create under its directory lease may be (else: now)
+CLIENT_TIME_SLACK = 5_000_000_000
 
 _Where = tuple[sqlite3.Cursor, rows.Vol, int]  # cursor, volume, now
 
@@ -94,7 +97,7 @@ def _store_acls(
     return dataclasses.replace(node.attr, acl=True)
 
 
-class Namespace(VolumeOps, XattrOps, ClientOps):
+class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
     """The MRC's namespace operations over one ``Store``."""
 
     def __init__(self, store: Store) -> None:
@@ -418,19 +421,36 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
         umask: int,
         xloc: XLocSet,
         client: str | None = None,
+        *,
+        ino: int | None = None,
+        time_ns: int | None = None,
     ) -> tuple[Attr, XLocSet, int]:
         """open(O_CREAT): a new regular file with layout ``xloc``, or, if ``name``
         exists and O_EXCL is not set, ``open`` of it. Returns (attr, xloc, truncate
         epoch); an existing file without a layout gets ``xloc``. (The kernel calls create
-        only after a negative lookup: an existing entry here is a race.)"""
+        only after a negative lookup: an existing entry here is a race.)
+
+        With ``ino`` (a create made under ``client``'s directory lease): the new file
+        gets that number, from the client's reserved ranges, and the client's time
+        ``time_ns`` if it is at most ``CLIENT_TIME_SLACK`` old; an entry that already
+        leads to ``ino`` is this create sent again, and is only opened again."""
         if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
             raise XfsError(errno.EINVAL, f"create {rows.show(name)}: not a regular file mode")
         rows.check_name(name)
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             now = self._store.clock()
+            if time_ns is not None and now - CLIENT_TIME_SLACK <= time_ns <= now:
+                now = time_ns
             dir_ = self._parent(caller, cur, v, parent, X_OK)
             found = rows.entry(cur, v, parent, name)
+            if found is not None and ino is not None:
+                if found[0] != ino:
+                    raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
+                node = rows.inode(cur, v, ino)  # sent again: its first sending made it
+                assert client is not None
+                register_open(cur, caller, client, v.id, ino, flags)
+                return node.attr, node.layout() or xloc, node.truncate_epoch
             if found is not None:
                 if flags & os.O_EXCL:
                     raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
@@ -449,6 +469,9 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 return node.attr, node.layout() or xloc, node.truncate_epoch
             _need(caller, dir_, W_OK | X_OK, f"create {rows.show(name)} in {parent}")
             owner, group, bits, access, _ = _inherited(caller, cur, v, dir_, mode, umask, False)
+            if ino is not None:
+                assert client is not None
+                take_ino(cur, client, v.id, ino)
             node = rows.new_inode(
                 cur,
                 v,
@@ -458,6 +481,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
                 group=group,
                 now=now,
                 xloc=xloc,
+                ino=ino,
             )
             attr = _store_acls(cur, v, node, access, None)
             rows.add_entry(cur, v, parent, name, node.ino)
@@ -600,12 +624,26 @@ class Namespace(VolumeOps, XattrOps, ClientOps):
             raise _deny(errno.EPERM, f"{rows.show(name)} in sticky directory {parent}")
         return node
 
-    def unlink(self, caller: Identity, vol: str, parent: int, name: bytes) -> int | None:
+    def unlink(
+        self, caller: Identity, vol: str, parent: int, name: bytes, ino: int | None = None
+    ) -> int | None:
         """Remove a non-directory entry. Returns the pending deletion id if that was the
-        last link of a file with objects on OSDs, else None."""
+        last link of a file with objects on OSDs, else None.
+
+        With ``ino`` (an unlink made under a directory lease): the entry must lead to
+        that inode (else ESTALE); an entry already gone is this unlink sent again."""
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             now = self._store.clock()
+            if ino is not None:
+                self._parent(caller, cur, v, parent, X_OK)
+                found = rows.entry(cur, v, parent, name)
+                if found is None:
+                    return None
+                if found[0] != ino:
+                    raise XfsError(
+                        errno.ESTALE, f"entry {rows.show(name)} leads to {found[0]}, not {ino}"
+                    )
             node = self._removable(caller, cur, v, parent, name)
             if node.is_dir:
                 raise XfsError(errno.EISDIR, f"{rows.show(name)} is a directory: use rmdir")

@@ -23,11 +23,35 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 # Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
 # entries and xattrs are BLOBs: POSIX names are bytes, not text.
-SCHEMA = """
+# Format 5 (docs/design/leases.md, "Directory leases"). A directory lease lets one client
+# create files in a directory it made without asking first; another client's call on the
+# directory recalls it. The inode numbers of those files come from ranges reserved for
+# the client, cut from the volume's next_ino. Both end with the client's lease.
+DIR_LEASES_SCHEMA = """
+CREATE TABLE dir_leases (
+    client TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+    volume TEXT NOT NULL,
+    ino    INTEGER NOT NULL,                  -- the directory
+    PRIMARY KEY (volume, ino)
+) STRICT;
+CREATE INDEX dir_leases_by_client ON dir_leases(client);
+
+CREATE TABLE ino_ranges (
+    client TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
+    volume TEXT NOT NULL,
+    first  INTEGER NOT NULL,                  -- first..last inclusive, all below next_ino
+    last   INTEGER NOT NULL,
+    PRIMARY KEY (volume, first)
+) STRICT;
+CREATE INDEX ino_ranges_by_client ON ino_ranges(client, volume);
+"""
+
+SCHEMA = (
+    """
 -- format_version: the on-disk format (FORMAT_VERSION); next_cursor: the next readdir
 -- cursor, one counter for the whole store, only ever increases.
 CREATE TABLE meta (
@@ -173,6 +197,8 @@ CREATE TABLE delegations (
     revoked_ns INTEGER                        -- NULL while not revoked
 ) STRICT;
 """
+    + DIR_LEASES_SCHEMA
+)
 
 
 class StoreError(Exception):
@@ -319,6 +345,9 @@ def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
         row = (3,)
     if row[0] == 3:
         _upgrade_from_3(conn)
+        row = (4,)
+    if row[0] == 4:
+        _upgrade_from_4(conn)
         return
     if row[0] != FORMAT_VERSION:
         raise StoreError(
@@ -344,7 +373,7 @@ def _upgrade_from_2(conn: sqlite3.Connection) -> None:
     start = SCHEMA.index("-- A delegation")
     conn.executescript(
         "BEGIN IMMEDIATE;\n"
-        + SCHEMA[start:]
+        + SCHEMA[start : SCHEMA.index(DIR_LEASES_SCHEMA)]
         + "UPDATE meta SET value = 3 WHERE key = 'format_version';\n"
         "COMMIT;"
     )
@@ -361,5 +390,15 @@ def _upgrade_from_3(conn: sqlite3.Connection) -> None:
     )
     conn.executescript(
         "BEGIN IMMEDIATE;\n" + add + "UPDATE meta SET value = 4 WHERE key = 'format_version';\n"
+        "COMMIT;"
+    )
+
+
+def _upgrade_from_4(conn: sqlite3.Connection) -> None:
+    """Format 4 lacked directory leases and reserved inode ranges: add their tables."""
+    conn.executescript(
+        "BEGIN IMMEDIATE;\n"
+        + DIR_LEASES_SCHEMA
+        + "UPDATE meta SET value = 5 WHERE key = 'format_version';\n"
         "COMMIT;"
     )

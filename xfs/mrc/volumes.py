@@ -107,7 +107,16 @@ class VolumeOps:
                 "FROM inodes WHERE volume = ? AND xloc IS NOT NULL ORDER BY ino",
                 (vol.id,),
             )
-            for table in ("dentries", "xattrs", "locks", "opens", "inodes", "delegations"):
+            for table in (
+                "dentries",
+                "xattrs",
+                "locks",
+                "opens",
+                "inodes",
+                "delegations",
+                "dir_leases",
+                "ino_ranges",
+            ):
                 cur.execute(f"DELETE FROM {table} WHERE volume = ?", (vol.id,))
             cur.execute("DELETE FROM volumes WHERE id = ?", (vol.id,))
 

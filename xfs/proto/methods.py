@@ -92,6 +92,7 @@ class Lookup(Record):
     volume: str
     parent: int
     name: bytes
+    client: str | None = None  # the caller's client lease: its own directory lease stays
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class MkNod(Record):
     mode: int
     rdev: int = 0
     umask: int = 0
+    client: str | None = None  # (as ``Lookup.client``)
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class Remove(Record):
     volume: str
     parent: int
     name: bytes
+    client: str | None = None  # (as ``Lookup.client``)
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ class Rename(Record):
     new_parent: int
     new_name: bytes
     flags: int = 0  # RENAME_NOREPLACE = 1, RENAME_EXCHANGE = 2, RENAME_WHITEOUT = 4
+    client: str | None = None  # (as ``Lookup.client``)
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,7 @@ class Link(Record):
     ino: int
     new_parent: int
     new_name: bytes
+    client: str | None = None  # (as ``Lookup.client``)
 
 
 @dataclass(frozen=True)
@@ -206,6 +211,7 @@ class Symlink(Record):
     parent: int
     name: bytes
     target: bytes
+    client: str | None = None  # (as ``Lookup.client``)
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,7 @@ class ReadDir(Record):
     ino: int
     cursor: int = 0  # 0: from the start; else the cursor of the last entry seen
     limit: int = 1000
+    client: str | None = None  # (as ``Lookup.client``)
 
 
 @dataclass(frozen=True)
@@ -337,9 +344,101 @@ class Offset(Record):
 
 @dataclass(frozen=True)
 class Recalls(Record):
-    """Append leases the MRC wants back from a client (empty: none, ask again)."""
+    """Append and directory leases the MRC wants back from a client (both empty: none,
+    ask again)."""
 
     files: list[Ino]
+    dirs: list[Ino] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DirLeaseAsk(Record):
+    """Ask for the lease of a directory the caller just made (docs/design/leases.md,
+    "Directory leases")."""
+
+    volume: str
+    ino: int
+    client: str
+
+
+@dataclass(frozen=True)
+class DirLease(Record):
+    """The answer: granted or not; if so, the directory's change number then, and the
+    owner, group and block size a regular file the caller creates there gets."""
+
+    granted: bool
+    seq: int = 0
+    owner: str = ""
+    group: str = ""
+    blksize: int = 0
+
+
+@dataclass(frozen=True)
+class InoAsk(Record):
+    """Reserve ``count`` inode numbers for the files a client creates under its
+    directory leases."""
+
+    volume: str
+    client: str
+    count: int
+
+
+@dataclass(frozen=True)
+class InoRange(Record):
+    first: int
+    count: int
+
+
+@dataclass(frozen=True)
+class NewFile(Record):
+    """One create made under a directory lease: the inode number is the client's, from
+    its reserved range, so sending it again changes nothing."""
+
+    parent: int
+    name: bytes
+    ino: int
+    mode: int  # permission bits (no setuid, setgid or sticky bit)
+    flags: int
+    umask: int
+    time_ns: int  # the client's clock when it made the file
+
+
+@dataclass(frozen=True)
+class CreateMany(Record):
+    volume: str
+    client: str
+    files: list[NewFile]
+
+
+@dataclass(frozen=True)
+class Gone(Record):
+    """One unlink made under a directory lease: ``name`` led to ``ino`` when the client
+    removed it, so sending it again finds it gone and changes nothing."""
+
+    parent: int
+    name: bytes
+    ino: int
+
+
+@dataclass(frozen=True)
+class UnlinkMany(Record):
+    volume: str
+    client: str
+    files: list[Gone]
+
+
+@dataclass(frozen=True)
+class Made(Record):
+    """One ``NewFile``'s outcome: its layout, or the errno it was refused with."""
+
+    layout: FileLayout | None = None
+    error: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class MadeMany(Record):
+    files: list[Made]
 
 
 @dataclass(frozen=True)
@@ -651,6 +750,17 @@ class MRC:
     )
     lease_return = Method(
         "mrc", "lease_return", 1, LeaseReturn, Empty, Authority.USER, idempotent=True
+    )
+    dir_lease = Method("mrc", "dir_lease", 1, DirLeaseAsk, DirLease, Authority.USER)
+    dir_lease_return = Method(
+        "mrc", "dir_lease_return", 1, LeaseReturn, Empty, Authority.USER, idempotent=True
+    )
+    reserve_inos = Method("mrc", "reserve_inos", 1, InoAsk, InoRange, Authority.USER)
+    create_many = Method(
+        "mrc", "create_many", 1, CreateMany, MadeMany, Authority.USER, idempotent=True
+    )
+    unlink_many = Method(
+        "mrc", "unlink_many", 1, UnlinkMany, MadeMany, Authority.USER, idempotent=True
     )
     lock = Method("mrc", "lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
     test_lock = Method("mrc", "test_lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)

@@ -1,0 +1,134 @@
+"""Directory leases and reserved inode numbers in the store (docs/design/leases.md,
+"Directory leases").
+
+A client that made a directory may take its lease: while it holds it, no other client
+changes or reads the directory's entries without recalling the lease first, so the
+holder knows every name in it and creates files there without asking the MRC, sending
+the creates afterwards in batches (``mrc.create_many``). The inode numbers of those
+files come from ranges reserved for the client (``reserve_inos``), so a create sent again
+after a lost reply is recognised and changes nothing. Leases and ranges end with the
+client's lease. Like the rest of the namespace, each operation is one transaction; the
+recalls are the handlers' (``xfs.mrc.leases.Recaller``).
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+
+from xfs.mrc import acl as acls
+from xfs.mrc import inodes as rows
+from xfs.mrc import perms
+from xfs.mrc.clients import client_of
+from xfs.mrc.perms import W_OK, X_OK
+from xfs.mrc.store import Store
+from xfs.mrc.xattrs import read_acl
+from xfs.proto.errors import XfsError
+from xfs.proto.methods import DirLease
+from xfs.proto.records import Identity
+
+MAX_RESERVE = 4096  # inode numbers one reserve_inos call may take
+MAX_RANGES = 4  # ranges one client may hold in one volume at a time
+
+
+class DirLeaseOps:
+    _store: Store
+
+    def dir_lease_grant(self, caller: Identity, vol: str, ino: int, client: str) -> DirLease:
+        """Grant ``client`` the lease of directory ``ino`` unless another client holds
+        it, the caller may not create there, or a default ACL would shape new files (the
+        holder makes up their attributes itself). The change number is the caller's."""
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            client_of(cur, caller, client)
+            node = rows.directory(cur, v, ino)
+            if not perms.may(caller, node.attr, W_OK | X_OK, node.access_acl):
+                return DirLease(False)
+            if read_acl(cur, v, ino, acls.DEFAULT) is not None:
+                return DirLease(False)
+            held = _holders(cur, v.id, ino, None)
+            if held and held != [client]:
+                return DirLease(False)
+            cur.execute(
+                "INSERT OR IGNORE INTO dir_leases (client, volume, ino) VALUES (?, ?, ?)",
+                (client, v.id, ino),
+            )
+            owner, group, _ = perms.new_entry(caller, node.attr, 0o600, 0, False)
+            return DirLease(True, 0, owner, group, v.striping.stripe_size)
+
+    def dir_lease_holders(self, vid: str, ino: int, but: str | None) -> list[str]:
+        """The clients other than ``but`` that hold the directory's lease."""
+        with self._store.read() as cur:
+            return _holders(cur, vid, ino, but)
+
+    def dir_lease_return(self, caller: Identity, vid: str, ino: int, client: str) -> None:
+        with self._store.transaction() as cur:
+            client_of(cur, caller, client)
+            cur.execute(
+                "DELETE FROM dir_leases WHERE client = ? AND volume = ? AND ino = ?",
+                (client, vid, ino),
+            )
+
+    def dir_lease_revoke(self, vid: str, ino: int, but: str | None) -> list[str]:
+        """End the directory's lease held by a client other than ``but`` (it did not give
+        it back in time); returns that client."""
+        with self._store.transaction() as cur:
+            held = _holders(cur, vid, ino, but)
+            cur.execute(
+                "DELETE FROM dir_leases WHERE volume = ? AND ino = ? AND client IS NOT ?",
+                (vid, ino, but),
+            )
+            return held
+
+    def reserve_inos(self, caller: Identity, vol: str, client: str, count: int) -> tuple[int, int]:
+        """Cut ``count`` numbers from the volume's next_ino for ``client``: (first, count)."""
+        if not 1 <= count <= MAX_RESERVE:
+            raise XfsError(errno.EINVAL, f"reserve {count} inode numbers: 1..{MAX_RESERVE}")
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            client_of(cur, caller, client)
+            (held,) = cur.execute(
+                "SELECT count(*) FROM ino_ranges WHERE client = ? AND volume = ?", (client, v.id)
+            ).fetchone()
+            if held >= MAX_RANGES:
+                raise XfsError(
+                    errno.EAGAIN, f"client {client} holds {held} unused inode ranges already"
+                )
+            (first,) = cur.execute(
+                "UPDATE volumes SET next_ino = next_ino + ? WHERE id = ? RETURNING next_ino - ?",
+                (count, v.id, count),
+            ).fetchone()
+            cur.execute(
+                "INSERT INTO ino_ranges (client, volume, first, last) VALUES (?, ?, ?, ?)",
+                (client, v.id, first, first + count - 1),
+            )
+        return int(first), count
+
+
+def take_ino(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> None:
+    """Use ``ino`` from ``client``'s reserved ranges (numbers below it in its range are
+    given up: a client hands its numbers out in increasing order); ESTALE if not there."""
+    row = cur.execute(
+        "SELECT first, last FROM ino_ranges WHERE client = ? AND volume = ? "
+        "AND first <= ? AND ? <= last",
+        (client, vid, ino, ino),
+    ).fetchone()
+    if row is None:
+        raise XfsError(errno.ESTALE, f"inode number {ino} is not reserved for client {client}")
+    first, last = row
+    if ino == last:
+        cur.execute("DELETE FROM ino_ranges WHERE volume = ? AND first = ?", (vid, first))
+    else:
+        cur.execute(
+            "UPDATE ino_ranges SET first = ? WHERE volume = ? AND first = ?", (ino + 1, vid, first)
+        )
+
+
+def _holders(cur: sqlite3.Cursor, vid: str, ino: int, but: str | None) -> list[str]:
+    return [
+        r[0]
+        for r in cur.execute(
+            "SELECT client FROM dir_leases WHERE volume = ? AND ino = ? AND client IS NOT ?",
+            (vid, ino, but),
+        )
+    ]
