@@ -135,7 +135,7 @@ class Appender:
         the directory leases of ``DirLeases``)."""
         s = self._session
         try:
-            while (self._held or s.dirs.held) and s.client_id is not None:
+            while (self._held or s.dirs.holding) and s.client_id is not None:
                 sent = trio.current_time()
                 try:
                     with trio.fail_after(s.io_timeout):

@@ -191,19 +191,26 @@ class DirLeases:
         self._changes.pop(ino, None)
         return True
 
-    async def ask(self, attr: Attr, adopt: Adopt, *, made: bool) -> None:
-        """Ask for the lease of directory ``attr``; ``made``: this session just made it
-        (empty), else its names are read once the lease is held, before any change of
-        this session's there (``before`` waits), and given to ``adopt``."""
+    def ask(self, attr: Attr, adopt: Adopt, *, made: bool) -> None:
+        """Ask for the lease of directory ``attr``, in the background; ``made``: this
+        session just made it (empty), else its names are read once the lease is held and
+        given to ``adopt``. Until then the session's calls on the directory wait
+        (``before``), so each carries the client lease the grant is for."""
+        if attr.ino not in self._loading and attr.ino not in self.held:
+            loading = self._loading[attr.ino] = trio.Event()
+            self._s.nursery.start_soon(self._ask, attr, adopt, made, loading)
+
+    async def _ask(self, attr: Attr, adopt: Adopt, made: bool, loading: trio.Event) -> None:
         s = self._s
         ino = attr.ino
-        loading = self._loading[ino] = trio.Event()
         try:
             client = await s.client()
             sent = trio.current_time()
             lease = await s.mrc(MRC.dir_lease, DirLeaseAsk(s.volume, ino, client))
             if not lease.granted:
                 return
+            s.appends.heard_at(sent)  # nothing was recalled when the grant answered
+            s.appends.start_polling()  # (a recall while the names are read is answered)
             names = None if made else await self._names_of(ino, client)
             if self._loading.get(ino) is not loading or not adopt(lease.seq, names):
                 if self._loading.get(ino) is loading:  # (else recalled meanwhile)
@@ -211,10 +218,9 @@ class DirLeases:
                 return
             d = self.held[ino] = _Dir(attr, lease.owner, lease.group, lease.blksize)
             d.drained.set()
-            s.appends.heard_at(sent)  # nothing was recalled when the grant answered
-            s.appends.start_polling()
-            if self._left() < LOW_WATER:
-                await self._reserve()
+            if self._left() < LOW_WATER and not self._reserving:
+                self._reserving = True
+                s.nursery.start_soon(self._reserve_quietly)
         except (XfsError, trio.TooSlowError) as e:
             log.info("no lease on directory %d: %s", ino, e)
         finally:
@@ -329,6 +335,11 @@ class DirLeases:
     def landing(self, ino: int) -> Callable[[], Awaitable[FileLayout]] | None:
         op = self._queued.get(ino)
         return op.result if isinstance(op, _Create) else None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the session holds (or is taking) a directory lease: recalls matter."""
+        return bool(self.held or self._loading)
 
     @property
     def busy(self) -> bool:

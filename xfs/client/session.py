@@ -133,6 +133,10 @@ class Session:
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
         if self.dirs.busy:
             await self.dirs.before(method, request)  # queued creates it depends on land first
+        if self._client is not None and getattr(request, "client", False) is None:
+            # (built before the client lease was taken): the MRC must know the caller,
+            # or it recalls the caller's own directory leases
+            request = dataclasses.replace(request, client=self._client)  # type: ignore[type-var]
         with trio.fail_after(self.io_timeout):
             return await self.pool.call(self.mrc_address, method, request, expect=Kind.MRC)
 
