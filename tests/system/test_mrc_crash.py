@@ -1,11 +1,15 @@
 """A SIGKILL of the MRC during a create storm loses no acknowledged create.
 
 Every reply of the MRC comes after its transaction is committed to the journal (fsynced
-by group commit afterwards: docs/design/metadata.md), so a crash of the MRC *process*
-must lose nothing a client was told. Two writers create files through the mount as fast
-as they can, each logging a name only once its create and close returned; the MRC is
-killed with SIGKILL in the middle and started again. Every logged name must then be
-there, and the store as the crash left it must pass fsck.
+by group commit afterwards: docs/design/metadata.md), and the creates a mount
+acknowledges under a directory lease before the MRC has them are sent again until they
+land (docs/design/leases.md, "Directory leases"), so a crash of the MRC *process* must
+lose nothing a client was told. Two writers create files through the mount as fast as
+they can, each logging a name only once its create and close returned; the MRC is
+killed with SIGKILL in the middle and started again (its OSDs count as alive only once
+they report again, so creates landing meanwhile get their layout at their first open).
+Every logged name must then be there and usable, and the store as the crash left it
+must pass fsck.
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ def test_sigkill_of_the_mrc_loses_no_acknowledged_create(grid: Grid, tmp_path: P
         present = {p.name for p in (grid.mnt / f"storm{k}").iterdir()}
         missing = [n for n in names if n not in present]
         assert not missing, f"{len(missing)} acknowledged creates lost: {missing[:10]}"
+        for n in sorted(before[k])[-20:] + names[-20:]:  # and they take data
+            path = grid.mnt / f"storm{k}" / n
+            path.write_bytes(n.encode())
+            assert path.read_bytes() == n.encode()
     # the store exactly as a crash leaves it passes fsck
     grid.kill("mrc")
     store = Store.open(grid.state / "mrc" / "data" / "mrc.db")

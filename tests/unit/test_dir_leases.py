@@ -385,3 +385,43 @@ def test_unlink_many_through_the_handlers(ns: Namespace) -> None:
         assert refused.value.code == errno.EPERM
 
     trio_run(main)
+
+
+# ============================================================================ no OSD known
+def test_a_leased_create_while_no_osd_is_known_is_kept_and_placed_at_open(
+    ns: Namespace, store: Store
+) -> None:
+    """After an MRC restart no OSD counts as alive until it reports again: a create
+    the client acknowledged already is made without a layout (not refused), and the
+    first open places it."""
+    import random
+
+    from xfs.common.xcap import KeyRing
+    from xfs.proto.methods import CreateMany, NewFile, Open
+
+    registry = OSDRegistry(store, lambda: 1000.0, dead_after=30.0)
+    xcaps = XCapIssuer(KeyRing.generate(), lambda: 1000.0, 60)
+    h = MRCHandlers(
+        ns, registry, xcaps, lambda: None, "mrc-uuid", random.Random(1),
+        waiters=LockWaiters(), client_lease=LEASE / SEC,
+    )
+
+    async def main() -> None:
+        a, _ = ns.client_open(ALICE, LEASE)
+        d = mkdir(ns, mode=0o777)
+        first, _ = ns.reserve_inos(ALICE, V, a, 2)
+        new = NewFile(d, b"x", first, 0o644, FLAGS, 0o022, ns._store.clock())
+        reply = await h.create_many(ALICE, CreateMany(V, a, [new]))
+        assert reply.files[0].error == 0 and reply.files[0].layout is None
+        assert ns.lookup(ALICE, V, d, b"x").ino == first
+        with pytest.raises(XfsError) as full:  # opened before any OSD reports: ENOSPC
+            await h.open(ALICE, Open(V, first, os.O_RDWR, a))
+        assert full.value.code == errno.ENOSPC
+        registry.heartbeat("osd-1", "127.0.0.1:32640", 10 << 30, 100 << 30, {})
+        layout = await h.open(ALICE, Open(V, first, os.O_RDWR, a))
+        assert layout.xloc.replicas[0].osds == ["osd-1"] and layout.xcap.ino == first
+        again = await h.open(ALICE, Open(V, first, os.O_RDONLY, a))
+        assert again.xloc == layout.xloc  # placed once
+        ns.close(ALICE, V, first, a)
+
+    trio_run(main)

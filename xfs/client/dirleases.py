@@ -117,11 +117,12 @@ class _Create(_Op):
     file: NewFile | None = None
     layout: FileLayout | None = None
 
-    async def result(self) -> FileLayout:
+    async def result(self) -> FileLayout | None:
+        """The layout the MRC gave the file when it landed (None: it had no OSD to
+        place it on then; the first open places it)."""
         await self.landed.wait()
         if self.error is not None:
             raise self.error
-        assert self.layout is not None
         return self.layout
 
 
@@ -332,7 +333,7 @@ class DirLeases:
         d = self.held.get(ino)
         return None if d is None else d.attr
 
-    def landing(self, ino: int) -> Callable[[], Awaitable[FileLayout]] | None:
+    def landing(self, ino: int) -> Callable[[], Awaitable[FileLayout | None]] | None:
         op = self._queued.get(ino)
         return op.result if isinstance(op, _Create) else None
 

@@ -101,7 +101,7 @@ class OpenFile:
         self.fresh = False
         # made under a directory lease, its create not landed on the MRC yet: the layout
         # is a placeholder until this returns the real one (xfs/client/dirleases.py)
-        self.landing: Callable[[], Awaitable[FileLayout]] | None = None
+        self.landing: Callable[[], Awaitable[FileLayout | None]] | None = None
 
     # ------------------------------------------------------------------ layout
     @property
@@ -132,7 +132,11 @@ class OpenFile:
     async def _land(self) -> None:
         async with self._renewing:
             if self.landing is not None:
-                self.layout = await self.landing()
+                landed = await self.landing()
+                if landed is None:  # made with no layout: opening it places it
+                    flags = self.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL)
+                    landed = await self.session.reopen(self.ino, flags)
+                self.layout = landed
                 self.landing = None
                 window = self.session.write_window * (1 << 20) // self.stripe_size
                 self._slots = trio.Semaphore(max(2, window))

@@ -435,6 +435,7 @@ class MRCHandlers:
             self._place(req.volume, req.parent),
             req.client,
         )
+        assert xloc is not None  # (placed above, or the existing file's)
         layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
         parent = self._parent_after(who, req.volume, req.parent)
         return dataclasses.replace(layout, parent=parent, parent_was=was)
@@ -448,7 +449,12 @@ class MRCHandlers:
             await self._recall(who, req.volume, req.ino, req.client)
         attr, xloc, epoch = self._ns.open(who, req.volume, req.ino, req.flags, req.client)
         if xloc is None:
-            raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
+            if not stat.S_ISREG(attr.mode):
+                raise XfsError(errno.EINVAL, f"inode {req.ino} has no data to open")
+            # made by a create under a directory lease while no OSD was known: placed
+            # now (ENOSPC if still none, as a write to a full file system)
+            placed = self._place(req.volume, self._ns.file_dir(req.volume, req.ino))
+            attr, xloc, epoch = self._ns.give_layout(req.volume, req.ino, placed)
         return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
@@ -761,6 +767,15 @@ class MRCHandlers:
                 if f.mode & ~0o777:
                     raise XfsError(errno.EINVAL, f"mode {f.mode:#o} of a create under a lease")
                 await self._dir_recall(who, req.volume, f.parent, req.client)
+                try:
+                    placed: XLocSet | None = self._place(req.volume, f.parent)
+                except XfsError as e:
+                    if e.code != errno.ENOSPC:
+                        raise
+                    # (no OSD known yet, after an MRC restart, say): the file was
+                    # acknowledged, so it is made without a layout; its first open
+                    # places it (xfs/client/dirleases.py)
+                    placed = None
                 attr, xloc, epoch = self._ns.create(
                     who,
                     req.volume,
@@ -769,11 +784,14 @@ class MRCHandlers:
                     f.mode,
                     f.flags | os.O_CREAT | os.O_EXCL,
                     f.umask,
-                    self._place(req.volume, f.parent),
+                    placed,
                     req.client,
                     ino=f.ino,
                     time_ns=f.time_ns,
                 )
+                if xloc is None:
+                    made.append(Made())  # made, with no layout yet
+                    continue
                 rights = rights_for_flags(f.flags)
                 made.append(Made(self._layout(who, req.volume, attr, xloc, epoch, rights)))
             except XfsError as e:

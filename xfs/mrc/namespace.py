@@ -419,16 +419,17 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
         mode: int,
         flags: int,
         umask: int,
-        xloc: XLocSet,
+        xloc: XLocSet | None,
         client: str | None = None,
         *,
         ino: int | None = None,
         time_ns: int | None = None,
-    ) -> tuple[Attr, XLocSet, int]:
+    ) -> tuple[Attr, XLocSet | None, int]:
         """open(O_CREAT): a new regular file with layout ``xloc``, or, if ``name``
         exists and O_EXCL is not set, ``open`` of it. Returns (attr, xloc, truncate
         epoch); an existing file without a layout gets ``xloc``. (The kernel calls create
-        only after a negative lookup: an existing entry here is a race.)
+        only after a negative lookup: an existing entry here is a race.) ``xloc`` None
+        (only with ``ino``): the file has no layout until its first open.
 
         With ``ino`` (a create made under ``client``'s directory lease): the new file
         gets that number, from the client's reserved ranges, and the client's time
@@ -462,7 +463,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
                     raise XfsError(
                         errno.EEXIST, f"entry {rows.show(name)} exists, not a regular file"
                     )
-                if node.xloc is None:
+                if node.xloc is None and xloc is not None:
                     node = rows.set_inode(cur, v, node, xloc=rows.encode_xloc(xloc))
                 if client is not None:
                     register_open(cur, caller, client, v.id, node.ino, flags)
@@ -489,6 +490,27 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
             if client is not None:
                 register_open(cur, caller, client, v.id, node.ino, flags)
             return attr, xloc, node.truncate_epoch
+
+    def file_dir(self, vol: str, ino: int) -> int:
+        """A directory that holds a name of file ``ino`` (the root for an orphan): where
+        the placement policy of a late layout is looked up."""
+        with self._store.read() as cur:
+            v = rows.volume(cur, vol)
+            parent = rows.parent_of(cur, v, ino)
+        return ROOT_INO if parent == ino else parent
+
+    def give_layout(self, vol: str, ino: int, xloc: XLocSet) -> tuple[Attr, XLocSet, int]:
+        """Give a regular file that has no layout yet (made when no OSD was known) the
+        layout ``xloc``; (attr, its layout, truncate epoch) as they then are."""
+        with self._store.transaction() as cur:
+            v = rows.volume(cur, vol)
+            node = rows.inode(cur, v, ino)
+            if node.xloc is None and stat.S_ISREG(node.attr.mode):
+                node = rows.set_inode(cur, v, node, xloc=rows.encode_xloc(xloc))
+            layout = node.layout()
+            if layout is None:
+                raise XfsError(errno.EINVAL, f"inode {ino} has no data to open")
+            return node.attr, layout, node.truncate_epoch
 
     def open(
         self,
