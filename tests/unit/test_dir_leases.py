@@ -135,10 +135,27 @@ def test_reserved_numbers_are_used_once_in_order(ns: Namespace) -> None:
     assert ranges(ns._store) == [(a, first + 2, first + 2)]  # first is given up
     raises(errno.ESTALE, leased_create, ns, d, b"y", first, a)
     assert leased_create(ns, d, b"z", first + 2, a) == first + 2
-    assert ranges(ns._store) == []
+    assert ranges(ns._store) == [(a, first + 3, first + 2)]  # used up, kept as proof
     # sent again after a lost reply: the same file, opened again
     assert leased_create(ns, d, b"x", first + 1, a) == first + 1
     assert ns.getattr(ALICE, V, first + 1).mode == 0o100644
+
+
+def test_a_create_sent_again_cannot_open_a_file_the_client_did_not_make(
+    ns: Namespace,
+) -> None:
+    """A file's inode number, learnt by a lookup, named in a create "sent again", must
+    not open a file the caller may not write (it was not made with the caller's
+    reserved numbers)."""
+    a, _ = ns.client_open(BOB, LEASE)
+    secret = ns.create(ROOT, V, ROOT_INO, b"secret", 0o600, FLAGS, 0, XLOC)[0].ino
+    ns.reserve_inos(BOB, V, a, 4)
+    raises(
+        errno.EEXIST, ns.create, BOB, V, ROOT_INO, b"secret", 0o644, os.O_RDWR, 0, XLOC, a,
+        ino=secret,
+    )
+    with ns._store.read() as cur:
+        assert cur.execute("SELECT count(*) FROM opens").fetchone()[0] == 0
 
 
 def test_a_taken_name_refuses_a_leased_create(ns: Namespace) -> None:
@@ -226,7 +243,7 @@ def test_fsck_sees_a_lease_on_a_file_and_a_range_over_an_inode(ns: Namespace) ->
     v = vid(ns)
     with ns._store.transaction() as cur:
         cur.execute("INSERT INTO dir_leases VALUES (?, ?, ?)", (a, v, f))
-        cur.execute("INSERT INTO ino_ranges VALUES (?, ?, ?, ?)", (a, v, f, f))
+        cur.execute("INSERT INTO ino_ranges VALUES (?, ?, ?, ?, ?)", (a, v, f, f, f))
     problems = fsck.check(ns._store)
     assert len(problems) == 2 and "no directory" in problems[0] and "reserved" in problems[1]
     with ns._store.transaction() as cur:
@@ -425,3 +442,80 @@ def test_a_leased_create_while_no_osd_is_known_is_kept_and_placed_at_open(
         ns.close(ALICE, V, first, a)
 
     trio_run(main)
+
+
+# ============================================================================ review mends
+def test_only_the_owner_of_a_directory_gets_its_lease(ns: Namespace) -> None:
+    """A lease held by a client that stops answering stalls others' calls on the
+    directory: nobody gets one on a directory he shares but does not own."""
+    b, _ = ns.client_open(BOB, LEASE)
+    shared = mkdir(ns, b"shared", 0o777)  # alice's, open to all
+    assert not ns.dir_lease_grant(BOB, V, shared, b).granted
+    own = ns.mkdir(BOB, V, shared, b"bobs", 0o755, 0).ino
+    assert ns.dir_lease_grant(BOB, V, own, b).granted
+
+
+def test_a_holder_that_still_polls_keeps_its_lease_while_it_sends(ns: Namespace) -> None:
+    """The holder is sending many queued creates: it polls, so its lease is not ended
+    after RECALL_WAIT; the other client's call goes on when it gives the lease back.
+    No new grant happens while that recall is under way."""
+    h = handlers(ns)
+
+    async def main() -> None:
+        from xfs.proto.methods import DirLeaseAsk
+
+        a, _ = ns.client_open(ALICE, LEASE)
+        b, _ = ns.client_open(BOB, LEASE)
+        d = mkdir(ns, mode=0o777)
+        ns.dir_lease_grant(ALICE, V, d, a)
+        done: list[float] = []
+
+        async def bob_lists() -> None:
+            await h.readdir(BOB, ReadDir(V, d, 0, 10, b))
+            done.append(trio.current_time())
+
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bob_lists)
+            while trio.current_time() - start < 2.5 * RECALL_WAIT:
+                await h.lease_recalls(ALICE, ClientId(a))  # busy, and says so
+                await trio.sleep(1)
+                assert not (await h.dir_lease(ALICE, DirLeaseAsk(V, d, b))).granted
+            assert done == [] and ns.dir_lease_holders(vid(ns), d, None) == [a]
+            await h.dir_lease_return(ALICE, LeaseReturn(V, d, a))
+        assert done and done[0] - start == pytest.approx(2.5 * RECALL_WAIT, abs=2)
+
+    trio_run(main)
+
+
+def test_a_client_id_spares_only_its_own_caller(ns: Namespace) -> None:
+    """Bob naming alice's client in his lookup does not slip past her lease."""
+    h = handlers(ns, wait=1.0)
+
+    async def main() -> None:
+        a, _ = ns.client_open(ALICE, LEASE)
+        d = mkdir(ns, mode=0o777)
+        ns.dir_lease_grant(ALICE, V, d, a)
+        start = trio.current_time()
+        with pytest.raises(XfsError):
+            await h.lookup(BOB, Lookup(V, d, b"x", a))  # (ENOENT, after the recall)
+        assert trio.current_time() - start == pytest.approx(1.0)  # she did not answer
+        assert ns.dir_lease_holders(vid(ns), d, None) == []
+
+    trio_run(main)
+
+
+def test_client_leases_get_a_grace_period_at_the_mrcs_start(ns: Namespace, clock: Clock) -> None:
+    """An MRC that was down longer than the lease does not end its clients' leases (and
+    their directory leases and reserved numbers) at start: they get one more lease."""
+    a, _ = ns.client_open(ALICE, LEASE)
+    d = mkdir(ns)
+    ns.dir_lease_grant(ALICE, V, d, a)
+    ns.reserve_inos(ALICE, V, a, 5)
+    clock.t += 3 * LEASE  # down that long
+    assert ns.extend_clients(LEASE) == 1
+    sweeper = LeaseSweeper(ns, LockWaiters(), lambda: None, 1.0)
+    assert sweeper.sweep() == 0
+    assert ns.dir_lease_holders(vid(ns), d, None) == [a] and len(ranges(ns._store)) == 1
+    clock.t += LEASE + 1  # and it did not come back
+    assert sweeper.sweep() == 1

@@ -80,6 +80,9 @@ ASK_AGAIN = 60.0  # seconds before a directory's lease is asked for again
 READ_PAGE = 4096  # entries per readdir when a lease's names are read
 MAX_NAMES = 100_000  # a directory with more is not leased (memory)
 RETRY = 0.5  # seconds between sendings of a batch the MRC did not answer
+# whole-call answers that sending again cannot change: the client lease is not (or no
+# longer) the caller's, or the request is malformed
+REFUSALS = {errno.EPERM, errno.EACCES, errno.ESTALE, errno.EINVAL, errno.ENOSYS}
 _OWN = (
     MRC.create_many,
     MRC.unlink_many,
@@ -98,8 +101,7 @@ class _Dir:
     owner: str  # of the files this session creates in it
     group: str
     blksize: int
-    queued: int = 0  # changes not landed yet
-    drained: trio.Event = field(default_factory=trio.Event)
+    last: _Op | None = None  # the last change queued under the lease (they land in order)
     returning: bool = False  # recalled: no new changes under the lease
 
 
@@ -147,6 +149,11 @@ def placeholder(attr: Attr) -> FileLayout:
     return FileLayout(attr, xloc, XCap("", attr.ino, 0, 0, 0, b"", 0, 0, b"", ""), {})
 
 
+# Every session's queued changes by (MRC, volume, inode): the sessions of one mount share
+# the kernel's inodes, so another session's call on a queued file waits for it too.
+_EVERYWHERE: dict[tuple[str, str, int], _Op] = {}
+
+
 # Adopt a granted lease: given the directory's change number at the grant and, for a
 # directory the session did not make, every name in it with its inode, the mount's
 # listing takes it over; False: the listing is not whole, give the lease back.
@@ -167,8 +174,7 @@ class DirLeases:
         self._loading: dict[int, trio.Event] = {}  # directories whose names are read
         self._changes: dict[int, int] = {}  # changes through the MRC, per directory
         self._asked: dict[int, float] = {}  # when a lease was last asked for (trio time)
-        self._idle = trio.Event()
-        self._idle.set()
+        self._last: _Op | None = None  # the last change queued (they land in order)
         self._sending = False
 
     # ------------------------------------------------------------------ leases
@@ -217,8 +223,7 @@ class DirLeases:
                 if self._loading.get(ino) is loading:  # (else recalled meanwhile)
                     await s.mrc(MRC.dir_lease_return, LeaseReturn(s.volume, ino, client))
                 return
-            d = self.held[ino] = _Dir(attr, lease.owner, lease.group, lease.blksize)
-            d.drained.set()
+            self.held[ino] = _Dir(attr, lease.owner, lease.group, lease.blksize)
             if self._left() < LOW_WATER and not self._reserving:
                 self._reserving = True
                 s.nursery.start_soon(self._reserve_quietly)
@@ -254,9 +259,10 @@ class DirLeases:
         d = self.held.get(ino)
         if d is not None:
             d.returning = True
-            while d.queued:
-                await d.drained.wait()
-            self.held.pop(ino, None)
+            if d.last is not None:
+                await d.last.landed.wait()
+            if self.held.get(ino) is d:
+                del self.held[ino]
         self._asked[ino] = trio.current_time()
         client = s.client_id
         if client is not None:
@@ -318,12 +324,9 @@ class DirLeases:
         d.attr = dataclasses.replace(d.attr, mtime_ns=now, ctime_ns=now, seq=0)
         self._queue.append(op)
         self._queued[op.ino] = op
+        _EVERYWHERE[(self._s.mrc_address, self._s.volume, op.ino)] = op
         self._names[(op.parent, op.name)] = op
-        d.queued += 1
-        if d.drained.is_set():
-            d.drained = trio.Event()
-        if self._idle.is_set():
-            self._idle = trio.Event()
+        d.last = self._last = op
         if not self._sending:
             self._sending = True
             self._s.nursery.start_soon(self._send)
@@ -344,7 +347,7 @@ class DirLeases:
 
     @property
     def busy(self) -> bool:
-        return bool(self._queued or self._loading)
+        return bool(self._queued or self._loading or _EVERYWHERE)
 
     async def before(self, method: Method[Any, Any], request: Any) -> None:
         """Wait until the queued changes that ``request`` depends on have landed (and
@@ -360,7 +363,7 @@ class DirLeases:
                 await op.landed.wait()
             return
         if method in _READS:  # the MRC must know a queued file; a directory may lag
-            op = self._queued.get(getattr(request, "ino", 0))
+            op = self._anywhere(getattr(request, "ino", 0))
             if op is not None:
                 await op.landed.wait()
             return
@@ -372,24 +375,32 @@ class DirLeases:
         ):
             if ino is None:
                 continue
-            op = self._queued.get(ino)
+            op = self._anywhere(ino)
             if op is not None:
                 await op.landed.wait()
             loading = self._loading.get(ino)
             if loading is not None:
                 await loading.wait()
             d = self.held.get(ino)
-            if d is not None:
-                while d.queued:
-                    await d.drained.wait()
+            if d is not None and d.last is not None:
+                await d.last.landed.wait()  # (not the changes queued after this call)
+
+    def _anywhere(self, ino: int) -> _Op | None:
+        """The queued change of ``ino`` of this session or of another session of this
+        mount (another local user's call on a file the kernel learnt of through ours)."""
+        op = self._queued.get(ino)
+        if op is None and _EVERYWHERE:
+            op = _EVERYWHERE.get((self._s.mrc_address, self._s.volume, ino))
+        return op
 
     async def drain(self) -> None:
-        """Wait until every queued change has landed."""
-        while self._queued:
-            await self._idle.wait()
+        """Wait until every change queued so far has landed."""
+        if self._last is not None:
+            await self._last.landed.wait()
 
     async def _send(self) -> None:
         s = self._s
+        batch: list[_Op] = []
         try:
             while self._queue:
                 kind = type(self._queue[0])
@@ -415,8 +426,11 @@ class DirLeases:
                     self._landed(op, m)
         finally:
             self._sending = False
-            if self._queue:  # (cancelled with the session's nursery: nothing to do)
-                log.error("%d queued changes not sent: the session ended", len(self._queue))
+            # cancelled with the session (unmount): nobody may wait for these forever
+            left = [op for op in batch + self._queue if not op.landed.is_set()]
+            self._queue = []
+            for op in left:
+                self._landed(op, Made(error=errno.ESHUTDOWN, message="the session ended"))
 
     async def _send_batch(
         self,
@@ -436,9 +450,10 @@ class DirLeases:
                     )
                 return reply.files
             except (XfsError, trio.TooSlowError) as e:
-                if not unreachable(e):
-                    assert isinstance(e, XfsError)
+                if isinstance(e, XfsError) and not unreachable(e) and e.code in REFUSALS:
                     return [Made(error=e.code, message=str(e))] * count
+                # the MRC or the way to it failed: the same changes again (each is
+                # recognised if it landed already)
                 log.warning("sending %d changes failed (%s), sending again", count, e)
             await trio.sleep(RETRY)
 
@@ -459,15 +474,11 @@ class DirLeases:
         op.landed.set()
         if self._queued.get(op.ino) is op:
             del self._queued[op.ino]
+        key = (self._s.mrc_address, self._s.volume, op.ino)
+        if _EVERYWHERE.get(key) is op:
+            del _EVERYWHERE[key]
         if self._names.get((op.parent, op.name)) is op:
             del self._names[(op.parent, op.name)]
-        d = self.held.get(op.parent)
-        if d is not None:
-            d.queued -= 1
-            if not d.queued:
-                d.drained.set()
-        if not self._queued:
-            self._idle.set()
 
     # ------------------------------------------------------------------ inode numbers
     def _left(self) -> int:

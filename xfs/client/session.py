@@ -369,6 +369,8 @@ class Session:
                 pid,
                 LOCK_WAIT if wait else 0.0,
             )
+            if self.dirs.busy:
+                await self.dirs.before(MRC.lock, args)  # (a file whose create is queued)
             with trio.fail_after(self.io_timeout + LOCK_WAIT):
                 reply = await self.pool.call(self.mrc_address, MRC.lock, args, expect=Kind.MRC)
             if reply.granted:

@@ -74,6 +74,17 @@ class ClientOps:
             cur.execute("UPDATE clients SET expires_ns = ? WHERE id = ?", (expires, client))
         return expires
 
+    def extend_clients(self, lease_ns: int) -> int:
+        """At the MRC's start: every client lease lasts at least ``lease_ns`` from now, a
+        grace period in which its client, cut off while the MRC was down, renews it. How
+        many leases there are."""
+        with self._store.transaction() as cur:
+            cur.execute(
+                "UPDATE clients SET expires_ns = max(expires_ns, ?)",
+                (self._store.clock() + lease_ns,),
+            )
+            return int(cur.rowcount)
+
     def client_close(self, caller: Identity, client: str) -> Ended:
         """The client says goodbye: its opens and locks end now."""
         with self._store.transaction() as cur:

@@ -36,12 +36,15 @@ class DirLeaseOps:
 
     def dir_lease_grant(self, caller: Identity, vol: str, ino: int, client: str) -> DirLease:
         """Grant ``client`` the lease of directory ``ino`` unless another client holds
-        it, the caller may not create there, or a default ACL would shape new files (the
-        holder makes up their attributes itself). The change number is the caller's."""
+        it, the caller does not own the directory or may not create there, or a default
+        ACL would shape new files (the holder makes up their attributes itself). The
+        change number is the caller's."""
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             client_of(cur, caller, client)
             node = rows.directory(cur, v, ino)
+            if node.attr.owner != caller.principal:
+                return DirLease(False)  # (nobody stalls a directory he shares with others)
             if not perms.may(caller, node.attr, W_OK | X_OK, node.access_acl):
                 return DirLease(False)
             if read_acl(cur, v, ino, acls.DEFAULT) is not None:
@@ -88,7 +91,8 @@ class DirLeaseOps:
             v = rows.volume(cur, vol)
             client_of(cur, caller, client)
             (held,) = cur.execute(
-                "SELECT count(*) FROM ino_ranges WHERE client = ? AND volume = ?", (client, v.id)
+                "SELECT count(*) FROM ino_ranges WHERE client = ? AND volume = ? AND first <= last",
+                (client, v.id),
             ).fetchone()
             if held >= MAX_RANGES:
                 raise XfsError(
@@ -99,29 +103,36 @@ class DirLeaseOps:
                 (count, v.id, count),
             ).fetchone()
             cur.execute(
-                "INSERT INTO ino_ranges (client, volume, first, last) VALUES (?, ?, ?, ?)",
-                (client, v.id, first, first + count - 1),
+                "INSERT INTO ino_ranges (client, volume, start, first, last) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (client, v.id, first, first, first + count - 1),
             )
         return int(first), count
 
 
 def take_ino(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> None:
     """Use ``ino`` from ``client``'s reserved ranges (numbers below it in its range are
-    given up: a client hands its numbers out in increasing order); ESTALE if not there."""
+    given up: a client hands its numbers out in increasing order); ESTALE if not there.
+    The range stays, used up or not, until the client's lease ends: it proves which
+    numbers this client took (``taken_by``)."""
     row = cur.execute(
-        "SELECT first, last FROM ino_ranges WHERE client = ? AND volume = ? "
-        "AND first <= ? AND ? <= last",
+        "SELECT start FROM ino_ranges WHERE client = ? AND volume = ? AND first <= ? AND ? <= last",
         (client, vid, ino, ino),
     ).fetchone()
     if row is None:
         raise XfsError(errno.ESTALE, f"inode number {ino} is not reserved for client {client}")
-    first, last = row
-    if ino == last:
-        cur.execute("DELETE FROM ino_ranges WHERE volume = ? AND first = ?", (vid, first))
-    else:
-        cur.execute(
-            "UPDATE ino_ranges SET first = ? WHERE volume = ? AND first = ?", (ino + 1, vid, first)
-        )
+    cur.execute(
+        "UPDATE ino_ranges SET first = ? WHERE volume = ? AND start = ?", (ino + 1, vid, row[0])
+    )
+
+
+def taken_by(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> bool:
+    """Whether ``client`` took ``ino`` from its reserved ranges (made a file with it)."""
+    row = cur.execute(
+        "SELECT 1 FROM ino_ranges WHERE client = ? AND volume = ? AND start <= ? AND ? < first",
+        (client, vid, ino, ino),
+    ).fetchone()
+    return row is not None
 
 
 def _holders(cur: sqlite3.Cursor, vid: str, ino: int, but: str | None) -> list[str]:

@@ -155,15 +155,16 @@ class Fsck:
         )
 
     def check_ino_ranges(self) -> None:
-        """Reserved inode numbers are below next_ino, used by no inode, and not reserved
-        twice."""
+        """Reserved inode numbers are below next_ino, the unused ones used by no inode,
+        and no number is reserved twice."""
         self._report(
             "SELECT r.volume, r.first, r.last FROM ino_ranges r LEFT JOIN volumes v "
-            "ON v.id = r.volume WHERE v.id IS NULL OR r.last >= v.next_ino OR r.last < r.first "
+            "ON v.id = r.volume WHERE v.id IS NULL OR r.last >= v.next_ino "
+            "OR r.first < r.start OR r.first > r.last + 1 "
             "OR EXISTS (SELECT 1 FROM inodes i WHERE i.volume = r.volume "
             "AND i.ino BETWEEN r.first AND r.last) "
             "OR EXISTS (SELECT 1 FROM ino_ranges q WHERE q.volume = r.volume "
-            "AND q.first != r.first AND q.first <= r.last AND r.first <= q.last)",
+            "AND q.start != r.start AND q.start <= r.last AND r.start <= q.last)",
             lambda vid, first, last: f"reserved inode numbers {vid}:{first}..{last} are not valid",
         )
 

@@ -467,16 +467,21 @@ class MRCHandlers:
 
     async def rmdir(self, peer: Identity, req: Remove) -> Empty:
         who = self._as(peer, req.volume, req.parent)
-        await self._dir_recall(who, req.volume, req.parent, req.client)
-        await self._entry_recall(who, req.volume, req.parent, req.name)  # must be empty
+        # (the directory removed must be seen as it is, its queued creates in it)
+        await self._dir_recalls(
+            who, req.volume, [(req.parent, req.client)], [(req.parent, req.name)]
+        )
         self._ns.rmdir(who, req.volume, req.parent, req.name)
         return Empty()
 
     async def rename(self, peer: Identity, req: Rename) -> Empty:
         who = self._as(peer, req.volume, req.parent, req.new_parent)
-        await self._dir_recall(who, req.volume, req.parent, req.client)
-        await self._dir_recall(who, req.volume, req.new_parent, req.client)
-        await self._entry_recall(who, req.volume, req.new_parent, req.new_name)  # replaced
+        await self._dir_recalls(
+            who,
+            req.volume,
+            [(req.parent, req.client), (req.new_parent, req.client)],
+            [(req.new_parent, req.new_name)],  # a directory replaced
+        )
         if (
             self._ns.rename(
                 who, req.volume, req.parent, req.name, req.new_parent, req.new_name, req.flags
@@ -729,14 +734,16 @@ class MRCHandlers:
         who = self._as(peer, req.volume, req.ino)
         if isinstance(peer, Delegated):
             return DirLease(False)
+        vid = self._volume(req.volume)[0]
+        if self._ns.dir_lease_holders(vid, req.ino, req.client):
+            return DirLease(False)
+        if self._recaller.recalling(vid, req.ino):
+            return DirLease(False)  # (a call waits to see the directory unleased)
         try:
             if self._place(req.volume, req.ino).seal_on_close:
                 return DirLease(False)
         except XfsError:
             return DirLease(False)  # (no OSD for new files: each create says so)
-        vid = self._volume(req.volume)[0]
-        if self._ns.dir_lease_holders(vid, req.ino, req.client):
-            return DirLease(False)
         lease = self._ns.dir_lease_grant(who, req.volume, req.ino, req.client)
         if not lease.granted:
             return lease
@@ -824,8 +831,16 @@ class MRCHandlers:
         before a call that reads or changes the directory's entries. Only a caller that
         may search or list the directory can make the holder give it back."""
         vid = self._volume(volume)[0]
-        if not self._ns.dir_lease_holders(vid, ino, but):
+        held = self._ns.dir_lease_holders(vid, ino, None)
+        if not held:
             return
+        if but is not None and but in held:
+            try:
+                self._ns.check_client(who, but)  # (only its own client spares the caller)
+            except XfsError:
+                but = None
+            if held == [but]:
+                return
         try:
             self._ns.access(who, volume, ino, os.X_OK)
         except XfsError:
@@ -842,15 +857,34 @@ class MRCHandlers:
             lambda: self._ns.dir_lease_revoke(vid, ino, but),
         )
 
-    async def _entry_recall(self, who: Identity, volume: str, parent: int, name: bytes) -> None:
-        """The directory lease of the directory entry ``name`` leads to, from any holder
-        (its own holder too): before that directory is removed or replaced."""
-        try:
-            attr = self._ns.lookup(who, volume, parent, name)
-        except XfsError:
-            return
-        if stat.S_ISDIR(attr.mode):
-            await self._dir_recall(who, volume, attr.ino, None)
+    async def _dir_recalls(
+        self,
+        who: Identity,
+        volume: str,
+        dirs: list[tuple[int, str | None]],
+        entries: list[tuple[int, bytes]],
+    ) -> None:
+        """Recall the leases of several directories (``dirs``: ino and the caller's
+        client) and of the directories ``entries`` lead to, from any holder (its own
+        holder too: before such a directory is removed or replaced). A recall awaits, and
+        meanwhile a directory recalled before may be leased again: so they are made again
+        until none is held at once (no await from that test to the caller's change)."""
+        vid = self._volume(volume)[0]
+        for _ in range(8):
+            wanted = list(dirs)
+            for parent, name in entries:
+                try:
+                    attr = self._ns.lookup(who, volume, parent, name)
+                except XfsError:
+                    continue
+                if stat.S_ISDIR(attr.mode):
+                    wanted.append((attr.ino, None))
+            held = [(i, but) for i, but in wanted if self._ns.dir_lease_holders(vid, i, but)]
+            if not held:
+                return
+            for ino, but in held:
+                await self._dir_recall(who, volume, ino, but)
+        raise XfsError(errno.EAGAIN, "the directories' leases keep being taken: try again")
 
     async def lock(self, peer: Identity, req: LockArgs) -> LockReply:
         who = self._as(peer, req.volume, req.ino)

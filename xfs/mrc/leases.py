@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 LockKey = tuple[str, int]  # (volume id, ino)
 
-RECALL_WAIT = 20.0  # seconds a holder has to give an append lease back before it is ended
+RECALL_WAIT = 20.0  # seconds a silent holder has to give a lease back before it is ended
+MAX_RECALL = 120.0  # seconds a holder that still polls may take to give a lease back
 POLL_WAIT = 5.0  # seconds a client's lease_recalls call waits for a recall before replying
 
 
@@ -93,9 +94,10 @@ class Recaller:
 
     Before another client's call may go on, every holder is asked to give the lease
     back: its ``lease_recalls`` poll returns it; the holder reports what it did under the
-    lease and returns it. A holder that does not answer within ``wait`` seconds loses
-    the lease; it stops using it by itself earlier than that (it trusts a lease only so
-    long after its last poll answered).
+    lease and returns it. A holder that does not answer within ``wait`` seconds of the
+    recall (or of its last poll, while it still polls: it is busy sending what it did
+    under the lease; ``MAX_RECALL`` at most) loses the lease; it stops using it by itself
+    earlier than that (it trusts a lease only so long after its last poll answered).
     """
 
     def __init__(self, waiters: LockWaiters, wait: float = RECALL_WAIT) -> None:
@@ -103,6 +105,12 @@ class Recaller:
         self._wait = wait
         self._pending: dict[str, set[Asked]] = {}  # client -> what it is asked for
         self._polls: dict[str, trio.Event] = {}  # client -> fires on its next recall
+        self._seen: dict[str, float] = {}  # client -> when (trio time) it last polled
+        self._recalling: dict[tuple[str, int], int] = {}  # (vid, ino) -> recalls under way
+
+    def recalling(self, vid: str, ino: int) -> bool:
+        """Whether a recall of the inode's lease is under way (then none is granted)."""
+        return (vid, ino) in self._recalling
 
     async def recall(
         self,
@@ -116,7 +124,9 @@ class Recaller:
         """Return once ``holders()`` is empty: asked, given back, or ended by ``revoke``
         after ``wait`` seconds."""
         key = (vid, ino)
-        with trio.move_on_after(self._wait):
+        start = trio.current_time()
+        self._recalling[key] = self._recalling.get(key, 0) + 1
+        try:
             while True:
                 held = holders()
                 if not held:
@@ -125,7 +135,17 @@ class Recaller:
                 changed = self._waiters.event(key)
                 for client in held:
                     self._ask(client, (kind, volume, ino))
-                await changed.wait()
+                now = trio.current_time()
+                alive = max(self._seen.get(client, start) for client in held)
+                deadline = min(max(start, alive) + self._wait, start + max(self._wait, MAX_RECALL))
+                if now >= deadline:
+                    break
+                with trio.move_on_at(min(deadline, now + POLL_WAIT)):
+                    await changed.wait()
+        finally:
+            left = self._recalling.pop(key) - 1
+            if left:
+                self._recalling[key] = left
         revoked = revoke()
         if revoked:
             log.warning(
@@ -147,6 +167,9 @@ class Recaller:
 
     async def poll(self, client: str, timeout: float = POLL_WAIT) -> list[Asked]:
         """The leases ``client`` is asked to give back, waiting up to ``timeout`` for one."""
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[client] = trio.current_time()
         if client not in self._pending:
             poll = self._polls.setdefault(client, trio.Event())
             with trio.move_on_after(timeout):
@@ -158,3 +181,4 @@ class Recaller:
     def forget(self, client: str) -> None:
         """The client said goodbye: nothing more to ask of it."""
         self._pending.pop(client, None)
+        self._seen.pop(client, None)

@@ -21,7 +21,7 @@ from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms, policies
 from xfs.mrc.clients import ClientOps, register_open
-from xfs.mrc.dirleases import DirLeaseOps, take_ino
+from xfs.mrc.dirleases import DirLeaseOps, take_ino, taken_by
 from xfs.mrc.dirseq import DirSeq
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.store import Store
@@ -446,10 +446,11 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
             dir_ = self._parent(caller, cur, v, parent, X_OK)
             found = rows.entry(cur, v, parent, name)
             if found is not None and ino is not None:
-                if found[0] != ino:
-                    raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
-                node = rows.inode(cur, v, ino)  # sent again: its first sending made it
                 assert client is not None
+                if found[0] != ino or not taken_by(cur, client, v.id, ino):
+                    raise XfsError(errno.EEXIST, f"entry {rows.show(name)} exists in {parent}")
+                # sent again: its first sending made it, with a number this client took
+                node = rows.inode(cur, v, ino)
                 register_open(cur, caller, client, v.id, ino, flags)
                 return node.attr, node.layout() or xloc, node.truncate_epoch
             if found is not None:

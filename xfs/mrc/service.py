@@ -104,6 +104,10 @@ class MRCService:
                     syncer = Syncer(store, config.sync_interval)
                     await n.start(syncer.run)
                     waiters = LockWaiters()
+                    # clients get one lease's time after the MRC's downtime to come back
+                    # (renew, register their open files again, send what they queued)
+                    # before the sweeper ends their leases
+                    ns.extend_clients(int(config.client_lease * 1e9))
                     sweeper = LeaseSweeper(
                         ns, waiters, self.deleter.wake, max(0.2, config.client_lease / 10)
                     )

@@ -43,9 +43,10 @@ CREATE INDEX dir_leases_by_client ON dir_leases(client);
 CREATE TABLE ino_ranges (
     client TEXT NOT NULL REFERENCES clients(id) ON DELETE CASCADE,
     volume TEXT NOT NULL,
-    first  INTEGER NOT NULL,                  -- first..last inclusive, all below next_ino
-    last   INTEGER NOT NULL,
-    PRIMARY KEY (volume, first)
+    start  INTEGER NOT NULL,                  -- the range as reserved: start..last
+    first  INTEGER NOT NULL,                  -- the first unused number (last + 1: all used)
+    last   INTEGER NOT NULL,                  -- all below next_ino
+    PRIMARY KEY (volume, start)
 ) STRICT;
 CREATE INDEX ino_ranges_by_client ON ino_ranges(client, volume);
 """
