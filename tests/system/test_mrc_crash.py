@@ -88,6 +88,9 @@ def test_sigkill_of_the_mrc_loses_no_acknowledged_create(grid: Grid, tmp_path: P
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=10)
+    # a file that landed while the new MRC knew no OSD is placed at its first open,
+    # once they have reported again (before that the open says ENOSPC, as a create would)
+    grid.wait_osds_alive(3, timeout=30)
     for k, (_, log) in enumerate(writers):
         names = acknowledged(log)
         assert before[k] <= set(names) and len(names) > len(before[k]), "no progress after"

@@ -480,7 +480,8 @@ def test_a_holder_that_still_polls_keeps_its_lease_while_it_sends(ns: Namespace)
             while trio.current_time() - start < 2.5 * RECALL_WAIT:
                 await h.lease_recalls(ALICE, ClientId(a))  # busy, and says so
                 await trio.sleep(1)
-                assert not (await h.dir_lease(ALICE, DirLeaseAsk(V, d, b))).granted
+                # her own lease asked for again: none is granted while the recall runs
+                assert not (await h.dir_lease(ALICE, DirLeaseAsk(V, d, a))).granted
             assert done == [] and ns.dir_lease_holders(vid(ns), d, None) == [a]
             await h.dir_lease_return(ALICE, LeaseReturn(V, d, a))
         assert done and done[0] - start == pytest.approx(2.5 * RECALL_WAIT, abs=2)

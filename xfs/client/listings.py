@@ -41,20 +41,20 @@ class Listings:
         """A directory this mount just made: empty as of ``seq``."""
         if seq <= 0 or self._fresh_for <= 0:
             return
-        self._dirs[ino] = Listing(seq, now)
-        self._dirs.move_to_end(ino)
-        while len(self._dirs) > self._capacity:
-            self._dirs.popitem(last=False)
+        self._put(ino, Listing(seq, now))
 
     def load(self, ino: int, seq: int, names: dict[bytes, int], now: float) -> bool:
         """A directory's every name (and inode), read under this mount's lease of it."""
         if self._fresh_for <= 0 or len(names) >= MAX_NAMES:
             return False
-        self._dirs[ino] = Listing(seq, now, dict(names))
+        self._put(ino, Listing(seq, now, dict(names)))
+        return True
+
+    def _put(self, ino: int, listing: Listing) -> None:
+        self._dirs[ino] = listing
         self._dirs.move_to_end(ino)
         while len(self._dirs) > self._capacity:
             self._dirs.popitem(last=False)
-        return True
 
     def changed(
         self,

@@ -90,7 +90,6 @@ class Operations(pyfuse3.Operations):
         attr_timeout: float = 10.0,
         entry_timeout: float = 10.0,
         negative_timeout: float = 10.0,
-        dir_leases: bool = True,
     ) -> None:
         super().__init__()
         self.sessions = sessions
@@ -99,7 +98,6 @@ class Operations(pyfuse3.Operations):
         self._attr_timeout = attr_timeout
         self._entry_timeout = entry_timeout
         self._negative_timeout = negative_timeout
-        self._dir_leases = dir_leases  # ask for the lease of each directory made here
         # the names of directories this mount made, while only it changes them: lookups
         # of other names there need no MRC call (xfs/client/listings.py)
         self.listings = Listings(min(entry_timeout, negative_timeout))
@@ -267,7 +265,7 @@ class Operations(pyfuse3.Operations):
             leased=leased,
         )
         self._fresh_dir(after)
-        if self._dir_leases and not leased and session.dirs.wanted(parent):
+        if not leased and session.dirs.wanted(parent):
             adopt = functools.partial(self._adopt, parent)
             session.dirs.ask(after, adopt, made=False)
 
@@ -353,7 +351,7 @@ class Operations(pyfuse3.Operations):
         self.listings.forget(parent_inode)
         attr = await session.mkdir(parent_inode, name, mode, ctx.umask)
         self.listings.made(attr.ino, attr.seq, time.monotonic())
-        if self._dir_leases and attr.seq > 0:
+        if attr.seq > 0:
             # creates in it need not wait for the MRC (xfs/client/dirleases.py)
             def whole_at(seq: int, names: dict[bytes, int] | None) -> bool:
                 return self.listings.at(attr.ino, seq)

@@ -134,7 +134,8 @@ class Session:
         if self.dirs.busy:
             await self.dirs.before(method, request)  # queued creates it depends on land first
         if self._client is not None and getattr(request, "client", False) is None:
-            # (built before the client lease was taken): the MRC must know the caller,
+            # a request that may name the caller's client lease names it (added here, so
+            # also to one built before the lease was taken): the MRC must know the caller,
             # or it recalls the caller's own directory leases
             request = dataclasses.replace(request, client=self._client)  # type: ignore[type-var]
         with trio.fail_after(self.io_timeout):
@@ -154,8 +155,7 @@ class Session:
         return await self.mrc(MRC.volume_get, VolumeName(self.volume))
 
     async def lookup(self, parent: int, name: bytes) -> Attr:
-        request = Lookup(self.volume, parent, name, self._client)
-        return self.own_view(await self.mrc(MRC.lookup, request))
+        return self.own_view(await self.mrc(MRC.lookup, Lookup(self.volume, parent, name)))
 
     async def getattr(self, ino: int) -> Attr:
         return self.own_view(await self.mrc(MRC.getattr, Ino(self.volume, ino)))
@@ -198,38 +198,34 @@ class Session:
     async def mknod(
         self, parent: int, name: bytes, mode: int, rdev: int = 0, umask: int = 0
     ) -> Attr:
-        request = MkNod(self.volume, parent, name, mode, rdev, umask, self._client)
-        return await self.mrc(MRC.mknod, request)
+        return await self.mrc(MRC.mknod, MkNod(self.volume, parent, name, mode, rdev, umask))
 
     async def mkdir(self, parent: int, name: bytes, mode: int, umask: int = 0) -> Attr:
-        request = MkNod(self.volume, parent, name, mode, 0, umask, self._client)
-        return await self.mrc(MRC.mkdir, request)
+        return await self.mrc(MRC.mkdir, MkNod(self.volume, parent, name, mode, 0, umask))
 
     async def unlink(self, parent: int, name: bytes) -> Removed:
         """Remove an entry; the parent's attributes right after, if the MRC sent them."""
-        return await self.mrc(MRC.unlink, Remove(self.volume, parent, name, self._client))
+        return await self.mrc(MRC.unlink, Remove(self.volume, parent, name))
 
     async def rmdir(self, parent: int, name: bytes) -> None:
-        await self.mrc(MRC.rmdir, Remove(self.volume, parent, name, self._client))
+        await self.mrc(MRC.rmdir, Remove(self.volume, parent, name))
 
     async def rename(
         self, parent: int, name: bytes, new_parent: int, new_name: bytes, flags: int = 0
     ) -> None:
-        request = Rename(self.volume, parent, name, new_parent, new_name, flags, self._client)
-        await self.mrc(MRC.rename, request)
+        await self.mrc(MRC.rename, Rename(self.volume, parent, name, new_parent, new_name, flags))
 
     async def link(self, ino: int, new_parent: int, new_name: bytes) -> Attr:
-        request = Link(self.volume, ino, new_parent, new_name, self._client)
-        return self.own_view(await self.mrc(MRC.link, request))
+        return self.own_view(await self.mrc(MRC.link, Link(self.volume, ino, new_parent, new_name)))
 
     async def symlink(self, parent: int, name: bytes, target: bytes) -> Attr:
-        return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target, self._client))
+        return await self.mrc(MRC.symlink, Symlink(self.volume, parent, name, target))
 
     async def readlink(self, ino: int) -> bytes:
         return (await self.mrc(MRC.readlink, Ino(self.volume, ino))).target
 
     async def readdir(self, ino: int, cursor: int, limit: int = 1000) -> list[DirEntry]:
-        reply = await self.mrc(MRC.readdir, ReadDir(self.volume, ino, cursor, limit, self._client))
+        reply = await self.mrc(MRC.readdir, ReadDir(self.volume, ino, cursor, limit))
         return reply.entries
 
     async def access(self, ino: int, mask: int) -> None:
