@@ -8,6 +8,7 @@ import hashlib
 import os
 import random
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,40 @@ def test_home_files_have_a_whole_copy_on_every_osd(grid: Grid, workdirs: Workdir
         assert sorted(objs) == list(range(count)), (osd, objs)
         assert objs[count - 1] == size - (count - 1) * MiB
     assert (d / "f").read_bytes() == data
+
+
+@pytest.mark.timeout(240)
+def test_objects_of_unlinked_files_go_from_every_osd(grid: Grid, workdirs: Workdirs) -> None:
+    """The MRC's deleter removes the objects of unlinked files on every OSD, in batches;
+    an OSD that is down when they go keeps the files pending until it is back."""
+    d, _ = workdirs.pair("deleted")
+    names = [f"f{i:03d}" for i in range(40)]
+    for name in names:
+        (d / name).write_bytes(payload(name, 3000))
+    (d / "big").write_bytes(payload("big", 2 * MiB + 5))
+    inos = [os.stat(d / name).st_ino for name in [*names, "big"]]
+    for ino in inos:
+        assert all(objects_of(grid, ino).values()), ino
+    grid.kill("osd3")
+    try:
+        for name in [*names, "big"]:
+            os.unlink(d / name)
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)  # the unlinks reach the MRC
+        finally:
+            os.close(fd)
+        deadline = time.monotonic() + 60
+        while any(objects_of(grid, ino)[osd] for ino in inos for osd in ("osd1", "osd2")):
+            assert time.monotonic() < deadline, "objects of unlinked files stayed"
+            time.sleep(0.2)
+        assert grid.status()["pending_deletions"] >= len(inos)  # osd3's part waits
+        assert all(objects_of(grid, ino)["osd3"] for ino in inos)
+    finally:
+        grid.start("osd3")
+    deadline = time.monotonic() + 60
+    while grid.status()["pending_deletions"] or any(
+        objects_of(grid, ino)["osd3"] for ino in inos
+    ):
+        assert time.monotonic() < deadline, "osd3 kept the objects of unlinked files"
+        time.sleep(0.5)

@@ -70,6 +70,7 @@ from xfs.proto.methods import (
     Create,
     Empty,
     FileOp,
+    FileOps,
     Heartbeat,
     HeartbeatReply,
     Ino,
@@ -436,6 +437,12 @@ def test_read_only_xcap_cannot_write_truncate_or_delete(pki: PKI, tmp_path: Path
                          action=OSD.delete.wire_name, reason="grants rights")
             for layout in (ro, wo, w.layout):
                 assert layout.xcap.rights & Rights.DELETE == 0
+            # nor delete in a batch, which only the MRC's certificate may call
+            await denied(w, w.osd_call(pool, w.osd_of(0), OSD.delete_many,
+                                       FileOps([FileOp(w.layout.xcap, w.layout.xloc)])),
+                         action=OSD.delete_many.wire_name, code=errno.EPERM,
+                         reason="may not call osd.delete_many",
+                         service=osd_log(w.osd_of(0)))
             # what alice wrote is untouched, and the size was not moved
             attr = await w.mrc_call(pool, MRC.getattr, Ino(VOLUME, ino))
             assert attr.size == w.layout.attr.size

@@ -239,8 +239,8 @@ def test_pending_deletions_queue(ns: Namespace) -> None:
         assert ns.unlink(ALICE, V, ROOT_INO, b"f%d" % i) is not None
     first = ns.pending_deletions(3)
     assert len(first) == 3
-    ns.deletion_done(first[0][0])
-    ns.deletion_done(first[0][0])  # idempotent
+    ns.deletions_done([first[0][0]])
+    ns.deletions_done([first[0][0]])  # idempotent
     rest = ns.pending_deletions(10)
     assert [p[0] for p in rest] == [p[0] for p in first[1:]] + [
         p[0] for p in rest[2:]]
@@ -589,7 +589,7 @@ def test_unlink_and_pending_deletion(ns: Namespace, clock: FakeClock) -> None:
     assert pid is not None
     raises(errno.ESTALE, ns.getattr, ALICE, V, f.ino)
     assert ns.pending_deletions(10) == [(pid, ns.get_volume(V).id, f.ino, xloc())]
-    ns.deletion_done(pid)
+    ns.deletions_done([pid])
     assert ns.pending_deletions(10) == []
     # files without objects leave nothing to delete
     ns.mknod(ALICE, V, ROOT_INO, b"m", 0o644, 0, 0)

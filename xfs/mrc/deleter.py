@@ -17,7 +17,7 @@ from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.xcaps import XCapIssuer
 from xfs.proto.errors import XfsError
-from xfs.proto.methods import OSD, FileOp
+from xfs.proto.methods import OSD, FileOp, FileOps
 from xfs.proto.records import Rights, XLocSet
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,16 @@ log = logging.getLogger(__name__)
 # compete with the unlinks for the MRC and the OSDs; space comes back that much later.
 SETTLE = 0.5
 MAX_SETTLE = 5.0
+BATCH = 256  # files per round: one osd.delete_many per OSD, one transaction at the end
+
+
+def by_osd(xlocs: list[XLocSet]) -> dict[str, list[int]]:
+    """For each OSD, the positions in ``xlocs`` of the files it holds objects of."""
+    held: dict[str, list[int]] = {}
+    for i, xloc in enumerate(xlocs):
+        for uuid in sorted({u for r in xloc.replicas for u in r.osds}):
+            held.setdefault(uuid, []).append(i)
+    return held
 
 
 class Deleter:
@@ -78,32 +88,43 @@ class Deleter:
     async def round(self) -> int:
         """Delete what is queued; returns how many files were finished."""
         done = 0
-        for id, volume_id, ino, xloc in self._ns.pending_deletions(100):
-            if await self._delete(volume_id, ino, xloc):
-                self._ns.deletion_done(id)
-                done += 1
+        while entries := self._ns.pending_deletions(BATCH):
+            finished = await self._delete(entries)
+            self._ns.deletions_done(finished)
+            done += len(finished)
+            if len(finished) < len(entries):
+                break  # an OSD is away: the rest waits for the next round
         return done
 
-    async def _delete(self, volume_id: str, ino: int, xloc: XLocSet) -> bool:
-        xcap = self._xcaps.issue(volume_id, ino, Rights.DELETE, 0, xloc, self._fingerprint)
-        osds = sorted({u for r in xloc.replicas for u in r.osds})
-        addresses = self._registry.addresses(osds)
-        failed: list[str] = [u for u in osds if u not in addresses]
+    async def _delete(self, entries: list[tuple[int, str, int, XLocSet]]) -> list[int]:
+        """Ask every OSD to delete its part of ``entries`` (one request each, all OSDs at
+        once); the ids of the entries every OSD confirmed."""
+        ops = [
+            FileOp(self._xcaps.issue(v, ino, Rights.DELETE, 0, x, self._fingerprint), x)
+            for _, v, ino, x in entries
+        ]
+        held = by_osd([op.xloc for op in ops])
+        addresses = self._registry.addresses(list(held))
+        failed = {i for uuid, positions in held.items() if uuid not in addresses for i in positions}
 
-        async def delete(uuid: str) -> None:
+        async def delete(uuid: str, positions: list[int]) -> None:
             try:
                 with trio.fail_after(self._timeout):
-                    await self._pool.call(
-                        addresses[uuid], OSD.delete, FileOp(xcap, xloc), expect=f"osd:{uuid}"
+                    reply = await self._pool.call(
+                        addresses[uuid],
+                        OSD.delete_many,
+                        FileOps([ops[i] for i in positions]),
+                        expect=f"osd:{uuid}",
                     )
+                failed.update(positions[k] for k in reply.failed if 0 <= k < len(positions))
             except (XfsError, trio.TooSlowError) as e:
                 log.info(
-                    "deleting %s:%d on OSD %s failed (will retry): %s", volume_id, ino, uuid, e
+                    "deleting %d files on OSD %s failed (will retry): %s", len(positions), uuid, e
                 )
-                failed.append(uuid)
+                failed.update(positions)
 
         async with trio.open_nursery() as n:  # the OSDs at once
-            for uuid in osds:
+            for uuid, positions in held.items():
                 if uuid in addresses:
-                    n.start_soon(delete, uuid)
-        return not failed
+                    n.start_soon(delete, uuid, positions)
+        return [entries[i][0] for i in range(len(entries)) if i not in failed]

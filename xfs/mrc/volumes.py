@@ -157,10 +157,12 @@ class VolumeOps:
             ).fetchall()
         return [(i, v, ino, rows.decode_xloc(x)) for i, v, ino, x in found]
 
-    def deletion_done(self, id: int) -> None:
-        """The objects of pending deletion ``id`` are gone (idempotent)."""
+    def deletions_done(self, ids: list[int]) -> None:
+        """The objects of the pending deletions ``ids`` are gone (idempotent)."""
+        if not ids:
+            return
         with self._store.transaction() as cur:
-            cur.execute("DELETE FROM pending_deletions WHERE id = ?", (id,))
+            cur.executemany("DELETE FROM pending_deletions WHERE id = ?", [(i,) for i in ids])
 
 
 def _counts(cur: sqlite3.Cursor, vid: str) -> tuple[int, int]:

@@ -36,7 +36,9 @@ from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
     OSD,
     Empty,
+    Failed,
     FileOp,
+    FileOps,
     LocalOpen,
     ObjData,
     ObjPut,
@@ -51,6 +53,8 @@ from xfs.proto.methods import (
 from xfs.proto.records import Identity, Kind, Replica, Rights, UpdatePolicy, XCap, XLocSet
 
 log = logging.getLogger(__name__)
+
+MAX_DELETE_MANY = 1024  # files one delete_many may name
 
 T = TypeVar("T")
 
@@ -82,6 +86,7 @@ class OSDHandlers:
         dispatcher.register(OSD.fsync, self.fsync)
         dispatcher.register(OSD.size, self.size)
         dispatcher.register(OSD.delete, self.delete)
+        dispatcher.register(OSD.delete_many, self.delete_many)
         dispatcher.register(OSD.status, self.status)
         dispatcher.register(OSD.fwd_write, self.fwd_write)
         dispatcher.register(OSD.fwd_truncate, self.fwd_truncate)
@@ -365,6 +370,34 @@ class OSDHandlers:
         self._authorize(peer, req.xcap, req.xloc, Rights.DELETE)
         await self._run(self._store.delete, req.xcap.file_id)
         return Empty()
+
+    async def delete_many(self, peer: Identity, req: FileOps) -> Failed:
+        """Several files' ``delete`` in one worker-thread call; each XCap is checked on
+        its own, and a refused or failed one fails alone."""
+        if len(req.ops) > MAX_DELETE_MANY:
+            raise XfsError(errno.EINVAL, f"{len(req.ops)} files in one delete_many")
+        failed: list[int] = []
+        allowed: list[tuple[int, str]] = []
+        for i, op in enumerate(req.ops):
+            try:
+                self._authorize(peer, op.xcap, op.xloc, Rights.DELETE)
+            except XfsError as e:
+                log.warning("delete of %s refused: %s", op.xcap.file_id, e)
+                failed.append(i)
+            else:
+                allowed.append((i, op.xcap.file_id))
+
+        def delete_all() -> list[int]:
+            gone_wrong = []
+            for i, file_id in allowed:
+                try:
+                    self._store.delete(file_id)
+                except XfsError as e:
+                    log.warning("delete of %s failed: %s", file_id, e)
+                    gone_wrong.append(i)
+            return gone_wrong
+
+        return Failed(sorted(failed + await self._run(delete_all)))
 
     async def status(self, peer: Identity, req: Empty) -> OSDStatus:
         free, total = await self._run(self._store.usage)

@@ -649,6 +649,20 @@ class FileOp(Record):
 
 
 @dataclass(frozen=True)
+class FileOps(Record):
+    """Several files' ``FileOp``s in one request (the MRC's deleter)."""
+
+    ops: list[FileOp]
+
+
+@dataclass(frozen=True)
+class Failed(Record):
+    """The positions in a ``FileOps`` request of the operations that failed."""
+
+    failed: list[int]
+
+
+@dataclass(frozen=True)
 class Synced(Record):
     """The file is durable on this OSD, which holds ``allocated`` bytes of its data."""
 
@@ -794,6 +808,7 @@ class OSD:
     fsync = Method("osd", "fsync", 2, FileOp, Synced, Authority.HOLDER, idempotent=True)
     size = Method("osd", "size", 1, FileOp, SizeReply, Authority.HOLDER, idempotent=True)
     delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC, idempotent=True)
+    delete_many = Method("osd", "delete_many", 1, FileOps, Failed, Authority.MRC, idempotent=True)
     status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY, idempotent=True)
     # between the OSDs of one file's replicas (the XCap is verified, the holder is not:
     # the peer must be an OSD of the XLocSet); see xfs.osd.replication
