@@ -75,9 +75,11 @@ from xfs.proto.methods import (
     HeartbeatReply,
     Ino,
     Method,
+    MkNod,
     ObjRead,
     ObjWrite,
     Open,
+    ReplicaFailed,
     SetAttr,
     UpdateSize,
     VolumeCreate,
@@ -1138,6 +1140,56 @@ def test_client_renewal_is_refused_after_chmod(pki: PKI, tmp_path: Path) -> None
                        and r["actor"] == ALICE for _, r in w.grid.audit_since(marks))
             await w.still_serves()
             n.cancel_scope.cancel()
+
+    run(main)
+
+
+def test_every_xcap_granted_is_checked_and_audited(pki: PKI, tmp_path: Path) -> None:
+    """Each way an XCap reaches a client (create, open, truncate, ftruncate, renewal
+    through ``replica_failed``) leaves an ``xcap`` record saying why it was granted; a
+    renewal is checked against the file as it is now: after a chmod to 0600, or with
+    the way to the file closed, bob's reader gets EACCES, audited, not a fresh XCap."""
+
+    async def main() -> None:
+        async with world(pki, tmp_path) as w, w.grid.client(w.alice) as alice, \
+                w.grid.client(w.bob) as bob:
+
+            async def granted(call: Awaitable[Any], basis: str, actor: str = ALICE) -> Any:
+                marks = w.grid.audit_marks()
+                reply = await call
+                issued = [r for _, r in w.grid.audit_since(marks) if r["event"] == "xcap"]
+                assert [(r["actor"], r["detail"]["basis"]) for r in issued] == [(actor, basis)]
+                assert issued[0]["detail"]["volume"] == VOLUME
+                return reply
+
+            sub = await w.mrc_call(alice, MRC.mkdir, MkNod(VOLUME, 1, b"sub", stat.S_IFDIR | 0o755))
+            made = await granted(w.mrc_call(alice, MRC.create, Create(
+                VOLUME, sub.ino, b"r", stat.S_IFREG | 0o444, os.O_CREAT | os.O_EXCL | RW)),
+                "created")  # read-only mode, and yet its maker writes it, as on Linux
+            ino = made.attr.ino
+            await w.write(alice, made.xcap, 0, b"shared", layout=made)
+            await w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, mode=0o644))
+            await granted(w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, size=6)),
+                          "checked")
+            await granted(w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, size=6,
+                                                                 xcap=made.xcap)), "shown")
+            reader = await granted(w.mrc_call(bob, MRC.open, Open(VOLUME, ino, os.O_RDONLY)),
+                                   "checked", BOB)
+            osd = reader.xloc.replicas[0].osds[0]
+            renew = ReplicaFailed(reader.xcap, reader.xloc.version, osd)
+            renewed = await granted(w.mrc_call(bob, MRC.replica_failed, renew), "checked", BOB)
+            assert renewed.xcap.rights == int(Rights.READ)
+            # the file closed to bob: no renewal
+            await w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, mode=0o600))
+            await denied(w, w.mrc_call(bob, MRC.replica_failed, renew), actor=BOB,
+                         action=MRC.replica_failed.wire_name, service="mrc")
+            # nor with the file open to him but the way to it shut
+            await w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, mode=0o644))
+            await granted(w.mrc_call(bob, MRC.replica_failed, renew), "checked", BOB)
+            await w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, sub.ino, mode=0o700))
+            await denied(w, w.mrc_call(bob, MRC.replica_failed, renew), actor=BOB,
+                         action=MRC.replica_failed.wire_name, service="mrc",
+                         reason="may not search")
 
     run(main)
 

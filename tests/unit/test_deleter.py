@@ -13,7 +13,7 @@ from xfs.mrc.deleter import Deleter
 
 def settle_time(wakes: list[float]) -> float:
     """When ``_settle`` returns, with wakes at the given times (mock clock, from 0)."""
-    d = Deleter(*([None] * 5))  # type: ignore[arg-type]
+    d = Deleter(*([None] * 4))  # type: ignore[arg-type]
     out: dict[str, Any] = {}
 
     async def main() -> None:

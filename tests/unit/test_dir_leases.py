@@ -417,7 +417,7 @@ def test_a_leased_create_while_no_osd_is_known_is_kept_and_placed_at_open(
     from xfs.proto.methods import CreateMany, NewFile, Open
 
     registry = OSDRegistry(store, lambda: 1000.0, dead_after=30.0)
-    xcaps = XCapIssuer(KeyRing.generate(), lambda: 1000.0, 60)
+    xcaps = XCapIssuer(KeyRing.generate(), lambda: 1000.0, 60, may_hold=ns.may_hold)
     h = MRCHandlers(
         ns, registry, xcaps, lambda: None, "mrc-uuid", random.Random(1),
         waiters=LockWaiters(), client_lease=LEASE / SEC,

@@ -46,7 +46,6 @@ class Deleter:
         registry: OSDRegistry,
         xcaps: XCapIssuer,
         pool: Pool,
-        own_fingerprint: bytes,
         interval: float = 10.0,
         timeout: float = 10.0,
     ) -> None:
@@ -54,7 +53,6 @@ class Deleter:
         self._registry = registry
         self._xcaps = xcaps
         self._pool = pool
-        self._fingerprint = own_fingerprint
         self._interval = interval
         self._timeout = timeout
         self._wake = trio.Event()
@@ -99,10 +97,7 @@ class Deleter:
     async def _delete(self, entries: list[tuple[int, str, int, XLocSet]]) -> list[int]:
         """Ask every OSD to delete its part of ``entries`` (one request each, all OSDs at
         once); the ids of the entries every OSD confirmed."""
-        ops = [
-            FileOp(self._xcaps.issue(v, ino, Rights.DELETE, 0, x, self._fingerprint), x)
-            for _, v, ino, x in entries
-        ]
+        ops = [FileOp(self._xcaps.own(v, ino, Rights.DELETE, 0, x), x) for _, v, ino, x in entries]
         held = by_osd([op.xloc for op in ops])
         addresses = self._registry.addresses(list(held))
         failed = {i for uuid, positions in held.items() if uuid not in addresses for i in positions}

@@ -17,6 +17,7 @@ import os
 import random
 import stat
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -30,7 +31,7 @@ from xfs.mrc.leases import APPEND, DIR, RECALL_WAIT, LockWaiters, Recaller
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
-from xfs.mrc.xcaps import XCapIssuer, rights_for_flags
+from xfs.mrc.xcaps import Basis, XCapIssuer, rights_for_flags
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
     MRC,
@@ -64,6 +65,7 @@ from xfs.proto.methods import (
     Lookup,
     Made,
     MadeMany,
+    Method,
     MkNod,
     MRCStatus,
     Offset,
@@ -216,31 +218,32 @@ class MRCHandlers:
     def _as(self, peer: Identity, volume: str, *inos: int, see: bool = False) -> Identity:
         """Who ``peer`` is for a request on ``volume`` that touches ``inos``: see
         ``roles.effective``; a delegated connection must stay in its volume and inside its
-        directory (``see``: or on the path down to it), else EACCES."""
+        directory (``see``: or on the path down to it), and every caller must reach each
+        inode as a path walk would (``xfs.mrc.reach``), else EACCES."""
         vid, _, owner = self._volume(volume)
         if isinstance(peer, Delegated):
             assert self._delegations is not None
             self._delegations.confine(peer, vid, inos, see=see)
-        return roles.effective(peer, owner)
+        who = roles.effective(peer, owner)
+        if inos:
+            self._ns.reach(who, volume, inos)
+        return who
 
     def _layout(
-        self, peer: Identity, volume: str, attr: Attr, xloc: XLocSet, epoch: int, rights: Rights
+        self,
+        peer: Identity,
+        who: Identity,
+        volume: str,
+        attr: Attr,
+        xloc: XLocSet,
+        epoch: int,
+        rights: Rights,
+        basis: Basis = Basis.CHECKED,
     ) -> FileLayout:
-        xcap = self._xcaps.issue(
-            self._volume(volume)[0], attr.ino, rights, epoch, xloc, peer.fingerprint
-        )
-        self._audit.record(
-            audit.XCAP,
-            peer.principal,
-            "issue",
-            volume=volume,
-            ino=attr.ino,
-            rights=int(rights),
-            epoch=epoch,
-            xloc=xloc.version,
-            expires=xcap.expires,
-            holder=peer.fingerprint[:8],
-            **_via(peer),
+        """The file's layout with an XCap granted to ``peer`` (see ``XCapIssuer.grant``)."""
+        vid = self._volume(volume)[0]
+        xcap = self._xcaps.grant(
+            peer, who, vid, attr.ino, rights, epoch, xloc, basis, volume=volume, **_via(peer)
         )
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
@@ -300,6 +303,7 @@ class MRCHandlers:
             assert self._delegations is not None
             vid = self._volume(req.volume)[0]
             self._delegations.confine_lookup(peer, vid, req.parent, req.name)
+        self._ns.reach(who, req.volume, (req.parent,))
         await self._dir_recall(who, req.volume, req.parent, req.client)
         return self._ns.lookup(who, req.volume, req.parent, req.name)
 
@@ -340,7 +344,8 @@ class MRCHandlers:
         if writer:
             assert req.xcap is not None
             rights |= Rights(req.xcap.rights) & (Rights.READ | Rights.WRITE)
-        layout = self._layout(who, req.volume, attr, xloc, epoch, rights)
+        basis = Basis.SHOWN if writer else Basis.CHECKED
+        layout = self._layout(peer, who, req.volume, attr, xloc, epoch, rights, basis)
         return SetAttrResult(attr, layout)
 
     def _writes(self, peer: Identity, req: SetAttr) -> bool:
@@ -424,6 +429,7 @@ class MRCHandlers:
                 await self._recall(who, req.volume, existing.ino, req.client)  # as ``open``
         await self._dir_recall(who, req.volume, req.parent, req.client)
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
+        made = req.flags & os.O_EXCL or not self._ns.has_entry(req.volume, req.parent, req.name)
         attr, xloc, epoch = self._ns.create(
             who,
             req.volume,
@@ -436,7 +442,9 @@ class MRCHandlers:
             req.client,
         )
         assert xloc is not None  # (placed above, or the existing file's)
-        layout = self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+        rights = rights_for_flags(req.flags)
+        basis = Basis.CREATED if made else Basis.CHECKED
+        layout = self._layout(peer, who, req.volume, attr, xloc, epoch, rights, basis)
         parent = self._parent_after(who, req.volume, req.parent)
         return dataclasses.replace(layout, parent=parent, parent_was=was)
 
@@ -455,7 +463,8 @@ class MRCHandlers:
             # now (ENOSPC if still none, as a write to a full file system)
             placed = self._place(req.volume, self._ns.file_dir(req.volume, req.ino))
             attr, xloc, epoch = self._ns.give_layout(req.volume, req.ino, placed)
-        return self._layout(who, req.volume, attr, xloc, epoch, rights_for_flags(req.flags))
+        rights = rights_for_flags(req.flags)
+        return self._layout(peer, who, req.volume, attr, xloc, epoch, rights)
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
         who = self._as(peer, req.volume, req.parent)
@@ -589,7 +598,7 @@ class MRCHandlers:
 
     async def delegate(self, peer: Identity, req: Delegate) -> DelegationInfo:
         delegations = self._delegations_of(peer)
-        who = self._as(peer, req.volume)
+        who = self._as(peer, req.volume, req.ino)
         attr = self._ns.getattr(who, req.volume, req.ino)
         if not stat.S_ISDIR(attr.mode):
             raise XfsError(errno.ENOTDIR, f"inode {req.ino} is not a directory")
@@ -800,9 +809,12 @@ class MRCHandlers:
                     made.append(Made())  # made, with no layout yet
                     continue
                 rights = rights_for_flags(f.flags)
-                made.append(Made(self._layout(who, req.volume, attr, xloc, epoch, rights)))
+                layout = self._layout(
+                    peer, who, req.volume, attr, xloc, epoch, rights, Basis.CREATED
+                )
+                made.append(Made(layout))
             except XfsError as e:
-                made.append(Made(error=e.code, message=str(e)))
+                made.append(self._refused(peer, MRC.create_many, e))
         return MadeMany(made)
 
     async def unlink_many(self, peer: Identity, req: UnlinkMany) -> MadeMany:
@@ -821,10 +833,24 @@ class MRCHandlers:
                     deleted = True
                 done.append(Made())
             except XfsError as e:
-                done.append(Made(error=e.code, message=str(e)))
+                done.append(self._refused(peer, MRC.unlink_many, e))
         if deleted:
             self._on_deletion()
         return MadeMany(done)
+
+    def _refused(self, peer: Identity, method: Method[Any, Any], e: XfsError) -> Made:
+        """One file of a batch refused: its answer, and the audit record the dispatcher
+        writes for a refused call."""
+        if e.code in (errno.EACCES, errno.EPERM):
+            self._audit.record(
+                audit.DENY,
+                peer.principal,
+                method.wire_name,
+                errno.errorcode[e.code],
+                why=e.message,
+                **_via(peer),
+            )
+        return Made(error=e.code, message=str(e))
 
     async def _dir_recall(self, who: Identity, volume: str, ino: int, but: str | None) -> None:
         """Get the directory lease of ``ino`` back from its holder unless that is ``but``,

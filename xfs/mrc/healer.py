@@ -83,7 +83,6 @@ class Healer:
         registry: OSDRegistry,
         xcaps: XCapIssuer,
         pool: Pool,
-        own_fingerprint: bytes,
         *,
         replace_after: float,
         interval: float,
@@ -94,7 +93,6 @@ class Healer:
         self._registry = registry
         self._xcaps = xcaps
         self._pool = pool
-        self._fingerprint = own_fingerprint
         self._replace_after = replace_after
         self._interval = interval
         self._placement_of = placement_of
@@ -209,9 +207,7 @@ class Healer:
 
     async def _sync(self, volume_id: str, ino: int, xloc: XLocSet, epoch: int) -> None:
         """Ask each column's primary (first complete replica) to fill the others."""
-        xcap = self._xcaps.issue(
-            volume_id, ino, Rights.READ | Rights.WRITE, epoch, xloc, self._fingerprint
-        )
+        xcap = self._xcaps.own(volume_id, ino, Rights.READ | Rights.WRITE, epoch, xloc)
         primaries = set(xloc.replicas[0].osds)
         addresses = self._registry.addresses(sorted(primaries))
         for osd in sorted(primaries):

@@ -19,11 +19,12 @@ from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
-from xfs.mrc import perms, policies
+from xfs.mrc import perms, policies, roles
 from xfs.mrc.clients import ClientOps, register_open
 from xfs.mrc.dirleases import DirLeaseOps, take_ino, taken_by
 from xfs.mrc.dirseq import DirSeq
 from xfs.mrc.perms import R_OK, W_OK, X_OK
+from xfs.mrc.reach import Reach
 from xfs.mrc.store import Store
 from xfs.mrc.volumes import VolumeOps
 from xfs.mrc.xattrs import XattrOps, read_acl, write_acl
@@ -103,6 +104,9 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
     def __init__(self, store: Store) -> None:
         self._store = store
         self.dirseq = DirSeq(time.time_ns())  # see xfs/mrc/dirseq.py
+        # moved on by every change to a directory's permissions or place (xfs/mrc/reach.py)
+        self.perm_changes = 0
+        self._reach = Reach(store, self)
 
     def _touch_dir(
         self, cur: sqlite3.Cursor, v: rows.Vol, ino: int, now: int, nlink_delta: int = 0
@@ -110,6 +114,39 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
         """A directory's entries changed (every such change comes through here)."""
         rows.touch_dir(cur, v, ino, now, nlink_delta)
         self.dirseq.changed(v.id, ino)
+
+    def reach(self, caller: Identity, vol: str, inos: tuple[int, ...]) -> None:
+        """EACCES unless ``caller`` reaches every inode of ``inos`` as a path walk from
+        the root would (search on a directory above it at every level, through one of
+        its links), or has it open (see ``xfs.mrc.reach``)."""
+        self._reach.check(caller, vol, inos)
+
+    def may_hold(self, caller: Identity, volume_id: str, ino: int, mask: int) -> None:
+        """EACCES unless ``caller`` reaches the inode and may access it for ``mask`` as
+        it is now (what an XCap's rights need: see ``xfs.mrc.xcaps.grant``)."""
+        name = self.volume_name(volume_id)
+        self.reach(caller, name, (ino,))
+        self.access(caller, name, ino, mask)
+
+    def volume_view(self, caller: Identity, volume_id: str) -> Identity:
+        """``caller`` as the volume sees it (``roles.effective``)."""
+        with self._store.read() as cur:
+            row = cur.execute("SELECT owner FROM volumes WHERE id = ?", (volume_id,)).fetchone()
+        if row is None:
+            raise XfsError(errno.ESTALE, f"no volume {volume_id}")
+        return roles.effective(caller, str(row[0]))
+
+    def volume_name(self, volume_id: str) -> str:
+        with self._store.read() as cur:
+            row = cur.execute("SELECT name FROM volumes WHERE id = ?", (volume_id,)).fetchone()
+        if row is None:
+            raise XfsError(errno.ESTALE, f"no volume {volume_id}")
+        return str(row[0])
+
+    def has_entry(self, vol: str, parent: int, name: bytes) -> bool:
+        """Is there an entry ``name`` in directory ``parent`` (no permission asked)?"""
+        with self._store.read() as cur:
+            return rows.entry(cur, rows.volume(cur, vol), parent, name) is not None
 
     # ------------------------------------------------------------------ helpers
     def _parent(
@@ -336,6 +373,8 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
             access = node.access_acl
             if access is not None and new_mode & 0o777 != node.mode & 0o777:
                 write_acl(cur, v, ino, acls.ACCESS, acls.chmod(access, new_mode))  # in sync
+            if node.is_dir and fields.keys() & {"mode", "owner", "grp"}:
+                self.perm_changes += 1
             node = rows.set_inode(cur, v, node, **fields)
             return node.attr, xloc
 
@@ -760,6 +799,8 @@ class _Rename:
                 raise XfsError(errno.EISDIR, f"{rows.show(new_name)} is a directory")
         else:
             _need(caller, dst_dir, W_OK | X_OK, f"create {rows.show(new_name)} in {new_parent}")
+        if src.is_dir or (dst is not None and dst.is_dir):
+            self.ns.perm_changes += 1  # what lies below it is reached another way
         if parent != new_parent:
             # a directory changing parent rewrites its "..": Linux wants write on it
             for node, n in ((src, name), (dst if exchange else None, new_name)):

@@ -18,7 +18,7 @@ from xfs.common.rpc import Dispatcher
 from xfs.mrc import replicas
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
-from xfs.mrc.xcaps import XCapIssuer
+from xfs.mrc.xcaps import Basis, XCapIssuer
 from xfs.osd.objects import parse_file_id
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
@@ -79,7 +79,24 @@ class ReplicationHandlers:
     def _reply(
         self, peer: Identity, volume_id: str, ino: int, xloc: XLocSet, epoch: int, rights: int
     ) -> XLocReply:
-        xcap = self._xcaps.issue(volume_id, ino, Rights(rights), epoch, xloc, peer.fingerprint)
+        """The new XLocSet, with an XCap for it of the rights of the one ``peer`` showed:
+        a client's renewed only if it still may hold them (the file's mode and ACL, and
+        search on the way to it, as they are now); an OSD's as shown."""
+        who = peer
+        basis = Basis.SHOWN
+        if peer.kind is Kind.USER:
+            who, basis = self._ns.volume_view(peer, volume_id), Basis.CHECKED
+        xcap = self._xcaps.grant(
+            peer,
+            who,
+            volume_id,
+            ino,
+            Rights(rights),
+            epoch,
+            xloc,
+            basis,
+            volume=self._ns.volume_name(volume_id),
+        )
         osds = sorted(replicas.osds_of(xloc))
         return XLocReply(xloc, xcap, self._registry.addresses(osds))
 

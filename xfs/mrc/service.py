@@ -66,7 +66,15 @@ class MRCService:
             registry.load()
             delegations = Delegations(store, self._clock, config.max_delegation)
             delegations.load()
-            xcaps = XCapIssuer(ring, self._clock, config.xcap_lifetime)
+            fingerprint = load_credential(config.tls.cert, config.tls.key).fingerprint
+            xcaps = XCapIssuer(
+                ring,
+                self._clock,
+                config.xcap_lifetime,
+                may_hold=ns.may_hold,
+                audit=audit,
+                own_holder=fingerprint,
+            )
             self.rotator = KeyRotator(
                 ring,
                 self._clock,
@@ -75,20 +83,18 @@ class MRCService:
                 audit=audit,
             )
             dispatcher = Dispatcher(audit)
-            fingerprint = load_credential(config.tls.cert, config.tls.key).fingerprint
             with self._scope:
                 async with (
                     open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
                     trio.open_nursery() as n,
                 ):
-                    self.deleter = Deleter(ns, registry, xcaps, pool, fingerprint)
+                    self.deleter = Deleter(ns, registry, xcaps, pool)
                     policy_store = Policies(store, ns, registry)
                     self.healer = Healer(
                         ns,
                         registry,
                         xcaps,
                         pool,
-                        fingerprint,
                         replace_after=config.osd_replace_after,
                         interval=config.heal_interval,
                         placement_of=policy_store.placement_of,

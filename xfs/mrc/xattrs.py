@@ -98,6 +98,7 @@ class XattrOps:
     """Mixed into ``Namespace``."""
 
     _store: Store
+    perm_changes: int
 
     # ---------------------------------------------------------------- ACLs
     def _get_acl(self, vol: str, ino: int, name: bytes) -> bytes:
@@ -115,6 +116,8 @@ class XattrOps:
             node = rows.inode(cur, v, ino)
             _may_set_acl(caller, node, name, removing=False)
             acl = acls.decode(value)
+            if node.is_dir:
+                self.perm_changes += 1  # (xfs/mrc/reach.py)
             now = self._store.clock()
             if name == acls.DEFAULT:
                 write_acl(cur, v, ino, name, acl)
@@ -137,6 +140,8 @@ class XattrOps:
                 cur, v, ino, name, None
             ):
                 rows.set_inode(cur, v, node, ctime_ns=self._store.clock())
+                if node.is_dir:
+                    self.perm_changes += 1
 
     # ---------------------------------------------------------------- xattrs
     def getxattr(self, caller: Identity, vol: str, ino: int, name: bytes) -> bytes:

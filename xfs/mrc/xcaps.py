@@ -1,13 +1,23 @@
 """Issuing XCaps: the rights the MRC checked, bound to the holder's certificate; checking
 the ones clients bring back (``update_size``); and the signing key's rotation schedule.
+
+Every XCap a client or an OSD receives comes from ``XCapIssuer.grant``, which checks the
+holder's permission for the rights (unless it was decided in the same request: the
+holder made the file, or showed a valid XCap with those rights) and writes the ``xcap``
+audit record. The MRC's own XCaps (deleting objects, asking a primary to fill a replica)
+come from ``XCapIssuer.own``: their holder is the MRC's certificate, so nobody else can
+use them.
 """
 
 from __future__ import annotations
 
+import enum
+import errno
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -15,7 +25,7 @@ from xfs.common import audit as audits
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.xcap import CLOCK_SKEW, KeyRing, sign, verify
 from xfs.proto.errors import XfsError
-from xfs.proto.records import Rights, XCap, XLocSet
+from xfs.proto.records import Identity, Rights, XCap, XLocSet
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +46,86 @@ def rights_for_flags(flags: int) -> Rights:
     return rights
 
 
+class Basis(enum.Enum):
+    """Why a caller may hold the rights of an XCap it is granted."""
+
+    CHECKED = "checked"  # its permission for them, as the file is now (checked by grant)
+    CREATED = "created"  # it made the file in this request (the directory allowed it)
+    SHOWN = "shown"  # it showed a valid XCap with them in this request
+
+
+def access_mask(rights: Rights) -> int:
+    """The access (R_OK|W_OK) that the rights need from the file's mode and ACL."""
+    mask = os.R_OK if rights & Rights.READ else 0
+    if rights & (Rights.WRITE | Rights.TRUNCATE):
+        mask |= os.W_OK
+    return mask
+
+
+# may_hold(who, volume id, ino, access mask): XfsError(EACCES) unless allowed
+MayHold = Callable[[Identity, str, int, int], None]
+
+
+def _nobody_may(who: Identity, volume_id: str, ino: int, mask: int) -> None:
+    raise XfsError(errno.EACCES, "this issuer checks no permission (only CREATED, SHOWN)")
+
+
 class XCapIssuer:
-    def __init__(self, ring: KeyRing, clock: Callable[[], float], lifetime: float) -> None:
+    def __init__(
+        self,
+        ring: KeyRing,
+        clock: Callable[[], float],
+        lifetime: float,
+        *,
+        may_hold: MayHold = _nobody_may,
+        audit: Audit = NO_AUDIT,
+        own_holder: bytes = b"",
+    ) -> None:
         self.ring = ring
         self._clock = clock
         self._lifetime = lifetime
+        self._may_hold = may_hold
+        self._audit = audit
+        self._own_holder = own_holder
+
+    def grant(
+        self,
+        peer: Identity,
+        who: Identity,
+        volume_id: str,
+        ino: int,
+        rights: Rights,
+        truncate_epoch: int,
+        xloc: XLocSet,
+        basis: Basis,
+        **detail: Any,
+    ) -> XCap:
+        """An XCap for ``peer``'s certificate, after ``who`` (``peer`` as the volume sees
+        it) was found to hold ``rights`` (see ``Basis``); audited, with ``detail``."""
+        if basis is Basis.CHECKED:
+            self._may_hold(who, volume_id, ino, access_mask(rights))
+        xcap = self.issue(volume_id, ino, rights, truncate_epoch, xloc, peer.fingerprint)
+        self._audit.record(
+            audits.XCAP,
+            peer.principal,
+            "issue",
+            volume_id=volume_id,
+            ino=ino,
+            rights=int(rights),
+            epoch=truncate_epoch,
+            xloc=xloc.version,
+            expires=xcap.expires,
+            holder=peer.fingerprint[:8],
+            basis=basis.value,
+            **detail,
+        )
+        return xcap
+
+    def own(
+        self, volume_id: str, ino: int, rights: Rights, truncate_epoch: int, xloc: XLocSet
+    ) -> XCap:
+        """An XCap the MRC itself holds, for its own calls to the OSDs."""
+        return self.issue(volume_id, ino, rights, truncate_epoch, xloc, self._own_holder)
 
     @property
     def lifetime(self) -> float:
@@ -55,6 +140,7 @@ class XCapIssuer:
         xloc: XLocSet,
         holder: bytes,
     ) -> XCap:
+        """Sign an XCap (only ``grant``, ``own`` and tests minting tokens call this)."""
         now = int(self._clock())
         return sign(
             XCap(
