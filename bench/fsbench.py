@@ -324,6 +324,10 @@ class XfsGrid:
 @contextlib.contextmanager
 def xfs_target(grid: XfsGrid, name: str, notes: dict) -> Iterator[Target]:
     mnt = grid.mount()
+    # the home volume's root (0700) searchable by the benchmark's user, whose requests
+    # the MRC checks as walks from the root (a working directory below an unsearchable
+    # one does not count there)
+    os.chmod(mnt, 0o711)
     d = mnt / f"fsbench-{name}-{os.getpid()}-{int(time.time())}"
     try:
         d.mkdir()

@@ -47,6 +47,10 @@ class PKI:
         return ca.issue_user(vo_ca or self.vo_ca, name, self.root / "users",
                              groups=groups or (name,), role=role)
 
+    def operator(self, name: str) -> CertPaths:
+        """A grid operator's certificate (``admin:<name>``, from the service CA)."""
+        return ca.issue_operator(self.services_ca, name, self.root / "operators")
+
 
 def make_pki(root: Path) -> PKI:
     services, vo, other = root / "services", root / "physics", root / "chem"

@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 VO = "local"
 ADMIN = "xfs-admin"
+OPERATOR = "xfs-operator"
 DEFAULT_OSDS = 3
 LOOPBACK = "127.0.0.1"
 # Longer than the 7 days of a cron-fed CRL: nobody re-issues the CRLs of an embedded grid
@@ -118,6 +119,13 @@ class Layout:
         """The grid's administrator credential (role super), readable by its owner only."""
         d = self.state / "admin"
         return d / f"{ADMIN}.crt", d / f"{ADMIN}.key"
+
+    @property
+    def operator(self) -> tuple[Path, Path]:
+        """The grid operator's credential (``admin:xfs-operator``, from the service CA):
+        drains OSDs; readable by its owner only."""
+        d = self.state / "admin"
+        return d / f"admin-{OPERATOR}.crt", d / f"admin-{OPERATOR}.key"
 
 
 @dataclass
@@ -230,10 +238,17 @@ def initialise(layout: Layout, mountpoint: Path, uid: int, osds: int = DEFAULT_O
         store.open()
         ca.issue_service(state / "ca" / "services", Kind.OSD, store.uuid, layout.role_dir(role))
     ca.issue_user(state / "ca" / VO, ADMIN, state / "admin", role=Role.SUPER, days=3650)
+    issue_operator(layout)
     CredentialStore(layout.credentials, enroll_ca=state / "ca" / VO).get(uid)
     grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint), osds=osds)
     grid.save(layout.grid_file)
     return grid
+
+
+def issue_operator(layout: Layout) -> None:
+    """The grid operator's credential (also for a state directory made before it
+    existed: ``up`` calls this when it is missing)."""
+    ca.issue_operator(layout.state / "ca" / "services", OPERATOR, layout.state / "admin", 3650)
 
 
 def refresh_crls(layout: Layout) -> None:
@@ -507,6 +522,8 @@ def up(
     grid.hosts.update(hosts or {})
     build_configs(layout, grid)  # refuses bad settings before they are kept
     grid.save(layout.grid_file)
+    if not layout.operator[0].exists():
+        issue_operator(layout)  # (a state directory from before grid operators)
     refresh_crls(layout)
     mnt = Path(grid.mountpoint)
     if running_pid(layout, "mount") is not None and _is_mounted(mnt):

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import errno
+import grp
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,7 +75,7 @@ def shared(workdirs: Workdirs) -> Path:
 @pytest.mark.timeout(120)
 def test_private_files_of_two_users(grid: Grid, users: tuple[str, str], shared: Path) -> None:
     alice, bob = users
-    # the home volume's root is 0700 root: a user cannot even look in
+    # the home volume's root is 0711 root (see running_grid): a user cannot list it
     denied = as_user(alice, f"ls {grid.mnt}", Path("/"))
     assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied
     # each user makes a private file in the shared, sticky directory
@@ -203,3 +206,144 @@ def test_a_credential_of_the_wrong_mode_or_owner_is_refused_and_audited(
             assert mine and mine[0]["event"] == "deny" and mine[0]["outcome"] == "EACCES"
             assert "must be a file owned by uid" in mine[0]["detail"]["why"]
         assert audit.verify(grid.state / "mount" / "audit.log").ok
+
+
+@pytest.mark.timeout(120)
+def test_a_write_by_another_user_clears_set_id_bits(
+    grid: Grid, users: tuple[str, str], shared: Path
+) -> None:
+    """As on ext4: a write or truncate by anyone without CAP_FSETID clears set-user-ID,
+    and set-group-ID when the group may execute; O_APPEND included (its handles bypass
+    the kernel's page cache, so the mount does it). The same steps on the local disk give
+    the same modes."""
+    _, bob = users
+    writes = {
+        "append": "printf more >> {f}",
+        "pwrite": "printf x | dd of={f} bs=1 seek=1 conv=notrunc status=none",
+        "truncate": "truncate -s 1 {f}",
+    }
+    # (a group-writable S_ISGID file without group-execute: see the README's
+    # deliberate differences, the kernel does not tell the file system of that case)
+    modes = (0o4777, 0o2777, 0o6777, 0o4776)
+
+    def run_in(where: Path) -> dict[tuple[str, int], int]:
+        seen = {}
+        for how, script in writes.items():
+            for mode in modes:
+                f = where / f"setid-{how}-{mode:o}"
+                f.write_bytes(b"data")
+                os.chmod(f, mode)
+                ok(as_user(bob, script.format(f=f), where))
+                seen[how, mode] = os.stat(f).st_mode & 0o7777
+        return seen
+
+    local = Path(tempfile.mkdtemp(prefix="xfs-setid-", dir="/tmp"))
+    try:
+        os.chmod(local, 0o777)
+        on_disk = run_in(local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+    on_xfs = run_in(shared)
+    assert on_xfs == on_disk, {k: (oct(on_xfs[k]), oct(on_disk[k])) for k in on_disk}
+    for how in writes:
+        assert on_xfs[how, 0o4777] == 0o777 and on_xfs[how, 0o6777] == 0o777, how
+
+
+def _account(*args: str) -> None:
+    run(["useradd", "-M", "-s", "/usr/sbin/nologin", *args], timeout=TIMEOUT)
+
+
+def _drop_account(name: str) -> None:
+    for cmd in (["userdel", name], ["groupdel", name]):
+        subprocess.run(cmd, capture_output=True, timeout=TIMEOUT, check=False)
+
+
+def owner_on_the_mrc(grid: Grid, path: Path) -> str:
+    """The owner principal the MRC holds for ``path`` (read from its store, read-only)."""
+    import sqlite3
+
+    db = grid.state / "mrc" / "data" / "mrc.db"
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        row = conn.execute("SELECT owner FROM inodes WHERE ino = ?",
+                           (os.stat(path).st_ino,)).fetchone()
+    return str(row[0])
+
+
+@pytest.mark.timeout(120)
+def test_a_reused_uid_is_another_user(grid: Grid, shared: Path) -> None:
+    """userdel bob; useradd -u <bob's uid> carol: carol is carol@local, reads none of bob's
+    0600 files, owns what she creates, and bob's certificate is revoked."""
+    from xfs.client.sessions import ACCOUNT_RECHECK
+    from xfs.common import ca
+
+    tag = secrets.token_hex(3)
+    bob, carol = f"xfst_bob_{tag}", f"xfst_carol_{tag}"
+    try:
+        _account(bob)
+        uid = pwd.getpwnam(bob).pw_uid
+        ok(as_user(bob, "umask 077 && printf 'bob only' > bobs", shared))
+        old_cert = grid.state / "credentials" / str(uid) / "cert.pem"
+        serial = ca.read_cert(old_cert).serial_number
+        run(["userdel", bob], timeout=TIMEOUT)
+        _account("-u", str(uid), carol)
+        time.sleep(ACCOUNT_RECHECK + 1)  # the mount looks at the uid's account again
+        denied = as_user(carol, "cat bobs", shared)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied
+        ok(as_user(carol, "printf 'carol' > carols", shared))
+        assert owner_on_the_mrc(grid, shared / "carols") == f"{carol}@local"
+        assert owner_on_the_mrc(grid, shared / "bobs") == f"{bob}@local"
+        assert ca.revoked_at(grid.state / "ca" / "local", serial) is not None
+        assert (grid.state / "credentials" / ".retired" / f"{uid}-{serial:x}").is_dir()
+        new = ca.read_cert(grid.state / "credentials" / str(uid) / "cert.pem")
+        assert new.serial_number != serial
+    finally:
+        _drop_account(carol)
+        _drop_account(bob)
+
+
+@pytest.mark.timeout(120)
+def test_a_group_the_account_left_stops_counting(
+    grid: Grid, shared: Path, tmp_path: Path
+) -> None:
+    """gpasswd -d: through the mount a new process of the user is refused at once; the
+    user's own certificate loses the group when it is renewed, at half its lifetime."""
+    from xfs.client.credentials import CredentialStore
+    from xfs.common import ca
+
+    tag = secrets.token_hex(3)
+    gina, proj = f"xfst_gina_{tag}", f"xfst_proj_{tag}"
+    try:
+        run(["groupadd", proj], timeout=TIMEOUT)
+        _account("-G", proj, gina)
+        team = shared / f"team-{tag}"
+        team.mkdir()
+        os.chown(team, 0, grp.getgrnam(proj).gr_gid)
+        os.chmod(team, 0o2770)
+        (team / "plan").write_text("the plan")
+        os.chmod(team / "plan", 0o660)
+        assert ok(as_user(gina, f"cat {team}/plan", shared)) == "the plan"
+        run(["gpasswd", "-d", gina, proj], timeout=TIMEOUT)
+        denied = as_user(gina, f"cat {team}/plan", shared)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, denied
+
+        # the user's own certificate, as a mount's store keeps it (a store of its own here,
+        # with a clock to move): the group goes at the renewal
+        run(["gpasswd", "-a", gina, proj], timeout=TIMEOUT)
+        now = [time.time()]
+        store = CredentialStore(tmp_path / "creds", enroll_ca=grid.state / "ca" / "local",
+                                lifetime=600, clock=lambda: now[0])
+        uid = pwd.getpwnam(gina).pw_uid
+        first = store.get(uid)
+        assert f"{proj}@local" in first.identity.groups
+        cert = ca.read_cert(first.cert_path)
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc <= datetime.timedelta(
+            seconds=600 + 120)
+        run(["gpasswd", "-d", gina, proj], timeout=TIMEOUT)
+        assert store.get(uid).identity.fingerprint == first.identity.fingerprint
+        now[0] += 301
+        renewed = store.get(uid)
+        assert f"{proj}@local" not in renewed.identity.groups
+        assert renewed.identity.fingerprint != first.identity.fingerprint
+    finally:
+        _drop_account(gina)
+        subprocess.run(["groupdel", proj], capture_output=True, timeout=TIMEOUT, check=False)

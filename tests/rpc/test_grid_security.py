@@ -729,8 +729,13 @@ def test_hostile_object_numbers_and_ranges_are_refused(pki: PKI, tmp_path: Path)
                 await denied(w, w.osd_call(pool, osd, OSD.truncate, FileOp(x, xloc, -1)),
                              action=OSD.truncate.wire_name, code=errno.EINVAL,
                              reason="negative size", service=osd_log(osd))
-                # a huge size is harmless: it cuts nothing and creates nothing
-                await w.osd_call(pool, osd, OSD.truncate, FileOp(x, xloc, (1 << 64) - 1))
+                # past 64 signed bits: out of range; a huge size within them is harmless,
+                # it cuts nothing and creates nothing
+                await denied(w, w.osd_call(pool, osd, OSD.truncate,
+                                           FileOp(x, xloc, (1 << 64) - 1)),
+                             action=OSD.truncate.wire_name, code=errno.EINVAL,
+                             reason="out of range", service=osd_log(osd))
+                await w.osd_call(pool, osd, OSD.truncate, FileOp(x, xloc, (1 << 63) - 1))
             await w.still_serves()
             assert _tree(tmp_path) == before
 
@@ -796,12 +801,20 @@ def test_bad_certificate_handshake_is_refused(pki: PKI, tmp_path: Path, case: st
                     await handshake_refused(
                         pool.call(address, OSD.status, Empty(), expect=f"osd:{uuid_}"),
                         osd_log(uuid_))
-                await handshake_refused(
-                    pool.call(w.grid.mrc_address, MRC.osd_heartbeat,
-                              Heartbeat(str(uuid.uuid4()), "127.0.0.1:1", 1, 2),
-                              expect=Kind.MRC), "mrc")
+                # the same refusal again from the same address, within a minute: counted,
+                # and the count written when the window ends (here: when the MRC stops)
+                with pytest.raises(Unavailable):
+                    await pool.call(w.grid.mrc_address, MRC.osd_heartbeat,
+                                    Heartbeat(str(uuid.uuid4()), "127.0.0.1:1", 1, 2),
+                                    expect=Kind.MRC)
+                await w.still_serves()
 
     run(main)
+    mrc_log = tmp_path / "grid" / "audit" / "mrc.log"
+    refused = [r for r in audit.records(mrc_log)
+               if r["event"] == audit.CERT and r["actor"] == "127.0.0.1"]
+    assert refused and refused[-1]["detail"].get("repeated", 0) >= 1, refused
+    assert audit.verify(mrc_log).ok
 
 
 def test_user_of_another_trusted_vo_is_accepted_as_itself(pki: PKI, tmp_path: Path) -> None:
@@ -1322,9 +1335,12 @@ def test_hostile_file_ids_touch_nothing_outside_the_data_dir(pki: PKI, tmp_path:
                     (OSD.fsync, FileOp(hostile, xloc)),
                     (OSD.delete, FileOp(hostile, xloc)),
                 ]
+                # (numbers past 64 signed bits are refused as they are decoded)
+                code, reason = (errno.EINVAL, "out of range") if ino >= 1 << 63 else (
+                    errno.EACCES, "names no file an OSD holds")
                 for method, request in calls:
                     await denied(w, w.osd_call(pool, osd, method, request),
-                                 action=method.wire_name, reason="names no file an OSD holds",
+                                 action=method.wire_name, code=code, reason=reason,
                                  service=osd_log(osd))
             assert _tree(tmp_path) == before
             assert sorted(os.listdir(sentinel)) == listing

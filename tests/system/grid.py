@@ -375,12 +375,19 @@ def running_grid(
 ) -> Iterator[Grid]:
     """A started grid under a fresh directory of /tmp (world-searchable, so other local
     users can reach the mount); always stopped and removed afterwards. With
-    ``XFS_TEST_KEEP_LOGS=DIR`` its logs are copied to DIR first."""
+    ``XFS_TEST_KEEP_LOGS=DIR`` its logs are copied to DIR first.
+
+    The home volume's root is made 0711: other local users may search it (not list it)
+    to reach the tests' directories, as they would reach theirs under /home. The MRC
+    checks every request by inode number as a walk from the volume's root, so a test
+    user placed in a directory under a root it may not search would be refused there,
+    where Linux lets a process go on from its working directory."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(root, 0o755)
     grid = Grid(root, osds=osds, settings=settings or [])
     try:
         grid.up()
+        os.chmod(grid.mnt, 0o711)
         yield grid
         grid.assert_no_bugs_logged()
     finally:

@@ -200,6 +200,10 @@ def test_drain_moves_every_replica_off_an_osd() -> None:
         check_replicas_on_disk(grid, files, fids)
         for path, (digest, _) in files.items():
             assert sha256_of(path) == digest, f"{path.name} reads back wrong through the mount"
+        # undone: the OSD takes new replicas again (what moved stays where it went)
+        grid.admin("osd", "undrain", drained)
+        assert grid.status()["repair"]["draining"] == {}
+        assert all(at_factor(replicas_of(path), without=drained) for path in files)
 
 
 @pytest.mark.timeout(180)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from xfs.proto.codec import Record, decode
+from xfs.proto.codec import U64, BadValue, Record, decode
 from xfs.proto.errors import ProtocolError
 from xfs.proto.records import Attr, UpdatePolicy
 
@@ -105,3 +106,37 @@ def test_not_a_map_at_the_top() -> None:
     with pytest.raises(ProtocolError):
         decode(Inner | None, "x")
     assert decode(Inner | None, None) is None
+
+
+@dataclass(frozen=True)
+class Numbers(Record):
+    ino: int
+    owner: U64 = 0
+    wait: float = 0.0
+    maybe: int | None = None
+
+
+@pytest.mark.parametrize(
+    ("wire", "message"),
+    [
+        ({"ino": 2**64 - 1}, "Numbers.ino: 18446744073709551615 is out of range"),
+        ({"ino": 2**63}, "Numbers.ino: 9223372036854775808 is out of range"),
+        ({"ino": -(2**63) - 1}, "out of range"),
+        ({"ino": 1, "maybe": 2**63}, "Numbers.maybe: 9223372036854775808 is out of range"),
+        ({"ino": 1, "owner": -1}, "Numbers.owner: -1 is out of range"),
+        ({"ino": 1, "wait": float("nan")}, "Numbers.wait: nan is not a finite number"),
+        ({"ino": 1, "wait": float("inf")}, "Numbers.wait: inf is not a finite number"),
+        ({"ino": 1, "wait": -float("inf")}, "not a finite number"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_with_einval(wire: dict[str, Any], message: str) -> None:
+    """A value of the right type but out of its field's range (SQLite's 64 bits, the
+    kernel's unsigned lock owners, finite floats) is EINVAL, not a protocol error."""
+    with pytest.raises(BadValue) as e:
+        Numbers.from_wire(wire)
+    assert e.value.code == errno.EINVAL and message in e.value.message
+
+
+def test_numbers_at_the_ends_of_their_range_pass() -> None:
+    wire = {"ino": 2**63 - 1, "owner": 2**64 - 1, "wait": 1e300, "maybe": -(2**63)}
+    assert Numbers.from_wire(wire) == Numbers(2**63 - 1, 2**64 - 1, 1e300, -(2**63))

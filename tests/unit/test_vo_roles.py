@@ -100,21 +100,22 @@ def test_delegation_rules() -> None:
 # ------------------------------------------------------------------ authority
 ALLOWED = {
     Authority.USER: {"standard", "advanced", "super"},
-    Authority.ADVANCED: {"advanced", "super"},
+    Authority.ADVANCED: {"advanced", "super", "operator"},
     Authority.ADMIN: {"super"},
+    Authority.OPERATOR: {"operator"},
     Authority.WORKER: {"worker"},
     Authority.HOLDER: {"standard", "advanced", "super", "worker"},
     Authority.USER_OR_MRC: {"standard", "advanced", "super", "worker", "mrc"},
     Authority.OSD: {"osd"},
     Authority.MRC: {"mrc"},
-    Authority.ANY: {"standard", "advanced", "super", "worker", "mrc", "osd"},
+    Authority.ANY: {"standard", "advanced", "super", "worker", "mrc", "osd", "operator"},
 }
 
 
 @pytest.mark.parametrize("authority", list(Authority))
 def test_authority_matrix(authority: Authority) -> None:
     peers = {r.value: user("x@alpha", r) for r in Role}
-    peers |= {"mrc": service(Kind.MRC), "osd": service(Kind.OSD)}
+    peers |= {"mrc": service(Kind.MRC), "osd": service(Kind.OSD), "operator": service(Kind.ADMIN)}
     allowed = {name for name, peer in peers.items() if authorized(authority, peer)}
     assert allowed == ALLOWED[authority]
 
@@ -124,6 +125,7 @@ def test_methods_declare_the_role_they_need() -> None:
     assert MRC.volume_delete.authority is Authority.ADMIN
     assert MRC.status.authority is MRC.osd_list.authority is Authority.ADVANCED
     assert MRC.assume.authority is Authority.WORKER
+    assert MRC.osd_drain.authority is MRC.osd_undrain.authority is Authority.OPERATOR
     for m in (OSD.read, OSD.write, OSD.truncate, OSD.fsync, OSD.size):
         assert m.authority is Authority.HOLDER  # a worker's XCap works at the OSDs
 
@@ -239,7 +241,7 @@ def test_standard_user_is_told_the_role_needed() -> None:
         assert e.value.code == errno.EPERM
         assert e.value.message == (
             "alice@alpha (user/standard) may not call mrc.status/1: it needs role advanced "
-            "or super")
+            "or super, or a grid operator")
         assert rec.records[-1][:4] == ("deny", "alice@alpha", "mrc.status/1", "EPERM")
 
     run(main)

@@ -67,15 +67,22 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _embedded_user(layout: embedded.Layout) -> Credential:
     """Your own credential in the embedded grid's credential store."""
     mount = config.load(MountConfig, layout.config("mount"))
-    store = CredentialStore(mount.credentials, enroll_ca=mount.enroll_ca)
+    store = CredentialStore(
+        mount.credentials, enroll_ca=mount.enroll_ca, lifetime=mount.credential_lifetime
+    )
     return store.get(os.getuid())
 
 
 def run_mrc(
-    options: dict[str, Any], fn: Callable[[Pool, str], Awaitable[T]], *, own: bool = False
+    options: dict[str, Any],
+    fn: Callable[[Pool, str], Awaitable[T]],
+    *,
+    own: bool = False,
+    operator: bool = False,
 ) -> T:
     """Run ``fn(pool, mrc_address)`` as the given credential, or in the embedded grid as
-    its administrator (``own``: as yourself, with your credential of its mount)."""
+    its administrator (``own``: as yourself, with your credential of its mount;
+    ``operator``: as its grid operator)."""
     try:
         if options.get("mrc_address"):
             if not (options.get("cert") and options.get("key") and options.get("trust")):
@@ -89,7 +96,10 @@ def run_mrc(
             if not layout.grid_file.exists():
                 raise click.ClickException(f"no xfs grid in {state}; give --mrc or --state")
             grid = embedded.Grid.load(layout.grid_file)
-            cred = _embedded_user(layout) if own else load_credential(*layout.admin)
+            if own:
+                cred = _embedded_user(layout)
+            else:
+                cred = load_credential(*(layout.operator if operator else layout.admin))
             trust_files = layout.trust
             address = f"127.0.0.1:{grid.ports['mrc']}"
         trust = TrustStore.load(trust_files)
@@ -112,13 +122,16 @@ def run_mrc(
         raise click.ClickException(f"the MRC at {address} did not answer in time") from None
 
 
-def call_mrc(options: dict[str, Any], method: Method[Any, R], request: Any) -> R:
-    """Call the MRC as the given credential (or the embedded grid's administrator)."""
+def call_mrc(
+    options: dict[str, Any], method: Method[Any, R], request: Any, *, operator: bool = False
+) -> R:
+    """Call the MRC as the given credential (or the embedded grid's administrator, or
+    with ``operator`` its grid operator)."""
 
     async def one(pool: Pool, address: str) -> R:
         return await pool.call(address, method, request, expect=Kind.MRC)
 
-    return run_mrc(options, one)
+    return run_mrc(options, one, operator=operator)
 
 
 def _size(n: int) -> str:
@@ -217,6 +230,7 @@ def osd_group(run: click.Command) -> click.Group:
     )
     group.add_command(osd_list)
     group.add_command(osd_drain)
+    group.add_command(osd_undrain)
     return group
 
 
@@ -246,10 +260,20 @@ def osd_list(as_json: bool, **options: Any) -> None:
 @connection_options
 @click.argument("uuid")
 def osd_drain(uuid: str, **options: Any) -> None:
-    """Move every replica off OSD UUID and place nothing new on it (needs admin);
-    `xfs status` shows the replicas left."""
-    call_mrc(options, MRC.osd_drain, OSDName(uuid))
+    """Move every replica off OSD UUID and place nothing new on it (needs a grid
+    operator's certificate); `xfs status` shows the replicas left."""
+    call_mrc(options, MRC.osd_drain, OSDName(uuid), operator=True)
     click.echo(f"draining OSD {uuid}")
+
+
+@click.command("undrain")
+@connection_options
+@click.argument("uuid")
+def osd_undrain(uuid: str, **options: Any) -> None:
+    """Place new replicas on OSD UUID again (needs a grid operator's certificate); what
+    moved off it stays where it went."""
+    call_mrc(options, MRC.osd_undrain, OSDName(uuid), operator=True)
+    click.echo(f"OSD {uuid} takes new replicas again")
 
 
 @click.group("volume")

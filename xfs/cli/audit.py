@@ -20,14 +20,23 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("log", type=_LOG)
 def verify(log: Path) -> None:
-    """Check the hash chain of LOG; name the first altered record."""
+    """Check the hash chain of LOG and of its rotated files (LOG.<seq>), in order; name
+    the first altered record."""
     verdict = audit_lib.verify(log)
     if not verdict.ok:
         raise click.ClickException(
-            f"{log}: record at line {verdict.bad_line} is not authentic: {verdict.reason} "
-            f"({verdict.records} records before it are intact)"
+            f"{verdict.bad_file or log}: record at line {verdict.bad_line} is not authentic: "
+            f"{verdict.reason} ({verdict.records} records before it are intact)"
         )
-    click.echo(f"{log}: {verdict.records} records, chain intact, last hash {verdict.last_hash}")
+    start = (
+        ""
+        if verdict.starts_at == 1
+        else f" from record {verdict.starts_at} (older files were removed)"
+    )
+    click.echo(
+        f"{log}: {verdict.records} records in {verdict.files} file(s){start}, chain intact, "
+        f"last hash {verdict.last_hash}"
+    )
 
 
 @audit.command("show")
@@ -35,7 +44,7 @@ def verify(log: Path) -> None:
 @click.option("--event", type=click.Choice(sorted(audit_lib.EVENTS)), help="Only this event.")
 @click.option("--tail", type=click.IntRange(min=1), help="Only the last N records.")
 def show(log: Path, event: str | None, tail: int | None) -> None:
-    """Print the records of LOG, one a line."""
+    """Print the records of LOG (its rotated files first), one a line."""
     shown = [r for r in audit_lib.records(log) if event is None or r["event"] == event]
     for r in shown[-tail:] if tail else shown:
         when = datetime.datetime.fromtimestamp(r["time"], datetime.UTC)

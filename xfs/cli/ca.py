@@ -68,6 +68,18 @@ def issue_user(
     click.echo(f"certificate: {paths.cert}\nkey: {paths.key}")
 
 
+@ca.command("issue-operator")
+@click.option("--ca", "ca_dir", type=_DIR, required=True, help="The service CA directory.")
+@click.option("--name", required=True, help="Local name; the principal is admin:NAME.")
+@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
+@click.option("--out", "out_dir", type=_DIR, required=True)
+def issue_operator(ca_dir: Path, name: str, days: int, out_dir: Path) -> None:
+    """Issue a grid operator's certificate: it drains and undrains OSDs and sees the
+    grid's status, and administers no volume."""
+    paths = _run(lambda: ca_lib.issue_operator(ca_dir, name, out_dir, days=days))
+    click.echo(f"certificate: {paths.cert}\nkey: {paths.key}")
+
+
 @ca.command("issue-service")
 @click.option("--ca", "ca_dir", type=_DIR, required=True, help="The service CA directory.")
 @click.option("--kind", type=click.Choice([Kind.OSD.value, Kind.MRC.value]), required=True)

@@ -16,6 +16,7 @@ ends up in a key its user could use outside the mount.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import hashlib
@@ -23,11 +24,19 @@ import logging
 import os
 import pwd
 import stat
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from xfs.common.ca import issue_user
-from xfs.common.identity import Credential, is_name, load_credential
+from cryptography import x509
+
+from xfs.common.ca import issue_user, read_cert, revoke
+from xfs.common.identity import (
+    Credential,
+    is_name,
+    load_credential,
+    parse_identity_extension,
+)
 from xfs.proto.errors import XfsError
 from xfs.proto.records import Role
 
@@ -63,10 +72,22 @@ def local_groups(uid: int) -> list[str]:
     return [group_name(g) for g in gids]
 
 
+CREDENTIAL_LIFETIME = 3600.0  # seconds an enrolled credential is valid; renewed at half
+
+
 class CredentialStore:
-    def __init__(self, root: Path, *, enroll_ca: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        enroll_ca: Path | None = None,
+        lifetime: float = CREDENTIAL_LIFETIME,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.root = root
         self.enroll_ca = enroll_ca
+        self.lifetime = lifetime
+        self._clock = clock
 
     @property
     def enrolls(self) -> bool:
@@ -89,11 +110,48 @@ class CredentialStore:
             self._enroll(uid, groups)
         if not cert.exists():
             raise XfsError(errno.EACCES, f"local uid {uid} has no xfs credential in {cert.parent}")
+        if self.enroll_ca is not None and not made_for(read_cert(cert), uid):
+            # the account it was made for is gone and its uid now another's: that one
+            # gets its own credential, and the old one no longer works anywhere
+            self._retire(uid, cert)
+            self._enroll(uid, groups)
         self._check_private(uid, key)
         own = load_credential(cert, key)
+        if self.enroll_ca is not None and self._due(cert):
+            # renewed from the account database: a group the account left is gone from
+            # it (the old one expires within the lifetime)
+            self._enroll(uid, None)
+            own = load_credential(cert, key)
         if groups is None or self.enroll_ca is None or same_groups(own.identity.groups, groups):
             return own
         return self._for_groups(uid, own, groups)
+
+    def _due(self, cert: Path) -> bool:
+        """Is an enrolled certificate past half its lifetime (or a long-lived one from
+        before enrolled credentials were short-lived)?"""
+        c = read_cert(cert)
+        start, end = c.not_valid_before_utc.timestamp(), c.not_valid_after_utc.timestamp()
+        if end - start > 2 * self.lifetime + 120:
+            return True
+        return self._clock() >= start + (end - start) / 2
+
+    def _retire(self, uid: int, cert: Path) -> None:
+        """Revoke the certificate at ``cert`` at the enrolment CA (the MRC and the OSDs
+        refuse it at their next CRL check) and move it out of the uid's place."""
+        assert self.enroll_ca is not None
+        old = read_cert(cert)
+        with contextlib.suppress(XfsError):  # (not the enrolment CA's: nothing to revoke)
+            revoke(self.enroll_ca, cert=cert)
+        gone = self.root / ".retired"
+        gone.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(gone, 0o700)
+        (self.root / str(uid)).replace(gone / f"{uid}-{old.serial_number:x}")
+        log.warning(
+            "uid %d is now %s, not %s: its old credential was revoked",
+            uid,
+            account_name(uid),
+            principal_of(old),
+        )
 
     @staticmethod
     def _check_private(uid: int, key: Path) -> None:
@@ -110,9 +168,11 @@ class CredentialStore:
         d = self.root / str(uid)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         chosen = local_groups(uid) if groups is None else list(groups)
-        issued = issue_user(self.enroll_ca, name, d, groups=chosen, role=role)
-        issued.cert.replace(d / "cert.pem")
+        issued = issue_user(
+            self.enroll_ca, name, d, groups=chosen, role=role, seconds=self.lifetime
+        )
         issued.key.replace(d / "key.pem")
+        issued.cert.replace(d / "cert.pem")
         gid = pwd.getpwuid(uid).pw_gid if _has_account(uid) else uid
         for p in (d, d / "cert.pem", d / "key.pem"):
             os.chown(p, uid, gid)
@@ -133,18 +193,39 @@ class CredentialStore:
         if cert.exists():
             self._check_private(os.geteuid(), key)
             found = load_credential(cert, key)
-            if found.identity.principal == own.identity.principal and same_groups(
-                found.identity.groups, canonical
+            if (
+                found.identity.principal == own.identity.principal
+                and same_groups(found.identity.groups, canonical)
+                and not self._due(cert)
             ):
                 return found
         d.mkdir(mode=0o700, exist_ok=True)
         name = own.identity.principal.split("@", 1)[0]
-        issued = issue_user(self.enroll_ca, name, d, groups=canonical, role=own.identity.role)
+        issued = issue_user(
+            self.enroll_ca,
+            name,
+            d,
+            groups=canonical,
+            role=own.identity.role,
+            seconds=self.lifetime,
+        )
         issued.key.replace(key)
         os.chmod(key, 0o600)
         issued.cert.replace(cert)
         log.info("issued %s a credential for groups %s", own.identity.principal, canonical)
         return load_credential(cert, key)
+
+
+def principal_of(cert: x509.Certificate) -> str:
+    try:
+        return parse_identity_extension(cert).principal
+    except XfsError:
+        return "?"
+
+
+def made_for(cert: x509.Certificate, uid: int) -> bool:
+    """Was an enrolled certificate made for the account that has ``uid`` now (its name)?"""
+    return principal_of(cert).split("@", 1)[0] == account_name(uid)
 
 
 def canonical_groups(groups: Sequence[str]) -> tuple[str, ...]:

@@ -141,6 +141,10 @@ class OpenFile:
                 window = self.session.write_window * (1 << 20) // self.stripe_size
                 self._slots = trio.Semaphore(max(2, window))
 
+    def renew_xcap(self) -> None:
+        """Renew the XCap before its next use (the session's certificate changed)."""
+        self._stale = True
+
     async def _renewed(self, refused: FileLayout) -> FileLayout:
         """A new XCap after an OSD refused ``refused``'s (unless one came meanwhile)."""
         async with self._renewing:

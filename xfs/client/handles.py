@@ -18,6 +18,7 @@ class Handle:
     flags: int
     lock_owners: set[int] = field(default_factory=set)
     closing_owner: int | None = None  # the owner whose close the kernel is flushing
+    privs_checked: bool = False  # set-id bits seen to (O_APPEND: see Operations.write)
 
     @property
     def ino(self) -> int:

@@ -45,7 +45,11 @@ class Mount:
         config = self.config
         trust = TrustStore.load(config.trust)
         bundle = trust.ssl_cafile_bundle()
-        store = CredentialStore(config.credentials, enroll_ca=config.enroll_ca)
+        store = CredentialStore(
+            config.credentials,
+            enroll_ca=config.enroll_ca,
+            lifetime=config.credential_lifetime,
+        )
         idmap = IdentityMap.load(config.vo, config.identity_map)
         # under a delegation every new MRC connection presents the token first
         token = None if config.delegation is None else read_token(config.delegation)

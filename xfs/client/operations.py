@@ -21,6 +21,7 @@ import fcntl
 import functools
 import itertools
 import os
+import stat
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -475,9 +476,26 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._files[fh]
         if handle.flags & os.O_APPEND:
+            if not handle.privs_checked:
+                await self._kill_privs(handle)
             # atomic, also against other clients: where the MRC or our append lease says
             return await handle.session.appends.write(handle.file, buf)
         return await handle.file.write(off, buf)
+
+    async def _kill_privs(self, handle: Handle) -> None:
+        """Clear set-user-ID (and set-group-ID with group-execute) before the first write
+        through a ``direct_io`` handle, as Linux does for a writer without CAP_FSETID
+        (anyone but the super user): through the page cache the kernel does it, through
+        ``direct_io`` it leaves it to the file system. The mode is the file's as opened."""
+        handle.privs_checked = True
+        if handle.session.identity.is_super:
+            return
+        mode = handle.file.layout.attr.mode
+        kill = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+        if mode & kill:
+            await handle.session.setattr(handle.ino, mode=mode & 0o7777 & ~kill)
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_inode(handle.ino, attr_only=True)
 
     @fuse_errors
     async def flush(self, fh: int) -> None:

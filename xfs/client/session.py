@@ -24,6 +24,7 @@ from xfs.client.failover import FixedSource, call_osd
 from xfs.client.file_io import OpenFile
 from xfs.client.local_reads import LocalReads
 from xfs.common.health import Health
+from xfs.common.identity import Credential
 from xfs.common.rpc import Pool
 from xfs.proto.codec import Record
 from xfs.proto.errors import XfsError
@@ -130,6 +131,15 @@ class Session:
         self.local_reads = LocalReads(clock, osd_timeout) if local_reads else None
 
     # ------------------------------------------------------------------ transport
+    def use_credential(self, credential: Credential) -> None:
+        """Act with a renewed credential of the same principal: new connections present
+        it, and every open file's XCap (bound to the old certificate) is renewed before
+        its next use."""
+        self.pool.use_credential(credential.cert_path, credential.key_path)
+        self.identity = credential.identity
+        for f in self.files.values():
+            f.renew_xcap()
+
     async def mrc(self, method: Method[Req, Resp], request: Req) -> Resp:
         if self.dirs.busy:
             await self.dirs.before(method, request)  # queued creates it depends on land first

@@ -147,13 +147,21 @@ def _checked(claims: Claims) -> Claims:
     return claims
 
 
-def _window(not_before: dt.datetime | None, days: int) -> tuple[dt.datetime, dt.datetime]:
-    if days < 1:
+def _window(
+    not_before: dt.datetime | None, days: int, seconds: float | None = None
+) -> tuple[dt.datetime, dt.datetime]:
+    """Valid from ``not_before`` (now, back-dated a little) for ``days``, or for ``seconds``
+    (at least a minute) when given: the short-lived credentials a mount enrols."""
+    if seconds is None and days < 1:
         raise _invalid(f"validity must be at least one day, not {days}")
+    if seconds is not None and seconds < 60:
+        raise _invalid(f"validity must be at least 60 s, not {seconds:g}")
     if not_before is None:
         not_before = dt.datetime.now(dt.UTC) - BACKDATE
     elif not_before.tzinfo is None:
         raise _invalid("not_before must be timezone-aware")
+    if seconds is not None:
+        return not_before, not_before + BACKDATE + dt.timedelta(seconds=seconds)
     return not_before, not_before + dt.timedelta(days=days)
 
 
@@ -261,8 +269,10 @@ def mint_user(
     role: Role = Role.STANDARD,
     days: int = 365,
     not_before: dt.datetime | None = None,
+    seconds: float | None = None,
 ) -> Minted:
-    """A user certificate ``name@vo``; bare group names get ``@vo`` appended."""
+    """A user certificate ``name@vo``; bare group names get ``@vo`` appended; valid for
+    ``days``, or ``seconds`` if given."""
     vo = _require_ca(ca, CertKind.CA).vo
     try:
         role = Role(role)
@@ -276,7 +286,7 @@ def mint_user(
         claims,
         ec.generate_private_key(ec.SECP256R1()),
         ca,
-        _window(not_before, days),
+        _window(not_before, days, seconds),
         _leaf_extensions(ExtendedKeyUsageOID.CLIENT_AUTH),
     )
 
@@ -318,6 +328,22 @@ def mint_service(
             *_leaf_extensions(ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH),
             (x509.SubjectAlternativeName(names), False),
         ],
+    )
+
+
+def mint_operator(
+    ca: Minted, name: str, *, days: int = 365, not_before: dt.datetime | None = None
+) -> Minted:
+    """A grid operator's certificate, principal ``admin:<name>``, from the service CA:
+    it administers what all VOs share (the OSDs), and nothing in any volume."""
+    _require_ca(ca, CertKind.SERVICE_CA)
+    claims = _checked(Claims(CertKind.ADMIN, f"admin:{name}", SERVICES_VO, Role.STANDARD, ()))
+    return _build(
+        claims,
+        ec.generate_private_key(ec.SECP256R1()),
+        ca,
+        _window(not_before, days),
+        _leaf_extensions(ExtendedKeyUsageOID.CLIENT_AUTH),
     )
 
 
@@ -409,10 +435,17 @@ def issue_user(
     role: Role = Role.STANDARD,
     days: int = 365,
     not_before: dt.datetime | None = None,
+    seconds: float | None = None,
 ) -> CertPaths:
     """Issue ``name@vo``; writes ``<out_dir>/<name>.crt`` and ``<name>.key`` (replacing)."""
     minted = mint_user(
-        load_ca(ca_dir), name, groups=groups, role=role, days=days, not_before=not_before
+        load_ca(ca_dir),
+        name,
+        groups=groups,
+        role=role,
+        days=days,
+        not_before=not_before,
+        seconds=seconds,
     )
     _record_issued(Path(ca_dir), minted)
     out_dir = Path(out_dir)
@@ -436,6 +469,16 @@ def issue_service(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{minted.claims.kind.value}-{uuid}"
+    return _store(minted, out_dir / f"{stem}.crt", out_dir / f"{stem}.key", replace=True)
+
+
+def issue_operator(ca_dir: Path, name: str, out_dir: Path, days: int = 365) -> CertPaths:
+    """Issue ``admin:<name>``; writes ``<out_dir>/admin-<name>.crt`` and ``.key``."""
+    minted = mint_operator(load_ca(ca_dir), name, days=days)
+    _record_issued(Path(ca_dir), minted)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"admin-{name}"
     return _store(minted, out_dir / f"{stem}.crt", out_dir / f"{stem}.key", replace=True)
 
 
@@ -526,8 +569,14 @@ def _write_index(ca_dir: Path, index: dict[str, Any]) -> None:
 
 def _record_issued(ca_dir: Path, minted: Minted) -> None:
     claims = minted.claims
+    now = dt.datetime.now(dt.UTC)
     with _locked(ca_dir):
         index = _read_index(ca_dir)
+        # certificates past their validity need no index entry (a mount renews its users'
+        # short-lived ones every half hour): the index holds what may still be revoked
+        index["issued"] = [
+            e for e in index["issued"] if dt.datetime.fromisoformat(e["not_after"]) > now
+        ]
         index["issued"].append(
             {
                 "serial": str(minted.cert.serial_number),

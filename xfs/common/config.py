@@ -63,6 +63,8 @@ class MRCConfig:
     sync_interval: float = 0.1
     crl_check_interval: float = 10.0  # seconds between re-reads of the trust files and CRLs
     audit_log: Path | None = None  # None: <data_dir>/audit.log
+    audit_max_bytes: int = 64 << 20  # the audit log is rotated at this size ...
+    audit_max_age: float = 86400.0  # ... or once its first record is this old (seconds)
     xcap_key_rotation: float = 24.0  # hours a signing key signs before the next one does
     max_delegation: float = 7 * 86400.0  # seconds a delegation to a worker may last at most
     # replication (docs/design/replication.md)
@@ -108,6 +110,8 @@ class OSDConfig:
     grace: float = 5.0
     crl_check_interval: float = 10.0  # seconds between re-reads of the trust files and CRLs
     audit_log: Path | None = None  # None: <data_dir>/audit.log
+    audit_max_bytes: int = 64 << 20  # the audit log is rotated at this size ...
+    audit_max_age: float = 86400.0  # ... or once its first record is this old (seconds)
     peer_timeout: float = 5.0  # seconds a forward to another replica may take per attempt
     forward_deadline: float = 20.0  # seconds a primary tries a replica before failing a write
     io_threads: int = 8  # object reads and writes on the local disk at once
@@ -129,6 +133,9 @@ class MountConfig:
     credentials: Path  # credential store: <dir>/<uid>/cert.pem, key.pem
     identity_map: Path | None = None  # gridmap-style file; None: names of local accounts
     enroll_ca: Path | None = None  # embedded default: issue certs for local users on first use
+    # seconds an enrolled credential is valid (renewed at half, from the account database):
+    # how long a group the account left may still count for the user's own certificate
+    credential_lifetime: float = 3600.0
     vo: str = "local"
     allow_other: bool = True
     io_timeout: float = 30.0  # seconds before an operation with no reachable server fails

@@ -61,6 +61,7 @@ class CertKind(enum.StrEnum):
     USER = "user"
     MRC = "mrc"
     OSD = "osd"
+    ADMIN = "admin"  # a grid operator (from the service CA): OSDs and the grid itself
     CA = "ca"  # a VO's CA: vouches for the users of its VO
     SERVICE_CA = "service-ca"  # vouches for OSDs and MRCs
 
@@ -129,6 +130,11 @@ def claims_problem(c: Claims) -> str | None:
         kind_, colon, uuid = c.principal.partition(":")
         if c.vo != SERVICES_VO or kind_ != c.kind.value or not colon or not is_uuid(uuid):
             return f"bad {c.kind.value} principal {c.principal!r:.80} (VO {c.vo!r:.80})"
+        return None
+    if c.kind is CertKind.ADMIN:
+        kind_, colon, name = c.principal.partition(":")
+        if c.vo != SERVICES_VO or kind_ != "admin" or not colon or not is_name(name):
+            return f"bad operator principal {c.principal!r:.80} (VO {c.vo!r:.80})"
         return None
     if c.kind is CertKind.CA:
         if c.vo == SERVICES_VO:

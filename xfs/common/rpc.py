@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
@@ -27,7 +28,7 @@ from xfs.common import audit, framing
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.identity import TrustStore
 from xfs.common.links import Link, TLSLink, connect_link
-from xfs.proto.codec import Record
+from xfs.proto.codec import BadValue, Record
 from xfs.proto.errors import ProtocolError, Unavailable, XfsError
 from xfs.proto.methods import Authority, Method
 from xfs.proto.records import Identity, Kind, Role
@@ -45,8 +46,9 @@ AssumeHandler = Callable[[Identity, Req], Awaitable[tuple[Resp, Acting]]]
 
 _NEEDS = {
     Authority.USER: "a user certificate of role standard, advanced or super",
-    Authority.ADVANCED: "role advanced or super",
+    Authority.ADVANCED: "role advanced or super, or a grid operator",
     Authority.ADMIN: "role super",
+    Authority.OPERATOR: "a grid operator's certificate (admin:<name>, from the service CA)",
     Authority.WORKER: "a user certificate of role worker",
     Authority.HOLDER: "a user certificate",
     Authority.OSD: "an OSD certificate",
@@ -65,7 +67,11 @@ def authorized(authority: Authority, peer: Identity) -> bool:
         case Authority.USER:
             return peer.kind is Kind.USER and peer.role is not Role.WORKER
         case Authority.ADVANCED:
-            return peer.kind is Kind.USER and peer.role in (Role.ADVANCED, Role.SUPER)
+            return peer.kind is Kind.ADMIN or (
+                peer.kind is Kind.USER and peer.role in (Role.ADVANCED, Role.SUPER)
+            )
+        case Authority.OPERATOR:
+            return peer.kind is Kind.ADMIN
         case Authority.ADMIN:
             return peer.is_super
         case Authority.WORKER:
@@ -135,7 +141,7 @@ class Dispatcher:
                 caller = conn.acting()
             if not authorized(method.authority, caller):
                 raise XfsError(
-                    errno.EPERM if caller.kind is Kind.USER else errno.EACCES,
+                    errno.EPERM if caller.kind in (Kind.USER, Kind.ADMIN) else errno.EACCES,
                     self._refusal(caller, method),
                 )
             request = method.request.from_wire(params)
@@ -150,7 +156,7 @@ class Dispatcher:
                 finally:
                     conn.assuming = False
         except XfsError as e:
-            if e.code in (errno.EACCES, errno.EPERM):
+            if e.code in (errno.EACCES, errno.EPERM) or isinstance(e, BadValue):
                 via = {} if caller is conn.peer else {"via": conn.peer.principal}
                 self.audit.record(
                     audit.DENY,
@@ -674,6 +680,13 @@ class Pool:
             raise XfsError(
                 errno.EACCES, f"server at {conn.address} is {peer.principal}, not {expect}"
             )
+
+    def use_credential(self, cert: Path, key: Path) -> None:
+        """Connect with this certificate from now on (a renewed one): new calls dial new
+        connections; those open now finish what they carry and end with their
+        certificate (the server closes a connection whose certificate expired)."""
+        self._ctx.load_cert_chain(cert, key)
+        self._conns.clear()
 
     def close(self) -> None:
         for conn in self._conns.values():

@@ -549,6 +549,16 @@ class MRCHandlers:
         await self._dir_recall(who, req.volume, req.ino, None)  # (a default ACL, say)
         if req.name in policies.NAMES and self._policies is not None:
             self._policies.set(who, req.volume, req.ino, req.name, req.value, self._on_xloc)
+            self._audit.record(
+                audit.ADMIN,
+                peer.principal,
+                "policy_set",
+                volume=req.volume,
+                ino=req.ino,
+                name=req.name.decode(errors="replace"),
+                value=req.value[:512].decode(errors="replace"),
+                **_via(peer),
+            )
             return Empty()
         self._ns.setxattr(who, req.volume, req.ino, req.name, req.value, req.flags)
         return Empty()
@@ -576,12 +586,17 @@ class MRCHandlers:
         return OSDList(self._registry.all())
 
     async def status(self, peer: Identity, req: Empty) -> MRCStatus:
+        repair = self._repair()
+        if repair is not None:  # (counted at the healer's last round: not an OSD undrained since)
+            draining = self._registry.draining
+            left = {u: n for u, n in repair.draining.items() if u in draining}
+            repair = dataclasses.replace(repair, draining=left)
         return MRCStatus(
             self._uuid,
             self._ns.list_volumes(),
             self._registry.all(),
             self._ns.pending_count(),
-            self._repair(),
+            repair,
         )
 
     # ------------------------------------------------------------------ delegations

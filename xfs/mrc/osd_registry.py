@@ -54,6 +54,18 @@ class OSDRegistry:
     def drain(self, uuid: str) -> None:
         """Move every replica off ``uuid`` (the healer does it) and place nothing new there."""
         self.draining.add(uuid)
+        self._save_draining()
+
+    def undrain(self, uuid: str) -> bool:
+        """Place new replicas on ``uuid`` again (what moved off stays where it went);
+        whether it was draining."""
+        if uuid not in self.draining:
+            return False
+        self.draining.discard(uuid)
+        self._save_draining()
+        return True
+
+    def _save_draining(self) -> None:
         if self._drain_file is not None:
             tmp = self._drain_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(sorted(self.draining)) + "\n")

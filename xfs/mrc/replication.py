@@ -14,6 +14,8 @@ import errno
 import logging
 from collections.abc import Callable
 
+from xfs.common import audit
+from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.mrc import replicas
 from xfs.mrc.namespace import Namespace
@@ -44,8 +46,10 @@ class ReplicationHandlers:
         lease: float,
         replace_after: float,
         on_change: Callable[[], None] = lambda: None,
+        audit: Audit = NO_AUDIT,
     ) -> None:
         self._ns = ns
+        self._audit = audit
         self._registry = registry
         self._xcaps = xcaps
         self._lease = lease
@@ -56,6 +60,7 @@ class ReplicationHandlers:
         d.register(MRC.replica_failed, self.replica_failed)
         d.register(MRC.replica_filled, self.replica_filled)
         d.register(MRC.osd_drain, self.osd_drain)
+        d.register(MRC.osd_undrain, self.osd_undrain)
 
     def lease_over(self, osd: str) -> bool:
         """Whether ``osd`` can no longer be acting on any XLocSet it holds."""
@@ -149,5 +154,17 @@ class ReplicationHandlers:
             raise XfsError(errno.ENOENT, f"no OSD {req.uuid} is registered")
         self._registry.drain(req.uuid)
         log.info("draining OSD %s on %s's request", req.uuid, peer.principal)
+        self._audit.record(audit.ADMIN, peer.principal, "osd_drain", osd=req.uuid)
+        self._on_change()
+        return Empty()
+
+    async def osd_undrain(self, peer: Identity, req: OSDName) -> Empty:
+        if not self._registry.known(req.uuid):
+            raise XfsError(errno.ENOENT, f"no OSD {req.uuid} is registered")
+        was = self._registry.undrain(req.uuid)
+        log.info("OSD %s takes new replicas again, on %s's request", req.uuid, peer.principal)
+        self._audit.record(
+            audit.ADMIN, peer.principal, "osd_undrain", osd=req.uuid, was_draining=was
+        )
         self._on_change()
         return Empty()

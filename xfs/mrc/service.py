@@ -52,7 +52,13 @@ class MRCService:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         store = Store.open(config.data_dir / "mrc.db")
         audit_path = config.audit_log or config.data_dir / "audit.log"
-        audit = AuditLog(audit_path, "mrc", self._clock).open()
+        audit = AuditLog(
+            audit_path,
+            "mrc",
+            self._clock,
+            max_bytes=config.audit_max_bytes,
+            max_age=config.audit_max_age,
+        ).open()
         try:
             ring = KeyRing.load_or_create(config.data_dir / "xcap-keys", self._clock())
             ns = Namespace(store)
@@ -106,6 +112,7 @@ class MRCService:
                         lease=config.osd_lease,
                         replace_after=config.osd_replace_after,
                         on_change=self.healer.wake,
+                        audit=audit,
                     ).register(dispatcher)
                     syncer = Syncer(store, config.sync_interval)
                     await n.start(syncer.run)

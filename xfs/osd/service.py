@@ -50,7 +50,13 @@ class OSDService:
             )
         keys: dict[str, bytes] = {}
         verifier = XCapVerifier(lambda: keys, VerifiedCache())
-        audit = AuditLog(config.audit_log or config.data_dir / "audit.log", "osd", self._clock)
+        audit = AuditLog(
+            config.audit_log or config.data_dir / "audit.log",
+            "osd",
+            self._clock,
+            max_bytes=config.audit_max_bytes,
+            max_age=config.audit_max_age,
+        )
         dispatcher = Dispatcher(audit)
         handlers = OSDHandlers(
             store, self.uuid, verifier, self._clock, audit=audit, io_threads=config.io_threads

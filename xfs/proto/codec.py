@@ -2,7 +2,9 @@
 
 A record travels as a msgpack map from field name to value. Decoding checks every
 field's type against the record's annotations and refuses unknown or missing fields,
-so a handler only ever sees well-typed values.
+so a handler only ever sees well-typed values. Numbers are range-checked too: an int
+must fit SQLite's signed 64 bits unless its field says otherwise (``U64``), a float
+must be finite; a value outside is refused with ``EINVAL`` (``BadValue``).
 
 Every type gets its decoder built once (``decoder``), from its annotations, so decoding
 a message is a walk over prepared closures: no type introspection per value.
@@ -12,15 +14,36 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
+import math
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-from xfs.proto.errors import ProtocolError
+from xfs.proto.errors import ProtocolError, XfsError
 
 T = TypeVar("T")
 Decoder = Callable[[Any, str], Any]  # (value, where in the message) -> decoded value
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values an int field may take, inclusive (``Annotated[int, Range(lo, hi)]``)."""
+
+    lo: int
+    hi: int
+
+
+I64 = Range(-(2**63), 2**63 - 1)  # every int field unless it says otherwise
+U64 = Annotated[int, Range(0, 2**64 - 1)]  # the kernel's lock owners
+
+
+class BadValue(XfsError):
+    """A well-typed value out of its field's range: the call is refused (EINVAL)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(errno.EINVAL, message)
 
 
 class Record:
@@ -84,6 +107,12 @@ def decoder(tp: Any) -> Decoder:
 
 def _build(tp: Any) -> Decoder:
     origin = get_origin(tp)
+    if origin is Annotated:
+        base, *meta = get_args(tp)
+        ranges = [m for m in meta if isinstance(m, Range)]
+        if base is int and ranges:
+            return _int_in(ranges[0])
+        return decoder(base)
     if origin in (Union, types.UnionType):
         return _union(tp)
     if origin is list:
@@ -174,7 +203,7 @@ def _dict(key: Decoder, val: Decoder) -> Decoder:
 
 
 def _record(cls: type) -> Decoder:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     name = cls.__name__
     fields = {f.name: (decoder(hints[f.name]), f"{name}.{f.name}") for f in dataclasses.fields(cls)}
     required = frozenset(
@@ -217,15 +246,27 @@ def _bool(value: Any, where: str) -> Any:
     return value
 
 
-def _int(value: Any, where: str) -> Any:
-    if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ProtocolError(f"{where}: expected int")
-    return value
+def _int_in(allowed: Range) -> Decoder:
+    lo, hi = allowed.lo, allowed.hi
+
+    def decode_int(value: Any, where: str) -> Any:
+        if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ProtocolError(f"{where}: expected int")
+        if not lo <= value <= hi:
+            raise BadValue(f"{where}: {value} is out of range ({lo} to {hi})")
+        return value
+
+    return decode_int
+
+
+_int = _int_in(I64)
 
 
 def _float(value: Any, where: str) -> Any:
     if not isinstance(value, float | int) or isinstance(value, bool):
         raise ProtocolError(f"{where}: expected float")
+    if not math.isfinite(value):
+        raise BadValue(f"{where}: {value} is not a finite number")
     return float(value)
 
 

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from xfs.proto.codec import Record
+from xfs.proto.codec import U64, Record
 from xfs.proto.records import (
     Attr,
     DirEntry,
@@ -42,6 +42,7 @@ class Authority(enum.Enum):
     HOLDER = "holder"  # any user certificate, workers included: the XCap carried decides
     OSD = "osd"  # an OSD service certificate
     MRC = "mrc"  # the MRC service certificate
+    OPERATOR = "operator"  # a grid operator's certificate (kind admin, from the service CA)
     USER_OR_MRC = "user_or_mrc"  # any user certificate (as HOLDER) or the MRC
     ANY = "any"  # any verified peer
 
@@ -468,7 +469,7 @@ class LockArgs(Record):
     volume: str
     ino: int
     client: str
-    owner: int
+    owner: U64
     family: str
     mode: str
     start: int
@@ -500,7 +501,7 @@ class ReleaseLocks(Record):
     volume: str
     ino: int
     client: str
-    owner: int
+    owner: U64
     family: str
 
 
@@ -796,7 +797,10 @@ class MRC:
     replica_filled = Method(
         "mrc", "replica_filled", 1, ReplicaFilled, XLocReply, Authority.OSD, idempotent=True
     )
-    osd_drain = Method("mrc", "osd_drain", 1, OSDName, Empty, Authority.ADMIN, idempotent=True)
+    osd_drain = Method("mrc", "osd_drain", 1, OSDName, Empty, Authority.OPERATOR, idempotent=True)
+    osd_undrain = Method(
+        "mrc", "osd_undrain", 1, OSDName, Empty, Authority.OPERATOR, idempotent=True
+    )
 
 
 class OSD:
