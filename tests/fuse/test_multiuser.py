@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import errno
 import grp
+import json
 import os
 import pwd
 import secrets
@@ -347,3 +348,92 @@ def test_a_group_the_account_left_stops_counting(
     finally:
         _drop_account(gina)
         subprocess.run(["groupdel", proj], capture_output=True, timeout=TIMEOUT, check=False)
+
+
+_ATTACK = """
+import fcntl, os, random, sys, threading, time
+d, secs = sys.argv[1], float(sys.argv[2])
+lock = os.path.join(d, "lock")
+open(lock, "w").close()
+for i in range(50):
+    open(os.path.join(d, f"s{i}"), "w").close()
+held = os.open(lock, os.O_RDWR)
+fcntl.flock(held, fcntl.LOCK_EX)
+stop = time.monotonic() + secs
+def waiter():
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # blocks until the attacker exits
+def storm(i):
+    r = random.Random(i)
+    while time.monotonic() < stop:
+        try:
+            os.stat(os.path.join(d, f"s{r.randrange(50)}" if i % 2 else f"nx{r.random()}"))
+        except FileNotFoundError:
+            pass
+threads = [threading.Thread(target=waiter, daemon=True) for _ in range(100)]
+threads += [threading.Thread(target=storm, args=(i,), daemon=True) for i in range(150)]
+for t in threads:
+    t.start()
+print("running", flush=True)
+time.sleep(secs)
+os._exit(0)
+"""
+
+_VICTIM = """
+import json, os, sys, time
+d, secs = sys.argv[1], float(sys.argv[2])
+worst = {"create": 0.0, "open": 0.0, "read": 0.0, "stat": 0.0}
+stop, n = time.monotonic() + secs, 0
+while time.monotonic() < stop:
+    f = os.path.join(d, f"f{n % 20}")
+    t0 = time.monotonic()
+    with open(f, "wb") as out:
+        out.write(b"v" * 4096)
+    t1 = time.monotonic()
+    fd = os.open(f, os.O_RDONLY)
+    t2 = time.monotonic()
+    assert os.read(fd, 8192) == b"v" * 4096
+    t3 = time.monotonic()
+    os.stat(f)
+    t4 = time.monotonic()
+    os.close(fd)
+    for k, v in (("create", t1 - t0), ("open", t2 - t1), ("read", t3 - t2), ("stat", t4 - t3)):
+        worst[k] = max(worst[k], v)
+    n += 1
+    time.sleep(0.05)
+print(json.dumps({"rounds": n, "worst": worst}))
+"""
+
+
+@pytest.mark.timeout(150)
+def test_one_users_blocked_locks_and_stat_storm_do_not_starve_another(
+    grid: Grid, users: tuple[str, str], shared: Path
+) -> None:
+    """Alice holds 100 flock waits blocked on her own lock and runs 150 threads of stat
+    (half of them names that do not exist) for 30 s; bob's create, open, read and stat
+    on the same mount each stay under 1 s meanwhile."""
+    alice, bob = users
+    a, b = shared / f"atk-{secrets.token_hex(3)}", shared / f"vic-{secrets.token_hex(3)}"
+    for d, owner in ((a, alice), (b, bob)):
+        d.mkdir(mode=0o700)
+        os.chown(d, pwd.getpwnam(owner).pw_uid, -1)
+    secs = 30
+    attack = subprocess.Popen(
+        ["runuser", "-u", alice, "--", "python3", "-c", _ATTACK, str(a), str(secs + 5)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert attack.stdout is not None
+        started = attack.stdout.readline().strip()
+        assert started == "running", attack.stderr.read() if attack.stderr else started
+        time.sleep(2)  # the waiters are blocked, the storm is on
+        victim = run(["runuser", "-u", bob, "--", "python3", "-c", _VICTIM, str(b),
+                      str(secs)], timeout=secs + 60, check=False)
+        assert victim.returncode == 0, victim.stderr
+        result = json.loads(victim.stdout)
+        assert result["rounds"] > 10, result
+        assert all(v < 1.0 for v in result["worst"].values()), result
+        print(f"\nbob under alice's attack: {result['rounds']} rounds, worst "
+              + ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in result["worst"].items()))
+    finally:
+        attack.kill()
+        attack.wait(timeout=TIMEOUT)

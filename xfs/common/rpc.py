@@ -120,6 +120,11 @@ class Dispatcher:
             raise ValueError(f"{method.wire_name} registered twice")
         self._routes[method.wire_name] = (method, handler)
 
+    def waits(self, name: str) -> bool:
+        """Whether the method of wire name ``name`` may be held open waiting."""
+        route = self._routes.get(name)
+        return route is not None and route[0].waits
+
     def register_assume(self, method: Method[Req, Resp], handler: AssumeHandler[Req, Resp]) -> None:
         """Register the method by which a connection takes on another identity: the
         handler returns its response and the ``Acting`` of the connection. Once per
@@ -192,6 +197,7 @@ class RPCServer:
         frame_limit: int,
         handshake_timeout: float = 10.0,
         max_inflight: int = 64,
+        max_waiting: int = 1024,
         max_handshakes: int = 128,
         idle_timeout: float = 300.0,
         trust: TrustStore | None = None,
@@ -209,6 +215,7 @@ class RPCServer:
         self._frame_limit = frame_limit
         self._handshake_timeout = handshake_timeout
         self._max_inflight = max_inflight
+        self._max_waiting = max_waiting
         self._max_handshakes = max_handshakes
         self._idle_timeout = idle_timeout
         self._handshaking: OrderedDict[int, trio.CancelScope] = OrderedDict()
@@ -326,7 +333,10 @@ class RPCServer:
             conn.close()
 
     async def _receive_loop(self, conn: Link, peer: Identity) -> None:
+        # requests in progress, and calls the server holds open waiting (a lock, a long
+        # poll): a peer's blocked waits never keep its other requests from being read
         slots = trio.Semaphore(self._max_inflight)
+        waits = trio.Semaphore(self._max_waiting)
         state = ConnState(peer)  # what this connection acts as (see Dispatcher)
         state.last_activity = trio.current_time()
         async with trio.open_nursery() as nursery:
@@ -344,8 +354,9 @@ class RPCServer:
                     log.info("protocol error from %s: %s", peer.principal, e.message)
                     await self._send(conn, _error_notice(e))
                     break
-                await slots.acquire()
-                nursery.start_soon(self._handle, conn, state, message, slots)
+                held = waits if self.dispatcher.waits(message.method) else slots
+                await held.acquire()
+                nursery.start_soon(self._handle, conn, state, message, held)
             nursery.cancel_scope.cancel()
 
     async def _close_when_idle(self, conn: Link, state: ConnState) -> None:

@@ -56,6 +56,9 @@ class Method(Generic[Req, Resp]):
     response: type[Resp]
     authority: Authority
     idempotent: bool = False  # safe to send again after a connection broke mid-call
+    # the server may hold the call open, waiting (a lock, a long poll): it does not count
+    # against the connection's requests in progress but against its waits (xfs.common.rpc)
+    waits: bool = False
 
     @property
     def wire_name(self) -> str:
@@ -761,7 +764,7 @@ class MRC:
     )
     append = Method("mrc", "append", 1, Append, Offset, Authority.USER)
     lease_recalls = Method(
-        "mrc", "lease_recalls", 1, ClientId, Recalls, Authority.USER, idempotent=True
+        "mrc", "lease_recalls", 1, ClientId, Recalls, Authority.USER, idempotent=True, waits=True
     )
     lease_return = Method(
         "mrc", "lease_return", 1, LeaseReturn, Empty, Authority.USER, idempotent=True
@@ -777,7 +780,9 @@ class MRC:
     unlink_many = Method(
         "mrc", "unlink_many", 1, UnlinkMany, MadeMany, Authority.USER, idempotent=True
     )
-    lock = Method("mrc", "lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
+    lock = Method(
+        "mrc", "lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True, waits=True
+    )
     test_lock = Method("mrc", "test_lock", 1, LockArgs, LockReply, Authority.USER, idempotent=True)
     release_locks = Method(
         "mrc", "release_locks", 1, ReleaseLocks, Empty, Authority.USER, idempotent=True
