@@ -264,8 +264,10 @@ def test_the_answer_follows_every_change_of_the_way(pki: PKI, tmp_path: Path) ->
                 # chmod of the directory opens and closes the way (the cache follows)
                 await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.private.ino, mode=0o711))
                 assert await bob_reaches(tree.f.ino) and await bob_reaches(tree.g.ino)
+                assert await bob_reaches(tree.sub.ino)  # (a directory: remembered reached)
                 await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.private.ino, mode=0o700))
                 assert not await bob_reaches(tree.f.ino) and not await bob_reaches(tree.g.ino)
+                assert not await bob_reaches(tree.sub.ino)
                 # an ACL entry for bob does too
                 parsed = acls.parse("u::rwx,u:bob@physics:--x,g::---,m::--x,o::---")
                 assert parsed is not None
@@ -279,10 +281,10 @@ def test_the_answer_follows_every_change_of_the_way(pki: PKI, tmp_path: Path) ->
                 # a rename that moves the subtree out, and back in
                 await mrc(alice, MRC.rename, Rename(VOLUME, tree.private.ino, b"sub",
                                                     tree.open.ino, b"sub"))
-                assert await bob_reaches(tree.g.ino)
+                assert await bob_reaches(tree.g.ino) and await bob_reaches(tree.d.ino)
                 await mrc(alice, MRC.rename, Rename(VOLUME, tree.open.ino, b"sub",
                                                     tree.private.ino, b"sub"))
-                assert not await bob_reaches(tree.g.ino)
+                assert not await bob_reaches(tree.g.ino) and not await bob_reaches(tree.d.ino)
                 # what bob opened while he could reach it stays his to use, as a
                 # descriptor does; once he closes it, the way is shut again
                 client = (await mrc(bob, MRC.client_open, Empty())).client

@@ -226,7 +226,7 @@ class MRCHandlers:
             self._delegations.confine(peer, vid, inos, see=see)
         who = roles.effective(peer, owner)
         if inos:
-            self._ns.reach(who, volume, inos)
+            self._ns.reach(who, volume, inos, vid)
         return who
 
     def _layout(
@@ -303,7 +303,7 @@ class MRCHandlers:
             assert self._delegations is not None
             vid = self._volume(req.volume)[0]
             self._delegations.confine_lookup(peer, vid, req.parent, req.name)
-        self._ns.reach(who, req.volume, (req.parent,))
+        self._ns.reach(who, req.volume, (req.parent,), self._volume(req.volume)[0])
         await self._dir_recall(who, req.volume, req.parent, req.client)
         return self._ns.lookup(who, req.volume, req.parent, req.name)
 

@@ -115,11 +115,13 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
         rows.touch_dir(cur, v, ino, now, nlink_delta)
         self.dirseq.changed(v.id, ino)
 
-    def reach(self, caller: Identity, vol: str, inos: tuple[int, ...]) -> None:
+    def reach(
+        self, caller: Identity, vol: str, inos: tuple[int, ...], vid: str | None = None
+    ) -> None:
         """EACCES unless ``caller`` reaches every inode of ``inos`` as a path walk from
         the root would (search on a directory above it at every level, through one of
         its links), or has it open (see ``xfs.mrc.reach``)."""
-        self._reach.check(caller, vol, inos)
+        self._reach.check(caller, vol, inos, vid)
 
     def may_hold(self, caller: Identity, volume_id: str, ino: int, mask: int) -> None:
         """EACCES unless ``caller`` reaches the inode and may access it for ``mask`` as

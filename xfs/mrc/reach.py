@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+import stat
 from typing import Protocol
 
 from xfs.mrc import inodes as rows
@@ -26,7 +27,7 @@ from xfs.mrc.store import Store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Identity
 
-MAX_CACHED = 200_000  # directory answers kept; past it the cache starts again
+MAX_CACHED = 200_000  # directory answers kept; past it the caches start again
 
 _Key = tuple[str, int, str, str, tuple[str, ...]]
 
@@ -42,12 +43,20 @@ class Reach:
         self._changes = changes
         self._seen = changes.perm_changes
         self._into: dict[_Key, bool] = {}  # may the caller walk from the root into it
+        self._dirs: set[_Key] = set()  # directories the caller reaches (their one link)
 
-    def check(self, caller: Identity, volume: str, inos: tuple[int, ...]) -> None:
-        """EACCES unless ``caller`` reaches every inode of ``inos`` in ``volume``."""
+    def check(
+        self, caller: Identity, volume: str, inos: tuple[int, ...], vid: str | None = None
+    ) -> None:
+        """EACCES unless ``caller`` reaches every inode of ``inos`` in ``volume`` (of id
+        ``vid``, if the caller knows it: then directories known reached cost no query)."""
         if self._seen != self._changes.perm_changes or len(self._into) > MAX_CACHED:
             self._into.clear()
+            self._dirs.clear()
             self._seen = self._changes.perm_changes
+        who = (caller.principal, str(caller.role), caller.groups)
+        if vid is not None and all((vid, ino, *who) in self._dirs for ino in inos):
+            return
         with self._store.read() as cur:
             v = rows.volume(cur, volume)
             for ino in inos:
@@ -61,13 +70,16 @@ class Reach:
     def _reaches(self, cur: sqlite3.Cursor, v: rows.Vol, caller: Identity, ino: int) -> bool:
         if ino == ROOT_INO:
             return True
-        parents = [
-            int(p)
-            for (p,) in cur.execute(
-                "SELECT DISTINCT parent FROM dentries WHERE volume = ? AND ino = ?", (v.id, ino)
-            )
-        ]
+        found = cur.execute(
+            "SELECT DISTINCT d.parent, i.mode FROM dentries d JOIN inodes i "
+            "ON i.volume = d.volume AND i.ino = d.ino WHERE d.volume = ? AND d.ino = ?",
+            (v.id, ino),
+        ).fetchall()
+        parents = [int(p) for p, _ in found]
         if any(self._walks_into(cur, v, caller, p) for p in parents):
+            if found and stat.S_ISDIR(found[0][1]):
+                # a directory's one link moves only by a rename, which empties the cache
+                self._dirs.add((v.id, ino, caller.principal, str(caller.role), caller.groups))
             return True
         if not parents and not _exists(cur, v.id, ino):
             return True  # (gone: the call answers ESTALE)
