@@ -342,3 +342,65 @@ def test_frames_larger_than_the_first_allocation_arrive_whole(pki: PKI) -> None:
             assert reply[0] == 1 and reply[1] == 7, reply  # type: ignore[index]
 
     run(main)
+
+
+def test_connections_per_principal_and_frames_per_peer_kind_are_bounded(pki: PKI) -> None:
+    """One certificate holds at most ``max_per_peer`` connections (each costing at most
+    what its peer sent), and a peer kind may have a smaller frame limit than others:
+    what one principal can make a server hold is bounded. Refusals are audited."""
+    alice, bob = pki.user("alice"), pki.user("bob")
+
+    async def main() -> None:
+        async with server(pki, max_per_peer=3,
+                          frame_limits={Kind.USER: 64 << 10}) as srv:
+            recorder = _Recorder()
+            srv.dispatcher.audit = recorder
+            record = recorder.records
+
+            def open_three_then_one() -> tuple[list[ssl.SSLSocket], bytes]:
+                held = [_raw_tls(pki, srv.port, alice) for _ in range(3)]
+                for s in held:  # the server has identified each of them
+                    s.sendall(encode_request(1, "osd.status/1", {}))
+                    _read_frame(s)
+                extra = _raw_tls(pki, srv.port, alice)
+                extra.settimeout(5)
+                try:
+                    got = extra.recv(1)
+                except (ssl.SSLError, OSError):
+                    got = b""
+                extra.close()
+                return held, got
+
+            held, got = await trio.to_thread.run_sync(open_three_then_one)
+            try:
+                assert got == b"", "a fourth connection of alice was served"
+                assert any(a[:4] == ("deny", "alice@physics", "connect", "EAGAIN")
+                           for a in record), record
+                async with client(pki, bob) as pool:  # another principal is served
+                    reply = await pool.call(f"127.0.0.1:{srv.port}", OSD.status, Empty())
+                    assert reply.uuid == "bob@physics"
+
+                def oversize() -> list[object]:
+                    s = _raw_tls(pki, srv.port, bob)
+                    try:
+                        s.sendall(struct.pack(">I", (64 << 10) + 1))
+                        return _read_frame(s)
+                    finally:
+                        s.close()
+
+                notice = await trio.to_thread.run_sync(oversize)
+                assert notice[0] == 2 and "EPROTO" in str(notice), notice
+            finally:
+                for s in held:
+                    s.close()
+
+    run(main)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, ...]] = []
+
+    def record(self, event: str, actor: str, action: str, outcome: str = "ok",
+               **detail: object) -> None:
+        self.records.append((event, actor, action, outcome))

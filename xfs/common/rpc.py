@@ -16,7 +16,7 @@ import itertools
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +199,8 @@ class RPCServer:
         max_inflight: int = 64,
         max_waiting: int = 1024,
         max_handshakes: int = 128,
+        max_per_peer: int = 256,
+        frame_limits: Mapping[Kind, int] | None = None,
         idle_timeout: float = 300.0,
         trust: TrustStore | None = None,
         crl_check_interval: float = 10.0,
@@ -217,6 +219,11 @@ class RPCServer:
         self._max_inflight = max_inflight
         self._max_waiting = max_waiting
         self._max_handshakes = max_handshakes
+        # connections one principal may hold: with each one's memory bounded by what
+        # its peer sent (xfs.common.links), what one certificate can make a server hold
+        self._max_per_peer = max_per_peer
+        self._per_peer: dict[str, int] = {}
+        self._frame_limits = dict(frame_limits or {})  # per peer kind, else frame_limit
         self._idle_timeout = idle_timeout
         self._handshaking: OrderedDict[int, trio.CancelScope] = OrderedDict()
         self._accept_scope = trio.CancelScope()
@@ -325,11 +332,22 @@ class RPCServer:
             )
             conn.close()
             return
+        held = self._per_peer.get(peer.principal, 0)
+        if held >= self._max_per_peer:
+            why = f"{peer.principal} has {held} connections open: at most {self._max_per_peer}"
+            log.info("connection from %s refused: %s", addr, why)
+            self.dispatcher.audit.record(audit.DENY, peer.principal, "connect", "EAGAIN", why=why)
+            conn.close()
+            return
+        self._per_peer[peer.principal] = held + 1
         self._connections[conn] = peer
         try:
             await self._receive_loop(conn, peer)
         finally:
             self._connections.pop(conn, None)
+            left = self._per_peer.pop(peer.principal, 1) - 1
+            if left:
+                self._per_peer[peer.principal] = left
             conn.close()
 
     async def _receive_loop(self, conn: Link, peer: Identity) -> None:
@@ -337,13 +355,14 @@ class RPCServer:
         # poll): a peer's blocked waits never keep its other requests from being read
         slots = trio.Semaphore(self._max_inflight)
         waits = trio.Semaphore(self._max_waiting)
+        limit = self._frame_limits.get(peer.kind, self._frame_limit)
         state = ConnState(peer)  # what this connection acts as (see Dispatcher)
         state.last_activity = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._close_when_idle, conn, state)
             while True:
                 try:
-                    body = await conn.recv_frame(self._frame_limit)
+                    body = await conn.recv_frame(limit)
                     state.last_activity = trio.current_time()
                     message = framing.decode(body)
                     if not isinstance(message, framing.Request):

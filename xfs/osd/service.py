@@ -71,7 +71,8 @@ class OSDService:
             idle_timeout=config.idle_timeout,
             host=config.host,
             port=config.port,
-            frame_limit=DATA_FRAME_LIMIT,
+            frame_limit=DATA_FRAME_LIMIT,  # users write objects, primaries forward them
+            frame_limits={Kind.MRC: META_FRAME_LIMIT, Kind.ADMIN: META_FRAME_LIMIT},
         )
         with audit, self._scope:
             async with (
