@@ -218,6 +218,7 @@ class RPCServer:
         self._handshake_timeout = handshake_timeout
         self._max_inflight = max_inflight
         self._max_waiting = max_waiting
+        self.last_user_request = -float("inf")  # trio time: background work defers to them
         self._max_handshakes = max_handshakes
         # connections one principal may hold: with each one's memory bounded by what
         # its peer sent (xfs.common.links), what one certificate can make a server hold
@@ -402,6 +403,8 @@ class RPCServer:
         request: framing.Request,
         slots: trio.Semaphore,
     ) -> None:
+        if state.peer.kind is Kind.USER and not self.dispatcher.waits(request.method):
+            self.last_user_request = trio.current_time()
         self._inflight += 1
         state.inflight += 1
         self._idle = trio.Event() if self._idle.is_set() else self._idle

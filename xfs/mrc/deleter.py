@@ -9,6 +9,7 @@ OSD leaves the entry for the next round.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import trio
 
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 SETTLE = 0.5
 MAX_SETTLE = 5.0
 BATCH = 256  # files per round: one osd.delete_many per OSD, one transaction at the end
+# Users go first: a batch starts once no user request came for QUIET seconds, or after
+# MAX_DEFER (so deletion still progresses under a steady load, a batch every MAX_DEFER).
+QUIET = 0.25
+MAX_DEFER = 5.0
 
 
 def by_osd(xlocs: list[XLocSet]) -> dict[str, list[int]]:
@@ -48,6 +53,7 @@ class Deleter:
         pool: Pool,
         interval: float = 10.0,
         timeout: float = 10.0,
+        last_request: Callable[[], float] = lambda: -float("inf"),
     ) -> None:
         self._ns = ns
         self._registry = registry
@@ -57,6 +63,7 @@ class Deleter:
         self._timeout = timeout
         self._wake = trio.Event()
         self._scope = trio.CancelScope()
+        self._last_request = last_request  # trio time of the last user request
 
     def wake(self) -> None:
         self._wake.set()
@@ -87,12 +94,22 @@ class Deleter:
         """Delete what is queued; returns how many files were finished."""
         done = 0
         while entries := self._ns.pending_deletions(BATCH):
+            await self._users_first()
             finished = await self._delete(entries)
             self._ns.deletions_done(finished)
             done += len(finished)
             if len(finished) < len(entries):
                 break  # an OSD is away: the rest waits for the next round
         return done
+
+    async def _users_first(self) -> None:
+        """Wait until no user request came for QUIET seconds (MAX_DEFER at most)."""
+        end = trio.current_time() + MAX_DEFER
+        while (now := trio.current_time()) < end:
+            quiet_for = now - self._last_request()
+            if quiet_for >= QUIET:
+                return
+            await trio.sleep(min(QUIET - quiet_for, end - now))
 
     async def _delete(self, entries: list[tuple[int, str, int, XLocSet]]) -> list[int]:
         """Ask every OSD to delete its part of ``entries`` (one request each, all OSDs at

@@ -42,6 +42,9 @@ class MRCService:
         self.healer: Healer | None = None
         self.rotator: KeyRotator | None = None
 
+    def _last_user_request(self) -> float:
+        return self.server.last_user_request if self.server is not None else -float("inf")
+
     async def run(
         self, *, task_status: trio.TaskStatus[MRCService] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -94,7 +97,9 @@ class MRCService:
                     open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
                     trio.open_nursery() as n,
                 ):
-                    self.deleter = Deleter(ns, registry, xcaps, pool)
+                    self.deleter = Deleter(
+                        ns, registry, xcaps, pool, last_request=self._last_user_request
+                    )
                     policy_store = Policies(store, ns, registry)
                     self.healer = Healer(
                         ns,
