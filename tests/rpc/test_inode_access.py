@@ -15,7 +15,8 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,48 +191,59 @@ async def refused(grid: Grid, call: Awaitable[Any], actor: str, action: str,
                                     still_serves=still)
 
 
+@asynccontextmanager
+async def alices_tree(
+    pki: PKI, tmp_path: Path, who: dict[str, CertPaths]
+) -> AsyncIterator[tuple[Grid, Pool, Tree, Callable[[], Awaitable[None]]]]:
+    """A grid with alice's tree; yields it, her connection, the tree, and a check that
+    she is still served."""
+    async with open_grid(pki, tmp_path, osds=1) as grid:
+        mrc.address = grid.mrc_address
+        await volume(grid)
+        async with grid.client(who["alice"]) as alice:
+            tree = await make_tree(alice)
+
+            async def alice_still_served() -> None:
+                attr = await mrc(alice, MRC.getattr, Ino(VOLUME, tree.f.ino))
+                assert attr.ino == tree.f.ino
+
+            yield grid, alice, tree, alice_still_served
+
+
 def test_every_method_naming_an_inode_walks_the_path(pki: PKI, tmp_path: Path) -> None:
     who = users(pki)
 
     async def main() -> None:
-        async with open_grid(pki, tmp_path, osds=1) as grid:
-            mrc.address = grid.mrc_address
-            await volume(grid)
-            async with grid.client(who["alice"]) as alice:
-                tree = await make_tree(alice)
+        async with alices_tree(pki, tmp_path, who) as (grid, alice, tree, alice_still_served):
 
-                async def alice_still_served() -> None:
-                    attr = await mrc(alice, MRC.getattr, Ino(VOLUME, tree.f.ino))
-                    assert attr.ino == tree.f.ino
-
-                for name, principal in (("bob", "bob@physics"), ("carol", "carol@chem")):
-                    async with grid.client(who[name]) as pool:
-                        client = (await mrc(pool, MRC.client_open, Empty())).client
-                        first = (await mrc(pool, MRC.reserve_inos, InoAsk(VOLUME, client, 1))).first
-                        for action, call in calls(tree, client, first).items():
-                            await refused(grid, call(pool), principal, action, alice_still_served)
-                        # the group directory: bob is not in proj (its own inode is
-                        # reached, through the 0777 root; what is in it is not)
-                        team = await mrc(pool, MRC.getattr, Ino(VOLUME, tree.team.ino))
-                        assert team.ino == tree.team.ino
-                        await refused(grid, mrc(pool, MRC.getattr, Ino(VOLUME, tree.t.ino)),
-                                      principal, "getattr", alice_still_served)
-                # nothing bob tried changed anything
-                entries = await mrc(alice, MRC.readdir, ReadDir(VOLUME, tree.sub.ino))
-                assert sorted(e.name for e in entries.entries) == [b"d", b"g"]
-                # alice herself, and dave of group proj, reach what is theirs to reach
-                for action, call in calls(tree, "", 0).items():
-                    if action in ("getattr", "access", "readlink", "readdir", "lookup",
-                                  "getxattr", "listxattr"):
-                        try:
-                            await call(alice)
-                        except XfsError as e:
-                            assert e.code == errno.ENODATA and action == "getxattr", e
-                async with grid.client(who["dave"]) as dave:
-                    attr = await mrc(dave, MRC.getattr, Ino(VOLUME, tree.t.ino))
-                    assert attr.ino == tree.t.ino
-                    await refused(grid, mrc(dave, MRC.getattr, Ino(VOLUME, tree.f.ino)),
-                                  "dave@physics", "getattr", alice_still_served)
+            for name, principal in (("bob", "bob@physics"), ("carol", "carol@chem")):
+                async with grid.client(who[name]) as pool:
+                    client = (await mrc(pool, MRC.client_open, Empty())).client
+                    first = (await mrc(pool, MRC.reserve_inos, InoAsk(VOLUME, client, 1))).first
+                    for action, call in calls(tree, client, first).items():
+                        await refused(grid, call(pool), principal, action, alice_still_served)
+                    # the group directory: bob is not in proj (its own inode is
+                    # reached, through the 0777 root; what is in it is not)
+                    team = await mrc(pool, MRC.getattr, Ino(VOLUME, tree.team.ino))
+                    assert team.ino == tree.team.ino
+                    await refused(grid, mrc(pool, MRC.getattr, Ino(VOLUME, tree.t.ino)),
+                                  principal, "getattr", alice_still_served)
+            # nothing bob tried changed anything
+            entries = await mrc(alice, MRC.readdir, ReadDir(VOLUME, tree.sub.ino))
+            assert sorted(e.name for e in entries.entries) == [b"d", b"g"]
+            # alice herself, and dave of group proj, reach what is theirs to reach
+            for action, call in calls(tree, "", 0).items():
+                if action in ("getattr", "access", "readlink", "readdir", "lookup",
+                              "getxattr", "listxattr"):
+                    try:
+                        await call(alice)
+                    except XfsError as e:
+                        assert e.code == errno.ENODATA and action == "getxattr", e
+            async with grid.client(who["dave"]) as dave:
+                attr = await mrc(dave, MRC.getattr, Ino(VOLUME, tree.t.ino))
+                assert attr.ino == tree.t.ino
+                await refused(grid, mrc(dave, MRC.getattr, Ino(VOLUME, tree.f.ino)),
+                              "dave@physics", "getattr", alice_still_served)
 
     run_within(60, main)
 
@@ -240,63 +252,56 @@ def test_the_answer_follows_every_change_of_the_way(pki: PKI, tmp_path: Path) ->
     who = users(pki)
 
     async def main() -> None:
-        async with open_grid(pki, tmp_path, osds=1) as grid:
-            mrc.address = grid.mrc_address
-            await volume(grid)
-            async with grid.client(who["alice"]) as alice, grid.client(who["bob"]) as bob:
-                tree = await make_tree(alice)
+        async with alices_tree(pki, tmp_path, who) as (grid, alice, tree, alice_still_served), \
+                grid.client(who["bob"]) as bob:
 
-                async def alice_still_served() -> None:
-                    attr = await mrc(alice, MRC.getattr, Ino(VOLUME, tree.f.ino))
-                    assert attr.ino == tree.f.ino
+            async def bob_reaches(ino: int) -> bool:
+                try:
+                    await mrc(bob, MRC.getattr, Ino(VOLUME, ino))
+                except XfsError as e:
+                    assert e.code == errno.EACCES and REASON in e.message, e
+                    return False
+                return True
 
-                async def bob_reaches(ino: int) -> bool:
-                    try:
-                        await mrc(bob, MRC.getattr, Ino(VOLUME, ino))
-                    except XfsError as e:
-                        assert e.code == errno.EACCES and REASON in e.message, e
-                        return False
-                    return True
-
-                # a second link in a directory bob may search is a way in
-                assert await bob_reaches(tree.both.ino)
-                assert not await bob_reaches(tree.f.ino)
-                # chmod of the directory opens and closes the way (the cache follows)
-                await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.private.ino, mode=0o711))
-                assert await bob_reaches(tree.f.ino) and await bob_reaches(tree.g.ino)
-                assert await bob_reaches(tree.sub.ino)  # (a directory: remembered reached)
-                await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.private.ino, mode=0o700))
-                assert not await bob_reaches(tree.f.ino) and not await bob_reaches(tree.g.ino)
-                assert not await bob_reaches(tree.sub.ino)
-                # an ACL entry for bob does too
-                parsed = acls.parse("u::rwx,u:bob@physics:--x,g::---,m::--x,o::---")
-                assert parsed is not None
-                acl = acls.encode(parsed)
-                await mrc(alice, MRC.setxattr, XattrSet(VOLUME, tree.private.ino,
-                                                        b"system.posix_acl_access", acl))
-                assert await bob_reaches(tree.g.ino)
-                await mrc(alice, MRC.removexattr, XattrGet(VOLUME, tree.private.ino,
-                                                           b"system.posix_acl_access"))
-                assert not await bob_reaches(tree.g.ino)
-                # a rename that moves the subtree out, and back in
-                await mrc(alice, MRC.rename, Rename(VOLUME, tree.private.ino, b"sub",
-                                                    tree.open.ino, b"sub"))
-                assert await bob_reaches(tree.g.ino) and await bob_reaches(tree.d.ino)
-                await mrc(alice, MRC.rename, Rename(VOLUME, tree.open.ino, b"sub",
-                                                    tree.private.ino, b"sub"))
-                assert not await bob_reaches(tree.g.ino) and not await bob_reaches(tree.d.ino)
-                # what bob opened while he could reach it stays his to use, as a
-                # descriptor does; once he closes it, the way is shut again
-                client = (await mrc(bob, MRC.client_open, Empty())).client
-                layout = await mrc(bob, MRC.open, Open(VOLUME, tree.both.ino, os.O_RDONLY,
-                                                      client))
-                await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.open.ino, mode=0o700))
-                assert await bob_reaches(tree.both.ino)
-                renewed = await mrc(bob, MRC.open, Open(VOLUME, tree.both.ino, os.O_RDONLY,
-                                                       client))
-                assert renewed.xcap.ino == layout.xcap.ino
-                await mrc(bob, MRC.close, Close(VOLUME, tree.both.ino, client))
-                await refused(grid, mrc(bob, MRC.getattr, Ino(VOLUME, tree.both.ino)),
-                              "bob@physics", "getattr", alice_still_served)
+            # a second link in a directory bob may search is a way in
+            assert await bob_reaches(tree.both.ino)
+            assert not await bob_reaches(tree.f.ino)
+            # chmod of the directory opens and closes the way (the cache follows)
+            await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.private.ino, mode=0o711))
+            assert await bob_reaches(tree.f.ino) and await bob_reaches(tree.g.ino)
+            assert await bob_reaches(tree.sub.ino)  # (a directory: remembered reached)
+            await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.private.ino, mode=0o700))
+            assert not await bob_reaches(tree.f.ino) and not await bob_reaches(tree.g.ino)
+            assert not await bob_reaches(tree.sub.ino)
+            # an ACL entry for bob does too
+            parsed = acls.parse("u::rwx,u:bob@physics:--x,g::---,m::--x,o::---")
+            assert parsed is not None
+            acl = acls.encode(parsed)
+            await mrc(alice, MRC.setxattr, XattrSet(VOLUME, tree.private.ino,
+                                                    b"system.posix_acl_access", acl))
+            assert await bob_reaches(tree.g.ino)
+            await mrc(alice, MRC.removexattr, XattrGet(VOLUME, tree.private.ino,
+                                                       b"system.posix_acl_access"))
+            assert not await bob_reaches(tree.g.ino)
+            # a rename that moves the subtree out, and back in
+            await mrc(alice, MRC.rename, Rename(VOLUME, tree.private.ino, b"sub",
+                                                tree.open.ino, b"sub"))
+            assert await bob_reaches(tree.g.ino) and await bob_reaches(tree.d.ino)
+            await mrc(alice, MRC.rename, Rename(VOLUME, tree.open.ino, b"sub",
+                                                tree.private.ino, b"sub"))
+            assert not await bob_reaches(tree.g.ino) and not await bob_reaches(tree.d.ino)
+            # what bob opened while he could reach it stays his to use, as a
+            # descriptor does; once he closes it, the way is shut again
+            client = (await mrc(bob, MRC.client_open, Empty())).client
+            layout = await mrc(bob, MRC.open, Open(VOLUME, tree.both.ino, os.O_RDONLY,
+                                                  client))
+            await mrc(alice, MRC.setattr, SetAttr(VOLUME, tree.open.ino, mode=0o700))
+            assert await bob_reaches(tree.both.ino)
+            renewed = await mrc(bob, MRC.open, Open(VOLUME, tree.both.ino, os.O_RDONLY,
+                                                   client))
+            assert renewed.xcap.ino == layout.xcap.ino
+            await mrc(bob, MRC.close, Close(VOLUME, tree.both.ino, client))
+            await refused(grid, mrc(bob, MRC.getattr, Ino(VOLUME, tree.both.ino)),
+                          "bob@physics", "getattr", alice_still_served)
 
     run_within(60, main)
