@@ -20,6 +20,7 @@ import trio
 
 from tests.conftest import PKI
 from xfs.common import ca, tls
+from xfs.common.budget import FrameBudget
 from xfs.common.framing import FIRST_ALLOCATION, META_FRAME_LIMIT, encode_request
 from xfs.common.identity import TrustStore
 from xfs.common.rpc import Dispatcher, Pool, RetryPolicy, RPCServer, open_pool
@@ -404,3 +405,45 @@ class _Recorder:
     def record(self, event: str, actor: str, action: str, outcome: str = "ok",
                **detail: object) -> None:
         self.records.append((event, actor, action, outcome))
+
+
+def test_frames_are_admitted_against_the_servers_budget_and_the_senders_share(
+    pki: PKI,
+) -> None:
+    """Alice announces 1 MiB frames and sends 5 bytes of each: two fit her 2 MiB share,
+    the third waits and its connection is closed (EAGAIN) after the budget's wait; bob,
+    meanwhile, is served; once alice's connections close, her share is free again."""
+    alice, bob = pki.user("alice"), pki.user("bob")
+    budget = FrameBudget(capacity=3 << 20, per_peer=2 << 20, wait=1.0)
+
+    async def main() -> None:
+        async with server(pki, budget=budget) as srv:
+            def announce() -> ssl.SSLSocket:
+                s = _raw_tls(pki, srv.port, alice)
+                s.sendall(struct.pack(">I", 1 << 20) + b"\x94\x00\x01\xa1x")
+                return s
+
+            first = [await trio.to_thread.run_sync(announce) for _ in range(2)]
+            try:
+                await trio.sleep(0.3)
+                assert budget.used == 2 << 20
+                third = await trio.to_thread.run_sync(announce)
+                try:
+                    notice = await trio.to_thread.run_sync(_read_frame, third)
+                    assert notice[0] == 2 and "EAGAIN" in str(notice), notice
+                finally:
+                    third.close()
+                async with client(pki, bob) as pool:  # another principal: its own share
+                    reply = await pool.call(f"127.0.0.1:{srv.port}", OSD.status, Empty())
+                    assert reply.uuid == "bob@physics"
+            finally:
+                for s in first:
+                    s.close()
+            with trio.fail_after(5):
+                while budget.used:
+                    await trio.sleep(0.05)
+            async with client(pki, alice) as pool:
+                reply = await pool.call(f"127.0.0.1:{srv.port}", OSD.status, Empty())
+                assert reply.uuid == "alice@physics"
+
+    run(main)

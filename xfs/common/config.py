@@ -65,6 +65,8 @@ class MRCConfig:
     audit_log: Path | None = None  # None: <data_dir>/audit.log
     audit_max_bytes: int = 64 << 20  # the audit log is rotated at this size ...
     audit_max_age: float = 86400.0  # ... or once its first record is this old (seconds)
+    # bytes of users' request frames held at once; a quarter of it per principal
+    frame_memory: int = 128 << 20
     xcap_key_rotation: float = 24.0  # hours a signing key signs before the next one does
     max_delegation: float = 7 * 86400.0  # seconds a delegation to a worker may last at most
     # replication (docs/design/replication.md)
@@ -112,6 +114,9 @@ class OSDConfig:
     audit_log: Path | None = None  # None: <data_dir>/audit.log
     audit_max_bytes: int = 64 << 20  # the audit log is rotated at this size ...
     audit_max_age: float = 86400.0  # ... or once its first record is this old (seconds)
+    # bytes of users' request frames (object writes) held at once; a quarter of it, at
+    # least one frame, per principal
+    frame_memory: int = 512 << 20
     peer_timeout: float = 5.0  # seconds a forward to another replica may take per attempt
     forward_deadline: float = 20.0  # seconds a primary tries a replica before failing a write
     io_threads: int = 8  # object reads and writes on the local disk at once

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
@@ -43,9 +44,12 @@ class Link(Protocol):
         interleave."""
         ...
 
-    async def recv_frame(self, limit: int) -> bytearray:
-        """The next frame's body; its length is checked against ``limit`` first. One
-        receiver at a time."""
+    async def recv_frame(
+        self, limit: int, admit: Callable[[int], Awaitable[None]] | None = None
+    ) -> bytearray:
+        """The next frame's body; its length is checked against ``limit`` first, and
+        ``admit`` (a budget: see xfs.common.budget) awaited with it before the body is
+        read. One receiver at a time."""
         ...
 
     def close(self) -> None:
@@ -187,15 +191,20 @@ class TLSLink:
             else:
                 got += n
 
-    async def recv_frame(self, limit: int) -> bytearray:
-        """One frame body, refusing lengths over ``limit`` before allocating. Memory
-        follows the bytes that arrive, not the length a peer announces: a body starts at
-        FIRST_ALLOCATION at most and doubles as it fills."""
+    async def recv_frame(
+        self, limit: int, admit: Callable[[int], Awaitable[None]] | None = None
+    ) -> bytearray:
+        """One frame body, refusing lengths over ``limit`` before allocating, and
+        awaiting ``admit(length)`` first if given. Memory follows the bytes that arrive,
+        not the length a peer announces: a body starts at FIRST_ALLOCATION at most and
+        doubles as it fills."""
         self._waited = False
         header = bytearray(HEADER.size)
         await self._read_into(memoryview(header))
         (length,) = HEADER.unpack(header)
         check_length(length, limit)
+        if admit is not None:
+            await admit(length)
         body = bytearray(min(length, FIRST_ALLOCATION))
         await self._read_into(memoryview(body))
         while len(body) < length:

@@ -26,6 +26,7 @@ import trio
 
 from xfs.common import audit, framing
 from xfs.common.audit import NO_AUDIT, Audit
+from xfs.common.budget import FrameBudget
 from xfs.common.identity import TrustStore
 from xfs.common.links import Link, TLSLink, connect_link
 from xfs.proto.codec import BadValue, Record
@@ -201,6 +202,7 @@ class RPCServer:
         max_handshakes: int = 128,
         max_per_peer: int = 256,
         frame_limits: Mapping[Kind, int] | None = None,
+        budget: FrameBudget | None = None,
         idle_timeout: float = 300.0,
         trust: TrustStore | None = None,
         crl_check_interval: float = 10.0,
@@ -225,6 +227,8 @@ class RPCServer:
         self._max_per_peer = max_per_peer
         self._per_peer: dict[str, int] = {}
         self._frame_limits = dict(frame_limits or {})  # per peer kind, else frame_limit
+        # frame memory of users' requests, for the whole server (xfs.common.budget)
+        self._budget = budget
         self._idle_timeout = idle_timeout
         self._handshaking: OrderedDict[int, trio.CancelScope] = OrderedDict()
         self._accept_scope = trio.CancelScope()
@@ -359,25 +363,41 @@ class RPCServer:
         limit = self._frame_limits.get(peer.kind, self._frame_limit)
         state = ConnState(peer)  # what this connection acts as (see Dispatcher)
         state.last_activity = trio.current_time()
+        budget = self._budget if peer.kind in (Kind.USER, Kind.ADMIN) else None
+        admitted = 0
+
+        async def admit(n: int) -> None:
+            nonlocal admitted
+            assert budget is not None
+            await budget.admit(peer.principal, n)
+            admitted = n
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._close_when_idle, conn, state)
             while True:
+                admitted = 0
                 try:
-                    body = await conn.recv_frame(limit)
+                    body = await conn.recv_frame(limit, admit if budget is not None else None)
                     state.last_activity = trio.current_time()
                     message = framing.decode(body)
                     if not isinstance(message, framing.Request):
                         raise ProtocolError("clients may only send requests")
                 except Unavailable:
+                    self._release(budget, peer, admitted)
                     break
-                except ProtocolError as e:
-                    log.info("protocol error from %s: %s", peer.principal, e.message)
+                except XfsError as e:  # not protocol, or no room in the budget in time
+                    self._release(budget, peer, admitted)
+                    log.info("closing the connection of %s: %s", peer.principal, e.message)
                     await self._send(conn, _error_notice(e))
                     break
                 held = waits if self.dispatcher.waits(message.method) else slots
                 await held.acquire()
-                nursery.start_soon(self._handle, conn, state, message, held)
+                nursery.start_soon(self._handle, conn, state, message, held, admitted)
             nursery.cancel_scope.cancel()
+
+    def _release(self, budget: FrameBudget | None, peer: Identity, n: int) -> None:
+        if budget is not None:
+            budget.release(peer.principal, n)
 
     async def _close_when_idle(self, conn: Link, state: ConnState) -> None:
         while True:
@@ -402,6 +422,7 @@ class RPCServer:
         state: ConnState,
         request: framing.Request,
         slots: trio.Semaphore,
+        admitted: int = 0,
     ) -> None:
         if state.peer.kind is Kind.USER and not self.dispatcher.waits(request.method):
             self.last_user_request = trio.current_time()
@@ -423,6 +444,8 @@ class RPCServer:
             state.last_activity = trio.current_time()
             state.inflight -= 1
             slots.release()
+            if admitted and self._budget is not None:
+                self._budget.release(state.peer.principal, admitted)
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()

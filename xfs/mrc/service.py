@@ -9,6 +9,7 @@ import trio
 
 from xfs.common import clock as clocks
 from xfs.common.audit import AuditLog
+from xfs.common.budget import for_server
 from xfs.common.config import MRCConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import load_credential
@@ -155,6 +156,7 @@ class MRCService:
                         host=config.host,
                         port=config.port,
                         frame_limit=META_FRAME_LIMIT,
+                        budget=for_server(config.frame_memory, META_FRAME_LIMIT),
                     )
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)

@@ -9,6 +9,7 @@ import trio
 
 from xfs.common import clock as clocks
 from xfs.common.audit import AuditLog
+from xfs.common.budget import for_server
 from xfs.common.config import OSDConfig
 from xfs.common.framing import DATA_FRAME_LIMIT, META_FRAME_LIMIT
 from xfs.common.rpc import Dispatcher, RPCServer, open_pool
@@ -73,6 +74,7 @@ class OSDService:
             port=config.port,
             frame_limit=DATA_FRAME_LIMIT,  # users write objects, primaries forward them
             frame_limits={Kind.MRC: META_FRAME_LIMIT, Kind.ADMIN: META_FRAME_LIMIT},
+            budget=for_server(config.frame_memory, DATA_FRAME_LIMIT),
         )
         with audit, self._scope:
             async with (
