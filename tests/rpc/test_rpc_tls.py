@@ -418,6 +418,8 @@ def test_frames_are_admitted_against_the_servers_budget_and_the_senders_share(
 
     async def main() -> None:
         async with server(pki, budget=budget) as srv:
+            recorder = _Recorder()
+            srv.dispatcher.audit = recorder
             def announce() -> ssl.SSLSocket:
                 s = _raw_tls(pki, srv.port, alice)
                 s.sendall(struct.pack(">I", 1 << 20) + b"\x94\x00\x01\xa1x")
@@ -431,6 +433,7 @@ def test_frames_are_admitted_against_the_servers_budget_and_the_senders_share(
                 try:
                     notice = await trio.to_thread.run_sync(_read_frame, third)
                     assert notice[0] == 2 and "EAGAIN" in str(notice), notice
+                    assert ("deny", "alice@physics", "frame", "EAGAIN") in recorder.records
                 finally:
                     third.close()
                 async with client(pki, bob) as pool:  # another principal: its own share

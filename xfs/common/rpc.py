@@ -388,6 +388,10 @@ class RPCServer:
                 except XfsError as e:  # not protocol, or no room in the budget in time
                     self._release(budget, peer, admitted)
                     log.info("closing the connection of %s: %s", peer.principal, e.message)
+                    if e.code == errno.EAGAIN:
+                        self.dispatcher.audit.record(
+                            audit.DENY, peer.principal, "frame", "EAGAIN", why=e.message
+                        )
                     await self._send(conn, _error_notice(e))
                     break
                 held = waits if self.dispatcher.waits(message.method) else slots
