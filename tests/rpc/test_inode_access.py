@@ -52,11 +52,12 @@ from xfs.proto.methods import (
     SetAttr,
     Symlink,
     UnlinkMany,
+    UpdateSize,
     VolumeCreate,
     XattrGet,
     XattrSet,
 )
-from xfs.proto.records import Attr, Kind, Role, StripingPolicy
+from xfs.proto.records import Attr, Kind, Role, StripingPolicy, XCap
 
 VOLUME = "home"
 ROOT = 1
@@ -120,8 +121,13 @@ async def make_tree(pool: Pool) -> Tree:
     return Tree(private, f, link, sub, g, d, team, t, opened, both)
 
 
-def calls(tree: Tree, client: str, first_ino: int) -> dict[str, Callable[[Pool], Awaitable[Any]]]:
-    """Every MRC method that names an inode, aimed at inodes under ``private``."""
+def calls(
+    tree: Tree, client: str, first_ino: int, own: XCap | None = None
+) -> dict[str, Callable[[Pool], Awaitable[Any]]]:
+    """Every MRC method that names an inode, aimed at inodes under ``private`` (with
+    ``own``, the caller's write XCap of a file of its own, also ``update_size``). Not
+    here: ``close``, ``close_files``, ``lease_return``, ``dir_lease_return`` and
+    ``release_locks``, which only end the caller's own opens, leases and locks."""
     f, sub = tree.f.ino, tree.sub.ino
     lock = LockArgs(VOLUME, f, client, 7, "posix", "read", 0, 10)
     new = NewFile(sub, b"queued", first_ino, 0o644, os.O_RDWR, 0, time.time_ns())
@@ -157,7 +163,9 @@ def calls(tree: Tree, client: str, first_ino: int) -> dict[str, Callable[[Pool],
         "create_many": lambda p: one(mrc(p, MRC.create_many, CreateMany(VOLUME, client, [new]))),
         "unlink_many": lambda p: one(mrc(p, MRC.unlink_many, UnlinkMany(
             VOLUME, client, [Gone(sub, b"g", tree.g.ino)]))),
-    }
+    } | ({} if own is None else {
+        "update_size": lambda p: mrc(p, MRC.update_size, UpdateSize(VOLUME, f, 1 << 30, own)),
+    })
 
 
 async def one(batch: Awaitable[Any]) -> None:
@@ -220,7 +228,10 @@ def test_every_method_naming_an_inode_walks_the_path(pki: PKI, tmp_path: Path) -
                 async with grid.client(who[name]) as pool:
                     client = (await mrc(pool, MRC.client_open, Empty())).client
                     first = (await mrc(pool, MRC.reserve_inos, InoAsk(VOLUME, client, 1))).first
-                    for action, call in calls(tree, client, first).items():
+                    own = await mrc(pool, MRC.create, Create(
+                        VOLUME, ROOT, f"{name}-own".encode(), stat.S_IFREG | 0o600,
+                        os.O_CREAT | os.O_EXCL | os.O_RDWR))
+                    for action, call in calls(tree, client, first, own.xcap).items():
                         await refused(grid, call(pool), principal, action, alice_still_served)
                     # the group directory: bob is not in proj (its own inode is
                     # reached, through the 0777 root; what is in it is not)
