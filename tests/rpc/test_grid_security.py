@@ -68,14 +68,17 @@ from xfs.proto.methods import (
     MRC,
     OSD,
     Create,
+    CreateMany,
     Empty,
     FileOp,
     FileOps,
     Heartbeat,
     HeartbeatReply,
     Ino,
+    InoAsk,
     Method,
     MkNod,
+    NewFile,
     ObjRead,
     ObjWrite,
     Open,
@@ -1180,6 +1183,12 @@ def test_every_xcap_granted_is_checked_and_audited(pki: PKI, tmp_path: Path) -> 
                 VOLUME, sub.ino, b"r", stat.S_IFREG | 0o444, os.O_CREAT | os.O_EXCL | RW)),
                 "created")  # read-only mode, and yet its maker writes it, as on Linux
             ino = made.attr.ino
+            client = (await w.mrc_call(alice, MRC.client_open, Empty())).client
+            first = (await w.mrc_call(alice, MRC.reserve_inos, InoAsk(VOLUME, client, 1))).first
+            queued = NewFile(sub.ino, b"queued", first, 0o644, RW, 0, time.time_ns())
+            batch = await granted(w.mrc_call(alice, MRC.create_many,
+                                             CreateMany(VOLUME, client, [queued])), "created")
+            assert batch.files[0].layout.attr.ino == first  # (a create under a lease, sent)
             await w.write(alice, made.xcap, 0, b"shared", layout=made)
             await w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, mode=0o644))
             await granted(w.mrc_call(alice, MRC.setattr, SetAttr(VOLUME, ino, size=6)),
