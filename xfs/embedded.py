@@ -238,7 +238,6 @@ def initialise(layout: Layout, mountpoint: Path, uid: int, osds: int = DEFAULT_O
         store.open()
         ca.issue_service(state / "ca" / "services", Kind.OSD, store.uuid, layout.role_dir(role))
     ca.issue_user(state / "ca" / VO, ADMIN, state / "admin", role=Role.SUPER, days=3650)
-    issue_operator(layout)
     CredentialStore(layout.credentials, enroll_ca=state / "ca" / VO).get(uid)
     grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint), osds=osds)
     grid.save(layout.grid_file)
@@ -246,8 +245,8 @@ def initialise(layout: Layout, mountpoint: Path, uid: int, osds: int = DEFAULT_O
 
 
 def issue_operator(layout: Layout) -> None:
-    """The grid operator's credential (also for a state directory made before it
-    existed: ``up`` calls this when it is missing)."""
+    """The grid operator's credential: ``up`` makes it when it is missing (a new grid,
+    or a state directory made before grid operators)."""
     ca.issue_operator(layout.state / "ca" / "services", OPERATOR, layout.state / "admin", 3650)
 
 
@@ -523,7 +522,7 @@ def up(
     build_configs(layout, grid)  # refuses bad settings before they are kept
     grid.save(layout.grid_file)
     if not layout.operator[0].exists():
-        issue_operator(layout)  # (a state directory from before grid operators)
+        issue_operator(layout)
     refresh_crls(layout)
     mnt = Path(grid.mountpoint)
     if running_pid(layout, "mount") is not None and _is_mounted(mnt):

@@ -427,7 +427,9 @@ def test_frames_are_admitted_against_the_servers_budget_and_the_senders_share(
 
             first = [await trio.to_thread.run_sync(announce) for _ in range(2)]
             try:
-                await trio.sleep(0.3)
+                with trio.move_on_after(5):  # both headers read and admitted
+                    while budget.used < 2 << 20:
+                        await trio.sleep(0.02)
                 assert budget.used == 2 << 20
                 third = await trio.to_thread.run_sync(announce)
                 try:

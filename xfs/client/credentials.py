@@ -110,14 +110,16 @@ class CredentialStore:
             self._enroll(uid, groups)
         if not cert.exists():
             raise XfsError(errno.EACCES, f"local uid {uid} has no xfs credential in {cert.parent}")
-        if self.enroll_ca is not None and not made_for(read_cert(cert), uid):
+        current = read_cert(cert)
+        if self.enroll_ca is not None and not made_for(current, uid):
             # the account it was made for is gone and its uid now another's: that one
             # gets its own credential, and the old one no longer works anywhere
             self._retire(uid, cert)
             self._enroll(uid, groups)
+            current = read_cert(cert)
         self._check_private(uid, key)
         own = load_credential(cert, key)
-        if self.enroll_ca is not None and self._due(cert):
+        if self.enroll_ca is not None and self._due(current):
             # renewed from the account database: a group the account left is gone from
             # it (the old one expires within the lifetime)
             self._enroll(uid, None)
@@ -126,10 +128,9 @@ class CredentialStore:
             return own
         return self._for_groups(uid, own, groups)
 
-    def _due(self, cert: Path) -> bool:
+    def _due(self, c: x509.Certificate) -> bool:
         """Is an enrolled certificate past half its lifetime (or a long-lived one from
         before enrolled credentials were short-lived)?"""
-        c = read_cert(cert)
         start, end = c.not_valid_before_utc.timestamp(), c.not_valid_after_utc.timestamp()
         if end - start > 2 * self.lifetime + 120:
             return True
@@ -196,7 +197,7 @@ class CredentialStore:
             if (
                 found.identity.principal == own.identity.principal
                 and same_groups(found.identity.groups, canonical)
-                and not self._due(cert)
+                and not self._due(read_cert(cert))
             ):
                 return found
         d.mkdir(mode=0o700, exist_ok=True)

@@ -78,8 +78,8 @@ class Sessions:
             if not self._same_account(key[0]):
                 self._forget(key[0])  # the uid is another account's now: it starts afresh
                 session = None
-            else:
-                await self._renew(key, session)
+            else:  # (off the request's path: the store reads files, in a thread)
+                session.nursery.start_soon(self._renew, key, session)
         if session is not None:
             return session
         uid, groups = key

@@ -447,10 +447,7 @@ def issue_user(
         not_before=not_before,
         seconds=seconds,
     )
-    _record_issued(Path(ca_dir), minted)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return _store(minted, out_dir / f"{name}.crt", out_dir / f"{name}.key", replace=True)
+    return _save_issued(ca_dir, minted, out_dir, name)
 
 
 def issue_service(
@@ -465,20 +462,20 @@ def issue_service(
     """Issue ``osd:<uuid>`` / ``mrc:<uuid>``; writes ``<out_dir>/<kind>-<uuid>.crt``/``.key``."""
     ca = load_ca(ca_dir)
     minted = mint_service(ca, kind, uuid, hosts=hosts, days=days, not_before=not_before)
-    _record_issued(Path(ca_dir), minted)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{minted.claims.kind.value}-{uuid}"
-    return _store(minted, out_dir / f"{stem}.crt", out_dir / f"{stem}.key", replace=True)
+    return _save_issued(ca_dir, minted, out_dir, f"{minted.claims.kind.value}-{uuid}")
 
 
 def issue_operator(ca_dir: Path, name: str, out_dir: Path, days: int = 365) -> CertPaths:
     """Issue ``admin:<name>``; writes ``<out_dir>/admin-<name>.crt`` and ``.key``."""
     minted = mint_operator(load_ca(ca_dir), name, days=days)
+    return _save_issued(ca_dir, minted, out_dir, f"admin-{name}")
+
+
+def _save_issued(ca_dir: Path, minted: Minted, out_dir: Path, stem: str) -> CertPaths:
+    """Note ``minted`` in the CA's index, and write ``<out_dir>/<stem>.crt``/``.key``."""
     _record_issued(Path(ca_dir), minted)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"admin-{name}"
     return _store(minted, out_dir / f"{stem}.crt", out_dir / f"{stem}.key", replace=True)
 
 

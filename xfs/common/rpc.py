@@ -394,9 +394,10 @@ class RPCServer:
                         )
                     await self._send(conn, _error_notice(e))
                     break
-                held = waits if self.dispatcher.waits(message.method) else slots
+                waiting = self.dispatcher.waits(message.method)
+                held = waits if waiting else slots
                 await held.acquire()
-                nursery.start_soon(self._handle, conn, state, message, held, admitted)
+                nursery.start_soon(self._handle, conn, state, message, held, admitted, waiting)
             nursery.cancel_scope.cancel()
 
     def _release(self, budget: FrameBudget | None, peer: Identity, n: int) -> None:
@@ -427,8 +428,9 @@ class RPCServer:
         request: framing.Request,
         slots: trio.Semaphore,
         admitted: int = 0,
+        waiting: bool = False,
     ) -> None:
-        if state.peer.kind is Kind.USER and not self.dispatcher.waits(request.method):
+        if state.peer.kind is Kind.USER and not waiting:
             self.last_user_request = trio.current_time()
         self._inflight += 1
         state.inflight += 1

@@ -240,10 +240,22 @@ class MRCHandlers:
         rights: Rights,
         basis: Basis = Basis.CHECKED,
     ) -> FileLayout:
-        """The file's layout with an XCap granted to ``peer`` (see ``XCapIssuer.grant``)."""
+        """The file's layout with an XCap granted to ``peer`` (see ``XCapIssuer.grant``):
+        every caller checked the path (``_as``) and, for ``CHECKED``, the namespace the
+        mode, in the same request."""
         vid = self._volume(volume)[0]
         xcap = self._xcaps.grant(
-            peer, who, vid, attr.ino, rights, epoch, xloc, basis, volume=volume, **_via(peer)
+            peer,
+            who,
+            vid,
+            attr.ino,
+            rights,
+            epoch,
+            xloc,
+            basis,
+            checked=True,
+            volume=volume,
+            **_via(peer),
         )
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
@@ -429,7 +441,6 @@ class MRCHandlers:
                 await self._recall(who, req.volume, existing.ino, req.client)  # as ``open``
         await self._dir_recall(who, req.volume, req.parent, req.client)
         was = self._dirseq(req.volume, req.parent)  # (no await from here to the reply)
-        made = req.flags & os.O_EXCL or not self._ns.has_entry(req.volume, req.parent, req.name)
         attr, xloc, epoch = self._ns.create(
             who,
             req.volume,
@@ -443,6 +454,8 @@ class MRCHandlers:
         )
         assert xloc is not None  # (placed above, or the existing file's)
         rights = rights_for_flags(req.flags)
+        # a new entry moved the directory's change number; opening an existing file did not
+        made = self._dirseq(req.volume, req.parent) != was
         basis = Basis.CREATED if made else Basis.CHECKED
         layout = self._layout(peer, who, req.volume, attr, xloc, epoch, rights, basis)
         parent = self._parent_after(who, req.volume, req.parent)

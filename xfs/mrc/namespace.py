@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
-from xfs.mrc import perms, policies, roles
+from xfs.mrc import perms, policies
 from xfs.mrc.clients import ClientOps, register_open
 from xfs.mrc.dirleases import DirLeaseOps, take_ino, taken_by
 from xfs.mrc.dirseq import DirSeq
@@ -126,29 +126,19 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
     def may_hold(self, caller: Identity, volume_id: str, ino: int, mask: int) -> None:
         """EACCES unless ``caller`` reaches the inode and may access it for ``mask`` as
         it is now (what an XCap's rights need: see ``xfs.mrc.xcaps.grant``)."""
-        name = self.volume_name(volume_id)
-        self.reach(caller, name, (ino,))
+        name = self.volume_by_id(volume_id)[0]
+        self.reach(caller, name, (ino,), volume_id)
         self.access(caller, name, ino, mask)
 
-    def volume_view(self, caller: Identity, volume_id: str) -> Identity:
-        """``caller`` as the volume sees it (``roles.effective``)."""
+    def volume_by_id(self, volume_id: str) -> tuple[str, str]:
+        """(name, owner) of the volume of id ``volume_id``."""
         with self._store.read() as cur:
-            row = cur.execute("SELECT owner FROM volumes WHERE id = ?", (volume_id,)).fetchone()
+            row = cur.execute(
+                "SELECT name, owner FROM volumes WHERE id = ?", (volume_id,)
+            ).fetchone()
         if row is None:
             raise XfsError(errno.ESTALE, f"no volume {volume_id}")
-        return roles.effective(caller, str(row[0]))
-
-    def volume_name(self, volume_id: str) -> str:
-        with self._store.read() as cur:
-            row = cur.execute("SELECT name FROM volumes WHERE id = ?", (volume_id,)).fetchone()
-        if row is None:
-            raise XfsError(errno.ESTALE, f"no volume {volume_id}")
-        return str(row[0])
-
-    def has_entry(self, vol: str, parent: int, name: bytes) -> bool:
-        """Is there an entry ``name`` in directory ``parent`` (no permission asked)?"""
-        with self._store.read() as cur:
-            return rows.entry(cur, rows.volume(cur, vol), parent, name) is not None
+        return str(row[0]), str(row[1])
 
     # ------------------------------------------------------------------ helpers
     def _parent(

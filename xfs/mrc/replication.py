@@ -17,7 +17,7 @@ from collections.abc import Callable
 from xfs.common import audit
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
-from xfs.mrc import replicas
+from xfs.mrc import replicas, roles
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.xcaps import Basis, XCapIssuer
@@ -87,10 +87,11 @@ class ReplicationHandlers:
         """The new XLocSet, with an XCap for it of the rights of the one ``peer`` showed:
         a client's renewed only if it still may hold them (the file's mode and ACL, and
         search on the way to it, as they are now); an OSD's as shown."""
+        name, owner = self._ns.volume_by_id(volume_id)
         who = peer
         basis = Basis.SHOWN
         if peer.kind is Kind.USER:
-            who, basis = self._ns.volume_view(peer, volume_id), Basis.CHECKED
+            who, basis = roles.effective(peer, owner), Basis.CHECKED
         xcap = self._xcaps.grant(
             peer,
             who,
@@ -100,7 +101,7 @@ class ReplicationHandlers:
             epoch,
             xloc,
             basis,
-            volume=self._ns.volume_name(volume_id),
+            volume=name,
         )
         osds = sorted(replicas.osds_of(xloc))
         return XLocReply(xloc, xcap, self._registry.addresses(osds))

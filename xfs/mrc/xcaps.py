@@ -98,11 +98,15 @@ class XCapIssuer:
         truncate_epoch: int,
         xloc: XLocSet,
         basis: Basis,
+        *,
+        checked: bool = False,
         **detail: Any,
     ) -> XCap:
         """An XCap for ``peer``'s certificate, after ``who`` (``peer`` as the volume sees
-        it) was found to hold ``rights`` (see ``Basis``); audited, with ``detail``."""
-        if basis is Basis.CHECKED:
+        it) was found to hold ``rights`` (see ``Basis``); audited, with ``detail``.
+        ``checked``: a ``CHECKED`` grant whose path and mode the request's handler checked
+        already (an open, a truncate), so they are not looked up twice."""
+        if basis is Basis.CHECKED and not checked:
             self._may_hold(who, volume_id, ino, access_mask(rights))
         xcap = self.issue(volume_id, ino, rights, truncate_epoch, xloc, peer.fingerprint)
         self._audit.record(
