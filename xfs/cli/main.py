@@ -9,6 +9,7 @@ from xfs.cli.acl import acl
 from xfs.cli.admin import osd_group, status, volume
 from xfs.cli.audit import audit
 from xfs.cli.ca import ca
+from xfs.cli.checkpoint import checkpoint
 from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
 from xfs.cli.policy import policy
@@ -36,6 +37,7 @@ for command in (
     delegate,
     policy,
     replica,
+    checkpoint,
 ):
     cli.add_command(command)
 

@@ -31,7 +31,7 @@ from xfs.client import fuse_ext  # before pyfuse3: see xfs.client.fuse_ext
 # isort: split
 import pyfuse3
 
-from xfs.client import acl_xattr, readahead
+from xfs.client import acl_xattr, digests, readahead
 from xfs.client.callers import caller, supplementary_groups
 from xfs.client.errors import fuse_errors
 from xfs.client.file_io import OpenFile
@@ -708,6 +708,8 @@ class Operations(pyfuse3.Operations):
         session = await self._session(ctx)
         if name in acl_xattr.NAMES:
             return await acl_xattr.getxattr(session, self.idmap, inode, name)
+        if name == digests.NAME:  # answered by the mount: it asks every replica's OSDs
+            return await digests.replica_digests(session, inode)
         try:
             return await session.getxattr(inode, name)
         except XfsError as e:

@@ -210,6 +210,8 @@ def replicas_json(xloc: XLocSet, addresses: dict[str, str]) -> bytes:
             "factor": xloc.factor,
             "fill": xloc.fill.value,
             "seal_on_close": xloc.seal_on_close,
+            "stripe_size": xloc.replicas[0].striping.stripe_size,
+            "width": len(xloc.replicas[0].osds),
             "replicas": [
                 {
                     "osds": r.osds,

@@ -14,12 +14,15 @@ the one installed here is refused with ``ESTALE`` (the client renews and retries
 ``rw`` files only the primary of a column serves clients, and it forwards writes,
 truncates and fsyncs to the other OSDs of the column (the ``fwd_*`` methods, which only
 that primary may call). A corrupt object is read from another replica and repaired.
+One method is served by every replica alike: ``digest``, which reports what this copy
+holds (for ``xfs checkpoint verify``) and repairs nothing.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -35,12 +38,14 @@ from xfs.osd.replication import Replication, stale_first
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import (
     OSD,
+    Digest,
     Empty,
     Failed,
     FileOp,
     FileOps,
     LocalOpen,
     ObjData,
+    ObjDigest,
     ObjPut,
     ObjRead,
     ObjSum,
@@ -95,6 +100,7 @@ class OSDHandlers:
         dispatcher.register(OSD.put, self.put)
         dispatcher.register(OSD.fetch, self.fetch)
         dispatcher.register(OSD.sync, self.sync)
+        dispatcher.register(OSD.digest, self.digest)
 
     # ------------------------------------------------------------------ checks
     def _authorize(
@@ -188,6 +194,26 @@ class OSDHandlers:
                 whole = await repl.repair(file_id, req.xloc, req.xcap, column, req.objno)
                 data = None if whole is None else whole[part]
         return ObjData(data or b"")
+
+    async def digest(self, peer: Identity, req: ObjDigest) -> Digest:
+        """The SHA-256 of one object as this replica holds it (any replica, primary or
+        not, complete or filling), for ``xfs checkpoint verify``: nothing is repaired or
+        filled, so a corrupt or missing copy is reported, not hidden."""
+        replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
+        self._check_object(
+            peer, OSD.digest.wire_name, req.xcap, replica, column, req.objno, 0, req.length
+        )
+        try:
+            data = await self._run(self._store.load, req.xcap.file_id, req.objno)
+        except CorruptObject as e:
+            return Digest(b"", 0, f"corrupt: {e}")
+        if data is None and not replica.complete:
+            return Digest(b"", 0, "not filled yet")
+        held = b"" if data is None else data
+        if len(held) > req.length:
+            return Digest(b"", len(held), f"holds {len(held)} bytes, more than {req.length}")
+        padded = held + bytes(req.length - len(held))
+        return Digest(await self._run(_sha256, padded), len(held))
 
     async def open_local(self, req: LocalOpen) -> int:
         """A descriptor of the directory of a file's objects here, for a mount on this
@@ -489,6 +515,10 @@ class OSDHandlers:
         if group and group[0] == self._uuid:
             repl.start_reconcile(req.xcap.file_id, req.xloc, req.xcap, column, again=True)
         return Empty()
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 async def _together(

@@ -689,6 +689,24 @@ class ObjSum(Record):
 
 
 @dataclass(frozen=True)
+class ObjDigest(Record):
+    """``osd.digest``: the SHA-256 of one object as this replica holds it, zero-padded
+    to ``length`` (the object's share of the file), read without repair or fill."""
+
+    xcap: XCap
+    xloc: XLocSet
+    objno: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Digest(Record):
+    sha256: bytes  # empty when ``problem`` says why there is none
+    held: int  # bytes this replica holds of the object
+    problem: str = ""  # "corrupt: …", "not filled yet"; empty when the object is sound
+
+
+@dataclass(frozen=True)
 class ObjSums(Record):
     objects: list[ObjSum]
 
@@ -816,6 +834,8 @@ class OSD:
     truncate = Method("osd", "truncate", 1, FileOp, Empty, Authority.HOLDER, idempotent=True)
     fsync = Method("osd", "fsync", 2, FileOp, Synced, Authority.HOLDER, idempotent=True)
     size = Method("osd", "size", 1, FileOp, SizeReply, Authority.HOLDER, idempotent=True)
+    # any replica of the file, for `xfs checkpoint verify` (no repair, no fill)
+    digest = Method("osd", "digest", 1, ObjDigest, Digest, Authority.HOLDER, idempotent=True)
     delete = Method("osd", "delete", 1, FileOp, Empty, Authority.USER_OR_MRC, idempotent=True)
     delete_many = Method("osd", "delete_many", 1, FileOps, Failed, Authority.MRC, idempotent=True)
     status = Method("osd", "status", 1, Empty, OSDStatus, Authority.ANY, idempotent=True)
