@@ -497,6 +497,22 @@ def test_creates_under_a_directory_lease_are_seen_by_the_other_mount(
     assert (other_mount / name / "late").read_bytes() == b"after the recall"
 
 
+def test_a_name_the_other_mount_made_in_a_leased_directory_is_seen_at_once(
+    grid: Grid, other_mount: Path
+) -> None:
+    """The first mount made the directory and knows it is empty; the other mount's
+    create there recalls the lease, and with it the first mount stops answering lookups
+    from what it knew: the new name is there at once, not after the listing's window
+    (a job's checkpoint written by a worker node, read by the user who made the
+    directory)."""
+    name = f"recalled-{time.monotonic_ns()}"
+    d = leased_dir(grid, name)
+    (other_mount / name / "theirs").write_bytes(b"from the other node")
+    assert (d / "theirs").read_bytes() == b"from the other node"
+    os.mkdir(other_mount / name / "sub")
+    assert (d / "sub").is_dir()
+
+
 def test_a_file_created_under_a_lease_is_written_and_read_at_once(
     grid: Grid, other_mount: Path
 ) -> None:

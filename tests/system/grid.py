@@ -275,13 +275,22 @@ class Grid:
         self.wait_osds_alive(self.osds, timeout)
 
     # ---------------------------------------------------------------- more mounts
-    def extra_mount(self, name: str, netns: str | None = None, settings: str = "") -> Path:
+    def extra_mount(
+        self,
+        name: str,
+        netns: str | None = None,
+        settings: str = "",
+        *,
+        drop: tuple[str, ...] = (),
+        delegation: Path | None = None,
+    ) -> Path:
         """Mount the same volume a second time, as a second client would (another grid node).
 
         The extra mount is its own process with its own connections and caches, started
         from a copy of the embedded mount configuration (in network namespace ``netns``
-        if given), plus ``settings`` (TOML lines of the mount's table, such as
-        ``attr_timeout = 1.0``); :meth:`cleanup` stops it.
+        if given), without the keys in ``drop``, plus ``settings`` (TOML lines of the
+        mount's table, such as ``attr_timeout = 1.0``), with ``--delegation`` if given;
+        :meth:`cleanup` stops it.
         """
         from xfs import embedded
 
@@ -295,6 +304,8 @@ class Grid:
         assert marker in text, text
         config = role_dir / "config.toml"
         text = text.replace(marker, f'mountpoint = "{mnt}"')
+        for key in drop:
+            text = re.sub(rf"(?m)^{re.escape(key)}\s*=.*\n", "", text)
         for line in settings.splitlines():  # each replaces the key's line, or is added
             key = line.split("=", 1)[0].strip()
             text, n = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", line, text)
@@ -304,7 +315,8 @@ class Grid:
         log = (self.state / "logs" / f"mount-{name}.log").open("ab")
         proc = subprocess.Popen(
             [*embedded.in_netns(netns), sys.executable, "-m", "xfs.cli.main", "mount",
-             "--config", str(config)],
+             "--config", str(config),
+             *([] if delegation is None else ["--delegation", str(delegation)])],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         (self.state / "run" / f"mount-{name}.pid").write_text(f"{proc.pid}\n")

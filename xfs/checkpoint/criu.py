@@ -68,7 +68,8 @@ def available() -> Criu:
         raise CriuError(errno.ENOENT, f"criu is not installed (not on PATH, ${ENV} not set)")
     try:
         checked = _run([binary, "check"])
-        version = _last_line(_run([binary, "--version"]).stdout)
+        said = _run([binary, "--version"]).stdout.splitlines()
+        version = next((v.split(":", 1)[1].strip() for v in said if v.startswith("Version:")), "?")
         track = _run([binary, "check", "--feature", "mem_dirty_track"]).returncode == 0
     except (OSError, subprocess.TimeoutExpired) as e:
         raise CriuError(errno.ENOEXEC, f"{binary} cannot run: {e}") from None

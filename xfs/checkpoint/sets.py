@@ -144,7 +144,8 @@ class CheckpointSet:
                 raise CheckpointError(
                     errno.ENOENT, f"{path} is not a checkpoint set (no {SETTINGS})"
                 ) from None
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.is_dir():  # (a delegated worker may not mkdir what exists)
+                path.mkdir(parents=True, exist_ok=True)
             settings = Settings(job or path.name)
             write_file_atomically(where, settings.to_json())
         return cls(path, settings, barrier_timeout)

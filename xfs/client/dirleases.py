@@ -176,6 +176,9 @@ class DirLeases:
         self._asked: dict[int, float] = {}  # when a lease was last asked for (trio time)
         self._last: _Op | None = None  # the last change queued (they land in order)
         self._sending = False
+        # told of every recall: another client is about to change the directory, so what
+        # the mount knows of its names (xfs/client/listings.py) is no longer whole
+        self.on_recall: Callable[[int], None] = lambda ino: None
 
     # ------------------------------------------------------------------ leases
     def wanted(self, ino: int) -> bool:
@@ -255,6 +258,7 @@ class DirLeases:
     async def recalled(self, ino: int) -> None:
         """The MRC wants the lease back: no new changes, the queued ones landed, return."""
         s = self._s
+        self.on_recall(ino)
         self._loading.pop(ino, None)  # (a lease being adopted is not adopted)
         d = self.held.get(ino)
         if d is not None:

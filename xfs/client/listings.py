@@ -86,8 +86,12 @@ class Listings:
         self._dirs.move_to_end(parent)
 
     def at(self, ino: int, seq: int) -> bool:
-        """Whether the listing of ``ino`` is whole as of the MRC's change number ``seq``."""
+        """Whether the listing of ``ino`` is whole as of the MRC's change number ``seq``;
+        a listing behind it missed a change, and is forgotten."""
         listing = self._dirs.get(ino)
+        if listing is not None and listing.seq < seq:
+            del self._dirs[ino]
+            return False
         return listing is not None and listing.seq == seq
 
     def added(self, parent: int, name: bytes, ino: int, now: float) -> None:

@@ -268,6 +268,7 @@ class Operations(pyfuse3.Operations):
         self._fresh_dir(after)
         if not leased and session.dirs.wanted(parent):
             adopt = functools.partial(self._adopt, parent)
+            session.dirs.on_recall = self.listings.forget
             session.dirs.ask(after, adopt, made=False)
 
     def _adopt(self, ino: int, seq: int, names: dict[bytes, int] | None) -> bool:
@@ -357,6 +358,7 @@ class Operations(pyfuse3.Operations):
             def whole_at(seq: int, names: dict[bytes, int] | None) -> bool:
                 return self.listings.at(attr.ino, seq)
 
+            session.dirs.on_recall = self.listings.forget
             session.dirs.ask(attr, whole_at, made=True)
         return self._entry(attr)
 
