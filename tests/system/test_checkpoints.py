@@ -19,6 +19,7 @@ module ends, pass or fail.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -217,6 +218,7 @@ def test_an_unchanged_100_mib_job_adds_under_1_mib(grid: Grid, tmp_path: Path) -
 
 def test_a_delegated_worker_dumps_its_job_only(grid: Grid, tmp_path: Path) -> None:
     jobs = grid.mnt / "ckpt-jobs"
+
     def make_jobs() -> None:
         for j in ("mine", "other"):
             (jobs / j).mkdir(parents=True)
@@ -289,3 +291,129 @@ def test_a_delegated_worker_dumps_its_job_only(grid: Grid, tmp_path: Path) -> No
     )
     assert refused.returncode == 1 and "Permission denied" in refused.stderr, refused
     assert os.listdir(jobs / "other") == []
+
+
+# ---------------------------------------------------------------------------- CRIU
+MEMJOB = """
+import hashlib, os, sys, time
+out = sys.argv[1]
+data = bytearray(os.urandom(1 << 20)) * 40  # 40 MiB the restored process must still hold
+digest = hashlib.sha256(data).hexdigest()
+n = 0
+while True:
+    n += 1
+    with open(out + ".tmp", "w") as f:
+        f.write(f"{n} {hashlib.sha256(data).hexdigest() if n % 50 == 0 else digest}\\n")
+    os.replace(out + ".tmp", out)
+    time.sleep(0.05)
+"""
+
+
+def criu_or_skip() -> None:
+    from xfs.checkpoint import criu
+
+    try:
+        criu.available()
+    except criu.CriuError as e:
+        pytest.skip(f"no usable CRIU here: {e.strerror}")
+
+
+def progress(out: Path) -> tuple[int, str]:
+    """(the job's counter, the digest of its memory) as it last wrote them."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            n, digest = out.read_text().split()
+            return int(n), digest
+        except (OSError, ValueError):
+            assert time.monotonic() < deadline, f"the job wrote nothing to {out}"
+            time.sleep(0.05)
+
+
+def gone(pid: int, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_criu_dump_survives_an_osd_and_restores_on_another_mount(
+    grid: Grid, second: Path, tmp_path: Path
+) -> None:
+    criu_or_skip()
+    script = tmp_path / "memjob.py"
+    script.write_text(MEMJOB)
+    out = tmp_path / "progress"
+    job = grid.mnt / "ckpt" / "criujob"
+    started = xfs(
+        "run",
+        str(job),
+        "--log",
+        str(tmp_path / "job.log"),
+        "--",
+        sys.executable,
+        str(script),
+        str(out),
+    )
+    pid = int(started.stdout.split()[1].rstrip(":"))
+    restored: int | None = None
+    killed: str | None = None
+    try:
+        while progress(out)[0] < 5:
+            time.sleep(0.05)
+        before, digest = progress(out)
+        dumped = xfs_json("dump", str(job), "--backend", "criu")
+        assert dumped["version"] == 1 and dumped["barrier"]["replicas"] == 3
+        assert gone(pid), "the dumped process still runs"
+        manifest = xfs_json("show", str(job))
+        assert manifest["source"]["pids"] == [pid] and manifest["backend"] == "criu"
+        pages = max(manifest["files"], key=lambda f: f["size"])
+        assert pages["size"] > 40 * MiB
+        info = replicas_of(job / "v000001" / pages["path"])
+        killed = grid.osd_roles_by_uuid()[info["replicas"][0]["osds"][0]]
+        grid.kill(killed)
+        back = xfs_json("restore", str(second / "ckpt" / "criujob"))
+        restored = int(back["pid"])
+        deadline = time.monotonic() + 30
+        while progress(out)[0] <= before + 60:  # past a recomputed digest (every 50)
+            assert time.monotonic() < deadline, "the restored job makes no progress"
+            time.sleep(0.1)
+        assert progress(out)[1] == digest  # its memory came back whole
+    finally:
+        for p in (pid, restored):
+            if p is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+        if killed is not None:
+            grid.start(killed)
+            grid.wait_osds_alive(3)
+
+
+def test_a_dump_criu_refuses_is_never_published(grid: Grid, tmp_path: Path) -> None:
+    criu_or_skip()
+    job = grid.mnt / "ckpt" / "refused"
+    # a child in the test's own session: CRIU refuses a shell job without --shell-job
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], stdin=subprocess.DEVNULL
+    )
+    try:
+        result = xfs("dump", str(job), "--backend", "criu", "--pid", str(proc.pid), check=False)
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("Error: criu dump failed (exit") and "log: /var/tmp" in line
+        assert proc.poll() is None  # CRIU let it run on
+        assert xfs_json("list", str(job)) | {"keep": None} == {
+            "job": "refused",
+            "keep": None,
+            "versions": [],
+            "drafts": [],
+        }
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

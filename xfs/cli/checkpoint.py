@@ -220,6 +220,7 @@ def dump(
     as_json: bool,
 ) -> None:
     """Write a new version of SET and publish it once it is durable."""
+    usable = criu_backend.available() if backend == "criu" else None  # (before making SET)
     ckpt = CheckpointSet.open(set_dir, create=True, barrier_timeout=barrier_timeout)
     started = time.monotonic()
     if backend == "app":
@@ -253,8 +254,9 @@ def dump(
             draft.add_tree(where)
             m = draft.commit()
     else:
+        assert usable is not None
         m = _dump_criu(
-            ckpt, pid if pid is not None else _job_pid(ckpt), leave_running, shell_job, full
+            ckpt, usable, pid if pid is not None else _job_pid(ckpt), leave_running, shell_job, full
         )
     seconds = time.monotonic() - started
     summary = _summary(m) | {
@@ -271,9 +273,13 @@ def dump(
 
 
 def _dump_criu(
-    ckpt: CheckpointSet, pid: int, leave_running: bool, shell_job: bool, full: bool
+    ckpt: CheckpointSet,
+    criu: criu_backend.Criu,
+    pid: int,
+    leave_running: bool,
+    shell_job: bool,
+    full: bool,
 ) -> Manifest:
-    criu = criu_backend.available()
     parent = ckpt.manifest() if ckpt.latest() is not None and not full else None
     source: dict[str, Any] = {
         "pids": [pid],
