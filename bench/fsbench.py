@@ -3,7 +3,7 @@ file system (the Python FUSE ceiling) and xfs (a directory with replication fact
 one with rw factor 3, in one grid), in one run, with ratios.
 
     python bench/fsbench.py [--size-mib 1024] [--files 5000] [--repeat 3]
-                            [--workloads seq,rand,meta,stat2,small,append,criu,user]
+                            [--workloads seq,rand,meta,stat2,small,append,criu,ckpt,user]
                             [--only local,passthrough,xfs1,xfs3] [--as-user NAME]
                             [--xfs-state DIR] [--json PATH]
 
@@ -41,7 +41,7 @@ XFS_POLICIES = {  # the xattr xfs.policy each xfs target's directory gets (xfs p
     "xfs1": {"replication": "none", "factor": 1},
     "xfs3": {"replication": "rw", "factor": 3},  # the home volume's own default
 }
-WORKLOADS = ("seq", "rand", "meta", "stat2", "small", "append", "criu", "user")
+WORKLOADS = ("seq", "rand", "meta", "stat2", "small", "append", "criu", "ckpt", "user")
 FIGURES = (  # key, label, unit
     ("seq_write", "seq write", "MiB/s"),
     ("seq_read", "seq read, cold", "MiB/s"),
@@ -56,6 +56,8 @@ FIGURES = (  # key, label, unit
     ("small_read", "16 KiB files, read cold", "files/s"),
     ("append", "4 KiB O_APPEND writes", "writes/s"),
     ("criu", "CRIU-like image", "MiB/s"),
+    ("ckpt_app", "checkpoint version, app-level", "MiB/s"),
+    ("ckpt_criu", "checkpoint version, CRIU-style", "MiB/s"),
     ("user_create", "create, as user", "ops/s"),
     ("user_stat", "stat after remount, as user", "ops/s"),
 )
@@ -490,6 +492,12 @@ def run_workloads(t: Target, args, notes: dict, account: Account | None) -> dict
         notes["criu_writes"] = f"{cr.page_writes}x4KiB+{cr.run_writes}x1MiB"
         os.unlink(d / wl.CRIU_FILE)
 
+    def ckpt(fig: dict[str, float]) -> None:
+        if not args.no_warmup:
+            _warm(d, args.ckpt_mib * wl.MiB, wl.MiB)
+        fig["ckpt_app"] = wl.checkpoint_version(d, args.ckpt_mib * wl.MiB)
+        fig["ckpt_criu"] = wl.checkpoint_image(d, args.criu_mib * wl.MiB)
+
     def user(fig: dict[str, float]) -> None:
         if account is None:
             return
@@ -508,7 +516,7 @@ def run_workloads(t: Target, args, notes: dict, account: Account | None) -> dict
             shutil.rmtree(ud, ignore_errors=True)
 
     steps = {"seq": seq, "meta": meta, "stat2": stat2, "small": small, "append": append,
-             "criu": criu, "user": user}
+             "criu": criu, "ckpt": ckpt, "user": user}
     failures: list[str] = []
     for i in range(1, args.repeat + 1):
         fig: dict[str, float] = {}
@@ -605,12 +613,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--appends", type=int, default=5000,
                    help="4 KiB O_APPEND writes to one file (append)")
     p.add_argument("--criu-mib", type=int, default=200, help="CRIU-like image size (MiB)")
+    p.add_argument("--ckpt-mib", type=int, default=1024,
+                   help="the application-level checkpoint version's size (MiB)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help="comma-separated workloads: seq (write, read), rand (4 KiB random "
                         "reads of the seq file; needs seq), meta (create, stat after "
                         "remount, readdir, unlink), stat2 (stat, pass 1 and 2), small (16 KiB "
                         "files), append (4 KiB O_APPEND), criu (mixed 4 KiB and 1 MiB "
-                        "writes), user (create and stat as --as-user; root only)")
+                        "writes), ckpt (xfs checkpoint versions: app-level of --ckpt-mib, "
+                        "CRIU-style of --criu-mib), user (create and stat as --as-user; root only)")
     p.add_argument("--only", default=",".join(TARGETS),
                    help="comma-separated targets (xfs means xfs3)")
     p.add_argument("--repeat", type=int, default=1, help="runs per target; median reported")
@@ -646,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = {"workloads": args.workloads, "size_mib": args.size_mib,
             "block_kib": args.block_kib, "files": args.files, "stat_files": args.stat_files,
             "rand_reads": args.rand_reads, "small_files": args.small_files,
-            "appends": args.appends, "criu_mib": args.criu_mib,
+            "appends": args.appends, "criu_mib": args.criu_mib, "ckpt_mib": args.ckpt_mib,
             "only": only, "repeat": args.repeat, "warmup": not args.no_warmup,
             "passthrough_timeout": args.passthrough_timeout,
             "dir": str(work), "dir_fs": _fs_of(work)}

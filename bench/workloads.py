@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import NamedTuple
 
 MiB = 1 << 20
@@ -374,3 +376,53 @@ def criu_image(directory: str | os.PathLike, size_bytes: int = 200 * MiB,
     elapsed = time.perf_counter() - start
     return CriuResult(size_bytes / MiB / elapsed, sum(s == CRIU_PAGE for s in sizes),
                       sum(s == CRIU_RUN for s in sizes))
+
+
+def checkpoint_version(directory: str | os.PathLike, size_bytes: int = 1024 * MiB,
+                       block: int = 4 * MiB) -> float:
+    """An application-level checkpoint version (xfs.checkpoint) of one `size_bytes` file,
+    written in `block` writes, committed (fsync, the durability barrier, the manifest,
+    the publishing rename); MiB/s over all of it. The set is removed afterwards."""
+    from xfs.checkpoint import CheckpointSet
+
+    where = Path(directory) / "ckpt-app"
+    data = memoryview(os.urandom(block))
+    start = time.perf_counter()
+    ckpt = CheckpointSet.open(where, create=True)
+    with ckpt.begin("app", {"application": "fsbench"}, incremental=False) as draft:
+        with draft.open("state") as f:
+            left = size_bytes
+            while left > 0:
+                left -= f.write(data[:min(block, left)])
+        draft.commit()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(where)
+    return size_bytes / MiB / elapsed
+
+
+def checkpoint_image(directory: str | os.PathLike, size_bytes: int = 200 * MiB) -> float:
+    """A CRIU-style checkpoint version: a `size_bytes` pages image written straight into
+    the version's draft in `criu_pattern`'s mixed 4 KiB and 1 MiB writes plus a few small
+    image files, as CRIU writes them, then committed (the images read back for their
+    digests, fsync, the barrier, the manifest, the rename); MiB/s over all of it."""
+    from xfs.checkpoint import CheckpointSet
+
+    where = Path(directory) / "ckpt-criu"
+    data = memoryview(os.urandom(CRIU_RUN))
+    start = time.perf_counter()
+    ckpt = CheckpointSet.open(where, create=True)
+    with ckpt.begin("criu", {"pids": [os.getpid()]}, incremental=False) as draft:
+        for i in range(8):
+            (draft.path / f"core-{i}.img").write_bytes(bytes(data[: 2048 + i]))
+        fd = os.open(draft.path / "pages-1.img", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            for s in criu_pattern(size_bytes):
+                chunk = data[:s]
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+        finally:
+            os.close(fd)
+        draft.commit()
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(where)
+    return size_bytes / MiB / elapsed

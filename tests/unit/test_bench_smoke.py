@@ -79,3 +79,9 @@ def test_criu_image(workloads, tmp_path: Path) -> None:
     r = workloads.criu_image(tmp_path, 8 * workloads.MiB)
     assert _positive(r.mib_s)
     assert (tmp_path / workloads.CRIU_FILE).stat().st_size == 8 * workloads.MiB
+
+
+def test_checkpoint_versions(workloads, tmp_path: Path) -> None:
+    assert _positive(workloads.checkpoint_version(tmp_path, 3 * workloads.MiB + 5))
+    assert _positive(workloads.checkpoint_image(tmp_path, 2 * workloads.MiB))
+    assert list(tmp_path.iterdir()) == []  # the sets are removed
