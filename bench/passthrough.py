@@ -47,6 +47,7 @@ class Passthrough(pyfuse3.Operations):
         self.nlookup: dict[int, int] = {}
         self.timeout = attr_timeout
         self.dirs: dict[int, list] = {}
+        self.dirs_path: dict[int, bytes] = {}  # opendir handle -> its path (fsyncdir)
         self.next_dh = 1
         self.stats = dict.fromkeys(("read", "read_bytes", "read_max",
                                     "write", "write_bytes", "write_max",
@@ -136,6 +137,7 @@ class Passthrough(pyfuse3.Operations):
         names = os.listdir(path)  # bytes in, bytes out
         dh, self.next_dh = self.next_dh, self.next_dh + 1
         self.dirs[dh] = [(n, os.path.join(path, n)) for n in names]
+        self.dirs_path[dh] = path
         return dh
 
     @_errors
@@ -153,6 +155,7 @@ class Passthrough(pyfuse3.Operations):
 
     async def releasedir(self, fh):
         self.dirs.pop(fh, None)
+        self.dirs_path.pop(fh, None)
 
     @_errors
     async def mkdir(self, parent_inode, name, mode, ctx):
@@ -168,6 +171,32 @@ class Passthrough(pyfuse3.Operations):
     @_errors
     async def unlink(self, parent_inode, name, ctx):
         os.unlink(os.path.join(self._path(parent_inode), name))
+
+    @_errors
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags:
+            raise pyfuse3.FUSEError(errno.EINVAL)  # (no RENAME_NOREPLACE or EXCHANGE)
+        old = os.path.join(self._path(parent_inode_old), name_old)
+        new = os.path.join(self._path(parent_inode_new), name_new)
+        os.rename(old, new)
+        for ino, path in list(self.paths.items()):  # it and everything below it moved
+            if path == old or path.startswith(old + b"/"):
+                self.paths[ino] = new + path[len(old):]
+
+    @_errors
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        path = os.path.join(self._path(new_parent_inode), new_name)
+        os.link(self._path(inode), path)
+        return self._remember(path, os.lstat(path))
+
+    @_errors
+    async def fsyncdir(self, fh, datasync):
+        fd = os.open(self._path(ROOT) if fh not in self.dirs else self.dirs_path[fh],
+                     os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     @_errors
     async def statfs(self, ctx):
