@@ -89,6 +89,18 @@ def _failure(what: str, proc: subprocess.CompletedProcess[str], log: Path) -> Cr
     )
 
 
+def _criu(what: str, argv: list[str], log: Path) -> None:
+    """Run ``criu what``: CriuError unless it exits 0 (criu(8)) within TIMEOUT."""
+    try:
+        proc = _run(argv, TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise CriuError(
+            errno.ETIMEDOUT, f"criu {what} ran over {TIMEOUT:.0f} s (log: {log})"
+        ) from None
+    if proc.returncode != 0:
+        raise _failure(what, proc, log)
+
+
 def dump(
     criu: Criu,
     pid: int,
@@ -111,14 +123,7 @@ def dump(
         argv.append("--track-mem")
         if parent_images is not None:
             argv += ["--prev-images-dir", parent_images]
-    try:
-        proc = _run(argv, TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise CriuError(
-            errno.ETIMEDOUT, f"criu dump ran over {TIMEOUT:.0f} s (log: {log})"
-        ) from None
-    if proc.returncode != 0:
-        raise _failure("dump", proc, log)
+    _criu("dump", argv, log)
 
 
 def restore(criu: Criu, images: Path, log: Path, *, shell_job: bool = False) -> int:
@@ -130,14 +135,7 @@ def restore(criu: Criu, images: Path, log: Path, *, shell_job: bool = False) -> 
     argv += ["--pidfile", str(pidfile)]
     if shell_job:
         argv.append("--shell-job")
-    try:
-        proc = _run(argv, TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise CriuError(
-            errno.ETIMEDOUT, f"criu restore ran over {TIMEOUT:.0f} s (log: {log})"
-        ) from None
-    if proc.returncode != 0:
-        raise _failure("restore", proc, log)
+    _criu("restore", argv, log)
     try:
         return int(pidfile.read_text().strip())
     except (OSError, ValueError):

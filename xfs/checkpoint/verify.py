@@ -19,8 +19,6 @@ from xfs.checkpoint import barrier as barriers
 from xfs.checkpoint.manifest import DRAFT_OWNER, MANIFEST, FileEntry
 from xfs.checkpoint.sets import CheckpointSet, digest_file
 
-DIGESTS = "xfs.replica.digest"
-
 
 def verify(
     ckpt: CheckpointSet, number: int, progress: Callable[[int], None] | None = None
@@ -71,7 +69,7 @@ def check_file(
 
 def _replicas(path: Path, entry: FileEntry) -> list[str]:
     try:
-        info = json.loads(os.getxattr(path, DIGESTS))
+        info = json.loads(os.getxattr(path, barriers.DIGESTS))
     except OSError as e:
         return [f"cannot ask its replicas: {e.strerror}"]
     if info["object_size"] != entry.object_size:

@@ -268,8 +268,15 @@ def dump(
         as_json,
         f"{version_name(m.version)} of {m.job}: {len(m.files)} files, {_size(m.bytes_total)} "
         f"({_size(m.bytes_new)} new), durable at its policy after {m.barrier.seconds:.2f} s "
-        f"(barrier {m.barrier.kind}), {seconds:.1f} s in all",
+        f"(barrier {m.barrier.kind}), {seconds:.1f} s in all" + _tracking_note(m),
     )
+
+
+def _tracking_note(m: Manifest) -> str:
+    tracking = m.source.get("memory_tracking")
+    if m.backend != "criu" or tracking is True:
+        return ""
+    return f"; memory tracking {tracking}"
 
 
 def _dump_criu(
