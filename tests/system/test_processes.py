@@ -53,6 +53,15 @@ def test_status_lists_three_live_osds_and_the_home_volume(own_grid: Grid) -> Non
     # the home volume is replicated: rw, factor 3 over the three OSDs
     policy = json.loads(os.getxattr(own_grid.mnt, "xfs.policy"))
     assert (policy["replication"], policy["factor"], policy["width"]) == ("rw", 3, 1), policy
+    # an MRC's refusal is one line and exit 1, not a traceback
+    for args, said in (
+        (("volume", "create", "home-root"), "exists"),
+        (("volume", "delete", "no-such-volume"), "no-such-volume"),
+    ):
+        refused = own_grid.admin(*args, check=False)
+        assert refused.returncode == 1, refused
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("Error: ") and said in line, line
 
 
 @pytest.mark.timeout(120)
@@ -70,6 +79,11 @@ def test_down_leaves_no_process_and_no_mount(own_grid: Grid) -> None:
     # a second down is harmless and says so
     again = own_grid.down()
     assert "nothing" in again.stdout
+    # with the grid down, an admin command says so in one line
+    down = own_grid.admin("status", check=False)
+    assert down.returncode == 1
+    (line,) = down.stderr.strip().splitlines()
+    assert line.startswith("Error: mrc.status/1 to 127.0.0.1:") and "refused" in line, line
 
 
 @pytest.mark.timeout(120)

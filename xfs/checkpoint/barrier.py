@@ -58,25 +58,6 @@ def replicas(path: Path) -> dict[str, Any]:
         raise BarrierError(e.errno, f"cannot read the replicas of {path}: {e.strerror}") from e
 
 
-def stored_digest(path: Path) -> tuple[int, str, int] | None:
-    """(size, tree digest, object size) of file ``path`` as its replicas store it, from
-    the digests their OSDs compute (``xfs.replica.digest``), without reading the data
-    through the mount; None off xfs, or if a replica could not say. Replicas that hold
-    different bytes are an error (EIO)."""
-    if not on_xfs(path):
-        return None
-    try:
-        info = json.loads(os.getxattr(path, DIGESTS))
-    except OSError:
-        return None
-    trees = {r["tree"] for r in info["replicas"]}
-    if None in trees or not trees:
-        return None
-    if len(trees) > 1:
-        raise BarrierError(errno.EIO, f"the replicas of {path} hold different bytes")
-    return int(info["size"]), trees.pop(), int(info["object_size"])
-
-
 def object_size(path: Path) -> int:
     """The object size the tree digests of files in ``path`` (a file) use."""
     if not on_xfs(path):

@@ -116,10 +116,23 @@ def run_mrc(
 
     try:
         return trio.run(main)
-    except XfsError as e:
-        raise click.ClickException(e.message) from None
-    except trio.TooSlowError:
-        raise click.ClickException(f"the MRC at {address} did not answer in time") from None
+    except (XfsError, trio.TooSlowError, BaseExceptionGroup) as raised:
+        inner = _inner(raised)  # (trio's nurseries wrap what failed in exception groups)
+        if isinstance(inner, XfsError):
+            raise click.ClickException(inner.message) from None
+        if isinstance(inner, trio.TooSlowError):
+            raise click.ClickException(f"the MRC at {address} did not answer in time") from None
+        raise
+
+
+def _inner(e: BaseException) -> BaseException:
+    """The XfsError or deadline inside ``e``'s exception groups (else ``e``)."""
+    if isinstance(e, BaseExceptionGroup):
+        for part in e.exceptions:
+            found = _inner(part)
+            if isinstance(found, XfsError | trio.TooSlowError):
+                return found
+    return e
 
 
 def call_mrc(
