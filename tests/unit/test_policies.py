@@ -194,7 +194,9 @@ def test_unreplicated_files_narrow_when_fewer_osds_than_the_width(w: World) -> N
 
 
 def test_placement_that_no_osd_fits_is_enospc(w: World) -> None:
-    w.set(ROOT_INO, {"placement": {"require": {"ssd": "yes"}}})
+    # the one OSD with the label is full: the policy can be held, just not now
+    w.registry.heartbeat("ssd-osd", "h9:32640", 0, 100 * GiB, {"host": "h9", "ssd": "yes"})
+    w.set(ROOT_INO, {"factor": 1, "placement": {"require": {"ssd": "yes"}}})
     with pytest.raises(XfsError) as e:
         w.mkfile(b"f")
     assert e.value.code == errno.ENOSPC
@@ -478,6 +480,9 @@ def mount(monkeypatch: pytest.MonkeyPatch) -> FakeMount:
                                            StripingPolicy()), ["c"]),
             {"a": "h1:1", "b": "h2:1"},
         ),
+        "xfs.osd_labels": json.dumps(
+            [{"host": "h1", "dc": "a"}, {"host": "h2", "dc": "a"}, {"host": "h3", "dc": "b"}]
+        ).encode(),
     })
     monkeypatch.setattr(os, "getxattr", m.getxattr)
     monkeypatch.setattr(os, "setxattr", m.setxattr)
@@ -506,6 +511,48 @@ def test_cli_policy_get_and_set(mount: FakeMount) -> None:
     assert xfs("policy", "set", "/m/d").exit_code != 0  # nothing to set
     assert xfs("policy", "set", "/m/d", "--stripe-size", "lots").exit_code != 0
     assert xfs("policy", "set", "/m/d", "--sort", "fast").exit_code != 0
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (("--require", "host=nowhere"),
+     "no OSD carries host=nowhere; the OSDs carry dc=a, dc=b, host=h1, host=h2, host=h3"),
+    (("--factor", "5"), "factor 5 needs 5 OSDs; the grid has 3: a factor of 1 to 3"),
+    (("--require", "dc=a"), "factor 3 needs 3 OSDs with dc=a; the grid has 2: a factor of 1 to 2"),
+    (("--stripe-size", "3K"), "stripe size 3072: a multiple of 4K from 4K to 64M"),
+])
+def test_cli_refuses_a_policy_the_grid_cannot_hold(
+    mount: FakeMount, args: tuple[str, ...], said: str
+) -> None:
+    r = xfs("policy", "set", "/m/d", *args)
+    assert r.exit_code == 1
+    (line,) = r.output.strip().splitlines()
+    assert said in line, line
+    assert mount.sets == []  # nothing sent
+
+
+def test_cli_clears_required_labels(mount: FakeMount) -> None:
+    assert xfs("policy", "set", "/m/d", "--no-require").exit_code == 0
+    ((_, _, value),) = mount.sets
+    assert json.loads(value) == {"placement": {"require": {}}}
+    r = xfs("policy", "set", "/m/d", "--no-require", "--require", "dc=a")
+    assert r.exit_code != 0
+
+
+def test_the_mrc_refuses_a_policy_no_osd_can_hold(w: World) -> None:
+    d = w.mkdir(b"placed")
+    labels = w.get(d, policies.OSD_LABELS)
+    assert len(labels) == 6 and all("host" in o for o in labels)
+    for value in (
+        {"replication": "rw", "factor": 7},
+        {"placement": {"require": {"host": "nowhere"}}},
+    ):
+        with pytest.raises(XfsError) as e:
+            w.set(d, value)
+        assert e.value.code == errno.EINVAL
+    with pytest.raises(XfsError, match="no OSD carries host=nowhere"):
+        w.set(d, {"placement": {"require": {"host": "nowhere"}}})
+    w.set(d, {"replication": "rw", "factor": 6})
+    w.set(d, {"placement": {"require": {}}})
 
 
 def test_cli_replica_commands(mount: FakeMount) -> None:

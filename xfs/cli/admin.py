@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from xfs.proto.records import Kind, StripingPolicy
 
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -147,6 +149,20 @@ def call_mrc(
     return run_mrc(options, one, operator=operator)
 
 
+def _wide_option(f: F) -> F:
+    return click.option(
+        "--wide",
+        is_flag=True,
+        help="Never cut identifiers to the terminal's width (the default off a terminal).",
+    )(f)
+
+
+def _console(wide: bool) -> Console:
+    """A console that cuts nothing off a terminal (UUIDs and addresses are what
+    ``osd drain`` and ``replica remove`` need) or with ``--wide``."""
+    return Console(width=1000) if wide or not sys.stdout.isatty() else Console()
+
+
 def _size(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -158,13 +174,14 @@ def _size(n: int) -> str:
 @click.command("status")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool, **options: Any) -> None:
+@_wide_option
+def status(as_json: bool, wide: bool, **options: Any) -> None:
     """Show the MRC, the OSDs and the volumes."""
     st = call_mrc(options, MRC.status, Empty())
     if as_json:
         click.echo(json.dumps(st.to_wire(), indent=2, default=lambda b: b.hex()))
         return
-    console = Console()
+    console = _console(wide)
     console.print(
         f"MRC {st.uuid}: {len(st.volumes)} volumes, {len(st.osds)} OSDs, "
         f"{st.pending_deletions} files awaiting deletion"
@@ -250,7 +267,8 @@ def osd_group(run: click.Command) -> click.Group:
 @click.command("list")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def osd_list(as_json: bool, **options: Any) -> None:
+@_wide_option
+def osd_list(as_json: bool, wide: bool, **options: Any) -> None:
     """List the OSDs the MRC knows."""
     reply = call_mrc(options, MRC.osd_list, Empty())
     if as_json:
@@ -266,7 +284,7 @@ def osd_list(as_json: bool, **options: Any) -> None:
             _size(o.total),
             ",".join(f"{k}={v}" for k, v in sorted(o.labels.items())),
         )
-    Console().print(table)
+    _console(wide).print(table)
 
 
 @click.command("drain")

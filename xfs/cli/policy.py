@@ -17,7 +17,11 @@ from typing import Any, TypeVar
 
 import click
 
+from xfs.mrc.placement import unfit
+from xfs.mrc.volumes import MAX_STRIPE, MAX_WIDTH, MIN_STRIPE
+
 POLICY = "xfs.policy"
+OSD_LABELS = "xfs.osd_labels"
 
 T = TypeVar("T")
 
@@ -118,6 +122,7 @@ def get(path: str, as_json: bool) -> None:
 @click.option("--width", type=click.IntRange(1), help="OSDs a replica is striped over.")
 @click.option("--seal-on-close/--no-seal-on-close", default=None, help="Seal at last close.")
 @click.option("--require", multiple=True, metavar="LABEL=VALUE", help="OSD labels required.")
+@click.option("--no-require", is_flag=True, help="Clear the required labels.")
 @click.option("--spread", metavar="LABEL", help="Label whose values are failure domains.")
 @click.option("--sort", metavar="free|random|prefer:L=V", help="OSD order.")
 def set_(
@@ -129,6 +134,7 @@ def set_(
     width: int | None,
     seal_on_close: bool | None,
     require: tuple[str, ...],
+    no_require: bool,
     spread: str | None,
     sort: str | None,
 ) -> None:
@@ -148,7 +154,9 @@ def set_(
         if v is not None
     }
     where: dict[str, Any] = {}
-    if require:
+    if require and no_require:
+        raise click.UsageError("--require and --no-require together")
+    if require or no_require:
         where["require"] = dict(_label(r) for r in require)
     if spread is not None:
         where["spread"] = spread
@@ -158,5 +166,30 @@ def set_(
         changes["placement"] = where
     if not changes:
         raise click.UsageError("nothing to set: give at least one option")
+    _refuse_unplaceable(path, changes)
     value = json.dumps(changes, sort_keys=True).encode()
     through_mount(path, lambda: os.setxattr(path, POLICY, value))
+
+
+def _refuse_unplaceable(path: str, changes: dict[str, Any]) -> None:
+    """Say, naming the valid values, what the MRC would refuse with a bare EINVAL (an
+    xattr carries no message back): a bad stripe size or width, labels no OSD carries, a
+    factor above the OSDs that carry them."""
+    size = changes.get("stripe_size")
+    if size is not None and not (MIN_STRIPE <= size <= MAX_STRIPE and size % MIN_STRIPE == 0):
+        raise click.ClickException(
+            f"stripe size {size}: a multiple of {show_size(MIN_STRIPE)} from "
+            f"{show_size(MIN_STRIPE)} to {show_size(MAX_STRIPE)} (4K, 64K, 1M, ...)"
+        )
+    if changes.get("width", 1) > MAX_WIDTH:
+        raise click.ClickException(f"width {changes['width']}: 1 to {MAX_WIDTH}")
+    current = read_json(path, POLICY)
+    merged = current | changes
+    require = changes.get("placement", {}).get("require", current["placement"]["require"])
+    replicated = merged["replication"] != "none"
+    if changes.get("replication") == "none" and "factor" not in changes:
+        replicated = False
+    labels = read_json(path, OSD_LABELS)
+    why = unfit(require, merged["factor"] if replicated else 1, labels)
+    if why:
+        raise click.ClickException(f"{path}: {why}")

@@ -48,6 +48,11 @@ def replica() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(path: str, as_json: bool) -> None:
     """Show the replicas of PATH and where they are."""
+    if os.path.isdir(path):
+        raise click.ClickException(
+            f"{path} is a directory: files have replicas; `xfs policy get {path}` shows "
+            "what new files in it get"
+        )
     info = read_json(path, REPLICAS)
     if as_json:
         click.echo(json.dumps(info, indent=2, sort_keys=True))

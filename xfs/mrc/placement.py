@@ -54,6 +54,28 @@ def check_policy(policy: PlacementPolicy) -> None:
     )
 
 
+def unfit(require: dict[str, str], replicas: int, labels: Sequence[dict[str, str]]) -> str:
+    """Why a policy that requires the labels ``require`` and keeps ``replicas`` replicas
+    (on as many OSDs) can never be placed on the OSDs whose labels are ``labels`` (every
+    OSD of the grid, dead ones too); empty if it can. The message names what there is."""
+    if not labels:
+        return ""  # (no OSD has registered yet: nothing to judge by)
+    fit = [o for o in labels if all(o.get(k) == v for k, v in require.items())]
+    if not fit:
+        wanted = ", ".join(f"{k}={v}" for k, v in sorted(require.items()))
+        have = sorted({f"{k}={v}" for o in labels for k, v in o.items()})
+        return f"no OSD carries {wanted}; the OSDs carry {', '.join(have) or 'no labels'}"
+    if replicas > len(fit):
+        which = (
+            f" with {', '.join(f'{k}={v}' for k, v in sorted(require.items()))}" if require else ""
+        )
+        return (
+            f"factor {replicas} needs {replicas} OSDs{which}; the grid has {len(fit)}: "
+            f"a factor of 1 to {len(fit)}"
+        )
+    return ""
+
+
 def domain(osd: OSDInfo, spread: str) -> Domain:
     """Group: the failure domain of ``osd`` under the label key ``spread``."""
     value = osd.labels.get(spread)

@@ -24,7 +24,11 @@ name                          get                                    set (owner 
 ``xfs.replica.add``           -                                      OSD uuids or empty
 ``xfs.replica.remove``        -                                      an OSD uuid
 ``xfs.seal``                  -                                      (anything): seal now
+``xfs.osd_labels``            JSON list of every OSD's labels        -
 ============================  =====================================  ====================
+
+A policy the grid's OSDs could never hold (required labels no OSD carries, a factor
+above the number of OSDs that carry them) is refused with ``EINVAL`` when it is set.
 
 The JSON of a policy is flat: ``replication``, ``factor``, ``fill``, ``seal_on_close``,
 ``stripe_size``, ``width`` and ``placement`` (``require``, ``spread``, ``sort``); a set
@@ -66,7 +70,8 @@ REPLICAS = b"xfs.replicas"
 REPLICA_ADD = b"xfs.replica.add"
 REPLICA_REMOVE = b"xfs.replica.remove"
 SEAL = b"xfs.seal"
-NAMES = frozenset({POLICY, REPLICAS, REPLICA_ADD, REPLICA_REMOVE, SEAL})
+OSD_LABELS = b"xfs.osd_labels"  # the labels of the grid's OSDs, to choose a placement by
+NAMES = frozenset({POLICY, REPLICAS, REPLICA_ADD, REPLICA_REMOVE, SEAL, OSD_LABELS})
 
 _KEYS = frozenset(
     {"replication", "factor", "fill", "seal_on_close", "stripe_size", "width", "placement"}
@@ -382,8 +387,10 @@ class Policies:
     # ------------------------------------------------------------------ xattrs
     def get(self, who: Identity, vol: str, ino: int, name: bytes) -> bytes:
         """The value of virtual xattr ``name`` (one of ``NAMES``); needs read access."""
-        if name not in (POLICY, REPLICAS):
+        if name not in (POLICY, REPLICAS, OSD_LABELS):
             raise XfsError(errno.ENODATA, f"xattr {name.decode()} can only be set")
+        if name == OSD_LABELS:
+            return json.dumps(self._labels(), sort_keys=True).encode()
         with self._store.read() as cur:
             v = rows.volume(cur, vol)
             node = rows.inode(cur, v, ino)
@@ -407,7 +414,7 @@ class Policies:
     ) -> None:
         """Set virtual xattr ``name`` as the inode's owner or a super user (EPERM);
         ``on_change`` is called when a file's replica set changed (the healer acts)."""
-        if name not in NAMES - {REPLICAS}:
+        if name not in NAMES - {REPLICAS, OSD_LABELS}:
             raise XfsError(errno.EPERM, f"xattr {name.decode()} is read-only")
         if len(value) > XATTR_SIZE_MAX:
             raise XfsError(errno.E2BIG, f"xattr value of {len(value)} bytes")
@@ -425,7 +432,7 @@ class Policies:
             _owner_or_super(who, node, f"set {name.decode()}")
             now = self._store.clock()
             if name == POLICY and node.is_dir:
-                write(cur, v.id, ino, check(merge(of_directory(cur, v, ino), changes)))
+                write(cur, v.id, ino, self._placeable(merge(of_directory(cur, v, ino), changes)))
                 rows.set_inode(cur, v, node, ctime_ns=now)
                 return
             old = _layout(node)
@@ -443,6 +450,21 @@ class Policies:
         if new != old:
             on_change()
 
+    def _labels(self) -> list[dict[str, str]]:
+        """The labels of every OSD of the grid (``xfs.osd_labels``)."""
+        return [o.labels for o in self._registry.all()]
+
+    def _placeable(self, policy: FilePolicy) -> FilePolicy:
+        """``check(policy)``, and EINVAL if the grid's OSDs could never hold it."""
+        policy = check(policy)
+        replicated = policy.replication is not UpdatePolicy.NONE
+        why = placement.unfit(
+            policy.placement.require, policy.factor if replicated else 1, self._labels()
+        )
+        if why:
+            raise XfsError(errno.EINVAL, why)
+        return policy
+
     def _file_policy(
         self,
         old: XLocSet,
@@ -459,7 +481,7 @@ class Policies:
         if _pending_seal(old) and calls_off:  # the seal to come is called off
             current = replace(current, replication=UpdatePolicy.NONE, factor=1)
         policy = merge(current, changes)
-        check(policy)
+        self._placeable(policy)
         if policy.placement != current.placement:
             raise XfsError(
                 errno.EINVAL,
