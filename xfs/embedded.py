@@ -28,6 +28,7 @@ the running processes pick the new CRL up within their ``crl_check_interval``.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -207,8 +208,12 @@ def parse_assignments(pairs: list[str], what: str) -> dict[str, str]:
 
 
 def _free_port(preferred: int | None = None) -> int:
+    """``preferred`` if nothing listens there (connections of a process that stopped may
+    linger in TIME_WAIT: the servers bind with SO_REUSEADDR, and so does this probe),
+    else any free port."""
     for port in ([preferred] if preferred else []) + [0]:
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
@@ -326,9 +331,11 @@ def build_configs(layout: Layout, grid: Grid) -> dict[str, Any]:
 
 
 def write_configs(layout: Layout, grid: Grid) -> None:
-    """(Re)write every process's configuration, with ports free right now."""
+    """(Re)write every process's configuration: a server that runs keeps its port, one
+    that does not gets its old port again if that is free (else another)."""
     for role in grid.server_roles:
-        grid.ports[role] = _free_port(grid.ports.get(role))
+        if role not in grid.ports or running_pid(layout, role) is None:
+            grid.ports[role] = _free_port(grid.ports.get(role))
     grid.save(layout.grid_file)
     layout.role_dir("mount").mkdir(exist_ok=True)
     for role, cfg in build_configs(layout, grid).items():
@@ -394,6 +401,15 @@ def _is_mounted(path: Path) -> bool:
     target = str(path.resolve())
     with open("/proc/self/mounts") as f:
         return any(line.split()[1] == target and line.split()[2].startswith("fuse") for line in f)
+
+
+def _lazy_unmount(mnt: Path) -> None:
+    subprocess.run(
+        ["fusermount3", "-u", "-z", str(mnt)],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
 
 
 KILL_GRACE = 10.0  # seconds to wait for a SIGKILLed process to be gone
@@ -493,29 +509,41 @@ def _run_admin(layout: Layout, grid: Grid, deadline: float) -> None:
         raise GridError(f"in network namespace {netns}: {lines[-1]}")
 
 
+@dataclass
+class UpReport:
+    """What ``up`` found and did: one line each, in order (nothing: it all ran already)."""
+
+    grid: Grid
+    done: list[str] = field(default_factory=list)
+
+
 def up(
     state: Path,
     mountpoint: Path | None,
     timeout: float = 60.0,
     *,
-    osds: int = DEFAULT_OSDS,
+    osds: int | None = None,
     settings: list[str] | None = None,
     netns: dict[str, str] | None = None,
     hosts: dict[str, str] | None = None,
-) -> Grid:
-    """Start the grid (made first if new, with ``osds`` OSDs) and mount its home volume.
+) -> UpReport:
+    """Start the grid (made first if new, with ``osds`` OSDs) and mount its home volume;
+    repair what it can of a grid that runs in part: a stale mount (its process gone) is
+    unmounted, dead processes are started again, each on its old port where it is free.
 
-    ``settings``, ``netns`` and ``hosts`` are merged into grid.json; they take effect when
-    the configuration files are written, that is when the servers are not running.
-    """
+    ``settings``, ``netns`` and ``hosts`` are merged into grid.json and take effect as
+    each process starts: a change for a process that runs now is refused (GridError), as
+    is another ``osds`` or ``mountpoint`` for a grid made already. If starting fails, what
+    this call started is stopped again."""
     layout = Layout(state)
-    uid = os.getuid()
-    if layout.grid_file.exists():
-        grid = Grid.load(layout.grid_file)
-        if mountpoint is not None and str(mountpoint) != grid.mountpoint:
-            grid.mountpoint = str(mountpoint)
+    existing = layout.grid_file.exists()
+    report = UpReport(_load_or_make(layout, mountpoint, osds))
+    grid = report.grid
+    if existing:
+        running = [r for r in grid.roles if running_pid(layout, r) is not None]
+        _refuse_changes(layout, grid, mountpoint, osds, settings or [], running)
     else:
-        grid = initialise(layout, mountpoint or default_mountpoint(), uid, osds)
+        report.done.append(f"made a new grid of {grid.osds} OSDs in {layout.state}")
     grid.add_settings(settings or [])
     grid.netns.update(netns or {})
     grid.hosts.update(hosts or {})
@@ -525,26 +553,80 @@ def up(
         issue_operator(layout)
     refresh_crls(layout)
     mnt = Path(grid.mountpoint)
-    if running_pid(layout, "mount") is not None and _is_mounted(mnt):
-        return grid
+    mount_pid = running_pid(layout, "mount")
+    if mount_pid is None and _is_mounted(mnt):
+        _lazy_unmount(mnt)  # its process is gone: every call there would fail (ENOTCONN)
+        report.done.append(f"unmounted the stale mount at {mnt} (its process was gone)")
     mnt.mkdir(parents=True, exist_ok=True)
-    if _is_mounted(mnt):
+    if mount_pid is None and _is_mounted(mnt):
         raise GridError(f"{mnt} is already mounted by something else")
-    if not running_pid(layout, "mrc"):
-        write_configs(layout, grid)
-    deadline = time.monotonic() + timeout
-    for role in grid.server_roles:
-        spawn(layout, role, grid)
-    _run_admin(layout, grid, deadline)
-    mount = spawn(layout, "mount", grid)
-    while not _is_mounted(mnt):
-        if mount is not None and mount.poll() is not None:
-            raise GridError(f"the mount process exited; see {layout.log('mount')}")
-        if time.monotonic() > deadline:
-            raise GridError(f"{mnt} was not mounted in time; see {layout.log('mount')}")
-        time.sleep(0.05)
-    os.stat(mnt)  # usable: the root answers
-    return grid
+    was_running = [r for r in grid.roles if running_pid(layout, r) is not None]
+    write_configs(layout, grid)
+    started: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        for role in grid.server_roles:
+            if spawn(layout, role, grid) is not None:
+                started.append(role)
+        _run_admin(layout, grid, deadline)
+        mount = spawn(layout, "mount", grid)
+        if mount is not None:
+            started.append("mount")
+        while not _is_mounted(mnt):
+            if mount is not None and mount.poll() is not None:
+                raise GridError(f"the mount process exited; see {layout.log('mount')}")
+            if time.monotonic() > deadline:
+                raise GridError(f"{mnt} was not mounted in time; see {layout.log('mount')}")
+            time.sleep(0.05)
+        os.stat(mnt)  # usable: the root answers
+    except BaseException as e:
+        for role in reversed(started):
+            stop_role(layout, role)
+        if isinstance(e, GridError) and started:
+            raise GridError(f"{e}; stopped what this xfs up started ({', '.join(started)})") from e
+        raise
+    if started:
+        verb = "restarted" if was_running else "started"
+        report.done.append(f"{verb} {', '.join(started)}")
+    return report
+
+
+def _load_or_make(layout: Layout, mountpoint: Path | None, osds: int | None) -> Grid:
+    if layout.grid_file.exists():
+        return Grid.load(layout.grid_file)
+    return initialise(layout, mountpoint or default_mountpoint(), os.getuid(), osds or DEFAULT_OSDS)
+
+
+def _refuse_changes(
+    layout: Layout,
+    grid: Grid,
+    mountpoint: Path | None,
+    osds: int | None,
+    settings: list[str],
+    running: list[str],
+) -> None:
+    """GridError for what an ``up`` of this existing grid cannot apply."""
+    if osds is not None and osds != grid.osds:
+        raise GridError(
+            f"this grid has {grid.osds} OSDs; --osds applies only when a grid is made "
+            f"(a new state directory, or remove {layout.state} after xfs down)"
+        )
+    if mountpoint is not None and str(mountpoint) != grid.mountpoint:
+        if "mount" in running:
+            raise GridError(
+                f"the home volume is mounted at {grid.mountpoint}; xfs down first to move it"
+            )
+        grid.mountpoint = str(mountpoint)
+    before = {role: grid.settings_of(role) for role in grid.roles}
+    trial = Grid(**{**grid.__dict__, "settings": copy.deepcopy(grid.settings)})
+    trial.add_settings(settings)
+    changed = [r for r in grid.roles if trial.settings_of(r) != before[r] and r in running]
+    if changed:
+        raise GridError(
+            f"--set changes the configuration of {', '.join(changed)}, which "
+            f"{'runs' if len(changed) == 1 else 'run'} now and read it only when started: "
+            "xfs down first, then xfs up with --set"
+        )
 
 
 def down(state: Path) -> list[str]:
@@ -557,12 +639,7 @@ def down(state: Path) -> list[str]:
     stop_role(layout, "mount")
     mnt = Path(grid.mountpoint)
     if _is_mounted(mnt):
-        subprocess.run(
-            ["fusermount3", "-u", "-z", str(mnt)],
-            check=False,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-        )
+        _lazy_unmount(mnt)
     for role in reversed(grid.server_roles):
         stop_role(layout, role)
     return stopped

@@ -86,16 +86,52 @@ def test_down_leaves_no_process_and_no_mount(own_grid: Grid) -> None:
     assert line.startswith("Error: mrc.status/1 to 127.0.0.1:") and "refused" in line, line
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_up_twice_is_idempotent(own_grid: Grid) -> None:
     before = own_grid.pids()
     (own_grid.mnt / "kept").write_bytes(b"data")
-    own_grid.up()
+    again = own_grid.up()
+    assert "xfs: already running: nothing to do" in again.stdout
     assert own_grid.pids() == before
     mounts = Path("/proc/mounts").read_text().splitlines()
     assert sum(1 for line in mounts if str(own_grid.mnt) in line) == 1
     assert (own_grid.mnt / "kept").read_bytes() == b"data"
     assert len(own_grid.our_processes()) == len(before)
+    # the stop hint names a command that runs as printed
+    (hint,) = [line for line in again.stdout.splitlines() if "stop everything" in line]
+    command = hint.split("with: ", 1)[1].split()
+    assert command[-3:] == ["down", "--state", str(own_grid.state)]
+    assert Path(command[0]).exists() or command[0] == "xfs"
+
+
+@pytest.mark.timeout(240)
+def test_up_repairs_what_it_can_and_refuses_what_it_cannot(own_grid: Grid) -> None:
+    state = str(own_grid.state)
+    ports = json.loads((own_grid.state / "grid.json").read_text())["ports"]
+    (own_grid.mnt / "kept").write_bytes(b"data")
+    for args, said in (
+        (("--osds", "5"), "this grid has 3 OSDs; --osds applies only when a grid is made"),
+        (("--set", "mount.attr_timeout=2"), "--set changes the configuration of mount"),
+    ):
+        refused = own_grid.xfs("up", "--state", state, *args, check=False)
+        assert refused.returncode == 1, refused
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("Error: ") and said in line, line
+    # the mount process and an OSD die: up unmounts the stale mount and restarts both
+    pids = own_grid.pids()
+    for role in ("osd2", "mount"):
+        os.kill(pids[role], signal.SIGKILL)
+        assert _wait_gone(pids[role], 20)
+    repaired = own_grid.xfs("up", "--state", state, timeout=120)
+    assert f"unmounted the stale mount at {own_grid.mnt}" in repaired.stdout, repaired.stdout
+    assert "xfs: restarted osd2, mount" in repaired.stdout, repaired.stdout
+    assert (own_grid.mnt / "kept").read_bytes() == b"data"
+    own_grid.wait_osds_alive(3)
+    # every process on its old port, after a restart too
+    assert json.loads((own_grid.state / "grid.json").read_text())["ports"] == ports
+    own_grid.down()
+    own_grid.up()
+    assert json.loads((own_grid.state / "grid.json").read_text())["ports"] == ports
 
 
 @pytest.mark.timeout(120)

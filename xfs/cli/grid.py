@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import click
@@ -32,9 +34,9 @@ from xfs import embedded
 @click.option(
     "--osds",
     type=click.IntRange(min=1),
-    default=embedded.DEFAULT_OSDS,
-    show_default=True,
-    help="Number of OSDs (only when the grid is first made).",
+    default=None,
+    help=f"Number of OSDs when the grid is made (default {embedded.DEFAULT_OSDS}; "
+    "another number for an existing grid is refused).",
 )
 @click.option(
     "--set",
@@ -51,7 +53,7 @@ def up(
     state: Path | None,
     mountpoint: Path | None,
     timeout: float,
-    osds: int,
+    osds: int | None,
     settings: tuple[str, ...],
     netns: tuple[str, ...],
     hosts: tuple[str, ...],
@@ -59,7 +61,7 @@ def up(
     """Start an MRC and the OSDs on loopback and mount your home volume."""
     state = (state or embedded.default_state()).absolute()
     try:
-        grid = embedded.up(
+        report = embedded.up(
             state,
             mountpoint.absolute() if mountpoint else None,
             timeout,
@@ -70,9 +72,23 @@ def up(
         )
     except embedded.GridError as e:
         raise click.ClickException(str(e)) from None
+    grid = report.grid
+    for line in report.done or ["already running: nothing to do"]:
+        click.echo(f"xfs: {line}")
     click.echo(f"xfs: volume {grid.volume} is mounted at {grid.mountpoint}")
     click.echo(f"xfs: state and logs in {state}")
-    click.echo(f"xfs: stop everything with: xfs down --state {state}")
+    click.echo(f"xfs: stop everything with: {_xfs_command()} down --state {state}")
+
+
+def _xfs_command() -> str:
+    """How to run this ``xfs`` again: its name if PATH finds this one, else its path."""
+    me = Path(sys.argv[0])
+    if me.name == "xfs" and me.exists():
+        found = shutil.which("xfs")
+        if found is not None and Path(found).resolve() == me.resolve():
+            return "xfs"
+        return str(me.resolve())
+    return f"{sys.executable} -m xfs.cli.main"
 
 
 @click.command("down")
