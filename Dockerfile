@@ -5,7 +5,7 @@ FROM python:3.11-slim-bookworm
 # fuse3: fusermount3 and libfuse3 at run time; gcc, pkg-config and libfuse3-dev only to
 # build pyfuse3, removed again in the same layer.
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY xfs ./xfs
 RUN apt-get update \
     && apt-get install -y --no-install-recommends fuse3 gcc libfuse3-dev pkg-config \
