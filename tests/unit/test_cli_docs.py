@@ -1,0 +1,43 @@
+"""Every `xfs` command and option is in the README's CLI reference, next to its command:
+a new option without documentation fails here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from xfs.cli.main import cli
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROWS = [line for line in README.splitlines() if line.startswith("| `xfs ")]
+# options that a whole family of commands shares, documented once in their own table
+SHARED = {"--state", "--mrc", "--cert", "--key", "--trust", "--help"}
+
+
+def commands(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, click.Command]]:
+    if isinstance(cmd, click.Group):
+        return [c for name, sub in cmd.commands.items() for c in commands(sub, (*path, name))]
+    return [] if cmd.hidden else [(" ".join(path), cmd)]
+
+
+def test_every_command_and_option_is_documented() -> None:
+    missing = []
+    for name, cmd in commands(cli, ("xfs",)):
+        rows = [r for r in ROWS if re.match(r"\| `" + re.escape(name) + r"[ `]", r)]
+        if not rows:
+            missing.append(f"{name}: no row in the README's CLI reference")
+            continue
+        for param in cmd.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            for option in (*param.opts, *param.secondary_opts):
+                if option.startswith("--") and option not in SHARED and option not in rows[0]:
+                    missing.append(f"{name}: {option} not in its row")
+    assert missing == []
+
+
+def test_the_shared_connection_options_are_documented() -> None:
+    for option in SHARED - {"--help"}:
+        assert f"`{option}" in README, option
