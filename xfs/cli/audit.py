@@ -45,7 +45,12 @@ def verify(log: Path) -> None:
 @click.option("--tail", type=click.IntRange(min=1), help="Only the last N records.")
 def show(log: Path, event: str | None, tail: int | None) -> None:
     """Print the records of LOG (its rotated files first), one a line."""
-    shown = [r for r in audit_lib.records(log) if event is None or r["event"] == event]
+    try:
+        shown = [r for r in audit_lib.records(log) if event is None or r["event"] == event]
+    except (ValueError, KeyError, TypeError) as e:
+        raise click.ClickException(f"{log}: not an xfs audit log ({e})") from None
+    except OSError as e:
+        raise click.ClickException(f"{log}: {e.strerror}") from None
     for r in shown[-tail:] if tail else shown:
         when = datetime.datetime.fromtimestamp(r["time"], datetime.UTC)
         when_text = when.isoformat(timespec="seconds")
