@@ -53,6 +53,12 @@ def test_status_lists_three_live_osds_and_the_home_volume(own_grid: Grid) -> Non
     # the home volume is replicated: rw, factor 3 over the three OSDs
     policy = json.loads(os.getxattr(own_grid.mnt, "xfs.policy"))
     assert (policy["replication"], policy["factor"], policy["width"]) == ("rw", 3, 1), policy
+    # volumes for users: a home volume, and one owned by the caller (not the grid's admin)
+    own_grid.admin("volume", "create", "--home", "alice@local")
+    own_grid.admin("volume", "create", "scratch")
+    made = {v["name"]: v for v in own_grid.status()["volumes"]}
+    assert (made["home-alice"]["owner"], made["home-alice"]["mode"]) == ("alice@local", 0o700)
+    assert made["scratch"]["owner"] == "root@local"
     # an MRC's refusal is one line and exit 1, not a traceback
     for args, said in (
         (("volume", "create", "home-root"), "exists"),

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +35,7 @@ from xfs.proto.methods import (
     VolumeCreate,
     VolumeName,
 )
-from xfs.proto.records import Kind, StripingPolicy
+from xfs.proto.records import FilePolicy, Kind, StripingPolicy, UpdatePolicy
 
 R = TypeVar("R", bound=Record)
 T = TypeVar("T")
@@ -314,19 +315,60 @@ def volume() -> None:
 
 @volume.command("create")
 @connection_options
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--owner", default="", help="Owner principal (default: you).")
 @click.option("--group", default="", help="Owning VO group.")
-@click.option("--mode", default="755", help="Octal mode of the root directory.")
+@click.option("--mode", default=None, help="Octal mode of the root directory (default 755).")
 @click.option("--stripe-size", default=1 << 20, show_default=True, type=int)
 @click.option("--width", default=1, show_default=True, type=int)
+@click.option(
+    "--home",
+    metavar="PRINCIPAL",
+    help="A home volume for PRINCIPAL (name@vo): named home-NAME unless NAME is given, "
+    "owned by it, mode 0700, replicated rw with factor 3 (fewer with fewer OSDs).",
+)
 def volume_create(
-    name: str, owner: str, group: str, mode: str, stripe_size: int, width: int, **options: Any
+    name: str | None,
+    owner: str,
+    group: str,
+    mode: str | None,
+    stripe_size: int,
+    width: int,
+    home: str | None,
+    **options: Any,
 ) -> None:
-    """Create a volume (needs the super role)."""
-    request = VolumeCreate(name, owner, group, int(mode, 8), StripingPolicy(stripe_size, width))
+    """Create a volume (needs the super role). Its owner is you (in the embedded grid:
+    the principal your mount uses), unless --owner or --home says otherwise."""
+    policy = None
+    if home is not None:
+        local, at, vo = home.partition("@")
+        if not (local and at and vo):
+            raise click.ClickException(f"--home {home!r}: a principal, name@vo")
+        if owner and owner != home:
+            raise click.ClickException("--home and --owner name different owners")
+        name, owner, group = name or f"home-{local}", home, group or home
+        mode = mode or "700"
+        osds = call_mrc(options, MRC.osd_list, Empty()).osds
+        policy = FilePolicy(UpdatePolicy.RW, max(1, min(3, len(osds))))
+    if name is None:
+        raise click.UsageError("give the volume's NAME (or --home PRINCIPAL)")
+    if not owner and not options.get("mrc_address"):
+        owner = _embedded_principal(options)
+    striping = StripingPolicy(stripe_size, width)
+    if policy is not None:
+        policy = replace(policy, striping=striping)
+    request = VolumeCreate(name, owner, group, int(mode or "755", 8), striping, policy)
     info = call_mrc(options, MRC.volume_create, request)
-    click.echo(f"created volume {info.name} ({info.id})")
+    click.echo(f"created volume {info.name} ({info.id}), owner {info.owner}, mode {info.mode:o}")
+
+
+def _embedded_principal(options: dict[str, Any]) -> str:
+    """The principal of your own credential in the embedded grid ("": none yet)."""
+    layout = embedded.Layout((options.get("state") or embedded.default_state()).absolute())
+    try:
+        return _embedded_user(layout).identity.principal
+    except (XfsError, ConfigError, OSError):
+        return ""
 
 
 @volume.command("list")
