@@ -18,6 +18,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from xfs import embedded
+from xfs.cli.run import domain_error
 from xfs.client.credentials import CredentialStore
 from xfs.common import config, tls
 from xfs.common.config import ConfigError, MountConfig
@@ -120,22 +121,12 @@ def run_mrc(
     try:
         return trio.run(main)
     except (XfsError, trio.TooSlowError, BaseExceptionGroup) as raised:
-        inner = _inner(raised)  # (trio's nurseries wrap what failed in exception groups)
+        inner = domain_error(raised)
         if isinstance(inner, XfsError):
             raise click.ClickException(inner.message) from None
         if isinstance(inner, trio.TooSlowError):
             raise click.ClickException(f"the MRC at {address} did not answer in time") from None
         raise
-
-
-def _inner(e: BaseException) -> BaseException:
-    """The XfsError or deadline inside ``e``'s exception groups (else ``e``)."""
-    if isinstance(e, BaseExceptionGroup):
-        for part in e.exceptions:
-            found = _inner(part)
-            if isinstance(found, XfsError | trio.TooSlowError):
-                return found
-    return e
 
 
 def call_mrc(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from xfs import embedded
+from xfs import embedded, mounts
 
 
 @click.command("up")
@@ -101,8 +101,11 @@ def _xfs_command() -> str:
 def down(state: Path | None) -> None:
     """Unmount the home volume and stop the grid's processes."""
     state = (state or embedded.default_state()).absolute()
+    ended = mounts.stop_all(state)  # volumes mounted by name (xfs mount, mount -t fuse.xfs)
     try:
         stopped = embedded.down(state)
     except embedded.GridError as e:
         raise click.ClickException(str(e)) from None
+    for point in ended:
+        click.echo(f"xfs: unmounted {point}")
     click.echo(f"xfs: stopped {', '.join(stopped) if stopped else 'nothing (not running)'}")

@@ -12,9 +12,10 @@ from xfs.cli.ca import ca
 from xfs.cli.checkpoint import checkpoint
 from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
+from xfs.cli.mount_helper import mount_helper
 from xfs.cli.policy import policy
 from xfs.cli.replica import replica
-from xfs.cli.servers import mount, mrc, osd
+from xfs.cli.servers import mount, mrc, osd, umount
 
 
 @click.group()
@@ -27,6 +28,8 @@ for command in (
     mrc,
     osd_group(osd),
     mount,
+    umount,
+    mount_helper,
     up,
     down,
     status,

@@ -41,4 +41,25 @@ def serve(service: Service, stop: Callable[[], Awaitable[None] | None]) -> None:
                 await service.run()
                 n.cancel_scope.cancel()  # the service ended on its own (e.g. unmounted)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as raised:  # a refusal while starting: one line, not a trace
+        inner = domain_error(raised)
+        if isinstance(inner, BaseExceptionGroup):
+            raise
+        raise SystemExit(f"Error: {getattr(inner, 'message', inner)}") from None
+
+
+def domain_error(e: BaseException) -> BaseException:
+    """The XfsError or deadline inside ``e``'s exception groups (trio's nurseries wrap
+    what failed in them), else ``e``."""
+    import trio
+
+    from xfs.proto.errors import XfsError
+
+    if isinstance(e, BaseExceptionGroup):
+        for part in e.exceptions:
+            found = domain_error(part)
+            if isinstance(found, XfsError | trio.TooSlowError):
+                return found
+    return e
