@@ -5,7 +5,8 @@
   ``mount.fuse.xfs`` helper that ``xfs mount-helper install`` puts where mount(8) looks,
   and ``umount(8)``;
 - ``xfs down`` ends the mounts made by name too;
-- the systemd unit files pass ``systemd-analyze verify``.
+- the systemd unit files pass ``systemd-analyze verify``;
+- ``xfs fsck`` and ``xfs scrub`` check a running grid read-only and name what is wrong.
 
 Every mount made here is ended by the test or by the grid's cleanup; the helper is
 removed again if this test installed it.
@@ -14,7 +15,9 @@ removed again if this test installed it.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.grid import Grid, mounted, run, xfs_command
+from tests.system.replicas import file_ids, flip_byte, store_of
 
 pytestmark = [pytest.mark.system]
 
@@ -122,6 +126,31 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         if "xfs-" in line and "Failed to" not in line
     ]
     assert proc.returncode == 0, problems or proc.stderr
+
+
+def test_fsck_and_scrub_of_a_running_grid(grid: Grid, tmp_path: Path) -> None:
+    victim = grid.mnt / "scrubbed.bin"
+    victim.write_bytes(os.urandom(3 << 20))
+    assert xfs(grid, "fsck").stdout.strip().endswith("mrc.db: clean")
+    assert xfs(grid, "scrub", "--osd", "osd2").stdout.strip().endswith(", clean")
+    fid = file_ids(grid, [victim])[victim]
+    flip_byte(store_of(grid, "osd2").object_path(fid, 1), 777)
+    found = xfs(grid, "scrub", check=False)
+    assert found.returncode == 1, found.stdout
+    assert f"  object 1 of {fid}" in found.stdout.splitlines()
+    assert found.stdout.count("clean") == 2  # osd1 and osd3
+    # a store with a dangling entry: fsck names it (on a copy; the MRC's own stays sound)
+    copy = tmp_path / "mrc.db"
+    with (
+        sqlite3.connect(grid.state / "mrc" / "data" / "mrc.db") as live,
+        sqlite3.connect(copy) as c,
+    ):
+        live.backup(c)
+    with sqlite3.connect(copy) as c:
+        c.execute("PRAGMA foreign_keys = OFF")
+        c.execute("DELETE FROM inodes WHERE ino = ?", (victim.stat().st_ino,))
+    bad = xfs(grid, "fsck", "--db", str(copy), check=False)
+    assert bad.returncode == 1 and "problem(s)" in bad.stdout.splitlines()[-1], bad.stdout
 
 
 def test_down_ends_the_mounts_made_by_name(grid: Grid, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from xfs.cli.admin import osd_group, status, volume
 from xfs.cli.audit import audit
 from xfs.cli.ca import ca
 from xfs.cli.checkpoint import checkpoint
+from xfs.cli.checks import fsck, scrub
 from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
 from xfs.cli.mount_helper import mount_helper
@@ -41,6 +42,8 @@ for command in (
     policy,
     replica,
     checkpoint,
+    fsck,
+    scrub,
 ):
     cli.add_command(command)
 

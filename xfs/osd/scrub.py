@@ -9,7 +9,8 @@
 3. Every object decodes and its CRC32C matches; every epoch record decodes and its
    CRC32C matches (else its file id is reported in ``bad_epochs``).
 
-Scrub only reports; repair comes with replication.
+Scrub only reports (``xfs scrub``); a replicated OSD repairs a corrupt object from another
+replica when a read finds it.
 """
 
 from __future__ import annotations
