@@ -7,4 +7,4 @@ bash scripts/bootstrap.sh
 .venv/bin/ruff check xfs tests bench
 .venv/bin/mypy
 exec timeout --signal=TERM --kill-after=60 1500 \
-    .venv/bin/python -m pytest -p no:cacheprovider -q -ra "$@"
+    .venv/bin/python -m pytest -p no:cacheprovider -q -ra --durations=15 "$@"

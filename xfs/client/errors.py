@@ -3,7 +3,8 @@
 pyfuse3 only survives ``FUSEError``; any other exception escaping an operation is a bug.
 ``fuse_errors`` wraps each operation: domain errors become their errno, servers that
 cannot be reached within the deadline become EIO, and anything else is logged as a bug
-and (in strict mode, which the tests use) re-raised.
+and (in strict mode, which the tests use) re-raised. It also counts and times every
+operation, by the errno it ended with, for the mount's metrics.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import pyfuse3
 import trio
 
+from xfs.common import metrics
 from xfs.proto.errors import XfsError
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,29 @@ def errno_of(exc: BaseException) -> int:
 
 
 def fuse_errors(
+    fn: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Domain errors -> their errno (``_to_errno``), and every operation counted and
+    timed for the mount's metrics (``xfs.common.metrics``)."""
+    name = f"fuse.{fn.__name__}"
+    mapped = _to_errno(fn)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await mapped(*args, **kwargs)
+        except pyfuse3.FUSEError as e:
+            outcome = errno.errorcode.get(e.errno, "EIO")
+            raise
+        finally:
+            metrics.request(name, outcome, time.monotonic() - started)
+
+    return wrapper
+
+
+def _to_errno(
     fn: Callable[P, Coroutine[Any, Any, T]],
 ) -> Callable[P, Coroutine[Any, Any, T]]:
     @functools.wraps(fn)

@@ -25,7 +25,7 @@ from xfs.client.idmap import IdentityMap
 from xfs.client.operations import Operations
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
-from xfs.common import tls
+from xfs.common import metrics, tls
 from xfs.common.audit import NO_AUDIT, Audit, AuditLog
 from xfs.common.config import MountConfig
 from xfs.common.framing import DATA_FRAME_LIMIT
@@ -43,6 +43,7 @@ class Mount:
 
     async def run(self, *, task_status: trio.TaskStatus[Mount] = trio.TASK_STATUS_IGNORED) -> None:
         config = self.config
+        metrics.serve("mount", config.metrics_host, config.metrics_port)
         trust = TrustStore.load(config.trust)
         bundle = trust.ssl_cafile_bundle()
         store = CredentialStore(

@@ -42,6 +42,7 @@ from xfs.client.listings import Listings
 from xfs.client.readahead import ReadAhead
 from xfs.client.session import Session
 from xfs.client.sessions import Sessions
+from xfs.common import metrics
 from xfs.proto import methods as locks
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Attr
@@ -471,11 +472,14 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._files[fh].file.read(off, size)
+        data = await self._files[fh].file.read(off, size)
+        metrics.data("read", len(data))
+        return data
 
     @fuse_errors
     @counts_as_change
     async def write(self, fh: int, off: int, buf: bytes) -> int:
+        metrics.data("write", len(buf))
         handle = self._files[fh]
         if handle.flags & os.O_APPEND:
             if not handle.privs_checked:

@@ -74,6 +74,9 @@ class MRCConfig:
     osd_replace_after: float = 300.0  # seconds silent before an OSD's replicas are replaced
     heal_interval: float = 2.0  # seconds between the healer's rounds
     idle_timeout: float = 300.0  # seconds before a connection with nothing open is closed
+    # Prometheus metrics at http://metrics_host:metrics_port/metrics (0: none)
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
@@ -124,6 +127,9 @@ class OSDConfig:
     # serve the local socket, through which mounts on this host read objects themselves
     # (docs/design/local-reads.md)
     local_reads: bool = True
+    # Prometheus metrics at http://metrics_host:metrics_port/metrics (0: none)
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
@@ -171,6 +177,9 @@ class MountConfig:
     # read object ranges straight from the files of OSDs on this host, when they grant it
     # (docs/design/local-reads.md)
     local_reads: bool = True
+    # Prometheus metrics at http://metrics_host:metrics_port/metrics (0: none)
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
 
 
 def _convert(tp: Any, value: Any, base: Path, where: str) -> Any:

@@ -15,6 +15,7 @@ import errno
 import itertools
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from xfs.common import audit, framing
+from xfs.common import audit, framing, metrics
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.budget import FrameBudget
 from xfs.common.identity import TrustStore
@@ -136,6 +137,21 @@ class Dispatcher:
         self._assume = method.wire_name
 
     async def dispatch(self, peer: Identity | ConnState, name: str, params: Any) -> Any:
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self._dispatch(peer, name, params)
+        except XfsError as e:
+            outcome = errno.errorcode.get(e.code, "EIO")
+            raise
+        except BaseException:
+            outcome = "failed"
+            raise
+        finally:
+            if name in self._routes:  # (not every name a peer makes up)
+                metrics.request(name, outcome, time.monotonic() - started)
+
+    async def _dispatch(self, peer: Identity | ConnState, name: str, params: Any) -> Any:
         conn = peer if isinstance(peer, ConnState) else ConnState(peer)
         caller = conn.peer
         try:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import trio
 
 from xfs.common import clock as clocks
+from xfs.common import metrics
 from xfs.common.audit import AuditLog
 from xfs.common.budget import for_server
 from xfs.common.config import MRCConfig
@@ -42,6 +43,35 @@ class MRCService:
         self.deleter: Deleter | None = None
         self.healer: Healer | None = None
         self.rotator: KeyRotator | None = None
+
+    def _metrics(self, registry: OSDRegistry) -> None:
+        config = self.config
+        metrics.serve("mrc", config.metrics_host, config.metrics_port)
+
+        def repair(field: str) -> Callable[[], float]:
+            return lambda: 0 if self.healer is None else getattr(self.healer.status, field)
+
+        metrics.gauge(
+            "replicas_below_factor",
+            "Replicas missing to reach the files' factor, as the healer last counted.",
+            repair("below_factor"),
+        )
+        metrics.gauge(
+            "replicas_filling", "Replicas being filled in the background.", repair("filling")
+        )
+        metrics.gauge(
+            "replicated_files", "Files with a replication policy.", repair("replicated_files")
+        )
+        metrics.gauge(
+            "osds_alive",
+            "OSDs heard from within osd_dead_after.",
+            lambda: sum(o.alive for o in registry.all()),
+        )
+        metrics.gauge(
+            "osds_dead",
+            "OSDs declared dead, their replicas being replaced.",
+            lambda: 0 if self.healer is None else len(self.healer.status.dead),
+        )
 
     def _last_user_request(self) -> float:
         return self.server.last_user_request if self.server is not None else -float("inf")
@@ -93,6 +123,7 @@ class MRCService:
                 audit=audit,
             )
             dispatcher = Dispatcher(audit)
+            self._metrics(registry)
             with self._scope:
                 async with (
                     open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import trio
 
 from xfs.common import audit as audits
+from xfs.common import metrics
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.common.xcap import XCapVerifier
@@ -172,6 +173,11 @@ class OSDHandlers:
 
     # ------------------------------------------------------------------ methods
     async def read(self, peer: Identity, req: ObjRead) -> ObjData:
+        reply = await self._read(peer, req)
+        metrics.data("read", len(reply.data))
+        return reply
+
+    async def _read(self, peer: Identity, req: ObjRead) -> ObjData:
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
         self._check_object(
             peer, OSD.read.wire_name, req.xcap, replica, column, req.objno, req.offset, req.length
@@ -255,6 +261,7 @@ class OSDHandlers:
         return result
 
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
+        metrics.data("write", len(req.data))
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
         self._check_object(
             peer,
@@ -450,6 +457,7 @@ class OSDHandlers:
         return repl, replica, column
 
     async def fwd_write(self, peer: Identity, req: ObjWrite) -> Empty:
+        metrics.data("forward", len(req.data))
         # the version check runs with the write (one worker-thread call when it needs I/O)
         repl, replica, column = self._primary_peer(peer, req.xcap, req.xloc)
         self._check_object(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import trio
 
 from xfs.common import clock as clocks
+from xfs.common import metrics
 from xfs.common.audit import AuditLog
 from xfs.common.budget import for_server
 from xfs.common.config import OSDConfig
@@ -58,6 +59,11 @@ class OSDService:
             max_bytes=config.audit_max_bytes,
             max_age=config.audit_max_age,
         )
+        metrics.serve("osd", config.metrics_host, config.metrics_port)
+        metrics.gauge(
+            "osd_free_bytes", "Free bytes of the OSD's file system.", lambda: store.usage()[0]
+        )
+        metrics.gauge("osd_total_bytes", "Size of the OSD's file system.", lambda: store.usage()[1])
         dispatcher = Dispatcher(audit)
         handlers = OSDHandlers(
             store, self.uuid, verifier, self._clock, audit=audit, io_threads=config.io_threads
