@@ -79,8 +79,7 @@ def mount_helper() -> None:
     """The mount.fuse.xfs helper: mount -t fuse.xfs and /etc/fstab lines."""
 
 
-@mount_helper.command("install")
-@click.option(
+_DIR_OPTION = click.option(
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
@@ -88,6 +87,10 @@ def mount_helper() -> None:
     show_default=True,
     help="Where mount(8) looks for helpers.",
 )
+
+
+@mount_helper.command("install")
+@_DIR_OPTION
 def install(directory: Path) -> None:
     """Install mount.fuse.xfs, running this xfs, so that mount(8) finds it."""
     target = directory / HELPER
@@ -103,14 +106,7 @@ def install(directory: Path) -> None:
 
 
 @mount_helper.command("remove")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("/sbin"),
-    show_default=True,
-    help="Where it was installed.",
-)
+@_DIR_OPTION
 def remove(directory: Path) -> None:
     """Remove mount.fuse.xfs."""
     target = directory / HELPER
