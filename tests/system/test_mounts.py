@@ -1,4 +1,4 @@
-"""Mounting volumes by name, as users and operators do (README "CLI reference"):
+"""Mounting volumes by name, as users and operators do (docs/cli.md):
 
 - ``xfs mount VOLUME MOUNTPOINT`` in the background, ``xfs umount``, one-line errors;
 - ``mount -t fuse.xfs`` and an fstab line (``mount -T FILE``) through the
