@@ -141,16 +141,21 @@ def test_fsck_and_scrub_of_a_running_grid(grid: Grid, tmp_path: Path) -> None:
     assert found.stdout.count("clean") == 2  # osd1 and osd3
     # a store with a dangling entry: fsck names it (on a copy; the MRC's own stays sound)
     copy = tmp_path / "mrc.db"
-    with (
-        sqlite3.connect(grid.state / "mrc" / "data" / "mrc.db") as live,
-        sqlite3.connect(copy) as c,
-    ):
-        live.backup(c)
-    with sqlite3.connect(copy) as c:
-        c.execute("PRAGMA foreign_keys = OFF")
-        c.execute("DELETE FROM inodes WHERE ino = ?", (victim.stat().st_ino,))
+    live_db = sqlite3.connect(grid.state / "mrc" / "data" / "mrc.db")
+    copied = sqlite3.connect(copy, isolation_level=None)
+    try:
+        live_db.backup(copied)
+        copied.execute("PRAGMA foreign_keys = OFF")
+        copied.execute("DELETE FROM inodes WHERE ino = ?", (victim.stat().st_ino,))
+    finally:
+        live_db.close()
+        copied.close()  # (fsck --repair refuses a store any process has open)
     bad = xfs(grid, "fsck", "--db", str(copy), check=False)
     assert bad.returncode == 1 and "problem(s)" in bad.stdout.splitlines()[-1], bad.stdout
+    fixed = xfs(grid, "fsck", "--db", str(copy), "--repair")  # nothing has the copy open
+    assert "repaired: removed entry" in fixed.stdout and fixed.stdout.endswith("clean\n")
+    live = xfs(grid, "fsck", "--repair", check=False)  # the running MRC has its store open
+    assert live.returncode == 1 and "stop it first, repair is offline" in live.stderr
 
 
 def test_down_ends_the_mounts_made_by_name(grid: Grid, tmp_path: Path) -> None:

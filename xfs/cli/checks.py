@@ -2,15 +2,18 @@
 
 ``fsck`` runs every invariant of the MRC's store (``xfs.mrc.fsck``) in one read
 transaction on a read-only connection: safe while the MRC runs (SQLite's WAL lets a
-reader see one consistent state beside the writer). ``scrub`` reads every object and
+reader see one consistent state beside the writer). ``fsck --repair`` first repairs
+what a rule can set right (``xfs.mrc.repair``), refused while any process has the store
+open. ``scrub`` reads every object and
 epoch record of OSD stores and checks their format and CRC32Cs (``xfs.osd.scrub``),
-also safe while the OSDs run. Both only report (exit 1 when they find something); an OSD
-repairs a corrupt object from another replica when a read finds it.
+also safe while the OSDs run, and only reports (an OSD repairs a corrupt object from
+another replica when a read finds it). Both exit 1 when they find something.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import click
 from xfs import embedded
 from xfs.common import config
 from xfs.common.config import ConfigError, MRCConfig, OSDConfig
-from xfs.mrc.fsck import Fsck
+from xfs.mrc import repair as repairs
 from xfs.osd.objects import ObjectStore, StoreFormatError, check_format
 from xfs.osd.scrub import scrub as scrub_store
 from xfs.proto.errors import XfsError
@@ -43,31 +46,69 @@ def _data_dir(cls: type[Any], path: Path) -> Path:
 @click.command("fsck")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="The MRC's mrc.db.")
 @click.option("--state", type=click.Path(path_type=Path), help="The embedded grid (default).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="First repair what a rule can set right (the MRC must be stopped), then check.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def fsck(db: Path | None, state: Path | None, as_json: bool) -> None:
-    """Check every invariant of the MRC's store, read-only (the MRC may run)."""
+def fsck(db: Path | None, state: Path | None, repair: bool, as_json: bool) -> None:
+    """Check every invariant of the MRC's store, read-only (the MRC may run); with
+    --repair, offline, repair first."""
+    running: list[int] = []
     if db is None:
         layout = _layout(state)
         db = _data_dir(MRCConfig, layout.config("mrc")) / "mrc.db"
+        pid = embedded.running_pid(layout, "mrc")
+        running = [] if pid is None else [pid]
     if not db.is_file():
         raise click.ClickException(f"{db}: no MRC store there")
+    done: list[str] = []
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        if repair:
+            running = running or _users_of(db)
+            if running:
+                raise click.ClickException(
+                    f"{db} is in use by process {', '.join(map(str, running))} (the MRC?): "
+                    "stop it first, repair is offline"
+                )
+            conn = sqlite3.connect(db, isolation_level=None)
+            try:
+                done = repairs.repair(conn)
+            finally:
+                conn.close()
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
         try:
-            conn.execute("BEGIN")  # one consistent state for every check
-            problems = Fsck(conn.cursor()).run()
+            problems = repairs.check(conn)  # one consistent state for every check
         finally:
             conn.close()
     except sqlite3.Error as e:
         raise click.ClickException(f"{db}: {e}") from None
     if as_json:
-        click.echo(json.dumps({"store": str(db), "problems": problems}, indent=1))
+        click.echo(json.dumps({"store": str(db), "repaired": done, "problems": problems}, indent=1))
     else:
+        for line in done:
+            click.echo(f"repaired: {line}")
         for p in problems:
             click.echo(p)
         click.echo(f"{db}: {'clean' if not problems else f'{len(problems)} problem(s)'}")
     if problems:
         raise SystemExit(1)
+
+
+def _users_of(path: Path) -> list[int]:
+    """The processes that have ``path`` open (those whose descriptors this user may see)."""
+    target = str(path.resolve())
+    users = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                users.append(int(proc.name))
+        except OSError:
+            continue
+    return users
 
 
 @click.command("scrub")
