@@ -1,12 +1,18 @@
-"""Prometheus metrics of a real grid: the MRC, an OSD and the mount each serve them on
-loopback (``metrics_port``), and a scrape shows the work just done: requests per method
-and outcome with their latencies, bytes, and the MRC's replica and OSD gauges."""
+"""Prometheus metrics and background scrubbing of a real grid.
+
+- The MRC, an OSD and the mount each serve metrics on loopback (``metrics_port``), and
+  a scrape shows the work just done: requests per method and outcome with their
+  latencies, bytes, and the MRC's replica and OSD gauges.
+- The MRC scrubs every second here (``scrub_interval``): a byte flipped in a backup
+  replica's object, which no read visits, is found and repaired from another replica,
+  shown in ``xfs status`` and the metrics, and audited by the OSD."""
 
 from __future__ import annotations
 
 import os
 import re
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -14,6 +20,7 @@ import pytest
 
 from tests.system.conftest import needs_fuse
 from tests.system.grid import Grid, running_grid
+from tests.system.replicas import file_ids, flip_byte, replicas_of, store_of
 
 pytestmark = [pytest.mark.system]
 
@@ -31,6 +38,7 @@ PORTS = {"mrc": free_port(), "osd1": free_port(), "mount": free_port()}
 def grid() -> Iterator[Grid]:
     needs_fuse()
     settings = [f"{role}.metrics_port={port}" for role, port in PORTS.items()]
+    settings += ["mrc.scrub_interval=1"]
     with running_grid("xfs-metrics-", settings=settings) as g:
         yield g
 
@@ -79,3 +87,29 @@ def test_a_scrape_shows_the_work_done(grid: Grid) -> None:
     )
     assert value(mrc, "xfs_osds_alive", service="mrc") == 3
     assert value(mrc, "xfs_replicas_below_factor", service="mrc") == 0
+
+
+def test_the_scrubber_repairs_a_replica_no_read_visits(grid: Grid) -> None:
+    victim = grid.mnt / "rotting.bin"
+    data = os.urandom(3 << 20)
+    victim.write_bytes(data)
+    fid = file_ids(grid, [victim])[victim]
+    backup_uuid = replicas_of(victim)["replicas"][2]["osds"][0]
+    backup = grid.osd_roles_by_uuid()[backup_uuid]
+    flip_byte(store_of(grid, backup).object_path(fid, 2), 4096 * 3 + 7)
+    deadline = time.monotonic() + 60
+    while True:
+        scrub = grid.status().get("scrub") or {}
+        if scrub.get("repaired", 0) >= 1:
+            break
+        assert time.monotonic() < deadline, f"not repaired: {scrub}\n{grid.logs()}"
+        time.sleep(0.5)
+    assert scrub["unrepaired"] == 0
+    scrubbed = grid.xfs("scrub", "--state", str(grid.state), "--osd", backup)
+    assert scrubbed.stdout.strip().endswith("clean")  # the copy on disk is sound again
+    assert victim.read_bytes() == data
+    assert value(scrape("mrc"), "xfs_scrub_repaired", service="mrc") >= 1
+    audit = (grid.osd_data(backup) / "audit.log").read_text()
+    assert '"action":"scrub"' in audit.replace(" ", "") and "repaired" in audit
+    shown = grid.admin("status").stdout
+    assert "scrub:" in shown and "repaired 1" in shown

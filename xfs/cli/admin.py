@@ -206,6 +206,14 @@ def status(as_json: bool, wide: bool, **options: Any) -> None:
     console.print(vols)
     if st.repair is not None:
         _print_repair(console, st.repair)
+    if st.scrub is not None:
+        sc = st.scrub
+        state = "pass under way" if sc.running else f"{sc.passes} passes done"
+        console.print(
+            f"scrub: {state}; {sc.files} files, {sc.objects} objects checked in the "
+            f"{'current' if sc.running else 'last'} pass; repaired {sc.repaired}, "
+            f"unrepaired {sc.unrepaired}"
+        )
 
 
 def _print_repair(console: Console, repair: RepairStatus) -> None:

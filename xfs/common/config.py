@@ -73,6 +73,10 @@ class MRCConfig:
     osd_lease: float = 10.0  # seconds an OSD may act as primary after a heartbeat it sent
     osd_replace_after: float = 300.0  # seconds silent before an OSD's replicas are replaced
     heal_interval: float = 2.0  # seconds between the healer's rounds
+    # background scrubbing: a pass over every file each scrub_interval seconds (0: never;
+    # the first one interval after the start), at most scrub_rate files a second
+    scrub_interval: float = 86400.0
+    scrub_rate: float = 50.0
     idle_timeout: float = 300.0  # seconds before a connection with nothing open is closed
     # Prometheus metrics at http://metrics_host:metrics_port/metrics (0: none)
     metrics_port: int = 0

@@ -78,6 +78,7 @@ from xfs.proto.methods import (
     Removed,
     Rename,
     RepairStatus,
+    ScrubStatus,
     SetAttr,
     SetAttrResult,
     Symlink,
@@ -128,6 +129,7 @@ class MRCHandlers:
         delegations: Delegations | None = None,
         osd_lease: float = 0.0,
         repair: Callable[[], RepairStatus | None] = lambda: None,
+        scrub: Callable[[], ScrubStatus | None] = lambda: None,
         policies: Policies | None = None,
         on_xloc: Callable[[], None] = lambda: None,
         sync: Callable[[], Awaitable[None]] | None = None,
@@ -139,6 +141,7 @@ class MRCHandlers:
         self._on_xloc = on_xloc  # a replica set changed: wakes the healer
         self._osd_lease = osd_lease  # granted with every heartbeat (replication leases)
         self._repair = repair
+        self._scrub = scrub
         self._audit = audit
         self._delegations = delegations
         self._waiters = waiters or LockWaiters()
@@ -610,6 +613,7 @@ class MRCHandlers:
             self._registry.all(),
             self._ns.pending_count(),
             repair,
+            self._scrub(),
         )
 
     # ------------------------------------------------------------------ delegations

@@ -619,6 +619,17 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
                 )
             return new, int(row[1])
 
+    def layout_of(self, vid: str, ino: int) -> tuple[XLocSet, int]:
+        """A file's XLocSet and truncate epoch by volume id (ESTALE: no such file)."""
+        with self._store.read() as cur:
+            row = cur.execute(
+                "SELECT xloc, truncate_epoch FROM inodes WHERE volume = ? AND ino = ?",
+                (vid, ino),
+            ).fetchone()
+        if row is None or row[0] is None:
+            raise XfsError(errno.ESTALE, f"no file {vid}:{ino} (stale)")
+        return rows.decode_xloc(row[0]), int(row[1])
+
     def is_open(self, vol: str, ino: int) -> bool:
         """Whether any client has the inode open."""
         with self._store.read() as cur:

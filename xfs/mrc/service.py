@@ -26,6 +26,7 @@ from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
 from xfs.mrc.replication import ReplicationHandlers
+from xfs.mrc.scrubber import Scrubber
 from xfs.mrc.store import Store
 from xfs.mrc.syncer import Syncer
 from xfs.mrc.xcaps import KeyRotator, XCapIssuer
@@ -42,6 +43,7 @@ class MRCService:
         self.server: RPCServer | None = None
         self.deleter: Deleter | None = None
         self.healer: Healer | None = None
+        self.scrubber: Scrubber | None = None
         self.rotator: KeyRotator | None = None
 
     def _metrics(self, registry: OSDRegistry) -> None:
@@ -71,6 +73,18 @@ class MRCService:
             "osds_dead",
             "OSDs declared dead, their replicas being replaced.",
             lambda: 0 if self.healer is None else len(self.healer.status.dead),
+        )
+
+        def scrub(field: str) -> Callable[[], float]:
+            return lambda: 0 if self.scrubber is None else getattr(self.scrubber.status, field)
+
+        metrics.gauge("scrub_passes", "Whole scrubbing passes done.", scrub("passes"))
+        metrics.gauge("scrub_files", "Files scrubbed in the current pass.", scrub("files"))
+        metrics.gauge(
+            "scrub_repaired", "Corrupt objects the scrubber had repaired.", scrub("repaired")
+        )
+        metrics.gauge(
+            "scrub_unrepaired", "Corrupt objects no replica could mend.", scrub("unrepaired")
         )
 
     def _last_user_request(self) -> float:
@@ -142,6 +156,14 @@ class MRCService:
                         interval=config.heal_interval,
                         placement_of=policy_store.placement_of,
                     )
+                    self.scrubber = Scrubber(
+                        ns,
+                        registry,
+                        xcaps,
+                        pool,
+                        interval=config.scrub_interval,
+                        rate=config.scrub_rate,
+                    )
                     ReplicationHandlers(
                         ns,
                         registry,
@@ -173,6 +195,7 @@ class MRCService:
                         delegations=delegations,
                         osd_lease=config.osd_lease,
                         repair=lambda: self.healer.status if self.healer else None,
+                        scrub=lambda: self.scrubber.status if self.scrubber else None,
                         policies=policy_store,
                         on_xloc=self.healer.wake,
                         sync=syncer.sync,
@@ -192,6 +215,7 @@ class MRCService:
                     port = await n.start(self.server.serve)
                     n.start_soon(self.deleter.run)
                     n.start_soon(self.healer.run)
+                    n.start_soon(self.scrubber.run)
                     n.start_soon(sweeper.run)
                     n.start_soon(self.rotator.run)
                     log.info("MRC serving %s on %s:%d", config.data_dir, config.host, port)

@@ -53,6 +53,7 @@ from xfs.proto.methods import (
     ObjSums,
     ObjWrite,
     OSDStatus,
+    Scrubbed,
     SizeReply,
     Synced,
 )
@@ -102,6 +103,7 @@ class OSDHandlers:
         dispatcher.register(OSD.fetch, self.fetch)
         dispatcher.register(OSD.sync, self.sync)
         dispatcher.register(OSD.digest, self.digest)
+        dispatcher.register(OSD.scrub, self.scrub)
 
     # ------------------------------------------------------------------ checks
     def _authorize(
@@ -511,6 +513,39 @@ class OSDHandlers:
         self._check_object(peer, OSD.fetch.wire_name, req.xcap, replica, column, req.objno, 0, 0)
         data = await self._run(self._store.load, req.xcap.file_id, req.objno)
         return ObjData(b"" if data is None else data, held=data is not None)
+
+    async def scrub(self, peer: Identity, req: FileOp) -> Scrubbed:
+        """The MRC's scrubber: read and verify every object of the file held here; a
+        corrupt one of a replicated file is repaired from another complete replica (with
+        the MRC's XCap), and audited either way."""
+        _, column = self._authorize(peer, req.xcap, req.xloc, Rights.READ)
+        file_id = req.xcap.file_id
+        repl = None if req.xloc.update_policy is UpdatePolicy.NONE else self.replication
+        held = await self._run(self._store.sums, file_id)
+        repaired: list[int] = []
+        unrepaired: list[int] = []
+        for objno, _, _ in held:
+            try:
+                await self._run(self._store.load, file_id, objno)
+                continue
+            except CorruptObject as e:
+                log.warning("scrub: %s", e)
+            whole = None
+            if repl is not None:
+                try:
+                    whole = await repl.repair(file_id, req.xloc, req.xcap, column, objno)
+                except XfsError as e:
+                    log.warning("scrub: repair of %s:%d failed: %s", file_id, objno, e)
+            (repaired if whole is not None else unrepaired).append(objno)
+            self._audit.record(
+                audits.ADMIN,
+                peer.principal,
+                "scrub",
+                "repaired" if whole is not None else "EIO",
+                file=file_id,
+                object=objno,
+            )
+        return Scrubbed(len(held), repaired, unrepaired)
 
     async def sync(self, peer: Identity, req: FileOp) -> Empty:
         """The MRC asks this primary to reconcile (and so fill) the file's group now."""

@@ -10,7 +10,7 @@
    CRC32C matches (else its file id is reported in ``bad_epochs``).
 
 Scrub only reports (``xfs scrub``); a replicated OSD repairs a corrupt object from another
-replica when a read finds it.
+replica when a read or the MRC's scrubber (``osd.scrub``) finds it.
 """
 
 from __future__ import annotations

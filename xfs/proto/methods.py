@@ -557,6 +557,19 @@ class MRCStatus(Record):
     osds: list[OSDInfo]
     pending_deletions: int
     repair: RepairStatus | None = None
+    scrub: ScrubStatus | None = None
+
+
+@dataclass(frozen=True)
+class ScrubStatus(Record):
+    """The MRC's background scrubbing, as ``xfs status`` shows it."""
+
+    passes: int  # whole passes over every file done since the MRC started
+    files: int  # files scrubbed in the current (or last) pass
+    objects: int  # objects checked in it, on every replica
+    repaired: int  # corrupt objects repaired from another replica, since the MRC started
+    unrepaired: int  # corrupt objects no replica could mend, since the MRC started
+    running: bool = False  # a pass is under way
 
 
 @dataclass(frozen=True)
@@ -707,6 +720,15 @@ class Digest(Record):
 
 
 @dataclass(frozen=True)
+class Scrubbed(Record):
+    """``osd.scrub``: what one OSD found of one file's objects."""
+
+    checked: int
+    repaired: list[int]  # object numbers found corrupt and repaired from another replica
+    unrepaired: list[int]  # found corrupt, and no replica could mend them
+
+
+@dataclass(frozen=True)
 class ObjSums(Record):
     objects: list[ObjSum]
 
@@ -849,6 +871,8 @@ class OSD:
     fetch = Method("osd", "fetch", 1, ObjRead, ObjData, Authority.OSD, idempotent=True)
     # the MRC asks a file's primary to fill its new replicas now
     sync = Method("osd", "sync", 1, FileOp, Empty, Authority.MRC, idempotent=True)
+    # the MRC's scrubber: check every object of a file held here, repair what is corrupt
+    scrub = Method("osd", "scrub", 1, FileOp, Scrubbed, Authority.MRC, idempotent=True)
 
 
 def all_methods() -> list[Method[Any, Any]]:
