@@ -7,7 +7,8 @@ what a rule can set right (``xfs.mrc.repair``), refused while any process has th
 open. ``scrub`` reads every object and
 epoch record of OSD stores and checks their format and CRC32Cs (``xfs.osd.scrub``),
 also safe while the OSDs run, and only reports (an OSD repairs a corrupt object from
-another replica when a read or the MRC's background scrubbing finds it). Both exit 1 when they find something.
+another replica when a read or the MRC's background scrubbing finds it). Both exit 1
+when they find something.
 """
 
 from __future__ import annotations
