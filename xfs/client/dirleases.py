@@ -176,9 +176,9 @@ class DirLeases:
         self._asked: dict[int, float] = {}  # when a lease was last asked for (trio time)
         self._last: _Op | None = None  # the last change queued (they land in order)
         self._sending = False
-        # told of every recall: another client is about to change the directory, so what
-        # the mount knows of its names (xfs/client/listings.py) is no longer whole
-        self.on_recall: Callable[[int], None] = lambda ino: None
+        # per directory asked for, told of its recall: another client is about to change
+        # it, so what the mount knows of its names (xfs/client/listings.py) is not whole
+        self._on_recall: dict[int, Callable[[int], None]] = {}
 
     # ------------------------------------------------------------------ leases
     def wanted(self, ino: int) -> bool:
@@ -201,12 +201,23 @@ class DirLeases:
         self._changes.pop(ino, None)
         return True
 
-    def ask(self, attr: Attr, adopt: Adopt, *, made: bool) -> None:
+    def ask(
+        self,
+        attr: Attr,
+        adopt: Adopt,
+        *,
+        made: bool,
+        on_recall: Callable[[int], None] = lambda ino: None,
+    ) -> None:
         """Ask for the lease of directory ``attr``, in the background; ``made``: this
         session just made it (empty), else its names are read once the lease is held and
         given to ``adopt``. Until then the session's calls on the directory wait
-        (``before``), so each carries the client lease the grant is for."""
+        (``before``), so each carries the client lease the grant is for. ``on_recall``
+        is told when the lease is recalled (another client will change the directory)."""
         if attr.ino not in self._loading and attr.ino not in self.held:
+            if len(self._on_recall) >= 4096:
+                self._on_recall.clear()  # (a forgotten hook: the listing stays its window)
+            self._on_recall[attr.ino] = on_recall
             loading = self._loading[attr.ino] = trio.Event()
             self._s.nursery.start_soon(self._ask, attr, adopt, made, loading)
 
@@ -258,7 +269,7 @@ class DirLeases:
     async def recalled(self, ino: int) -> None:
         """The MRC wants the lease back: no new changes, the queued ones landed, return."""
         s = self._s
-        self.on_recall(ino)
+        self._on_recall.pop(ino, lambda ino: None)(ino)
         self._loading.pop(ino, None)  # (a lease being adopted is not adopted)
         d = self.held.get(ino)
         if d is not None:

@@ -269,8 +269,7 @@ class Operations(pyfuse3.Operations):
         self._fresh_dir(after)
         if not leased and session.dirs.wanted(parent):
             adopt = functools.partial(self._adopt, parent)
-            session.dirs.on_recall = self.listings.forget
-            session.dirs.ask(after, adopt, made=False)
+            session.dirs.ask(after, adopt, made=False, on_recall=self.listings.forget)
 
     def _adopt(self, ino: int, seq: int, names: dict[bytes, int] | None) -> bool:
         """A directory leased by a session after it was made: its names, read under the
@@ -359,8 +358,7 @@ class Operations(pyfuse3.Operations):
             def whole_at(seq: int, names: dict[bytes, int] | None) -> bool:
                 return self.listings.at(attr.ino, seq)
 
-            session.dirs.on_recall = self.listings.forget
-            session.dirs.ask(attr, whole_at, made=True)
+            session.dirs.ask(attr, whole_at, made=True, on_recall=self.listings.forget)
         return self._entry(attr)
 
     @fuse_errors
