@@ -208,8 +208,16 @@ class CheckpointSet:
         return out
 
     # ------------------------------------------------------------------ writing
-    def begin(self, backend: str, source: dict[str, Any], *, incremental: bool = True) -> Draft:
-        """A new version, in a draft, with the newest version as its parent."""
+    def begin(
+        self,
+        backend: str,
+        source: dict[str, Any],
+        *,
+        incremental: bool = True,
+        progress: Progress = _no_progress,
+    ) -> Draft:
+        """A new version, in a draft, with the newest version as its parent (unless not
+        ``incremental``); ``progress`` is told the bytes the draft writes or reads."""
         latest = self.latest()
         parent = self.manifest(latest) if incremental and latest is not None else None
         number = (latest or 0) + 1
@@ -217,7 +225,7 @@ class CheckpointSet:
         path.mkdir()
         owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
         (path / DRAFT_OWNER).write_bytes(json.dumps(owner).encode())
-        return Draft(self, number, path, parent, backend, source)
+        return Draft(self, number, path, parent, backend, source, progress)
 
     def clean_drafts(self) -> list[str]:
         """Remove the drafts whose writer is gone; their names."""
@@ -305,6 +313,7 @@ class Draft:
         parent: Manifest | None,
         backend: str,
         source: dict[str, Any],
+        progress: Progress = _no_progress,
     ) -> None:
         self.set = owner
         self.number = number
@@ -314,7 +323,7 @@ class Draft:
         self.source = dict(source)
         self.depends_on: list[int] = []
         self.entries: dict[str, FileEntry] = {}
-        self.progress: Progress = _no_progress
+        self.progress = progress
 
     def __enter__(self) -> Draft:
         return self

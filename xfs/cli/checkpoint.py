@@ -234,10 +234,9 @@ def dump(
         }
         total = sum(f.stat().st_size for f in files)
         with (
-            ckpt.begin("app", source, incremental=not full) as draft,
             _progress("dump", total) as advance,
+            ckpt.begin("app", source, incremental=not full, progress=advance) as draft,
         ):
-            draft.progress = advance
             for f in files:
                 draft.add(f.absolute())
             m = draft.commit()
@@ -247,10 +246,11 @@ def dump(
             p.stat().st_size for p in where.rglob("*") if p.is_file() and not p.is_symlink()
         )
         with (
-            ckpt.begin("directory", {"directory": str(where)}, incremental=not full) as draft,
             _progress("dump", total) as advance,
+            ckpt.begin(
+                "directory", {"directory": str(where)}, incremental=not full, progress=advance
+            ) as draft,
         ):
-            draft.progress = advance
             draft.add_tree(where)
             m = draft.commit()
     else:
