@@ -48,14 +48,17 @@ def scrape(role: str) -> str:
         return str(r.read().decode())
 
 
-def value(text: str, name: str, **labels: str) -> float:
-    """The sample ``name{labels...}`` (the labels given must match, others may follow)."""
+def value(text: str, name: str, default: float | None = None, **labels: str) -> float:
+    """The sample ``name{labels...}`` (the labels given must match, others may follow);
+    ``default`` if there is none (else the test fails)."""
     for line in text.splitlines():
         if not line.startswith(name + "{"):
             continue
         found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
+    if default is not None:
+        return default
     raise AssertionError(f"no {name}{labels} in the scrape")
 
 
@@ -75,8 +78,8 @@ def test_a_scrape_shows_the_work_done(grid: Grid) -> None:
     assert value(mount, "xfs_request_seconds_count", method="fuse.write") >= 1
 
     osd = scrape("osd1")
-    assert value(osd, "xfs_bytes_total", service="osd", op="write") + value(
-        osd, "xfs_bytes_total", service="osd", op="forward"
+    assert value(osd, "xfs_bytes_total", 0, service="osd", op="write") + value(
+        osd, "xfs_bytes_total", 0, service="osd", op="forward"
     ) >= len(data)  # every OSD holds a replica: as primary or by forward
     assert value(osd, "xfs_osd_total_bytes", service="osd") > 0
 

@@ -28,29 +28,16 @@ AT_ONCE = 8  # objects asked about at a time
 PROBLEMS_SHOWN = 8  # per replica: the xattr stays well under 64 KiB
 
 
-# getxattr(2) callers ask twice (CPython: a 128-byte buffer first, then the size the
-# first call said, ERANGE in between): the answer is kept a second, so the OSDs
-# digest the file once per question, not twice
-KEEP_FOR = 1.0  # seconds: two calls of one getxattr(2), not two verifies
-_recent: dict[tuple[int, int], tuple[float, bytes]] = {}
-
-
 async def replica_digests(session: Session, ino: int) -> bytes:
-    """The JSON value of ``xfs.replica.digest`` for ``ino`` (opened for reading)."""
-    key = (id(session), ino)
-    now = trio.current_time()
-    kept = _recent.get(key)
-    if kept is not None and now - kept[0] < KEEP_FOR:
-        return kept[1]
+    """The JSON value of ``xfs.replica.digest`` for ``ino`` (opened for reading). Not
+    kept: a getxattr(2) that first asks for the size makes the OSDs digest twice, but an
+    answer kept for the next question could hide a copy that went bad in between."""
     f = await session.open(ino, os.O_RDONLY)
     try:
         value = json.dumps(await _digests(f), sort_keys=True).encode()
     finally:
         with trio.CancelScope(shield=True):
             await session.release(f)
-    if len(_recent) >= 64:
-        _recent.clear()
-    _recent[key] = (trio.current_time(), value)
     return value
 
 
