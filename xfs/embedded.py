@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from xfs import mounts
 from xfs.client.credentials import CredentialStore, account_name, local_groups
 from xfs.common import ca, config, tls
 from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig, TLSConfig
@@ -397,21 +398,6 @@ def spawn(layout: Layout, role: str, grid: Grid | None = None) -> subprocess.Pop
     return proc
 
 
-def _is_mounted(path: Path) -> bool:
-    target = str(path.resolve())
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == target and line.split()[2].startswith("fuse") for line in f)
-
-
-def _lazy_unmount(mnt: Path) -> None:
-    subprocess.run(
-        ["fusermount3", "-u", "-z", str(mnt)],
-        check=False,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-    )
-
-
 KILL_GRACE = 10.0  # seconds to wait for a SIGKILLed process to be gone
 
 
@@ -554,11 +540,11 @@ def up(
     refresh_crls(layout)
     mnt = Path(grid.mountpoint)
     mount_pid = running_pid(layout, "mount")
-    if mount_pid is None and _is_mounted(mnt):
-        _lazy_unmount(mnt)  # its process is gone: every call there would fail (ENOTCONN)
+    if mount_pid is None and mounts.mounted(mnt, "fuse"):
+        mounts.lazy_unmount(mnt)  # its process is gone: every call there would fail (ENOTCONN)
         report.done.append(f"unmounted the stale mount at {mnt} (its process was gone)")
     mnt.mkdir(parents=True, exist_ok=True)
-    if mount_pid is None and _is_mounted(mnt):
+    if mount_pid is None and mounts.mounted(mnt, "fuse"):
         raise GridError(f"{mnt} is already mounted by something else")
     was_running = [r for r in grid.roles if running_pid(layout, r) is not None]
     write_configs(layout, grid)
@@ -572,7 +558,7 @@ def up(
         mount = spawn(layout, "mount", grid)
         if mount is not None:
             started.append("mount")
-        while not _is_mounted(mnt):
+        while not mounts.mounted(mnt, "fuse"):
             if mount is not None and mount.poll() is not None:
                 raise GridError(f"the mount process exited; see {layout.log('mount')}")
             if time.monotonic() > deadline:
@@ -638,8 +624,8 @@ def down(state: Path) -> list[str]:
     stopped = [r for r in grid.roles if running_pid(layout, r) is not None]
     stop_role(layout, "mount")
     mnt = Path(grid.mountpoint)
-    if _is_mounted(mnt):
-        _lazy_unmount(mnt)
+    if mounts.mounted(mnt, "fuse"):
+        mounts.lazy_unmount(mnt)
     for role in reversed(grid.server_roles):
         stop_role(layout, role)
     return stopped

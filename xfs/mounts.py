@@ -6,6 +6,9 @@ its own, made from a template (the embedded grid's mount configuration, or a fil
 operator gives) with the volume and the mount point replaced. Its configuration, PID
 file and log live in ``<state>/mounts/<key>/`` (the key names the mount point), so
 ``xfs umount`` and ``xfs down`` find and stop it by PID, as ``xfs down`` stops the grid.
+
+The mount table (``table``, ``mounted``, ``fs_type``) is read here for every caller: the
+embedded grid, these mounts, and checkpoint sets that ask whether they are on xfs.
 """
 
 from __future__ import annotations
@@ -30,11 +33,39 @@ class MountError(Exception):
     """A mount that could not be made or ended; the message says why."""
 
 
-def mounted(path: Path) -> bool:
-    """Whether ``path`` is a mount point now (from /proc/self/mounts, no stat of it)."""
-    target = os.path.realpath(path)
+def table() -> list[tuple[str, str]]:
+    """(mount point, file system type) of every mount, from /proc/self/mounts."""
     with open("/proc/self/mounts") as f:
-        return any(line.split()[1].replace("\\040", " ") == target for line in f)
+        rows = [line.split() for line in f]
+    return [(r[1].replace("\\040", " "), r[2]) for r in rows if len(r) > 2]
+
+
+def mounted(path: Path, kind: str = "") -> bool:
+    """Whether ``path`` is a mount point now, of a type starting with ``kind`` (no stat
+    of it: a FUSE mount whose process died would fail one with ENOTCONN)."""
+    target = os.path.realpath(path)
+    return any(point == target and fs.startswith(kind) for point, fs in table())
+
+
+def fs_type(path: Path) -> str:
+    """The file system type of the mount that holds ``path``."""
+    target = os.path.realpath(path)
+    best, kind = "", ""
+    for point, fs in table():
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs
+    return kind
+
+
+def lazy_unmount(path: Path) -> None:
+    """Detach the FUSE mount at ``path`` now, even if busy (``fusermount3 -u -z``)."""
+    subprocess.run(
+        ["fusermount3", "-u", "-z", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
+    )
 
 
 def home(state: Path, mountpoint: Path) -> Path:
@@ -121,12 +152,7 @@ def stop(state: Path, mountpoint: Path, timeout: float = STOP_TIMEOUT) -> bool:
         if _pid(where) == pid:
             os.kill(pid, signal.SIGKILL)
     if mounted(mountpoint):
-        subprocess.run(
-            ["fusermount3", "-u", "-z", str(mountpoint)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-        )
+        lazy_unmount(mountpoint)
     (where / "pid").unlink(missing_ok=True)
     return was or pid is not None
 

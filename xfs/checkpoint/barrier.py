@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from xfs import mounts
 from xfs.checkpoint.manifest import Barrier
 
 REPLICAS = "xfs.replicas"
@@ -30,24 +31,8 @@ class BarrierError(OSError):
     """The files did not reach their policy in time (or their state cannot be read)."""
 
 
-def fs_type(path: Path) -> str:
-    """The file system type of the mount that holds ``path`` (from /proc/mounts)."""
-    target = os.path.realpath(path)
-    best, kind = "", ""
-    with open("/proc/mounts") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            point = fields[1].replace("\\040", " ")
-            inside = target == point or target.startswith(point.rstrip("/") + "/")
-            if inside and len(point) >= len(best):
-                best, kind = point, fields[2]
-    return kind
-
-
 def on_xfs(path: Path) -> bool:
-    return fs_type(path).startswith("fuse.xfs")
+    return mounts.fs_type(path).startswith("fuse.xfs")
 
 
 def replicas(path: Path) -> dict[str, Any]:
@@ -58,11 +43,10 @@ def replicas(path: Path) -> dict[str, Any]:
         raise BarrierError(e.errno, f"cannot read the replicas of {path}: {e.strerror}") from e
 
 
-def object_size(path: Path) -> int:
-    """The object size the tree digests of files in ``path`` (a file) use."""
-    if not on_xfs(path):
-        return DEFAULT_OBJECT_SIZE
-    return int(replicas(path)["stripe_size"])
+def object_size(path: Path, xfs: bool) -> int:
+    """The object size the tree digest of file ``path`` uses: its stripe size on xfs
+    (``xfs``: the caller knows the file is on an xfs mount), else the default."""
+    return int(replicas(path)["stripe_size"]) if xfs else DEFAULT_OBJECT_SIZE
 
 
 def at_policy(info: dict[str, Any]) -> tuple[bool, int, str]:
@@ -120,7 +104,3 @@ class LocalBarrier:
         if progress is not None:
             progress(len(paths))
         return Barrier(self.kind, 0.0, 1)
-
-
-def barrier_for(path: Path, timeout: float = TIMEOUT) -> ReplicaBarrier | LocalBarrier:
-    return ReplicaBarrier(timeout) if on_xfs(path) else LocalBarrier()

@@ -155,7 +155,8 @@ def _console(wide: bool) -> Console:
     return Console(width=1000) if wide or not sys.stdout.isatty() else Console()
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """Bytes as B, KiB, MiB, GiB or TiB with one decimal."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -184,8 +185,8 @@ def status(as_json: bool, wide: bool, **options: Any) -> None:
             o.uuid,
             o.address,
             "up" if o.alive else "[red]down[/red]",
-            _size(o.free),
-            _size(o.total),
+            human_size(o.free),
+            human_size(o.total),
             ",".join(f"{k}={v}" for k, v in sorted(o.labels.items())),
         )
     console.print(osds)
@@ -198,10 +199,10 @@ def status(as_json: bool, wide: bool, **options: Any) -> None:
             v.owner,
             v.group,
             f"{v.mode:o}",
-            _size(v.striping.stripe_size),
+            human_size(v.striping.stripe_size),
             str(v.striping.width),
             str(v.files),
-            _size(v.bytes_used),
+            human_size(v.bytes_used),
         )
     console.print(vols)
     if st.repair is not None:
@@ -280,8 +281,8 @@ def osd_list(as_json: bool, wide: bool, **options: Any) -> None:
             o.uuid,
             o.address,
             "up" if o.alive else "[red]down[/red]",
-            _size(o.free),
-            _size(o.total),
+            human_size(o.free),
+            human_size(o.total),
             ",".join(f"{k}={v}" for k, v in sorted(o.labels.items())),
         )
     _console(wide).print(table)

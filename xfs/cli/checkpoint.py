@@ -34,6 +34,7 @@ from xfs.checkpoint.barrier import BarrierError
 from xfs.checkpoint.manifest import Manifest, ManifestError, version_name
 from xfs.checkpoint.sets import CheckpointError, CheckpointSet
 from xfs.checkpoint.verify import verify as verify_version
+from xfs.cli.admin import human_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 JOB = ".xfs-job.json"  # in the set: the process tree `xfs checkpoint run` started
@@ -266,8 +267,8 @@ def dump(
     _echo(
         summary,
         as_json,
-        f"{version_name(m.version)} of {m.job}: {len(m.files)} files, {_size(m.bytes_total)} "
-        f"({_size(m.bytes_new)} new), durable at its policy after {m.barrier.seconds:.2f} s "
+        f"{version_name(m.version)} of {m.job}: {len(m.files)} files, {human_size(m.bytes_total)} "
+        f"({human_size(m.bytes_new)} new), durable at its policy after {m.barrier.seconds:.2f} s "
         f"(barrier {m.barrier.kind}), {seconds:.1f} s in all" + _tracking_note(m),
     )
 
@@ -343,14 +344,6 @@ def _summary(m: Manifest) -> dict[str, Any]:
     }
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)
-
-
 @checkpoint.command("list")
 @_set_path
 @_json_option
@@ -391,8 +384,8 @@ def list_(set_dir: Path, as_json: bool) -> None:
             v["backend"],
             v["node"],
             str(v["files"]),
-            _size(v["bytes"]),
-            _size(v["bytes_new"]),
+            human_size(v["bytes"]),
+            human_size(v["bytes_new"]),
             f"{v['barrier']['seconds']:.2f} s ({v['barrier']['kind']})",
         )
     Console(width=200 if not sys.stdout.isatty() else None).print(t)
@@ -435,7 +428,7 @@ def show(set_dir: Path, version: str | None, as_json: bool) -> None:
     click.echo(f"source: {json.dumps(m.source, sort_keys=True)}")
     click.echo(
         f"durable at its policy after {m.barrier.seconds:.2f} s (barrier {m.barrier.kind}); "
-        f"{s['files']} files, {_size(s['bytes'])}, {_size(s['bytes_new'])} new"
+        f"{s['files']} files, {human_size(s['bytes'])}, {human_size(s['bytes_new'])} new"
     )
     for f in m.files:
         click.echo(

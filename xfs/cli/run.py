@@ -51,15 +51,10 @@ def serve(service: Service, stop: Callable[[], Awaitable[None] | None]) -> None:
 
 
 def domain_error(e: BaseException) -> BaseException:
-    """The XfsError or deadline inside ``e``'s exception groups (trio's nurseries wrap
-    what failed in them), else ``e``."""
+    """The XfsError or deadline inside ``e``'s exception groups, else ``e``."""
     import trio
 
+    from xfs.common.groups import leaf
     from xfs.proto.errors import XfsError
 
-    if isinstance(e, BaseExceptionGroup):
-        for part in e.exceptions:
-            found = domain_error(part)
-            if isinstance(found, XfsError | trio.TooSlowError):
-                return found
-    return e
+    return leaf(e, (XfsError, trio.TooSlowError))

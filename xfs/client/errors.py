@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 import pyfuse3
 import trio
 
-from xfs.common import metrics
+from xfs.common import groups, metrics
 from xfs.proto.errors import XfsError
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,7 @@ STRICT = False
 
 def _leaf(exc: BaseException) -> BaseException:
     """The first domain error inside an exception group (from a nursery), if any."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            leaf = _leaf(inner)
-            if isinstance(leaf, XfsError | trio.TooSlowError | OSError):
-                return leaf
-    return exc
+    return groups.leaf(exc, (XfsError, trio.TooSlowError, OSError))
 
 
 def errno_of(exc: BaseException) -> int:
@@ -54,36 +49,21 @@ def errno_of(exc: BaseException) -> int:
 def fuse_errors(
     fn: Callable[P, Coroutine[Any, Any, T]],
 ) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Domain errors -> their errno (``_to_errno``), and every operation counted and
-    timed for the mount's metrics (``xfs.common.metrics``)."""
+    """Domain errors -> their errno; every operation counted and timed, by the errno it
+    ended with, for the mount's metrics (``xfs.common.metrics``)."""
     name = f"fuse.{fn.__name__}"
-    mapped = _to_errno(fn)
 
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         started = time.monotonic()
-        outcome = "ok"
-        try:
-            return await mapped(*args, **kwargs)
-        except pyfuse3.FUSEError as e:
-            outcome = errno.errorcode.get(e.errno, "EIO")
-            raise
-        finally:
-            metrics.request(name, outcome, time.monotonic() - started)
-
-    return wrapper
-
-
-def _to_errno(
-    fn: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    @functools.wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        code = 0
         try:
             return await fn(*args, **kwargs)
-        except pyfuse3.FUSEError:
+        except pyfuse3.FUSEError as e:
+            code = e.errno
             raise
         except (XfsError, trio.TooSlowError, OSError, ExceptionGroup) as e:
+            code = errno.EIO
             leaf = _leaf(e)
             if not isinstance(leaf, XfsError | trio.TooSlowError | OSError):
                 log.exception("bug in %s", fn.__name__)
@@ -97,9 +77,13 @@ def _to_errno(
                 log.debug("%s: %r", fn.__name__, leaf)
             raise pyfuse3.FUSEError(code) from None
         except Exception:
+            code = errno.EIO
             log.exception("bug in %s", fn.__name__)
             if STRICT:
                 raise
             raise pyfuse3.FUSEError(errno.EIO) from None
+        finally:
+            outcome = errno.errorcode.get(code, "EIO") if code else "ok"
+            metrics.request(name, outcome, time.monotonic() - started)
 
     return wrapper

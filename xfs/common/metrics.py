@@ -16,6 +16,7 @@ off; on ``metrics_host``, loopback by default). What is measured:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -34,13 +35,26 @@ _GAUGES: dict[str, Gauge] = {}
 SERVICE = ["xfs"]  # set by ``serve``: the label of this process's figures
 
 
+# the labelled children, looked up once: these are called on every request
+_REQUEST: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+_DATA: dict[tuple[str, str], Any] = {}
+
+
 def request(method: str, outcome: str, seconds: float) -> None:
-    REQUESTS.labels(SERVICE[0], method, outcome).inc()
-    SECONDS.labels(SERVICE[0], method).observe(seconds)
+    key = (SERVICE[0], method, outcome)
+    pair = _REQUEST.get(key)
+    if pair is None:
+        pair = _REQUEST[key] = (REQUESTS.labels(*key), SECONDS.labels(key[0], method))
+    pair[0].inc()
+    pair[1].observe(seconds)
 
 
 def data(op: str, n: int) -> None:
-    BYTES.labels(SERVICE[0], op).inc(n)
+    key = (SERVICE[0], op)
+    child = _DATA.get(key)
+    if child is None:
+        child = _DATA[key] = BYTES.labels(*key)
+    child.inc(n)
 
 
 def gauge(name: str, help: str, value: Callable[[], float]) -> None:

@@ -604,31 +604,19 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
         check: the callers (replication handlers, the healer) have made theirs.
         """
         with self._store.transaction() as cur:
-            row = cur.execute(
-                "SELECT xloc, truncate_epoch FROM inodes WHERE volume = ? AND ino = ?",
-                (vid, ino),
-            ).fetchone()
-            if row is None or row[0] is None:
-                raise XfsError(errno.ESTALE, f"no file {vid}:{ino} (stale)")
-            old = rows.decode_xloc(row[0])
+            old, epoch = _layout_row(cur, vid, ino)
             new = change(old)
             if new != old:
                 cur.execute(
                     "UPDATE inodes SET xloc = ? WHERE volume = ? AND ino = ?",
                     (rows.encode_xloc(new), vid, ino),
                 )
-            return new, int(row[1])
+            return new, epoch
 
     def layout_of(self, vid: str, ino: int) -> tuple[XLocSet, int]:
         """A file's XLocSet and truncate epoch by volume id (ESTALE: no such file)."""
         with self._store.read() as cur:
-            row = cur.execute(
-                "SELECT xloc, truncate_epoch FROM inodes WHERE volume = ? AND ino = ?",
-                (vid, ino),
-            ).fetchone()
-        if row is None or row[0] is None:
-            raise XfsError(errno.ESTALE, f"no file {vid}:{ino} (stale)")
-        return rows.decode_xloc(row[0]), int(row[1])
+            return _layout_row(cur, vid, ino)
 
     def is_open(self, vol: str, ino: int) -> bool:
         """Whether any client has the inode open."""
@@ -885,3 +873,13 @@ def _writable(node: rows.Inode) -> None:
     layout = node.layout()
     if layout is not None and layout.update_policy is UpdatePolicy.RONLY:
         raise XfsError(errno.EPERM, f"inode {node.ino} is sealed (read-only replicated)")
+
+
+def _layout_row(cur: sqlite3.Cursor, vid: str, ino: int) -> tuple[XLocSet, int]:
+    """A file's XLocSet and truncate epoch (ESTALE: no such file, or no layout)."""
+    row = cur.execute(
+        "SELECT xloc, truncate_epoch FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)
+    ).fetchone()
+    if row is None or row[0] is None:
+        raise XfsError(errno.ESTALE, f"no file {vid}:{ino} (stale)")
+    return rows.decode_xloc(row[0]), int(row[1])
