@@ -12,6 +12,10 @@ mem_dirty_track``), every dump uses ``--track-mem``, and a dump whose parent ver
 a CRIU image of the same process tree passes ``--prev-images-dir`` so only the pages
 changed since are written; the version then depends on its parent (``depends_on``),
 which ``prune`` keeps and ``delete`` refuses to remove alone.
+
+A restored process gets the PID it was dumped with. Before ``criu restore`` runs, the
+root's PID is checked: a process not yet reaped is waited for (:data:`REAP_WAIT`), a live
+one is named in the error instead of CRIU's "Can't fork for N: File exists".
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import errno
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +34,7 @@ from xfs.checkpoint.sets import CheckpointError
 ENV = "XFS_CRIU"  # the criu binary to use, if not the one on PATH
 TIMEOUT = 3600.0
 LOG_DIR = Path("/var/tmp/xfs-criu")
+REAP_WAIT = 10.0  # seconds a dumped process may stay unreaped before restore gives up
 
 
 class CriuError(CheckpointError):
@@ -79,11 +85,22 @@ def available() -> Criu:
     return Criu(binary, version, track)
 
 
+# CRIU's closing lines ("Restoring FAILED.") and an error it carries on after say nothing of
+# why it failed; the cause is the last other error line.
+_UNTOLD = ("FAILED", "rlimit:")
+
+
+def _cause(log_text: str) -> str | None:
+    errors = [line.strip() for line in log_text.splitlines() if "Error" in line]
+    told = [line for line in errors if not any(word in line for word in _UNTOLD)]
+    return (told or errors)[-1] if errors else None
+
+
 def _failure(what: str, proc: subprocess.CompletedProcess[str], log: Path) -> CriuError:
-    errors: list[str] = []
+    detail: str | None = None
     with contextlib.suppress(OSError):
-        errors = [line for line in log.read_text(errors="replace").splitlines() if "Error" in line]
-    detail = errors[-1].strip() if errors else _last_line(proc.stderr + proc.stdout)
+        detail = _cause(log.read_text(errors="replace"))
+    detail = detail or _last_line(proc.stderr + proc.stdout)
     return CriuError(
         errno.EIO, f"criu {what} failed (exit {proc.returncode}): {detail} (log: {log})"
     )
@@ -126,8 +143,41 @@ def dump(
     _criu("dump", argv, log)
 
 
-def restore(criu: Criu, images: Path, log: Path, *, shell_job: bool = False) -> int:
-    """Restore the process tree in ``images``, detached; the PID of its root."""
+def _state(pid: int) -> tuple[str, str] | None:
+    """(command, state letter) of ``pid`` on this node, or None where there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    command = stat[stat.index("(") + 1 : stat.rindex(")")]
+    return command, stat[stat.rindex(")") + 2 :].split()[0]
+
+
+def wait_for_pids(pids: list[int], timeout: float = REAP_WAIT) -> None:
+    """Return once none of ``pids`` is in use here: CRIU gives a restored process the PID it
+    was dumped with. A dead process not yet reaped by its parent is waited for up to
+    ``timeout``; a live one is EBUSY, naming it."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while (state := _state(pid)) is not None:
+            command, letter = state
+            if letter not in ("Z", "X") or time.monotonic() > deadline:
+                raise CriuError(
+                    errno.EBUSY,
+                    f"PID {pid} is in use on this node by {command!r}"
+                    f"{' (dead, not reaped by its parent)' if letter in ('Z', 'X') else ''}; "
+                    "a CRIU image restores with the PIDs it was dumped with: end that "
+                    "process or restore on another node",
+                )
+            time.sleep(0.05)
+
+
+def restore(
+    criu: Criu, images: Path, log: Path, *, pids: list[int], shell_job: bool = False
+) -> int:
+    """Restore the process tree in ``images`` (rooted at ``pids``), detached; the PID of
+    its root."""
+    wait_for_pids(pids)
     log.parent.mkdir(parents=True, exist_ok=True)
     pidfile = log.with_suffix(".pid")
     pidfile.unlink(missing_ok=True)

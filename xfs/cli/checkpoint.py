@@ -489,7 +489,10 @@ def restore(
     if m.backend == "criu":
         criu = criu_backend.available()
         log = criu_backend.LOG_DIR / f"{m.job}-{version_name(n)}-restore-{os.getpid()}.log"
-        out["pid"] = criu_backend.restore(criu, ckpt.version_path(n), log, shell_job=shell_job)
+        pids = [int(p) for p in m.source.get("pids", [])]
+        out["pid"] = criu_backend.restore(
+            criu, ckpt.version_path(n), log, pids=pids, shell_job=shell_job
+        )
         _echo(out, as_json, f"restored {version_name(n)} of {m.job}: process {out['pid']}")
         return
     if target is not None:
