@@ -53,7 +53,7 @@ class FakeSession:
         attr = Attr(5, 0o100644, 1, "a@v", "g@v", size, 0, 0, 0)
         return FileLayout(attr, xloc, xcap, {o: "h:1" for o in OSDS})
 
-    async def reopen(self, ino: int, flags: int) -> FileLayout:
+    async def reopen(self, ino: int, flags: int, *, want: int = 0) -> FileLayout:
         self.reopened += 1
         return self.layout(expires=self.now + 600)
 

@@ -543,7 +543,7 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         ino = create(ns, b"f", None)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
-        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; "
+        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; "
         "DROP TABLE delegations; "
         "UPDATE meta SET value = 1 WHERE key = 'format_version'; COMMIT;"
@@ -555,7 +555,7 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
                 "SELECT value FROM meta WHERE key = 'format_version'"
             ).fetchone()[0]
             indexes = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
-        assert version == FORMAT_VERSION == 5
+        assert version == FORMAT_VERSION == 6
         assert {"clients", "opens", "locks", "opens_by_inode", "locks_by_inode"} <= indexes
         ns = Namespace(s)
         assert ns.getattr(ALICE, V, ino).nlink == 1  # the old data is there
@@ -576,7 +576,7 @@ def test_format_3_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         pass
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
-        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; "
+        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "ALTER TABLE opens DROP COLUMN append_lease; "
         "UPDATE meta SET value = 3 WHERE key = 'format_version'; COMMIT;"
     )
@@ -605,7 +605,7 @@ def test_same_schema_after_upgrade_as_when_new(tmp_path: Path, clock: Clock) -> 
     Store.open(tmp_path / "old.db", clock).close()
     conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
     conn.executescript(
-        "DROP TABLE dir_leases; DROP TABLE ino_ranges; "
+        "DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; DROP TABLE delegations; "
         "UPDATE meta SET value = 1 WHERE key = 'format_version';"
     )

@@ -220,7 +220,7 @@ def test_format_4_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         Namespace(s).create_volume(ROOT, V, owner="alice@physics", mode=0o777)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
-        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; "
+        "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "UPDATE meta SET value = 4 WHERE key = 'format_version'; COMMIT;"
     )
     conn.close()
@@ -229,7 +229,7 @@ def test_format_4_is_upgraded(tmp_path: Path, clock: Clock) -> None:
             version = cur.execute(
                 "SELECT value FROM meta WHERE key = 'format_version'"
             ).fetchone()[0]
-        assert version == FORMAT_VERSION == 5
+        assert version == FORMAT_VERSION == 6
         n = Namespace(s)
         a, _ = n.client_open(ALICE, LEASE)
         d = n.mkdir(ALICE, V, ROOT_INO, b"d", 0o755, 0).ino

@@ -13,7 +13,7 @@ import pytest
 
 from xfs.mrc import fsck
 from xfs.mrc.namespace import Namespace
-from xfs.mrc.store import Store
+from xfs.mrc.store import Store, add_functions
 from xfs.proto.records import ROOT_INO, Identity, Kind, Replica, Role, StripingPolicy, XLocSet
 
 ALICE = Identity(
@@ -38,6 +38,7 @@ class World:
         self.gone = ns.create(ALICE, "v", ROOT_INO, b"g", 0o644, os.O_CREAT, 0, XLOC)[0].ino
         ns.unlink(ALICE, "v", ROOT_INO, b"g")  # a pending deletion
         self.raw = sqlite3.connect(path, isolation_level=None)
+        add_functions(self.raw)
 
     def sql(self, query: str, *args: object) -> None:
         self.raw.execute(query, args)

@@ -25,6 +25,7 @@ from xfs import embedded
 from xfs.common import config
 from xfs.common.config import ConfigError, MRCConfig, OSDConfig
 from xfs.mrc import repair as repairs
+from xfs.mrc.store import add_functions
 from xfs.osd.objects import ObjectStore, StoreFormatError, check_format
 from xfs.osd.scrub import scrub as scrub_store
 from xfs.proto.errors import XfsError
@@ -74,11 +75,13 @@ def fsck(db: Path | None, state: Path | None, repair: bool, as_json: bool) -> No
                     "stop it first, repair is offline"
                 )
             conn = sqlite3.connect(db, isolation_level=None)
+            add_functions(conn)
             try:
                 done = repairs.repair(conn)
             finally:
                 conn.close()
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
+        add_functions(conn)
         try:
             problems = repairs.check(conn)  # one consistent state for every check
         finally:

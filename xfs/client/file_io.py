@@ -125,7 +125,7 @@ class OpenFile:
             return self.layout
         async with self._renewing:
             if self._stale or self.layout.xcap.expires - self.session.clock() <= margin:
-                self.layout = await self.session.reopen(self.ino, self.flags)
+                self.layout = await self.session.reopen(self.ino, self.flags, want=self.size)
                 self._stale = False
         return self.layout
 
@@ -149,7 +149,7 @@ class OpenFile:
         """A new XCap after an OSD refused ``refused``'s (unless one came meanwhile)."""
         async with self._renewing:
             if self.layout is refused:
-                self.layout = await self.session.reopen(self.ino, self.flags)
+                self.layout = await self.session.reopen(self.ino, self.flags, want=self.size)
                 self._stale = False
         return self.layout
 
@@ -179,6 +179,8 @@ class OpenFile:
         self._raise_error()
         if self.landing is not None:
             await self._land()  # (the stripe size is the real layout's)
+        if 0 <= self.layout.xcap.max_size < offset + len(data):
+            await self._room_for(offset + len(data))
         view = memoryview(data)
         for piece in pieces(offset, len(data), self.stripe_size):
             chunk = view[piece.buf_offset : piece.buf_offset + piece.length]
@@ -216,6 +218,21 @@ class OpenFile:
         while len(self._dirty) > DIRTY_LIMIT_OBJECTS:
             await self._start_flush(next(iter(self._dirty)))
         return len(data)
+
+    async def _room_for(self, end: int) -> None:
+        """Quota (docs/design/quotas.md): the XCap's voucher must reach ``end`` before
+        bytes up to it are taken. Our size goes to the MRC first (the data it counts on
+        the OSDs), then a new XCap is asked for; EDQUOT if its voucher still falls short."""
+        await self.flush()
+        async with self._renewing:
+            self.layout = await self.session.reopen(self.ino, self.flags, want=end)
+            self._stale = False
+        if 0 <= self.layout.xcap.max_size < end:
+            raise XfsError(
+                errno.EDQUOT,
+                f"inode {self.ino}: the quota leaves room up to byte "
+                f"{self.layout.xcap.max_size}, not {end}",
+            )
 
     async def _start_flush(self, objno: int, *, sync: bool = False) -> None:
         """Send object ``objno``'s dirty data in the background (``sync``: durably on

@@ -554,8 +554,11 @@ class Session:
                         if ino not in self._opens:
                             self._registering.pop(ino, None)
 
-    async def reopen(self, ino: int, flags: int) -> FileLayout:
-        return await self.mrc(MRC.open, Open(self.volume, ino, flags, await self.client()))
+    async def reopen(self, ino: int, flags: int, *, want: int = 0) -> FileLayout:
+        """The file opened again: a new XCap (its quota voucher reaching ``want``, if the
+        quotas leave room for that)."""
+        request = Open(self.volume, ino, flags, await self.client(), want)
+        return await self.mrc(MRC.open, request)
 
     def _opened(self, layout: FileLayout, flags: int) -> OpenFile:
         ino = layout.attr.ino

@@ -18,7 +18,7 @@ import sqlite3
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
-from xfs.mrc import perms
+from xfs.mrc import perms, quotas
 from xfs.mrc.clients import client_of
 from xfs.mrc.perms import W_OK, X_OK
 from xfs.mrc.store import Store
@@ -98,6 +98,7 @@ class DirLeaseOps:
                 raise XfsError(
                     errno.EAGAIN, f"client {client} holds {held} unused inode ranges already"
                 )
+            quotas.check_files(cur, v.id, caller.principal, "reserve inode numbers", count)
             (first,) = cur.execute(
                 "UPDATE volumes SET next_ino = next_ino + ? WHERE id = ? RETURNING next_ino - ?",
                 (count, v.id, count),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import policies
-from xfs.mrc.store import FORMAT_VERSION, Store
+from xfs.mrc.store import FORMAT_VERSION, USAGE_FROM_INODES, Store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO
 
@@ -279,6 +279,31 @@ class Fsck:
                     self.problems.append(f"{where}: ronly does not seal on close")
             except XfsError as e:
                 self.problems.append(f"{where}: {e.message}")
+
+    def check_usage(self) -> None:
+        """Each owner's usage of a volume is what its inodes hold (files, and bytes: size
+        times replicas; docs/design/quotas.md)."""
+        kept = {
+            (v, p): (f, b)
+            for v, p, f, b in self.cur.execute("SELECT volume, principal, files, bytes FROM usage")
+            if (f, b) != (0, 0)
+        }
+        counted = {(v, p): (f, b) for v, p, f, b in self.cur.execute(USAGE_FROM_INODES)}
+        for key in sorted(kept.keys() | counted.keys()):
+            if kept.get(key, (0, 0)) != counted.get(key, (0, 0)):
+                files, nbytes = kept.get(key, (0, 0))
+                really = counted.get(key, (0, 0))
+                self.problems.append(
+                    f"usage of {key[1]!r} in {key[0]}: {files} files, {nbytes} bytes kept, "
+                    f"{really[0]} files, {really[1]} bytes held"
+                )
+
+    def check_quotas(self) -> None:
+        self._report(
+            "SELECT volume, principal, files, bytes FROM quotas "
+            "WHERE files < 0 OR bytes < 0 OR (files IS NULL AND bytes IS NULL)",
+            lambda v, p, f, b: f"quota of {p!r} on {v}: {f} files, {b} bytes is no limit",
+        )
 
     def check_foreign_keys(self) -> None:
         self._report(

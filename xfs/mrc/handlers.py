@@ -16,6 +16,7 @@ import functools
 import os
 import random
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,7 +25,7 @@ import trio
 from xfs.common import audit
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
-from xfs.mrc import locks, placement, policies, roles
+from xfs.mrc import locks, placement, policies, quotas, roles
 from xfs.mrc.clients import Ended
 from xfs.mrc.delegations import Delegated, Delegation, Delegations
 from xfs.mrc.leases import APPEND, DIR, RECALL_WAIT, LockWaiters, Recaller
@@ -71,6 +72,9 @@ from xfs.proto.methods import (
     Offset,
     Open,
     OSDList,
+    QuotaInfo,
+    QuotaList,
+    QuotaSet,
     ReadDir,
     Recalls,
     ReleaseLocks,
@@ -99,6 +103,7 @@ from xfs.proto.records import (
     Identity,
     Replica,
     Rights,
+    Role,
     StatFS,
     StripingPolicy,
     UpdatePolicy,
@@ -155,6 +160,7 @@ class MRCHandlers:
         # name -> (id, default striping, owner): fixed once a volume exists, and asked for
         # on every request, where get_volume would also count the volume's files
         self._volumes: dict[str, tuple[str, StripingPolicy, str]] = {}
+        self._vouchers = quotas.Vouchers(time.time)  # quota reservations of write XCaps
 
     def register(self, d: Dispatcher) -> None:
         for method, handler in [
@@ -195,6 +201,8 @@ class MRCHandlers:
             (MRC.readdir, self.readdir),
             (MRC.access, self.access),
             (MRC.statfs, self.statfs),
+            (MRC.quota_set, self.quota_set),
+            (MRC.quota_list, self.quota_list),
             (MRC.sync, self.sync),
             (MRC.getxattr, self.getxattr),
             (MRC.setxattr, self.setxattr),
@@ -242,11 +250,15 @@ class MRCHandlers:
         epoch: int,
         rights: Rights,
         basis: Basis = Basis.CHECKED,
+        want: int = 0,
     ) -> FileLayout:
         """The file's layout with an XCap granted to ``peer`` (see ``XCapIssuer.grant``):
         every caller checked the path (``_as``) and, for ``CHECKED``, the namespace the
         mode, in the same request."""
         vid = self._volume(volume)[0]
+        max_size = -1
+        if rights & (Rights.WRITE | Rights.TRUNCATE):
+            max_size = self._voucher(peer, vid, attr, len(xloc.replicas), want)
         xcap = self._xcaps.grant(
             peer,
             who,
@@ -257,11 +269,32 @@ class MRCHandlers:
             xloc,
             basis,
             checked=True,
+            max_size=max_size,
             volume=volume,
             **_via(peer),
         )
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
+
+    def _voucher(
+        self, peer: Identity, vid: str, attr: Attr, replicas: int, want: int = 0
+    ) -> int:
+        """The size ``peer`` may write the file up to under its owner's and its volume's
+        bytes quotas (xfs.mrc.quotas; ``want``: the size it asked for), reserved until the
+        XCap expires: -1, no limit."""
+        limits, used = self._ns.quota_view(vid, attr.owner)
+        if not any(limit.bytes is not None for limit in limits.values()):
+            return -1
+        key = (vid, attr.ino, peer.fingerprint)
+        reserved = self._vouchers.reserved(vid, self._ns.sizes, but=key)
+        rooms = [
+            quotas.room(limit.bytes, used[p].bytes, reserved.get(p, 0))
+            for p, limit in limits.items()
+        ]
+        max_size = quotas.voucher(attr.size, replicas, rooms, want)
+        expires = time.time() + self._xcaps.lifetime
+        self._vouchers.hold(key, attr.owner, max_size, replicas, expires)
+        return max_size
 
     def _place(self, volume: str, directory: int) -> XLocSet:
         """The layout of a new file in ``directory``, under the policy that applies there."""
@@ -480,7 +513,7 @@ class MRCHandlers:
             placed = self._place(req.volume, self._ns.file_dir(req.volume, req.ino))
             attr, xloc, epoch = self._ns.give_layout(req.volume, req.ino, placed)
         rights = rights_for_flags(req.flags)
-        return self._layout(peer, who, req.volume, attr, xloc, epoch, rights)
+        return self._layout(peer, who, req.volume, attr, xloc, epoch, rights, want=req.want)
 
     async def unlink(self, peer: Identity, req: Remove) -> Removed:
         who = self._as(peer, req.volume, req.parent)
@@ -544,13 +577,68 @@ class MRCHandlers:
         return Empty()
 
     async def statfs(self, peer: Identity, req: VolumeName) -> StatFS:
-        self._as(peer, req.name)
+        who = self._as(peer, req.name)
         files, _ = self._ns.statfs_counts(req.name)
         osds = [o for o in self._registry.all() if o.alive]
         total = sum(o.total for o in osds)
         free = sum(o.free for o in osds)
+        files_total, files_free = files + (1 << 32), 1 << 32
+        # a quota on the caller's inodes or on the volume: df shows the tightest one
+        limits, used = self._ns.quota_view(self._volume(req.name)[0], who.principal)
+        bytes_left = [
+            (quotas.room(lim.bytes, used[p].bytes), lim.bytes)
+            for p, lim in limits.items()
+            if lim.bytes is not None
+        ]
+        if bytes_left:
+            left, limit = min(bytes_left, key=lambda pair: pair[0] or 0)
+            total, free = min(total, limit or 0), min(free, left or 0)
+        files_left = [
+            (quotas.room(lim.files, used[p].files), lim.files)
+            for p, lim in limits.items()
+            if lim.files is not None
+        ]
+        if files_left:
+            left, limit = min(files_left, key=lambda pair: pair[0] or 0)
+            files_total, files_free = limit or 0, left or 0
         return StatFS(
-            STATFS_BLOCK, total // STATFS_BLOCK, free // STATFS_BLOCK, files + (1 << 32), 1 << 32
+            STATFS_BLOCK, total // STATFS_BLOCK, free // STATFS_BLOCK, files_total, files_free
+        )
+
+    # ------------------------------------------------------------------ quotas
+    async def quota_set(self, peer: Identity, req: QuotaSet) -> Empty:
+        owner = self._volume(req.volume)[2]
+        if not roles.is_super_of(peer, roles.vo_of(owner)):
+            raise XfsError(
+                errno.EPERM,
+                f"{peer.principal} may not set quotas on volume {req.volume!r}: it needs role "
+                f"super of VO {roles.vo_of(owner)!r}",
+            )
+        limit = quotas.Limit(req.files, req.bytes)
+        self._ns.set_quota(req.volume, req.principal, limit)
+        self._audit.record(
+            audit.ADMIN,
+            peer.principal,
+            "quota_set",
+            volume=req.volume,
+            principal=req.principal,
+            files=req.files,
+            bytes=req.bytes,
+        )
+        return Empty()
+
+    async def quota_list(self, peer: Identity, req: VolumeName) -> QuotaList:
+        """The volume's quotas: all of them for its VO's super users and advanced users,
+        else the volume's own and the caller's."""
+        who = self._as(peer, req.name)
+        owner = self._volume(req.name)[2]
+        sees_all = roles.is_super_of(who, roles.vo_of(owner)) or who.role is Role.ADVANCED
+        return QuotaList(
+            [
+                _quota_info(*q)
+                for q in self._ns.quotas_of(req.name)
+                if sees_all or q[1] in (quotas.VOLUME, who.principal)
+            ]
         )
 
     # ------------------------------------------------------------------ xattrs
@@ -614,6 +702,7 @@ class MRCHandlers:
             self._ns.pending_count(),
             repair,
             self._scrub(),
+            [_quota_info(*q) for q in self._ns.quotas_of()],
         )
 
     # ------------------------------------------------------------------ delegations
@@ -705,6 +794,7 @@ class MRCHandlers:
         return Empty()
 
     def _close(self, who: Identity, volume: str, ino: int, client: str) -> None:
+        self._vouchers.give_back(self._volume(volume)[0], ino, who.fingerprint)
         if self._ns.close(who, volume, ino, client) is not None:
             self._on_deletion()
         elif (
@@ -1012,3 +1102,7 @@ def _lock_request(req: LockArgs) -> locks.Request:
 def _holder(held: locks.Held, client: str) -> LockHolder:
     """The lock in the way; a pid means something only on the holder's own node."""
     return LockHolder(held.mode, held.start, held.end, held.pid if held.client == client else 0)
+
+
+def _quota_info(volume: str, principal: str, limit: quotas.Limit, used: quotas.Use) -> QuotaInfo:
+    return QuotaInfo(volume, principal, limit.files, limit.bytes, used.files, used.bytes)

@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from xfs.mrc import acl as acls
+from xfs.mrc import quotas
 from xfs.proto.errors import XfsError
 from xfs.proto.records import NAME_MAX, Attr, StripingPolicy, VolumeInfo, XLocSet
 
@@ -254,8 +255,11 @@ def new_inode(
     target: bytes | None = None,
     ino: int | None = None,
 ) -> Inode:
-    """Insert an inode with the volume's next number (or ``ino``, for the root)."""
+    """Insert an inode with the volume's next number (or ``ino``: the root, or a create
+    under a directory lease, whose number was checked against the files quota when it was
+    reserved); EDQUOT if the owner's or the volume's files quota is used up."""
     if ino is None:
+        quotas.check_files(cur, vol.id, owner, f"new inode in volume {vol.name}")
         row = cur.execute(
             "UPDATE volumes SET next_ino = next_ino + 1 WHERE id = ? RETURNING next_ino - 1",
             (vol.id,),
@@ -267,6 +271,7 @@ def new_inode(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
         (vol.id, ino, mode, nlink, owner, group, size, now, now, now, rdev, blob, target),
     )
+    quotas.use(cur, vol.id, owner, 1, quotas.charge(mode, size, blob))
     attr = Attr(
         ino, mode, nlink, owner, group, size, now, now, now, rdev, blksize=vol.striping.stripe_size
     )
@@ -285,6 +290,8 @@ def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inod
         f"UPDATE inodes SET {cols} WHERE volume = ? AND ino = ?",
         (*fields.values(), vol.id, node.ino),
     )
+    if fields.keys() & {"size", "owner", "xloc"}:
+        recharge(cur, vol.id, node.attr.mode, (node.attr.owner, node.attr.size, node.xloc), fields)
     attr_fields = {
         ("group" if k == "grp" else k): v
         for k, v in fields.items()
@@ -297,6 +304,25 @@ def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inod
         node.target,
         node.acl,
     )
+
+
+def recharge(
+    cur: sqlite3.Cursor,
+    vid: str,
+    mode: int,
+    old: tuple[str, int, bytes | None],
+    new: dict[str, Any],
+) -> None:
+    """An inode's owner, size or XLocSet changed from ``old`` (owner, size, xloc) to what
+    ``new`` (columns) says: move its usage."""
+    owner, size, xloc = old
+    to = (new.get("owner", owner), new.get("size", size), new.get("xloc", xloc))
+    before, after = quotas.charge(mode, size, xloc), quotas.charge(mode, to[1], to[2])
+    if to[0] != owner:
+        quotas.use(cur, vid, owner, -1, -before)
+        quotas.use(cur, vid, to[0], 1, after)
+    else:
+        quotas.use(cur, vid, owner, 0, after - before)
 
 
 def touch_dir(cur: sqlite3.Cursor, vol: Vol, ino: int, now: int, nlink_delta: int = 0) -> None:
@@ -333,6 +359,12 @@ def drop_inode(cur: sqlite3.Cursor, vol: Vol, ino: int, xloc: bytes | None) -> i
 
 def drop_inode_of(cur: sqlite3.Cursor, vid: str, ino: int, xloc: bytes | None) -> int | None:
     """``drop_inode`` by volume id. Returns the pending deletion id, if any."""
+    gone = cur.execute(
+        "SELECT owner, mode, size, xloc FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)
+    ).fetchone()
+    if gone is not None:
+        owner, mode, size, blob = gone
+        quotas.use(cur, vid, owner, -1, -quotas.charge(mode, size, blob))
     for table in ("xattrs", "locks", "opens", "inodes"):
         cur.execute(f"DELETE FROM {table} WHERE volume = ? AND ino = ?", (vid, ino))
     if xloc is None:

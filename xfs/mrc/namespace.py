@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
-from xfs.mrc import perms, policies
+from xfs.mrc import perms, policies, quotas
 from xfs.mrc.clients import ClientOps, register_open
 from xfs.mrc.dirleases import DirLeaseOps, take_ino, taken_by
 from xfs.mrc.dirseq import DirSeq
@@ -206,6 +206,10 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
     def _truncate(
         self, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
     ) -> rows.Inode:
+        grows = quotas.charge(node.mode, size, node.xloc) - quotas.charge(
+            node.mode, node.attr.size, node.xloc
+        )
+        quotas.check_bytes(cur, v.id, node.attr.owner, f"truncate inode {node.ino}", grows)
         return rows.set_inode(
             cur,
             v,
@@ -607,10 +611,13 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
             old, epoch = _layout_row(cur, vid, ino)
             new = change(old)
             if new != old:
-                cur.execute(
-                    "UPDATE inodes SET xloc = ? WHERE volume = ? AND ino = ?",
-                    (rows.encode_xloc(new), vid, ino),
-                )
+                blob = rows.encode_xloc(new)
+                owner, mode, size, was = cur.execute(
+                    "UPDATE inodes SET xloc = ? WHERE volume = ? AND ino = ? "
+                    "RETURNING owner, mode, size, ?",
+                    (blob, vid, ino, rows.encode_xloc(old)),
+                ).fetchone()
+                rows.recharge(cur, vid, mode, (owner, size, was), {"xloc": blob})
             return new, epoch
 
     def layout_of(self, vid: str, ino: int) -> tuple[XLocSet, int]:

@@ -24,6 +24,7 @@ import stat
 
 from xfs.mrc import inodes as rows
 from xfs.mrc.fsck import Fsck
+from xfs.mrc.store import USAGE_FROM_INODES
 
 _DIR = f"mode & {stat.S_IFMT(0o170000)} = {stat.S_IFDIR}"  # (as fsck writes it)
 
@@ -39,6 +40,7 @@ def repair(conn: sqlite3.Connection) -> list[str]:
         _nlinks(cur, done)
         _orphans(cur, done)
         _next_ino(cur, done)
+        _usage(cur, done)
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -110,6 +112,16 @@ def _next_ino(cur: sqlite3.Cursor, done: list[str]) -> None:
     ).fetchall():
         cur.execute("UPDATE volumes SET next_ino = ? WHERE id = ?", (top + 1, vid))
         done.append(f"raised next_ino of volume {name!r} to {top + 1}")
+
+
+def _usage(cur: sqlite3.Cursor, done: list[str]) -> None:
+    checker = Fsck(cur)
+    checker.check_usage()
+    problems = checker.problems
+    if problems:
+        cur.execute("DELETE FROM usage")
+        cur.execute("INSERT INTO usage " + USAGE_FROM_INODES)
+        done.append(f"counted the usage of every owner again ({len(problems)} were wrong)")
 
 
 def check(conn: sqlite3.Connection) -> list[str]:

@@ -23,7 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-FORMAT_VERSION = 5
+import msgpack
+
+FORMAT_VERSION = 6
 
 # Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
 # entries and xattrs are BLOBs: POSIX names are bytes, not text.
@@ -49,6 +51,28 @@ CREATE TABLE ino_ranges (
     PRIMARY KEY (volume, start)
 ) STRICT;
 CREATE INDEX ino_ranges_by_client ON ino_ranges(client, volume);
+"""
+
+# Format 6 (docs/design/quotas.md). usage: what each owner's inodes of a volume hold,
+# kept by xfs.mrc.inodes in the transaction that changes an inode: files counts every
+# inode, bytes the size of each regular file times its number of replicas. quotas: the
+# limits set with ``xfs quota``; principal '' is the whole volume; NULL is no limit.
+QUOTAS_SCHEMA = """
+CREATE TABLE usage (
+    volume    TEXT NOT NULL,
+    principal TEXT NOT NULL,                  -- an owner of inodes of the volume
+    files     INTEGER NOT NULL,               -- >= 0
+    bytes     INTEGER NOT NULL,               -- >= 0
+    PRIMARY KEY (volume, principal)
+) STRICT;
+
+CREATE TABLE quotas (
+    volume    TEXT NOT NULL REFERENCES volumes(id),
+    principal TEXT NOT NULL,                  -- '': the volume as a whole
+    files     INTEGER,                        -- NULL: no limit
+    bytes     INTEGER,
+    PRIMARY KEY (volume, principal)
+) STRICT;
 """
 
 SCHEMA = (
@@ -199,7 +223,22 @@ CREATE TABLE delegations (
 ) STRICT;
 """
     + DIR_LEASES_SCHEMA
+    + QUOTAS_SCHEMA
 )
+
+
+def replica_count(xloc: bytes) -> int:
+    """The number of replicas in a stored XLocSet (msgpack of ``XLocSet.to_wire()``); 1
+    for a blob that is none (fsck reports those)."""
+    try:
+        return max(1, len(msgpack.unpackb(xloc, raw=False)["replicas"]))
+    except (ValueError, TypeError, KeyError, msgpack.ExtraData):
+        return 1
+
+
+def add_functions(conn: sqlite3.Connection) -> None:
+    """The SQL functions the store's queries use (``USAGE_FROM_INODES``)."""
+    conn.create_function("xfs_replicas", 1, replica_count, deterministic=True)
 
 
 class StoreError(Exception):
@@ -236,6 +275,7 @@ class Store:
                 raise StoreError(f"MRC store {path}: cannot use WAL journal (got {mode!r})")
             conn.execute("PRAGMA synchronous = NORMAL")  # + sync(): group commit
             conn.execute("PRAGMA foreign_keys = ON")
+            add_functions(conn)
             _init_or_check(conn, path)
         except sqlite3.DatabaseError as e:
             conn.close()
@@ -349,6 +389,9 @@ def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
         row = (4,)
     if row[0] == 4:
         _upgrade_from_4(conn)
+        row = (5,)
+    if row[0] == 5:
+        _upgrade_from_5(conn)
         return
     if row[0] != FORMAT_VERSION:
         raise StoreError(
@@ -403,3 +446,26 @@ def _upgrade_from_4(conn: sqlite3.Connection) -> None:
         + "UPDATE meta SET value = 5 WHERE key = 'format_version';\n"
         "COMMIT;"
     )
+
+
+# The usage of every owner of every volume, from the inodes (format 6; fsck compares).
+USAGE_FROM_INODES = f"""
+SELECT volume, owner, count(*),
+       coalesce(sum(CASE WHEN mode & {0o170000} = {0o100000} THEN size * replicas ELSE 0 END), 0)
+FROM (SELECT volume, owner, mode, size,
+             CASE WHEN xloc IS NULL THEN 1 ELSE xfs_replicas(xloc) END AS replicas
+      FROM inodes)
+GROUP BY volume, owner
+"""
+
+
+def _upgrade_from_5(conn: sqlite3.Connection) -> None:
+    """Format 5 lacked usage and quotas: add their tables, usage counted from the inodes."""
+    conn.executescript("BEGIN IMMEDIATE;\n" + QUOTAS_SCHEMA)
+    try:
+        conn.execute("INSERT INTO usage " + USAGE_FROM_INODES)
+        conn.execute("UPDATE meta SET value = 6 WHERE key = 'format_version'")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

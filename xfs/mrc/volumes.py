@@ -9,6 +9,7 @@ import stat
 import uuid
 
 from xfs.mrc import inodes as rows
+from xfs.mrc import quotas
 from xfs.mrc.store import Store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Identity, StripingPolicy, VolumeInfo, XLocSet
@@ -116,6 +117,8 @@ class VolumeOps:
                 "delegations",
                 "dir_leases",
                 "ino_ranges",
+                "usage",
+                "quotas",
             ):
                 cur.execute(f"DELETE FROM {table} WHERE volume = ?", (vol.id,))
             cur.execute("DELETE FROM volumes WHERE id = ?", (vol.id,))
@@ -140,6 +143,50 @@ class VolumeOps:
         """(files, bytes used) of volume ``vol``."""
         with self._store.read() as cur:
             return _counts(cur, rows.volume(cur, vol).id)
+
+    # -------------------------------------------------------------- quotas
+    def set_quota(self, vol: str, principal: str, limit: quotas.Limit) -> None:
+        """Set ``principal``'s quota on ``vol`` (``quotas.VOLUME``: the volume's); an
+        empty ``limit`` removes it."""
+        with self._store.transaction() as cur:
+            quotas.set_quota(cur, rows.volume(cur, vol).id, principal, limit)
+
+    def quotas_of(
+        self, vol: str | None = None
+    ) -> list[tuple[str, str, quotas.Limit, quotas.Use]]:
+        """Every quota of ``vol`` (None: of every volume) with what it limits holds now:
+        (volume name, principal, limit, usage)."""
+        with self._store.read() as cur:
+            if vol is None:
+                vols = cur.execute("SELECT id, name FROM volumes ORDER BY name").fetchall()
+            else:
+                v = rows.volume(cur, vol)
+                vols = [(v.id, v.name)]
+            return [
+                (name, p, limit, used)
+                for vid, name in vols
+                for p, (limit, used) in quotas.all_quotas(cur, vid).items()
+            ]
+
+    def quota_view(
+        self, vid: str, principal: str
+    ) -> tuple[dict[str, quotas.Limit], dict[str, quotas.Use]]:
+        """The quotas that apply to ``principal``'s inodes of volume ``vid`` (its own and
+        the volume's) and the usage each of them limits."""
+        with self._store.read() as cur:
+            found = quotas.limits(cur, vid, principal)
+            return found, {p: quotas.usage(cur, vid, p) for p in found}
+
+    def sizes(self, vid: str, inos: list[int]) -> dict[int, int]:
+        """The sizes of files ``inos`` of volume ``vid`` (the ones that exist)."""
+        with self._store.read() as cur:
+            marks = ", ".join("?" * len(inos))
+            return dict(
+                cur.execute(
+                    f"SELECT ino, size FROM inodes WHERE volume = ? AND ino IN ({marks})",
+                    (vid, *inos),
+                ).fetchall()
+            )
 
     # -------------------------------------------------------------- pending deletions
     def pending_count(self) -> int:

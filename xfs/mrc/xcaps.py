@@ -100,15 +100,21 @@ class XCapIssuer:
         basis: Basis,
         *,
         checked: bool = False,
+        max_size: int = -1,
         **detail: Any,
     ) -> XCap:
         """An XCap for ``peer``'s certificate, after ``who`` (``peer`` as the volume sees
         it) was found to hold ``rights`` (see ``Basis``); audited, with ``detail``.
         ``checked``: a ``CHECKED`` grant whose path and mode the request's handler checked
-        already (an open, a truncate), so they are not looked up twice."""
+        already (an open, a truncate), so they are not looked up twice. ``max_size``: the
+        quota voucher (-1: none)."""
         if basis is Basis.CHECKED and not checked:
             self._may_hold(who, volume_id, ino, access_mask(rights))
-        xcap = self.issue(volume_id, ino, rights, truncate_epoch, xloc, peer.fingerprint)
+        xcap = self.issue(
+            volume_id, ino, rights, truncate_epoch, xloc, peer.fingerprint, max_size=max_size
+        )
+        if max_size >= 0:
+            detail["max_size"] = max_size
         self._audit.record(
             audits.XCAP,
             peer.principal,
@@ -143,6 +149,8 @@ class XCapIssuer:
         truncate_epoch: int,
         xloc: XLocSet,
         holder: bytes,
+        *,
+        max_size: int = -1,
     ) -> XCap:
         """Sign an XCap (only ``grant``, ``own`` and tests minting tokens call this)."""
         now = int(self._clock())
@@ -158,6 +166,7 @@ class XCapIssuer:
                 expires=now + int(self._lifetime),
                 holder=holder,
                 key_id="",
+                max_size=max_size,
             ),
             self.ring,
         )

@@ -7,7 +7,8 @@ column it holds there decides which objects it may serve. Writes and truncates a
 fenced by the XCap's truncate epoch in the object store (see ``objects``).
 
 Refusals of authority are ``EACCES`` (the dispatcher audits them); requests for objects
-or ranges outside what the XCap's column allows are ``EINVAL`` and audited here.
+or ranges outside what the XCap's column allows are ``EINVAL`` and audited here; bytes
+past the XCap's quota voucher (``max_size``, docs/design/quotas.md) are ``EDQUOT``.
 
 Replicated files (``rw``, ``ronly``) go through ``replication``: an XLocSet older than
 the one installed here is refused with ``ESTALE`` (the client renews and retries); for
@@ -160,6 +161,23 @@ class OSDHandlers:
             )
             raise XfsError(errno.EINVAL, reason)
 
+    def _within_voucher(self, peer: Identity, action: str, xcap: XCap, end: int) -> None:
+        """EDQUOT if the write or truncate reaches past the XCap's quota voucher."""
+        if 0 <= xcap.max_size < end:
+            self._audit.record(
+                audits.DENY,
+                peer.principal,
+                action,
+                "EDQUOT",
+                why=f"up to byte {end}, voucher {xcap.max_size}",
+                file=xcap.file_id,
+            )
+            raise XfsError(
+                errno.EDQUOT,
+                f"{xcap.file_id}: quota voucher ends at byte {xcap.max_size}, "
+                f"the write reaches {end}",
+            )
+
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await trio.to_thread.run_sync(fn, *args, limiter=self._io)
 
@@ -275,6 +293,8 @@ class OSDHandlers:
             req.offset,
             len(req.data),
         )
+        end = req.objno * replica.striping.stripe_size + req.offset + len(req.data)
+        self._within_voucher(peer, OSD.write.wire_name, req.xcap, end)
         file_id, repl = req.xcap.file_id, self.replication
         if repl is None:
             await self._write_local(req)
@@ -353,6 +373,7 @@ class OSDHandlers:
                 file=req.xcap.file_id,
             )
             raise XfsError(errno.EINVAL, "negative size")
+        self._within_voucher(peer, OSD.truncate.wire_name, req.xcap, req.size)
         file_id, repl = req.xcap.file_id, self.replication
         if repl is None:
             await self._truncate_local(req, replica, column)

@@ -92,6 +92,32 @@ class VolumeList(Record):
 
 
 @dataclass(frozen=True)
+class QuotaSet(Record):
+    """Set a quota (docs/design/quotas.md): on the whole volume (``principal`` '') or on
+    one principal's inodes of it; a limit of None is none, both None remove the quota."""
+
+    volume: str
+    principal: str
+    files: int | None = None
+    bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class QuotaInfo(Record):
+    volume: str
+    principal: str  # '': the volume as a whole
+    files_limit: int | None
+    bytes_limit: int | None
+    files: int  # what it limits holds now: inodes
+    bytes: int  # and bytes (sizes times replicas)
+
+
+@dataclass(frozen=True)
+class QuotaList(Record):
+    quotas: list[QuotaInfo]
+
+
+@dataclass(frozen=True)
 class Lookup(Record):
     volume: str
     parent: int
@@ -166,6 +192,7 @@ class Open(Record):
     ino: int
     flags: int
     client: str | None = None  # register the open on this client lease
+    want: int = 0  # quota: the size the writer's voucher must reach (0: the MRC's step)
 
 
 @dataclass(frozen=True)
@@ -558,6 +585,7 @@ class MRCStatus(Record):
     pending_deletions: int
     repair: RepairStatus | None = None
     scrub: ScrubStatus | None = None
+    quotas: list[QuotaInfo] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -791,6 +819,10 @@ class MRC:
     )
     osd_list = Method("mrc", "osd_list", 1, Empty, OSDList, Authority.ADVANCED, idempotent=True)
     status = Method("mrc", "status", 1, Empty, MRCStatus, Authority.ADVANCED, idempotent=True)
+    quota_set = Method("mrc", "quota_set", 1, QuotaSet, Empty, Authority.ADMIN, idempotent=True)
+    quota_list = Method(
+        "mrc", "quota_list", 1, VolumeName, QuotaList, Authority.USER, idempotent=True
+    )
     client_open = Method("mrc", "client_open", 1, Empty, ClientLease, Authority.USER)
     client_renew = Method(
         "mrc", "client_renew", 1, ClientId, ClientLease, Authority.USER, idempotent=True

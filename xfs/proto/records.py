@@ -225,6 +225,9 @@ class XCap(Record):
     holder: bytes  # SHA-256 fingerprint of the holder's certificate
     key_id: str
     signature: bytes = b""
+    # quota voucher (docs/design/quotas.md): writes may reach this size, OSDs refuse
+    # bytes past it with EDQUOT; -1: no limit
+    max_size: int = -1
 
     @property
     def file_id(self) -> str:
