@@ -32,6 +32,7 @@ from xfs.proto.methods import (
     Empty,
     Method,
     OSDName,
+    QuotaInfo,
     RepairStatus,
     VolumeCreate,
     VolumeName,
@@ -205,6 +206,8 @@ def status(as_json: bool, wide: bool, **options: Any) -> None:
             human_size(v.bytes_used),
         )
     console.print(vols)
+    if st.quotas:
+        console.print(quota_table(st.quotas, "Quotas"))
     if st.repair is not None:
         _print_repair(console, st.repair)
     if st.scrub is not None:
@@ -215,6 +218,28 @@ def status(as_json: bool, wide: bool, **options: Any) -> None:
             f"{'current' if sc.running else 'last'} pass; repaired {sc.repaired}, "
             f"unrepaired {sc.unrepaired}"
         )
+
+
+def _who(principal: str) -> str:
+    return principal or "(volume)"
+
+
+def _limit_text(limit: int | None, used: int, size: bool) -> str:
+    show = human_size if size else str
+    return f"{show(used)} of {show(limit)}" if limit is not None else f"{show(used)}, no limit"
+
+
+def quota_table(quotas: list[QuotaInfo], title: str) -> Table:
+    """The table ``quota show`` and ``status`` print."""
+    table = Table("volume", "principal", "bytes (all replicas)", "files", title=title)
+    for q in quotas:
+        table.add_row(
+            q.volume,
+            _who(q.principal),
+            _limit_text(q.bytes_limit, q.bytes, True),
+            _limit_text(q.files_limit, q.files, False),
+        )
+    return table
 
 
 def _print_repair(console: Console, repair: RepairStatus) -> None:

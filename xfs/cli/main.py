@@ -15,6 +15,7 @@ from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
 from xfs.cli.mount_helper import mount_helper
 from xfs.cli.policy import policy
+from xfs.cli.quota import quota
 from xfs.cli.replica import replica
 from xfs.cli.servers import mount, mrc, osd, umount
 
@@ -40,6 +41,7 @@ for command in (
     acl,
     delegate,
     policy,
+    quota,
     replica,
     checkpoint,
     fsck,

@@ -25,8 +25,8 @@ OSD_LABELS = "xfs.osd_labels"
 
 T = TypeVar("T")
 
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-_SIZE = re.compile(r"(\d+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"(\d+)\s*([KMGT]?)(?:I?B)?", re.IGNORECASE)
 
 
 def through_mount(path: str, call: Callable[[], T]) -> T:
@@ -52,7 +52,7 @@ def parse_size(text: str) -> int:
     """``1M``, ``64K``, ``4096``, ``1MiB``: bytes (binary units)."""
     m = _SIZE.fullmatch(text.strip())
     if m is None:
-        raise click.BadParameter(f"{text!r} is not a size (4096, 64K, 1M, 1G)")
+        raise click.BadParameter(f"{text!r} is not a size (4096, 64K, 1M, 1G, 1T)")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 

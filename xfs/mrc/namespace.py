@@ -206,10 +206,6 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
     def _truncate(
         self, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
     ) -> rows.Inode:
-        grows = quotas.charge(node.mode, size, node.xloc) - quotas.charge(
-            node.mode, node.attr.size, node.xloc
-        )
-        quotas.check_bytes(cur, v.id, node.attr.owner, f"truncate inode {node.ino}", grows)
         return rows.set_inode(
             cur,
             v,
@@ -329,6 +325,10 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
                 if not writer:
                     _need(caller, node, W_OK, f"truncate inode {ino}")
                 _writable(node)
+                grows = quotas.charge(node.mode, size, node.xloc) - quotas.charge(
+                    node.mode, node.attr.size, node.xloc
+                )
+                quotas.check_bytes(cur, v.id, node.attr.owner, f"truncate inode {ino}", grows)
                 fields.update(size=size, truncate_epoch=node.truncate_epoch + 1, mtime_ns=now)
                 xloc = node.layout()
             new_mode = node.mode
@@ -336,6 +336,12 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
                 if not perms.may_chown(caller, node.attr, owner, group):
                     raise _deny(errno.EPERM, f"chown of inode {ino} to {owner}:{group}")
                 new_mode = perms.chown_result(caller, node.attr)
+                if owner is not None and owner != node.attr.owner:
+                    # the new owner's quotas take the inode (ext4's chown does the same)
+                    what = f"chown of inode {ino} to {owner}"
+                    quotas.check_files(cur, v.id, owner, what, 1, moving=True)
+                    held = quotas.charge(node.mode, node.attr.size if size is None else size, node.xloc)
+                    quotas.check_bytes(cur, v.id, owner, what, held, moving=True)
                 if owner is not None:
                     fields["owner"] = owner
                 if group is not None:

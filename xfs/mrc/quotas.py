@@ -153,10 +153,22 @@ def _reserved_inos(cur: sqlite3.Cursor, vid: str, principal: str) -> int:
     return int(cur.execute(sql, args).fetchone()[0])
 
 
-def check_files(cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int = 1) -> None:
+def _applying(
+    cur: sqlite3.Cursor, vid: str, owner: str, moving: bool
+) -> Iterable[tuple[str, Limit]]:
+    """The quotas that take ``owner``'s new inodes; ``moving``: inodes that only change
+    owner inside the volume, which the volume's quota holds already."""
+    for principal, limit in limits(cur, vid, owner).items():
+        if not (moving and principal == VOLUME):
+            yield principal, limit
+
+
+def check_files(
+    cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int = 1, *, moving: bool = False
+) -> None:
     """EDQUOT unless ``more`` inodes of ``owner`` fit ``vid``'s quotas (``what``: the
     operation, for the message)."""
-    for principal, limit in limits(cur, vid, owner).items():
+    for principal, limit in _applying(cur, vid, owner, moving):
         if limit.files is None:
             continue
         used = usage(cur, vid, principal).files + _reserved_inos(cur, vid, principal)
@@ -164,12 +176,14 @@ def check_files(cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int 
             raise _exceeded(what, principal, limit.files, "files")
 
 
-def check_bytes(cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int) -> None:
+def check_bytes(
+    cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int, *, moving: bool = False
+) -> None:
     """EDQUOT unless ``more`` bytes of ``owner`` fit ``vid``'s quotas (a truncate that
-    grows a file; writes are held to their vouchers instead)."""
+    grows a file, a chown; writes are held to their vouchers instead)."""
     if more <= 0:
         return
-    for principal, limit in limits(cur, vid, owner).items():
+    for principal, limit in _applying(cur, vid, owner, moving):
         if limit.bytes is not None and usage(cur, vid, principal).bytes + more > limit.bytes:
             raise _exceeded(what, principal, limit.bytes, "bytes")
 
