@@ -340,7 +340,8 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
                     # the new owner's quotas take the inode (ext4's chown does the same)
                     what = f"chown of inode {ino} to {owner}"
                     quotas.check_files(cur, v.id, owner, what, 1, moving=True)
-                    held = quotas.charge(node.mode, node.attr.size if size is None else size, node.xloc)
+                    now_size = node.attr.size if size is None else size
+                    held = quotas.charge(node.mode, now_size, node.xloc)
                     quotas.check_bytes(cur, v.id, owner, what, held, moving=True)
                 if owner is not None:
                     fields["owner"] = owner
