@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -116,3 +117,18 @@ def test_the_scrubber_repairs_a_replica_no_read_visits(grid: Grid) -> None:
     assert '"action":"scrub"' in audit.replace(" ", "") and "repaired" in audit
     shown = grid.admin("status").stdout
     assert "scrub:" in shown and "repaired 1" in shown
+
+
+def test_quota_use_is_scraped(grid: Grid) -> None:
+    volume = json.loads(grid.admin("status", "--json").stdout)["volumes"][0]["name"]
+    grid.admin("quota", "set", volume, "--bytes", "1G", "--files", "100000")
+    try:
+        (grid.mnt / "quoted").write_bytes(b"q" * 1000)
+        mrc = scrape("mrc")
+        at = {"service": "mrc", "volume": volume, "principal": ""}
+        assert value(mrc, "xfs_quota_limit_bytes", **at) == 1 << 30
+        assert value(mrc, "xfs_quota_limit_files", **at) == 100000
+        assert value(mrc, "xfs_quota_used_bytes", **at) >= 3000  # three replicas
+        assert value(mrc, "xfs_quota_used_files", **at) >= 2
+    finally:
+        grid.admin("quota", "clear", volume)

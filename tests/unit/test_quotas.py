@@ -118,6 +118,9 @@ def test_numbers_reserved_for_leased_creates_count(ns: Namespace) -> None:
     make(ns, ALICE, b"two")  # 8 reserved + 2 made: the quota is full
     raises(errno.EDQUOT, make, ns, ALICE, b"three")
     raises(errno.EDQUOT, ns.reserve_inos, ALICE, V, client, 1)
+    # a reservation is cut to what the quota leaves
+    ns.set_quota(V, "alice@physics", Limit(files=15))
+    assert ns.reserve_inos(ALICE, V, client, 1024)[1] == 5
 
 
 def test_a_bytes_quota_refuses_a_growing_truncate_and_a_chown(ns: Namespace) -> None:

@@ -10,15 +10,19 @@ off; on ``metrics_host``, loopback by default). What is measured:
 - ``xfs_bytes_total{service, op}``: bytes an OSD stored or served (``write``, ``read``,
   ``forward``), bytes a mount's users wrote and read;
 - gauges a service registers with ``gauge``: the MRC's replicas below factor, replicas
-  being filled, dead and alive OSDs; an OSD's free and total bytes.
+  being filled, dead and alive OSDs; an OSD's free and total bytes;
+- ``xfs_quota_{limit,used}_{bytes,files}{volume, principal}`` (the MRC, ``quotas``): every
+  quota and what it limits holds now (principal "" is the volume's own quota).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REQUESTS = Counter(
     "xfs_requests", "Requests answered, by method and outcome.", ["service", "method", "outcome"]
@@ -64,6 +68,49 @@ def gauge(name: str, help: str, value: Callable[[], float]) -> None:
     if g is None:
         g = _GAUGES[name] = Gauge(f"xfs_{name}", help, ["service"])
     g.labels(SERVICE[0]).set_function(value)
+
+
+# (volume, principal, files limit, bytes limit, files used, bytes used) of every quota
+QuotaRows = Callable[[], Iterable[tuple[str, str, int | None, int | None, int, int]]]
+
+
+class _Quotas(Collector):
+    def __init__(self, rows: QuotaRows) -> None:
+        self._rows = rows
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["service", "volume", "principal"]
+        families = {
+            name: GaugeMetricFamily(f"xfs_quota_{name}", text, labels=labels)
+            for name, text in (
+                ("limit_files", "A quota's limit on inodes."),
+                ("limit_bytes", "A quota's limit on bytes (every replica counts)."),
+                ("used_files", "Inodes a quota holds now."),
+                ("used_bytes", "Bytes a quota holds now (every replica counts)."),
+            )
+        }
+        for volume, principal, files, nbytes, used_files, used_bytes in self._rows():
+            at = [SERVICE[0], volume, principal]
+            if files is not None:
+                families["limit_files"].add_metric(at, files)
+            if nbytes is not None:
+                families["limit_bytes"].add_metric(at, nbytes)
+            families["used_files"].add_metric(at, used_files)
+            families["used_bytes"].add_metric(at, used_bytes)
+        yield from families.values()
+
+
+_QUOTAS: list[_Quotas] = []
+
+
+def quotas(rows: QuotaRows) -> None:
+    """Report every quota at each scrape from ``rows()`` (run in the HTTP thread: it must
+    be safe there; the MRC's store is)."""
+    if _QUOTAS:
+        _QUOTAS[0]._rows = rows
+        return
+    _QUOTAS.append(_Quotas(rows))
+    REGISTRY.register(_QUOTAS[0])
 
 
 def serve(service: str, host: str, port: int) -> None:

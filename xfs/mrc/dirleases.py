@@ -98,7 +98,12 @@ class DirLeaseOps:
                 raise XfsError(
                     errno.EAGAIN, f"client {client} holds {held} unused inode ranges already"
                 )
-            quotas.check_files(cur, v.id, caller.principal, "reserve inode numbers", count)
+            # a files quota: no more numbers than it leaves (a client asks for many)
+            room = quotas.files_room(cur, v.id, caller.principal)
+            if room is not None:
+                if room == 0:
+                    quotas.check_files(cur, v.id, caller.principal, "reserve inode numbers")
+                count = min(count, room)
             (first,) = cur.execute(
                 "UPDATE volumes SET next_ino = next_ino + ? WHERE id = ? RETURNING next_ino - ?",
                 (count, v.id, count),

@@ -176,6 +176,17 @@ def check_files(
             raise _exceeded(what, principal, limit.files, "files")
 
 
+def files_room(cur: sqlite3.Cursor, vid: str, owner: str) -> int | None:
+    """How many more inodes ``owner`` may have in ``vid`` (None: no limit), counting the
+    numbers reserved for directory leases and not used yet."""
+    left: list[int] = []
+    for principal, limit in limits(cur, vid, owner).items():
+        if limit.files is not None:
+            used = usage(cur, vid, principal).files + _reserved_inos(cur, vid, principal)
+            left.append(max(0, limit.files - used))
+    return min(left) if left else None
+
+
 def check_bytes(
     cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int, *, moving: bool = False
 ) -> None:

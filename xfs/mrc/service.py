@@ -46,9 +46,15 @@ class MRCService:
         self.scrubber: Scrubber | None = None
         self.rotator: KeyRotator | None = None
 
-    def _metrics(self, registry: OSDRegistry) -> None:
+    def _metrics(self, registry: OSDRegistry, ns: Namespace) -> None:
         config = self.config
         metrics.serve("mrc", config.metrics_host, config.metrics_port)
+        metrics.quotas(
+            lambda: [
+                (volume, principal, limit.files, limit.bytes, use.files, use.bytes)
+                for volume, principal, limit, use in ns.quotas_of()
+            ]
+        )
 
         def repair(field: str) -> Callable[[], float]:
             return lambda: 0 if self.healer is None else getattr(self.healer.status, field)
@@ -137,7 +143,7 @@ class MRCService:
                 audit=audit,
             )
             dispatcher = Dispatcher(audit)
-            self._metrics(registry)
+            self._metrics(registry, ns)
             with self._scope:
                 async with (
                     open_pool(tls.client, tls.trust.identify, frame_limit=META_FRAME_LIMIT) as pool,
