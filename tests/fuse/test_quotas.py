@@ -242,6 +242,10 @@ def test_a_quota_on_the_volume_holds_every_user(
         limit = nbytes + MiB * factor
         ok(quota(grid, "set", vol, "--bytes", str(limit), "--files", str(files + 2)))
         assert shown(grid)[""]["bytes_limit"] == limit
+        import sqlite3
+        db = sqlite3.connect(f"file:{grid.state / 'mrc' / 'data' / 'mrc.db'}?mode=ro", uri=True)
+        print("\nRANGES", db.execute("SELECT c.principal, r.first, r.last FROM ino_ranges r JOIN clients c ON c.id = r.client").fetchall(), files)
+        db.close()
 
         # df shows it to every user without a quota of their own
         for user in users:
