@@ -4,7 +4,11 @@ A user's bytes quota counts every replica of the user's files; a write past it f
 with EDQUOT ("Disk quota exceeded", at write(2) or at fsync/close: writes are write-back),
 never EIO, while another user in the same directory writes on; ``df`` shows the caller
 the tightest quota that applies to it; a files quota refuses the create past it; removing
-a file makes room again; a quota on the whole volume (principal '') holds every user.
+a file makes room again; truncate and chown are held to the quota; a quota on the whole
+volume (principal '') holds every user. The usage kept stays what the inodes hold (fsck).
+
+The last test is a known bug (xfail, strict): a files quota set after the user's mount
+reserved inode numbers for directory leases.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import pwd
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +67,10 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def users() -> Iterator[tuple[str, str]]:
+    """Two fresh local accounts per test: their mounts' sessions hold nothing yet (no
+    files, no inode numbers reserved for directory leases)."""
     with local_accounts("alice", "bob") as (alice, bob):
         yield alice, bob
 
@@ -84,7 +91,8 @@ def principal(user: str) -> str:
     return f"{user}@local"
 
 
-def quota(grid: Grid, *args: str, check: bool = True) -> Any:
+def quota(grid: Grid, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``xfs quota ...`` as the grid's administrator (root: the VO's super user)."""
     return grid.admin("quota", *args, timeout=TIMEOUT, check=check)
 
 
@@ -109,13 +117,19 @@ def write_as(user: str, path: Path, mib: int) -> dict[str, Any]:
 def df(user: str, where: Path) -> dict[str, int]:
     """What ``df`` shows ``user`` for the mount: size and avail in bytes, inodes."""
     proc = as_user(user, "df -B1 --output=size,avail,itotal,iavail .", where)
-    head, values = ok(proc).splitlines()[-2:]
+    values = ok(proc).splitlines()[-1]
     return dict(zip(("size", "avail", "itotal", "iavail"),
                     (int(v) for v in values.split()), strict=True))
 
 
-def replicas_of(path: Path) -> int:
-    return len(json.loads(os.getxattr(path, "xfs.replicas"))["replicas"])
+def replicas_in(d: Path) -> int:
+    """How many replicas a new file of directory ``d`` has (``xfs.replicas``)."""
+    probe = d / "replicas-probe"
+    probe.write_bytes(b"p")
+    try:
+        return len(json.loads(os.getxattr(probe, "xfs.replicas"))["replicas"])
+    finally:
+        probe.unlink()
 
 
 def usage(grid: Grid, who: str) -> tuple[int, int]:
@@ -124,7 +138,7 @@ def usage(grid: Grid, who: str) -> tuple[int, int]:
     return int(row["files"]), int(row["bytes"])
 
 
-def refused(proc: Any) -> None:
+def refused(proc: subprocess.CompletedProcess[str]) -> None:
     """The command failed with EDQUOT, not with EIO or anything else."""
     assert proc.returncode != 0 and "Disk quota exceeded" in proc.stderr, proc
     assert "Input/output error" not in proc.stderr, proc
@@ -142,11 +156,7 @@ def test_a_users_quota_holds_her_and_not_the_other_user(
 ) -> None:
     alice, bob = users
     vol, pa = volume(grid), principal(alice)
-    probe = shared / "probe"
-    probe.write_bytes(b"p")
-    factor = replicas_of(probe)  # every file here has the directory's replicas
-    probe.unlink()
-    assert factor >= 1
+    factor = replicas_in(shared)  # bytes count each of them
     limit, files = 4 * MiB * factor, 5  # room for 4 MiB of alice's data, and 5 inodes
     try:
         ok(quota(grid, "set", vol, "--principal", pa, "--bytes", str(limit),
@@ -230,48 +240,75 @@ def test_a_quota_on_the_volume_holds_every_user(
 ) -> None:
     alice, bob = users
     vol = volume(grid)
-    probe = shared / "probe"
-    probe.write_bytes(b"p")
-    factor = replicas_of(probe)
-    probe.unlink()
+    factor = replicas_in(shared)
     try:
         # a first limit, to read what the whole volume holds; then room for 1 MiB more
-        # of data and for 2 more inodes
-        ok(quota(grid, "set", vol, "--bytes", "1T", "--files", str(1 << 30)))
-        files, nbytes = usage(grid, "")
+        ok(quota(grid, "set", vol, "--bytes", "1T"))
+        nbytes = usage(grid, "")[1]
         limit = nbytes + MiB * factor
-        ok(quota(grid, "set", vol, "--bytes", str(limit), "--files", str(files + 2)))
-        assert shown(grid)[""]["bytes_limit"] == limit
-        import sqlite3
-        db = sqlite3.connect(f"file:{grid.state / 'mrc' / 'data' / 'mrc.db'}?mode=ro", uri=True)
-        print("\nRANGES", db.execute("SELECT c.principal, r.first, r.last FROM ino_ranges r JOIN clients c ON c.id = r.client").fetchall(), files)
-        db.close()
+        ok(quota(grid, "set", vol, "--bytes", str(limit)))
+        row = shown(grid)[""]
+        assert (row["bytes_limit"], row["files_limit"], row["bytes"]) == (limit, None, nbytes)
 
         # df shows it to every user without a quota of their own
         for user in users:
             seen = df(user, shared)
             assert seen["size"] == limit // BLOCK * BLOCK, seen
             assert abs(seen["avail"] - MiB * factor) < BLOCK, seen
-            assert (seen["itotal"], seen["iavail"]) == (files + 2, 2), seen
 
         # bob may write the 1 MiB it leaves, and no more
         written = write_as(bob, shared / "b2", 2)
         edquot(written)
         assert written["written"] <= MiB, written
         assert (shared / "b2").stat().st_size == written["written"]
-        assert usage(grid, "")[1] <= limit
-        # nor alice, who has no quota of her own
+        assert nbytes < usage(grid, "")[1] <= limit
+        assert df(bob, shared)["avail"] < BLOCK
+        # nor may alice, who has no quota of her own
         edquot(write_as(alice, shared / "a5", 1))
-        # and the two inodes (b2, a5) were the last ones
-        refused(as_user(bob, "touch b3", shared))
-        refused(as_user(alice, "mkdir a6", shared))
-        assert usage(grid, "")[0] == files + 2
+        assert (shared / "a5").stat().st_size == 0
+
+        # the volume's files: none left, for either user, and df says so
+        files = usage(grid, "")[0]
+        ok(quota(grid, "set", vol, "--files", str(files)))
+        assert shown(grid)[""]["bytes_limit"] == limit  # (a limit not given stays)
+        for user in users:
+            seen = df(user, shared)
+            assert (seen["itotal"], seen["iavail"]) == (files, 0), seen
+            refused(as_user(user, f"touch {user}-more", shared))
+            refused(as_user(user, f"mkdir {user}-dir", shared))
+        assert usage(grid, "")[0] == files
     finally:
         quota(grid, "clear", vol, check=False)
     assert "" not in shown(grid)
+    # without it both write and create again
     assert write_as(bob, shared / "b3", 2)["error"] is None
-    ok(as_user(alice, "mkdir a6", shared))
-    # what the MRC kept of each owner's usage is what its inodes hold (read-only fsck of
-    # the running grid's store)
+    ok(as_user(alice, "mkdir a6 && touch a6/a7", shared))
+    # what the MRC kept of each owner's usage is what its inodes hold (a read-only fsck
+    # of the running grid's store)
     checked = grid.xfs("fsck", "--state", str(grid.state), timeout=TIMEOUT)
     assert checked.stdout.strip().endswith("mrc.db: clean"), checked.stdout
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "xfs bug: the inode numbers a mount reserved for directory leases before a files "
+    "quota was set count as used for its creates through the MRC (EDQUOT while df and "
+    "quota show leave room) and let creates under its leases past the quota"))
+@pytest.mark.timeout(60)
+def test_a_files_quota_set_after_the_user_made_files(
+    grid: Grid, users: tuple[str, str], shared: Path
+) -> None:
+    alice, _ = users
+    vol, pa = volume(grid), principal(alice)
+    # a directory she made: her mount asks for its lease and reserves inode numbers
+    ok(as_user(alice, "touch before && mkdir -m 700 mine", shared))
+    try:
+        ok(quota(grid, "set", vol, "--principal", pa, "--files", "5"))
+        assert usage(grid, pa)[0] == 2
+        assert df(alice, shared)["iavail"] == 3
+        # what quota show and df promise: 3 more inodes, wherever she makes them
+        here = as_user(alice, "touch after", shared)
+        there = as_user(alice, "cd mine && touch m1 m2 m3 m4 m5 m6", shared)
+        made = usage(grid, pa)[0]
+        assert here.returncode == 0 and made == 5, (here.stderr, there.stderr, made)
+    finally:
+        quota(grid, "clear", vol, "--principal", pa, check=False)

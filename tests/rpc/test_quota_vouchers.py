@@ -1,7 +1,7 @@
 """Quotas over a real in-process grid (docs/design/quotas.md): vouchers in write XCaps,
 enforced by the OSD with EDQUOT, reserved until the holder closes; files limits at the
 MRC; who may set and see quotas; statfs. (Over a FUSE mount with two local users:
-tests/fuse/test_quotas.py; the usage counts themselves: tests/unit/test_quotas.py.)"""
+tests/fuse/test_quota_mount.py; the usage counts themselves: tests/unit/test_quota_usage.py.)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Usage and quotas in the MRC store (xfs.mrc.quotas): usage follows every change of an
 inode (fsck compares it with the inodes after each test), files limits refuse new inodes,
 bytes limits refuse a growing truncate and a chown, and the voucher rule. (Vouchers over a
-real grid: tests/rpc/test_quotas.py.)"""
+real grid: tests/rpc/test_quota_vouchers.py.)"""
 
 from __future__ import annotations
 
