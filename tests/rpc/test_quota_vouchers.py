@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.conftest import PKI
 from tests.rpc.ingrid import Grid, mrc_call, open_grid, run_within
@@ -24,7 +25,10 @@ from xfs.proto.methods import (
     ClientId,
     Close,
     Create,
+    DirLeaseAsk,
     Empty,
+    LeaseReturn,
+    MkNod,
     ObjWrite,
     Open,
     QuotaSet,
@@ -127,5 +131,42 @@ def test_vouchers_hold_a_writer_to_its_quota(pki: PKI, tmp_path: Path) -> None:
                     "alice@physics", 4, LIMIT, 4)
                 assert q.bytes == 6 * STRIPE  # (the second file's size is not reported yet)
                 await mrc_call(grid, pool, MRC.client_close, ClientId(client))
+
+    run(main)
+
+
+def test_a_files_quota_recalls_the_directory_leases_it_holds(pki: PKI, tmp_path: Path) -> None:
+    alice = pki.user("alice", groups=("alice", "users"))
+
+    async def main() -> None:
+        async with (
+            open_grid(pki, tmp_path, osds=1) as grid,
+            grid.client(grid.root_user) as admin,
+            grid.client(alice) as pool,
+        ):
+            await mrc_call(grid, admin, MRC.volume_create, VolumeCreate(
+                VOLUME, owner="alice@physics", mode=0o777, striping=StripingPolicy(STRIPE, 1)))
+            client = (await mrc_call(grid, pool, MRC.client_open, Empty())).client
+            d = await mrc_call(grid, pool, MRC.mkdir,
+                               MkNod(VOLUME, ROOT_INO, b"mine", stat.S_IFDIR | 0o755))
+            ask = DirLeaseAsk(VOLUME, d.ino, client)
+            assert (await mrc_call(grid, pool, MRC.dir_lease, ask)).granted
+            done = trio.Event()
+
+            async def set_quota() -> None:
+                await mrc_call(grid, admin, MRC.quota_set,
+                               QuotaSet(VOLUME, "alice@physics", files=10))
+                done.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(set_quota)
+                await trio.sleep(0.3)
+                assert not done.is_set()  # it waits for the lease to come back
+                with trio.fail_after(5):  # (a silent holder would take 20 s)
+                    await mrc_call(grid, pool, MRC.dir_lease_return,
+                                   LeaseReturn(VOLUME, d.ino, client))
+                    await done.wait()
+            # and no new one while the quota holds her files
+            assert not (await mrc_call(grid, pool, MRC.dir_lease, ask)).granted
 
     run(main)

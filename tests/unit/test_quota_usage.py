@@ -110,17 +110,22 @@ def test_a_files_quota_refuses_new_inodes(ns: Namespace) -> None:
     assert ns.quotas_of(V) == []
 
 
-def test_numbers_reserved_for_leased_creates_count(ns: Namespace) -> None:
+def test_a_files_quota_means_no_directory_leases(ns: Namespace) -> None:
     client = ns.client_open(ALICE, 30 * 10**9)[0]
-    ns.set_quota(V, "alice@physics", Limit(files=10))
-    ns.reserve_inos(ALICE, V, client, 8)
-    make(ns, ALICE, b"one")
-    make(ns, ALICE, b"two")  # 8 reserved + 2 made: the quota is full
-    raises(errno.EDQUOT, make, ns, ALICE, b"three")
-    raises(errno.EDQUOT, ns.reserve_inos, ALICE, V, client, 1)
-    # a reservation is cut to what the quota leaves
-    ns.set_quota(V, "alice@physics", Limit(files=15))
-    assert ns.reserve_inos(ALICE, V, client, 1024)[1] == 5
+    d = ns.mkdir(ALICE, V, ROOT_INO, b"mine", 0o755, 0).ino
+    assert ns.dir_lease_grant(ALICE, V, d, client).granted
+    assert ns.dir_leases_in(ns.get_volume(V).id, "alice@physics") == [d]
+    assert ns.dir_leases_in(ns.get_volume(V).id, "") == [d]
+    assert ns.dir_leases_in(ns.get_volume(V).id, "bob@physics") == []
+    ns.dir_lease_return(ALICE, ns.get_volume(V).id, d, client)
+    ns.set_quota(V, "alice@physics", Limit(bytes=1 << 30))  # bytes only: leases as before
+    assert ns.dir_lease_grant(ALICE, V, d, client).granted
+    ns.dir_lease_return(ALICE, ns.get_volume(V).id, d, client)
+    ns.set_quota(V, "alice@physics", Limit(files=100))
+    assert not ns.dir_lease_grant(ALICE, V, d, client).granted
+    ns.set_quota(V, "alice@physics", Limit())
+    ns.set_quota(V, quotas.VOLUME, Limit(files=100))
+    assert not ns.dir_lease_grant(ALICE, V, d, client).granted
 
 
 def test_a_bytes_quota_refuses_a_growing_truncate_and_a_chown(ns: Namespace) -> None:

@@ -73,7 +73,6 @@ log = logging.getLogger(__name__)
 
 RESERVE = 1024  # inode numbers reserved at a time
 LOW_WATER = 256  # reserve more when fewer are left
-NO_ROOM_PAUSE = 5.0  # seconds without asking for numbers after a files quota refused them
 MAX_BATCH = 512  # creates in one create_many
 MAX_QUEUED = 4096  # changes not landed yet; beyond, they wait for the MRC as without
 ASK_AFTER = 8  # changes through the MRC in one directory before its lease is asked for
@@ -169,7 +168,6 @@ class DirLeases:
         self.held: dict[int, _Dir] = {}
         self._ranges: list[list[int]] = []  # [next, last] of reserved inode numbers
         self._reserving = False
-        self._no_room_until = -math.inf  # a files quota refused numbers: ask after this
         self._queue: list[_Op] = []
         self._queued: dict[int, _Op] = {}  # ino -> its change not landed yet
         self._names: dict[tuple[int, bytes], _Op] = {}
@@ -515,14 +513,8 @@ class DirLeases:
 
     async def _reserve_quietly(self) -> None:
         try:
-            if trio.current_time() >= self._no_room_until:
-                await self._reserve()
-        except XfsError as e:
-            if e.code != errno.EDQUOT:
-                log.warning("reserving inode numbers failed: %s", e)
-            else:  # creates go to the MRC, which refuses them with EDQUOT in turn
-                self._no_room_until = trio.current_time() + NO_ROOM_PAUSE
-        except trio.TooSlowError as e:
+            await self._reserve()
+        except (XfsError, trio.TooSlowError) as e:
             log.warning("reserving inode numbers failed: %s", e)
         finally:
             self._reserving = False

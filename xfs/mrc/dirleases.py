@@ -42,6 +42,8 @@ class DirLeaseOps:
         with self._store.transaction() as cur:
             v = rows.volume(cur, vol)
             client_of(cur, caller, client)
+            if quotas.files_limited(cur, v.id, caller.principal):
+                return DirLease(False)  # (each create is checked against the quota)
             node = rows.directory(cur, v, ino)
             if node.attr.owner != caller.principal:
                 return DirLease(False)  # (nobody stalls a directory he shares with others)
@@ -58,6 +60,16 @@ class DirLeaseOps:
             )
             owner, group, _ = perms.new_entry(caller, node.attr, 0o600, 0, False)
             return DirLease(True, 0, owner, group, v.striping.stripe_size)
+
+    def dir_leases_in(self, vid: str, principal: str) -> list[int]:
+        """The directories of volume ``vid`` leased to clients of ``principal`` (empty:
+        to any client)."""
+        sql = "SELECT d.ino FROM dir_leases d JOIN clients c ON c.id = d.client WHERE d.volume = ?"
+        args: tuple[str, ...] = (vid,)
+        if principal:
+            sql, args = sql + " AND c.principal = ?", (vid, principal)
+        with self._store.read() as cur:
+            return sorted({int(r[0]) for r in cur.execute(sql, args)})
 
     def dir_lease_holders(self, vid: str, ino: int, but: str | None) -> list[str]:
         """The clients other than ``but`` that hold the directory's lease."""
@@ -98,12 +110,6 @@ class DirLeaseOps:
                 raise XfsError(
                     errno.EAGAIN, f"client {client} holds {held} unused inode ranges already"
                 )
-            # a files quota: no more numbers than it leaves (a client asks for many)
-            room = quotas.files_room(cur, v.id, caller.principal)
-            if room is not None:
-                if room == 0:
-                    quotas.check_files(cur, v.id, caller.principal, "reserve inode numbers")
-                count = min(count, room)
             (first,) = cur.execute(
                 "UPDATE volumes SET next_ino = next_ino + ? WHERE id = ? RETURNING next_ino - ?",
                 (count, v.id, count),

@@ -8,8 +8,9 @@ without asking the MRC for every byte.
 - **Limits** (the ``quotas`` table): for the whole volume (principal ``''``) and per
   principal, on files and on bytes; the owner of an inode is who it is charged to.
 - **Files** are checked when an inode is made: EDQUOT if the owner's or the volume's
-  limit would be passed, counting inode numbers reserved for directory leases (a create
-  made under a lease was checked when its number was reserved).
+  limit would be passed. A client held by a files quota gets no directory leases (creates
+  made under one are acknowledged before the MRC sees them), and setting a files quota
+  recalls the leases it would hold.
 - **Bytes** are checked through **vouchers**: an XCap for writing carries ``max_size``,
   the size its holder may write up to; OSDs refuse bytes past it with EDQUOT. A voucher
   is the file's size plus what the limits leave (at most ``VOUCHER`` bytes more), and it
@@ -141,18 +142,6 @@ def set_quota(cur: sqlite3.Cursor, vid: str, principal: str, limit: Limit) -> No
     )
 
 
-def _reserved_inos(cur: sqlite3.Cursor, vid: str, principal: str) -> int:
-    """Inode numbers reserved for directory leases and not used yet."""
-    sql = (
-        "SELECT coalesce(sum(r.last - r.first + 1), 0) FROM ino_ranges r "
-        "JOIN clients c ON c.id = r.client WHERE r.volume = ? AND r.first <= r.last"
-    )
-    args: tuple[str, ...] = (vid,)
-    if principal != VOLUME:
-        sql, args = sql + " AND c.principal = ?", (vid, principal)
-    return int(cur.execute(sql, args).fetchone()[0])
-
-
 def _applying(
     cur: sqlite3.Cursor, vid: str, owner: str, moving: bool
 ) -> Iterable[tuple[str, Limit]]:
@@ -171,20 +160,14 @@ def check_files(
     for principal, limit in _applying(cur, vid, owner, moving):
         if limit.files is None:
             continue
-        used = usage(cur, vid, principal).files + _reserved_inos(cur, vid, principal)
-        if used + more > limit.files:
+        if usage(cur, vid, principal).files + more > limit.files:
             raise _exceeded(what, principal, limit.files, "files")
 
 
-def files_room(cur: sqlite3.Cursor, vid: str, owner: str) -> int | None:
-    """How many more inodes ``owner`` may have in ``vid`` (None: no limit), counting the
-    numbers reserved for directory leases and not used yet."""
-    left: list[int] = []
-    for principal, limit in limits(cur, vid, owner).items():
-        if limit.files is not None:
-            used = usage(cur, vid, principal).files + _reserved_inos(cur, vid, principal)
-            left.append(max(0, limit.files - used))
-    return min(left) if left else None
+def files_limited(cur: sqlite3.Cursor, vid: str, owner: str) -> bool:
+    """Whether a files quota holds ``owner``'s new inodes of ``vid`` (then its clients
+    get no directory leases: every create is checked at the MRC)."""
+    return any(limit.files is not None for limit in limits(cur, vid, owner).values())
 
 
 def check_bytes(

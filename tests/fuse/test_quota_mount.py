@@ -7,12 +7,14 @@ the tightest quota that applies to it; a files quota refuses the create past it;
 a file makes room again; truncate and chown are held to the quota; a quota on the whole
 volume (principal '') holds every user. The usage kept stays what the inodes hold (fsck).
 
-The last test is a known bug (xfail, strict): a files quota set after the user's mount
-reserved inode numbers for directory leases.
+The last test sets a files quota after the user's mount leased a directory she made
+(docs/design/quotas.md): the lease comes back, so creates there are counted like any other,
+and df, ``xfs quota show`` and the creates agree.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -20,7 +22,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +69,21 @@ print(json.dumps(out))
 """
 
 
+@pytest.fixture(scope="module")
+def accounts() -> Iterator[Callable[[], tuple[str, ...]]]:
+    """Makes fresh local accounts, all removed when the module is done: none of their
+    uids is given to another account while the mount may still take it for the old one
+    (ACCOUNT_RECHECK, see test_multiuser's test_a_reused_uid_is_another_user)."""
+    with contextlib.ExitStack() as made:
+        yield lambda: made.enter_context(local_accounts("alice", "bob"))
+
+
 @pytest.fixture
-def users() -> Iterator[tuple[str, str]]:
-    """Two fresh local accounts per test: their mounts' sessions hold nothing yet (no
+def users(accounts: Callable[[], tuple[str, ...]]) -> tuple[str, str]:
+    """Two fresh local accounts per test: their mount's sessions hold nothing yet (no
     files, no inode numbers reserved for directory leases)."""
-    with local_accounts("alice", "bob") as (alice, bob):
-        yield alice, bob
+    alice, bob = accounts()
+    return alice, bob
 
 
 @pytest.fixture
@@ -107,8 +118,11 @@ def write_as(user: str, path: Path, mib: int) -> dict[str, Any]:
     """``user`` writes ``mib`` MiB to ``path`` (see ``_WRITE``)."""
     # (the venv's interpreter lives under /root: use the system's, which anyone may run)
     python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-    proc = run(["runuser", "-u", user, "--", python, "-c", _WRITE, str(path), str(mib)],
-               timeout=TIMEOUT, check=False)
+    proc = run(
+        ["runuser", "-u", user, "--", python, "-c", _WRITE, str(path), str(mib)],
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert proc.returncode == 0, proc
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
@@ -118,8 +132,9 @@ def df(user: str, where: Path) -> dict[str, int]:
     """What ``df`` shows ``user`` for the mount: size and avail in bytes, inodes."""
     proc = as_user(user, "df -B1 --output=size,avail,itotal,iavail .", where)
     values = ok(proc).splitlines()[-1]
-    return dict(zip(("size", "avail", "itotal", "iavail"),
-                    (int(v) for v in values.split()), strict=True))
+    return dict(
+        zip(("size", "avail", "itotal", "iavail"), (int(v) for v in values.split()), strict=True)
+    )
 
 
 def replicas_in(d: Path) -> int:
@@ -159,15 +174,13 @@ def test_a_users_quota_holds_her_and_not_the_other_user(
     factor = replicas_in(shared)  # bytes count each of them
     limit, files = 4 * MiB * factor, 5  # room for 4 MiB of alice's data, and 5 inodes
     try:
-        ok(quota(grid, "set", vol, "--principal", pa, "--bytes", str(limit),
-                 "--files", str(files)))
+        ok(quota(grid, "set", vol, "--principal", pa, "--bytes", str(limit), "--files", str(files)))
         row = shown(grid)[pa]
         assert (row["bytes_limit"], row["files_limit"]) == (limit, files), row
         assert (row["bytes"], row["files"]) == (0, 0), row  # a fresh user holds nothing
 
         # 2 MiB fit, counted once per replica
-        assert write_as(alice, shared / "a1", 2) == {"written": 2 * MiB, "error": None,
-                                                     "at": None}
+        assert write_as(alice, shared / "a1", 2) == {"written": 2 * MiB, "error": None, "at": None}
         assert usage(grid, pa) == (1, 2 * MiB * factor)
         # 4 MiB more do not: EDQUOT once the quota's room is used, what was written stays
         second = write_as(alice, shared / "a2", 4)
@@ -179,8 +192,7 @@ def test_a_users_quota_holds_her_and_not_the_other_user(
         assert used[1] <= limit
 
         # bob, without a quota, writes on in the same directory
-        assert write_as(bob, shared / "b1", 8) == {"written": 8 * MiB, "error": None,
-                                                   "at": None}
+        assert write_as(bob, shared / "b1", 8) == {"written": 8 * MiB, "error": None, "at": None}
         assert ok(as_user(bob, "wc -c < b1", shared)).strip() == str(8 * MiB)
 
         # df shows alice her quota, and bob the grid
@@ -195,8 +207,7 @@ def test_a_users_quota_holds_her_and_not_the_other_user(
         for n in range(used[0], files):
             ok(as_user(alice, f"touch f{n}", shared))
         assert usage(grid, pa)[0] == files
-        for script in ("touch one-too-many", "mkdir one-too-many",
-                       "ln -s a1 one-too-many"):
+        for script in ("touch one-too-many", "mkdir one-too-many", "ln -s a1 one-too-many"):
             refused(as_user(alice, script, shared))
         assert not (shared / "one-too-many").exists()
         assert df(alice, shared)["iavail"] == 0
@@ -205,8 +216,7 @@ def test_a_users_quota_holds_her_and_not_the_other_user(
         # removing a file makes room again, for bytes and for files
         ok(as_user(alice, "rm a2", shared))
         assert usage(grid, pa) == (files - 1, 2 * MiB * factor)
-        assert write_as(alice, shared / "a3", 1) == {"written": MiB, "error": None,
-                                                     "at": None}
+        assert write_as(alice, shared / "a3", 1) == {"written": MiB, "error": None, "at": None}
         used = usage(grid, pa)
         assert used == (files, 3 * MiB * factor), used
         mine = df(alice, shared)
@@ -289,10 +299,6 @@ def test_a_quota_on_the_volume_holds_every_user(
     assert checked.stdout.strip().endswith("mrc.db: clean"), checked.stdout
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "xfs bug: the inode numbers a mount reserved for directory leases before a files "
-    "quota was set count as used for its creates through the MRC (EDQUOT while df and "
-    "quota show leave room) and let creates under its leases past the quota"))
 @pytest.mark.timeout(60)
 def test_a_files_quota_set_after_the_user_made_files(
     grid: Grid, users: tuple[str, str], shared: Path
