@@ -63,6 +63,8 @@ def test_status_lists_three_live_osds_and_the_home_volume(own_grid: Grid) -> Non
     for args, said in (
         (("volume", "create", "home-root"), "exists"),
         (("volume", "delete", "no-such-volume"), "no-such-volume"),
+        (("quota", "set", "no-such-volume", "--files", "9"), "no-such-volume"),
+        (("quota", "show", "no-such-volume"), "no-such-volume"),
     ):
         refused = own_grid.admin(*args, check=False)
         assert refused.returncode == 1, refused

@@ -61,10 +61,12 @@ def quota_set(
     it was; bytes count every replica."""
     if nbytes is None and files is None:
         raise click.UsageError("give --bytes and/or --files (a size, a number, or none)")
-    now = _current(options, volume, principal)
-    kept_bytes, kept_files = (now.bytes_limit, now.files_limit) if now else (None, None)
-    limit_bytes = _limit(nbytes, "bytes") if nbytes is not None else kept_bytes
-    limit_files = _limit(files, "files") if files is not None else kept_files
+    limit_bytes, limit_files = _limit(nbytes, "bytes"), _limit(files, "files")
+    if nbytes is None or files is None:  # a limit not given stays as it is
+        now = _current(options, volume, principal)
+        if now is not None:
+            limit_bytes = limit_bytes if nbytes is not None else now.bytes_limit
+            limit_files = limit_files if files is not None else now.files_limit
     call_mrc(options, MRC.quota_set, QuotaSet(volume, principal, limit_files, limit_bytes))
     if limit_bytes is None and limit_files is None:
         click.echo(f"no quota on {_who(principal)} in {volume} any more")
