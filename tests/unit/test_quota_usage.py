@@ -18,10 +18,12 @@ from xfs.mrc import fsck, quotas
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.quotas import VOUCHER, Limit, Use
 from xfs.mrc.store import FORMAT_VERSION, Store, add_functions
-from xfs.proto.records import ROOT_INO, Replica, StripingPolicy, XLocSet
+from xfs.proto.records import ROOT_INO, Replica, StripingPolicy, UpdatePolicy, XLocSet
 
 ONE = XLocSet(1, [Replica(["osd-1"], StripingPolicy())])
-THREE = XLocSet(1, [Replica([f"osd-{i}"], StripingPolicy()) for i in range(3)])
+THREE = XLocSet(
+    1, [Replica([f"osd-{i}"], StripingPolicy()) for i in range(3)], UpdatePolicy.RW, factor=3
+)
 FLAGS = os.O_CREAT | os.O_RDWR
 
 
@@ -71,7 +73,12 @@ def test_usage_follows_every_change_of_an_inode(ns: Namespace) -> None:
     assert used(ns, "alice@physics") == Use(3, 3000)
     ns.setattr(ALICE, V, ino, size=10)
     assert used(ns, "alice@physics") == Use(3, 30)
-    ns.update_xloc(used_vid(ns), ino, lambda x: XLocSet(x.version + 1, x.replicas[:2]))
+    # a replica lost (or one more while a drain copies it): the policy's factor counts
+    lost = XLocSet(2, THREE.replicas[:2], UpdatePolicy.RW, factor=3)
+    ns.update_xloc(used_vid(ns), ino, lambda x: lost)
+    assert used(ns, "alice@physics") == Use(3, 30)
+    fewer = XLocSet(3, THREE.replicas[:2], UpdatePolicy.RW, factor=2)
+    ns.update_xloc(used_vid(ns), ino, lambda x: fewer)  # the policy now keeps two
     assert used(ns, "alice@physics") == Use(3, 20)
     ns.setattr(ROOT, V, ino, owner="bob@physics")
     assert used(ns, "alice@physics") == Use(2, 0)

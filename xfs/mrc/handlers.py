@@ -258,7 +258,7 @@ class MRCHandlers:
         vid = self._volume(volume)[0]
         max_size = -1
         if rights & (Rights.WRITE | Rights.TRUNCATE):
-            max_size = self._voucher(peer, vid, attr, len(xloc.replicas), want)
+            max_size = self._voucher(peer, vid, attr, max(1, xloc.factor), want)
         xcap = self._xcaps.grant(
             peer,
             who,

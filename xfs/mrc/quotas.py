@@ -4,7 +4,8 @@ without asking the MRC for every byte.
 
 - **Usage** (the ``usage`` table) changes in the transaction that changes an inode
   (``xfs.mrc.inodes`` calls :func:`use`): ``files`` counts every inode of an owner,
-  ``bytes`` the size of each regular file times its number of replicas, so replicas count.
+  ``bytes`` the size of each regular file times the replicas its policy keeps (its
+  factor), so replicas count; the extra ones healing or draining add for a while do not.
 - **Limits** (the ``quotas`` table): for the whole volume (principal ``''``) and per
   principal, on files and on bytes; the owner of an inode is who it is charged to.
 - **Files** are checked when an inode is made: EDQUOT if the owner's or the volume's
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from xfs.mrc.store import replica_count
+from xfs.mrc.store import copies
 from xfs.proto.errors import XfsError
 
 VOLUME = ""  # the principal of a quota on the whole volume
@@ -57,10 +58,11 @@ class Use:
 
 # ------------------------------------------------------------------ the pure rules
 def charge(mode: int, size: int, xloc: bytes | None) -> int:
-    """The bytes an inode counts for: a regular file's size times its replicas."""
+    """The bytes an inode counts for: a regular file's size times the replicas its
+    policy keeps (its factor)."""
     if not stat.S_ISREG(mode):
         return 0
-    return size * (1 if xloc is None else replica_count(xloc))
+    return size * (1 if xloc is None else copies(xloc))
 
 
 def room(limit: int | None, used: int, reserved: int = 0) -> int | None:

@@ -55,7 +55,7 @@ CREATE INDEX ino_ranges_by_client ON ino_ranges(client, volume);
 
 # Format 6 (docs/design/quotas.md). usage: what each owner's inodes of a volume hold,
 # kept by xfs.mrc.inodes in the transaction that changes an inode: files counts every
-# inode, bytes the size of each regular file times its number of replicas. quotas: the
+# inode, bytes the size of each regular file times the replicas its policy keeps. quotas: the
 # limits set with ``xfs quota``; principal '' is the whole volume; NULL is no limit.
 QUOTAS_SCHEMA = """
 CREATE TABLE usage (
@@ -227,18 +227,20 @@ CREATE TABLE delegations (
 )
 
 
-def replica_count(xloc: bytes) -> int:
-    """The number of replicas in a stored XLocSet (msgpack of ``XLocSet.to_wire()``); 1
-    for a blob that is none (fsck reports those)."""
+def copies(xloc: bytes) -> int:
+    """How many copies of a file a quota counts, from its stored XLocSet (msgpack of
+    ``XLocSet.to_wire()``): the replicas its policy keeps (``factor``), not the ones it
+    has this moment (healing and draining add some for a while); 1 for a blob that is none
+    (fsck reports those)."""
     try:
-        return max(1, len(msgpack.unpackb(xloc, raw=False)["replicas"]))
-    except (ValueError, TypeError, KeyError, msgpack.ExtraData):
+        return max(1, int(msgpack.unpackb(xloc, raw=False).get("factor", 1)))
+    except (ValueError, TypeError, AttributeError, msgpack.ExtraData):
         return 1
 
 
 def add_functions(conn: sqlite3.Connection) -> None:
     """The SQL functions the store's queries use (``USAGE_FROM_INODES``)."""
-    conn.create_function("xfs_replicas", 1, replica_count, deterministic=True)
+    conn.create_function("xfs_copies", 1, copies, deterministic=True)
 
 
 class StoreError(Exception):
@@ -453,7 +455,7 @@ USAGE_FROM_INODES = f"""
 SELECT volume, owner, count(*),
        coalesce(sum(CASE WHEN mode & {0o170000} = {0o100000} THEN size * replicas ELSE 0 END), 0)
 FROM (SELECT volume, owner, mode, size,
-             CASE WHEN xloc IS NULL THEN 1 ELSE xfs_replicas(xloc) END AS replicas
+             CASE WHEN xloc IS NULL THEN 1 ELSE xfs_copies(xloc) END AS replicas
       FROM inodes)
 GROUP BY volume, owner
 """
