@@ -619,16 +619,9 @@ class MRCHandlers:
         if req.files is not None:
             # creates made under a directory lease would pass the new limit unseen: the
             # leases it holds come back (and no new ones are granted, see dir_lease)
-            vid = self._volume(req.volume)[0]
-            for ino in self._ns.dir_leases_in(vid, req.principal):
-                await self._recaller.recall(
-                    DIR,
-                    req.volume,
-                    vid,
-                    ino,
-                    functools.partial(self._ns.dir_lease_holders, vid, ino, None),
-                    functools.partial(self._ns.dir_lease_revoke, vid, ino, None),
-                )
+            who = self._as(peer, req.volume)
+            for ino in self._ns.dir_leases_in(self._volume(req.volume)[0], req.principal):
+                await self._dir_recall(who, req.volume, ino, None)
         self._audit.record(
             audit.ADMIN,
             peer.principal,
