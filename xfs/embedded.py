@@ -46,7 +46,7 @@ import trio
 
 from xfs import mounts
 from xfs.client.credentials import CredentialStore, account_name, local_groups
-from xfs.common import ca, config, tls
+from xfs.common import ca, config, groups, tls
 from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig, TLSConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import TrustStore
@@ -176,6 +176,12 @@ class Grid:
             role, key, value = parse_setting(text)
             if role not in roles:
                 raise GridError(f"--set {text}: no role {role!r} (one of {sorted(roles)})")
+            osds = sorted(r for r in roles if r.startswith("osd") and r != "osd")
+            if role == "osd" and key == "metrics_port" and value and len(osds) > 1:
+                raise GridError(
+                    f"--set {text}: the {len(osds)} OSDs of this machine cannot share one "
+                    f"port; give each its own ({', '.join(f'{r}.metrics_port=' for r in osds)})"
+                )
             self.settings.setdefault(role, {})[key] = value
 
     def settings_of(self, role: str) -> dict[str, Any]:
@@ -420,6 +426,17 @@ def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
 
 
 # ---------------------------------------------------------------------------- admin calls
+def _last_words(layout: Layout, role: str) -> str:
+    """The error a process that ended wrote last to its log (its ``Error:`` line), with
+    where the log is."""
+    try:
+        lines = [line.strip() for line in layout.log(role).read_text(errors="replace").splitlines()]
+    except OSError:
+        lines = []
+    said = [line for line in lines if line.startswith("Error: ")] or lines[-1:] or ["no log"]
+    return f"{said[-1]} (log: {layout.log(role)})"
+
+
 async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
     """Wait for the MRC and the OSDs, then make sure the home volume exists."""
     trust = TrustStore.load(layout.trust)
@@ -435,6 +452,9 @@ async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
                     break
             except XfsError:
                 pass
+            for role in grid.server_roles:
+                if running_pid(layout, role) is None:  # it ended while starting
+                    raise GridError(f"{role} did not start: {_last_words(layout, role)}")
             if time.monotonic() > deadline:
                 raise GridError(
                     f"the MRC and {grid.osds} OSDs did not come up; see {layout.state / 'logs'}"
@@ -468,15 +488,21 @@ def admin_main(state: Path, timeout: float) -> None:
     layout = Layout(state)
     try:
         trio.run(_admin, layout, Grid.load(layout.grid_file), time.monotonic() + timeout)
-    except GridError as e:
-        print(e, file=sys.stderr)
+    except (GridError, BaseExceptionGroup) as e:
+        error = groups.leaf(e, (GridError,))
+        if not isinstance(error, GridError):
+            raise
+        print(error, file=sys.stderr)
         sys.exit(1)
 
 
 def _run_admin(layout: Layout, grid: Grid, deadline: float) -> None:
     netns = grid.netns.get("mrc")
     if netns is None:
-        trio.run(_admin, layout, grid, deadline)
+        try:
+            trio.run(_admin, layout, grid, deadline)
+        except BaseExceptionGroup as e:  # (a nursery's): the GridError in it, one line
+            raise groups.leaf(e, (GridError,)) from None
         return
     timeout = max(1.0, deadline - time.monotonic())
     code = (

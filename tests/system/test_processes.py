@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.system.conftest import needs_fuse
-from tests.system.grid import Grid, mounted, running_grid
+from tests.system.grid import Grid, mounted, run, running_grid, xfs_command
 
 pytestmark = [pytest.mark.system]
 
@@ -179,3 +180,42 @@ def test_sigterm_makes_the_mrc_exit_zero(own_grid: Grid) -> None:
         log.close()
     text = (own_grid.state / "logs" / "mrc-child.log").read_text(errors="replace")
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_up_says_why_in_one_line_and_leaves_nothing_running(tmp_path: Path) -> None:
+    needs_fuse()
+    state, mnt = tmp_path / "state", tmp_path / "mnt"
+    mnt.mkdir()
+    up = [*xfs_command(), "up", "--state", str(state), "--mountpoint", str(mnt)]
+    # a setting no grid of three OSDs on one machine can have: refused before anything starts
+    shared = run([*up, "--set", "osd.metrics_port=19999"], timeout=60, check=False)
+    (line,) = shared.stderr.strip().splitlines()
+    assert shared.returncode == 1 and line.startswith("Error: --set osd.metrics_port"), line
+    assert "osd1.metrics_port=" in line, line
+    # the MRC cannot start (its metrics port is taken): at once, its reason, and nothing left
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = run([*up, "--set", f"mrc.metrics_port={port}"], timeout=90, check=False)
+    (line,) = failed.stderr.strip().splitlines()
+    assert failed.returncode == 1, failed
+    assert line.startswith(f"Error: mrc did not start: Error: metrics on 127.0.0.1:{port}:"), line
+    assert "stopped what this xfs up started" in line, line
+    assert _processes_of(state) == [], "xfs up left processes of its grid running"
+    assert not mounted(mnt)
+
+
+def _processes_of(state: Path) -> list[int]:
+    """The PIDs of processes whose command line names ``state`` (the grid's processes)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if str(state).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

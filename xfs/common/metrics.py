@@ -17,12 +17,15 @@ off; on ``metrics_host``, loopback by default). What is measured:
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from xfs.proto.errors import XfsError
 
 REQUESTS = Counter(
     "xfs_requests", "Requests answered, by method and outcome.", ["service", "method", "outcome"]
@@ -118,4 +121,10 @@ def serve(service: str, host: str, port: int) -> None:
     ``http://host:port/metrics`` (a daemon thread)."""
     SERVICE[0] = service
     if port:
-        start_http_server(port, addr=host)
+        try:
+            start_http_server(port, addr=host)
+        except OSError as e:
+            raise XfsError(
+                e.errno or errno.EADDRINUSE,
+                f"metrics on {host}:{port}: {e.strerror or e} (metrics_port in the configuration)",
+            ) from None
