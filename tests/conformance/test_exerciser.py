@@ -10,8 +10,8 @@ after every step that changed it and every ``SIZE_CHECK`` steps, the whole file 
 mount after close (close-to-open).
 
 Replay a failure with ``XFS_EXERCISER_SEED=<seed> XFS_EXERCISER_OPS=<n>``; the seed is in
-the failure message. The operation count per seed defaults to ``OPS`` (4 seeds x 8,000 =
-32,000 operations in CI, to keep the suite within its time; ``XFS_EXERCISER_OPS`` runs
+the failure message. The operation count per seed defaults to ``OPS`` (4 seeds x 6,000 =
+24,000 operations in CI, to keep the suite within its time; ``XFS_EXERCISER_OPS`` runs
 more). The seeds run two at a time, each on its own file, as two jobs
 would: the mount serves them concurrently.
 """
@@ -39,7 +39,7 @@ MAX_SIZE = 4 * MiB + 123_457  # a few objects, the last one partial
 MAX_WRITE = 300 * KiB
 MAX_READ = 64 * KiB
 FULL_CHECK = 1000
-OPS = int(os.environ.get("XFS_EXERCISER_OPS", "8000"))
+OPS = int(os.environ.get("XFS_EXERCISER_OPS", "6000"))
 SIZE_CHECK = 20
 SEED_GROUPS = (
     [(int(os.environ["XFS_EXERCISER_SEED"]),)]

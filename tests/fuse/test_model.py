@@ -281,7 +281,7 @@ def test_mount_behaves_like_a_local_directory(
     run_state_machine_as_test(
         FileSystemModel,
         settings=settings(
-            max_examples=20,
+            max_examples=15,
             stateful_step_count=50,
             deadline=None,
             derandomize=True,
