@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +45,7 @@ import trio
 
 from xfs import mounts
 from xfs.client.credentials import CredentialStore, account_name, local_groups
-from xfs.common import ca, config, groups, tls
+from xfs.common import ca, config, groups, processes, tls
 from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig, TLSConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import TrustStore
@@ -364,12 +363,7 @@ def _allow_other_permitted() -> bool:
 # ---------------------------------------------------------------------------- processes
 def running_pid(layout: Layout, role: str) -> int | None:
     """The PID of this grid's ``role`` process, if it is still the one we started."""
-    try:
-        pid = int(layout.pid(role).read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    return pid if str(layout.config(role)).encode() in cmdline else None
+    return processes.ours(layout.pid(role), layout.config(role))
 
 
 def in_netns(netns: str | None) -> list[str]:
@@ -404,25 +398,8 @@ def spawn(layout: Layout, role: str, grid: Grid | None = None) -> subprocess.Pop
     return proc
 
 
-KILL_GRACE = 10.0  # seconds to wait for a SIGKILLed process to be gone
-
-
 def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
-    pid = running_pid(layout, role)
-    if pid is None:
-        layout.pid(role).unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and running_pid(layout, role) == pid:
-        time.sleep(0.05)
-    if running_pid(layout, role) == pid:
-        os.kill(pid, signal.SIGKILL)
-        # a process stuck in a FUSE or network call dies when the kernel lets it go
-        deadline = time.monotonic() + KILL_GRACE
-        while time.monotonic() < deadline and running_pid(layout, role) == pid:
-            time.sleep(0.05)
-    layout.pid(role).unlink(missing_ok=True)
+    processes.end(layout.pid(role), layout.config(role), timeout)
 
 
 # ---------------------------------------------------------------------------- admin calls

@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from xfs.common import config
+from xfs.common import config, processes
 from xfs.common.config import MountConfig
 
 MOUNT_TIMEOUT = 60.0
@@ -76,12 +75,7 @@ def home(state: Path, mountpoint: Path) -> Path:
 
 def _pid(where: Path) -> int | None:
     """The PID of the mount process of ``where``, if it still runs with its config."""
-    try:
-        pid = int((where / "pid").read_text())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
-        return None
-    return pid if str(where / "config.toml").encode() in cmdline else None
+    return processes.ours(where / "pid", where / "config.toml")
 
 
 def start(
@@ -142,18 +136,10 @@ def stop(state: Path, mountpoint: Path, timeout: float = STOP_TIMEOUT) -> bool:
     """End the mount at ``mountpoint``: its process (if ours) with SIGTERM, which flushes
     open files and unmounts, else a lazy unmount. Whether anything was mounted there."""
     where = home(state, mountpoint)
-    pid = _pid(where)
     was = mounted(mountpoint)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _pid(where) == pid and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _pid(where) == pid:
-            os.kill(pid, signal.SIGKILL)
+    pid = processes.end(where / "pid", where / "config.toml", timeout)
     if mounted(mountpoint):
         lazy_unmount(mountpoint)
-    (where / "pid").unlink(missing_ok=True)
     return was or pid is not None
 
 

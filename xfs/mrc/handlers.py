@@ -585,22 +585,12 @@ class MRCHandlers:
         files_total, files_free = files + (1 << 32), 1 << 32
         # a quota on the caller's inodes or on the volume: df shows the tightest one
         limits, used = self._ns.quota_view(self._volume(req.name)[0], who.principal)
-        bytes_left = [
-            (quotas.room(lim.bytes, used[p].bytes), lim.bytes)
-            for p, lim in limits.items()
-            if lim.bytes is not None
-        ]
-        if bytes_left:
-            left, limit = min(bytes_left, key=lambda pair: pair[0] or 0)
-            total, free = min(total, limit or 0), min(free, left or 0)
-        files_left = [
-            (quotas.room(lim.files, used[p].files), lim.files)
-            for p, lim in limits.items()
-            if lim.files is not None
-        ]
-        if files_left:
-            left, limit = min(files_left, key=lambda pair: pair[0] or 0)
-            files_total, files_free = limit or 0, left or 0
+        tightest = quotas.tightest(limits, used, "bytes")
+        if tightest is not None:
+            total, free = min(total, tightest[0]), min(free, tightest[1])
+        tightest = quotas.tightest(limits, used, "files")
+        if tightest is not None:
+            files_total, files_free = tightest
         return StatFS(
             STATFS_BLOCK, total // STATFS_BLOCK, free // STATFS_BLOCK, files_total, files_free
         )

@@ -70,6 +70,19 @@ def room(limit: int | None, used: int, reserved: int = 0) -> int | None:
     return None if limit is None else max(0, limit - used - reserved)
 
 
+def tightest(
+    limits: dict[str, Limit], used: dict[str, Use], what: str
+) -> tuple[int, int] | None:
+    """(limit, what is left) of the quota that leaves the least ``what`` ("files" or
+    "bytes"), or None if none limits it."""
+    found = [
+        (limit, max(0, limit - getattr(used[p], what)))
+        for p, quota in limits.items()
+        if (limit := getattr(quota, what)) is not None
+    ]
+    return min(found, key=lambda pair: pair[1]) if found else None
+
+
 def voucher(size: int, replicas: int, rooms: Iterable[int | None], want: int = 0) -> int:
     """``max_size`` for a writer of a file of ``size`` with ``replicas`` replicas, under
     limits that leave ``rooms`` bytes: ``VOUCHER`` bytes past the size, or up to ``want``

@@ -1,0 +1,48 @@
+"""Processes xfs started and knows by a PID file: whether one still runs, and ending it.
+
+A PID file alone is not proof: the PID may have been given to another process since. A
+process counts as ours only while its command line names the configuration file it was
+started with.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+KILL_GRACE = 10.0  # seconds to wait for a SIGKILLed process to be gone
+
+
+def ours(pidfile: Path, config: Path) -> int | None:
+    """The PID in ``pidfile`` if that process runs with ``config`` on its command line."""
+    try:
+        pid = int(pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(config).encode() in cmdline else None
+
+
+def end(pidfile: Path, config: Path, timeout: float) -> int | None:
+    """End the process of ``pidfile`` (if ours): SIGTERM, then after ``timeout`` SIGKILL,
+    waiting up to ``KILL_GRACE`` for it to go (a process stuck in a FUSE or network call
+    dies when the kernel lets it go). Removes the PID file; returns the PID it ended."""
+    pid = ours(pidfile, config)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        if not _gone(pidfile, config, pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            _gone(pidfile, config, pid, KILL_GRACE)
+    pidfile.unlink(missing_ok=True)
+    return pid
+
+
+def _gone(pidfile: Path, config: Path, pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while ours(pidfile, config) == pid:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
