@@ -467,6 +467,11 @@ class OpenFile:
         try:
 
             async def call(layout: FileLayout, osd: str) -> object:
+                local = self.session.local_reads
+                if local is not None:  # an OSD of this host: read its file, if it lets us
+                    data = await local.read_object(layout, osd, objno, self.stripe_size)
+                    if data is not None:
+                        return ObjData(data)
                 request = ObjRead(layout.xcap, layout.xloc, objno, 0, self.stripe_size)
                 return await self.session.osd_call(layout, osd, OSD.read, request)
 

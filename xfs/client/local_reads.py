@@ -2,11 +2,14 @@
 
 A small read elsewhere than after the last one (a random read) fetches only its range
 of an object; over TLS from an OSD of this very host that is a round trip of two Python
-processes for 4 KiB. When the OSD grants it (``xfs.common.local``), the mount instead
-holds a descriptor of the directory of the file's objects there and reads the object
-file itself: header, block table and the blocks it needs, checked against their CRC32Cs
-(``object_format.read_range``). Objects are replaced whole by a rename, so a file opened
-this way is one version of the object, never a torn one.
+processes for 4 KiB, and a sequential reader's whole object crosses TLS twice
+(encrypted by the OSD, decrypted by the mount). When the OSD grants it
+(``xfs.common.local``), the mount instead holds a descriptor of the directory of the
+file's objects there and reads the object file itself: header, block table and the
+blocks it needs, checked against their CRC32Cs (``object_format.read_range``). A
+sequential reader's whole objects are read the same way, in worker threads. Objects
+are replaced whole by a rename, so a file opened this way is one version of the object,
+never a torn one.
 
 A grant is tied to the XCap and XLocSet it was made for: a new XCap (a new open, a
 renewal) or a new replica set asks again, and an expired XCap is not used. Anything
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MAX_GRANTS = 64  # directory descriptors one session keeps (least recently used go)
 NOT_LOCAL_FOR = 60.0  # seconds an OSD that is not on this host (or failed) is not asked
+WHOLE_READERS = 4  # worker threads reading whole objects at once (a sequential reader's
+# object and the ones read ahead)
 
 
 @dataclass
@@ -53,12 +58,37 @@ class LocalReads:
         self._timeout = min(timeout, 2.0)
         self._grants: OrderedDict[tuple[str, str], _Grant] = OrderedDict()  # (file, osd)
         self._not_local: dict[str, float] = {}  # osd -> trio time it may be asked again
+        self._whole_readers = trio.CapacityLimiter(WHOLE_READERS)
 
     async def read(
         self, layout: FileLayout, osd: str, objno: int, offset: int, length: int
     ) -> bytes | None:
         """Bytes [offset, offset+length) of the object, short past its end; None if
-        they must be read through the OSD."""
+        they must be read through the OSD. A small read, done inline."""
+        fd = await self._granted(layout, osd)
+        return None if fd is None else _read(fd, objno, offset, length, os.POSIX_FADV_RANDOM)
+
+    async def read_object(
+        self, layout: FileLayout, osd: str, objno: int, length: int
+    ) -> bytes | None:
+        """All of the object (``length``, the stripe size, at most); None if it must
+        be read through the OSD. A sequential reader's whole object, read in a worker
+        thread (a cold MiB takes a disk access the mount's other requests must not wait
+        for), on a duplicate of the directory descriptor, which a new grant may close
+        meanwhile."""
+        fd = await self._granted(layout, osd)
+        if fd is None:
+            return None
+        own = os.dup(fd)
+        try:
+            read = functools.partial(_read, own, objno, 0, length, os.POSIX_FADV_SEQUENTIAL)
+            return await trio.to_thread.run_sync(read, limiter=self._whole_readers)
+        finally:
+            os.close(own)
+
+    async def _granted(self, layout: FileLayout, osd: str) -> int | None:
+        """The descriptor of the file's object directory on ``osd``; None if there is
+        no grant (not on this host, refused, the XCap expired)."""
         xcap = layout.xcap
         if self._not_local.get(osd, 0.0) > trio.current_time() or self._clock() >= xcap.expires:
             return None
@@ -74,9 +104,7 @@ class LocalReads:
             while len(self._grants) > MAX_GRANTS:
                 self._drop(next(iter(self._grants)))
         self._grants.move_to_end(key)
-        if grant.fd is None:
-            return None
-        return _read(grant.fd, objno, offset, length)
+        return grant.fd
 
     def close(self) -> None:
         for key in list(self._grants):
@@ -120,13 +148,13 @@ class LocalReads:
         return fds[0]
 
 
-def _read(dir_fd: int, objno: int, offset: int, length: int) -> bytes | None:
+def _read(dir_fd: int, objno: int, offset: int, length: int, advice: int) -> bytes | None:
     try:
         fd = os.open(str(objno), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
     except OSError:  # not held here (a hole), or the file went: the OSD knows
         return None
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # a cold read reads no more
+        os.posix_fadvise(fd, 0, 0, advice)  # (random: a cold read reads no more)
         with contextlib.suppress(ValueError):
             pread = functools.partial(os.pread, fd)
             return object_format.read_range(pread, os.fstat(fd).st_size, offset, length)
