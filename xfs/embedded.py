@@ -430,7 +430,7 @@ async def _admin(layout: Layout, grid: Grid, deadline: float) -> None:
             except XfsError:
                 pass
             for role in grid.server_roles:
-                if running_pid(layout, role) is None:  # it ended while starting
+                if processes.ended(layout.pid(role)):  # it ended while starting
                     raise GridError(f"{role} did not start: {_last_words(layout, role)}")
             if time.monotonic() > deadline:
                 raise GridError(

@@ -25,6 +25,18 @@ def ours(pidfile: Path, config: Path) -> int | None:
     return pid if str(config).encode() in cmdline else None
 
 
+def ended(pidfile: Path) -> bool:
+    """Whether the process of ``pidfile`` has ended (gone, or a zombie not yet reaped).
+    Unlike ``not ours(...)``, a process that is still starting is not taken for ended:
+    while it execs (``nsenter``, then Python) its command line is briefly not its own."""
+    try:
+        pid = int(pidfile.read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def end(pidfile: Path, config: Path, timeout: float) -> int | None:
     """End the process of ``pidfile`` (if ours): SIGTERM, then after ``timeout`` SIGKILL,
     waiting up to ``KILL_GRACE`` for it to go (a process stuck in a FUSE or network call
