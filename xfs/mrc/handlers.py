@@ -69,6 +69,7 @@ from xfs.proto.methods import (
     Method,
     MkNod,
     MRCStatus,
+    NewFile,
     Offset,
     Open,
     OSDList,
@@ -276,9 +277,7 @@ class MRCHandlers:
         osds = [u for r in xloc.replicas for u in r.osds]
         return FileLayout(attr, xloc, xcap, self._registry.addresses(osds))
 
-    def _voucher(
-        self, peer: Identity, vid: str, attr: Attr, replicas: int, want: int = 0
-    ) -> int:
+    def _voucher(self, peer: Identity, vid: str, attr: Attr, replicas: int, want: int = 0) -> int:
         """The size ``peer`` may write the file up to under its owner's and its volume's
         bytes quotas (xfs.mrc.quotas; ``want``: the size it asked for), reserved until the
         XCap expires: -1, no limit."""
@@ -894,46 +893,67 @@ class MRCHandlers:
         found made by an earlier sending) or refused on its own, as ``create`` would."""
         if len(req.files) > MAX_CREATE_MANY:
             raise XfsError(errno.EINVAL, f"{len(req.files)} files in one create_many")
+        parents = {f.parent for f in req.files}
+        if not any(self._recall_wanted(peer, req.volume, p, req.client) for p in parents):
+            # the common case (the sender holds the leases): one transaction for all,
+            # each create a savepoint of it, and no await until it is committed
+            with self._ns.batch():
+                return MadeMany([self._create_one(peer, req, f) for f in req.files])
         made: list[Made] = []
         for f in req.files:
             try:
                 who = self._as(peer, req.volume, f.parent)
-                if f.mode & ~0o777:
-                    raise XfsError(errno.EINVAL, f"mode {f.mode:#o} of a create under a lease")
                 await self._dir_recall(who, req.volume, f.parent, req.client)
-                try:
-                    placed: XLocSet | None = self._place(req.volume, f.parent)
-                except XfsError as e:
-                    if e.code != errno.ENOSPC:
-                        raise
-                    # (no OSD known yet, after an MRC restart, say): the file was
-                    # acknowledged, so it is made without a layout; its first open
-                    # places it (xfs/client/dirleases.py)
-                    placed = None
-                attr, xloc, epoch = self._ns.create(
-                    who,
-                    req.volume,
-                    f.parent,
-                    f.name,
-                    f.mode,
-                    f.flags | os.O_CREAT | os.O_EXCL,
-                    f.umask,
-                    placed,
-                    req.client,
-                    ino=f.ino,
-                    time_ns=f.time_ns,
-                )
-                if xloc is None:
-                    made.append(Made())  # made, with no layout yet
-                    continue
-                rights = rights_for_flags(f.flags)
-                layout = self._layout(
-                    peer, who, req.volume, attr, xloc, epoch, rights, Basis.CREATED
-                )
-                made.append(Made(layout))
             except XfsError as e:
                 made.append(self._refused(peer, MRC.create_many, e))
+                continue
+            made.append(self._create_one(peer, req, f))
         return MadeMany(made)
+
+    def _recall_wanted(self, peer: Identity, volume: str, parent: int, client: str) -> bool:
+        """Whether a create in ``parent`` must first recall another client's lease."""
+        try:
+            who = self._as(peer, volume, parent)
+        except XfsError:
+            return False  # (refused when made)
+        return self._recall_from(who, volume, parent, client) is not None
+
+    def _create_one(self, peer: Identity, req: CreateMany, f: NewFile) -> Made:
+        """One create of ``create_many`` (its directory's lease recalled before): made,
+        found made by an earlier sending, or refused."""
+        try:
+            who = self._as(peer, req.volume, f.parent)
+            if f.mode & ~0o777:
+                raise XfsError(errno.EINVAL, f"mode {f.mode:#o} of a create under a lease")
+            try:
+                placed: XLocSet | None = self._place(req.volume, f.parent)
+            except XfsError as e:
+                if e.code != errno.ENOSPC:
+                    raise
+                # (no OSD known yet, after an MRC restart, say): the file was
+                # acknowledged, so it is made without a layout; its first open
+                # places it (xfs/client/dirleases.py)
+                placed = None
+            attr, xloc, epoch = self._ns.create(
+                who,
+                req.volume,
+                f.parent,
+                f.name,
+                f.mode,
+                f.flags | os.O_CREAT | os.O_EXCL,
+                f.umask,
+                placed,
+                req.client,
+                ino=f.ino,
+                time_ns=f.time_ns,
+            )
+            if xloc is None:
+                return Made()  # made, with no layout yet
+            rights = rights_for_flags(f.flags)
+            layout = self._layout(peer, who, req.volume, attr, xloc, epoch, rights, Basis.CREATED)
+            return Made(layout)
+        except XfsError as e:
+            return self._refused(peer, MRC.create_many, e)
 
     async def unlink_many(self, peer: Identity, req: UnlinkMany) -> MadeMany:
         """Unlinks a client made under its directory leases, in order, each on its own
@@ -974,24 +994,10 @@ class MRCHandlers:
         """Get the directory lease of ``ino`` back from its holder unless that is ``but``,
         before a call that reads or changes the directory's entries. Only a caller that
         may search or list the directory can make the holder give it back."""
-        vid = self._volume(volume)[0]
-        held = self._ns.dir_lease_holders(vid, ino, None)
-        if not held:
+        wanted = self._recall_from(who, volume, ino, but)
+        if wanted is None:
             return
-        if but is not None and but in held:
-            try:
-                self._ns.check_client(who, but)  # (only its own client spares the caller)
-            except XfsError:
-                but = None
-            if held == [but]:
-                return
-        try:
-            self._ns.access(who, volume, ino, os.X_OK)
-        except XfsError:
-            try:
-                self._ns.access(who, volume, ino, os.R_OK)
-            except XfsError:
-                return  # (the call itself is refused)
+        vid, but = wanted
         await self._recaller.recall(
             DIR,
             volume,
@@ -1000,6 +1006,31 @@ class MRCHandlers:
             lambda: self._ns.dir_lease_holders(vid, ino, but),
             lambda: self._ns.dir_lease_revoke(vid, ino, but),
         )
+
+    def _recall_from(
+        self, who: Identity, volume: str, ino: int, but: str | None
+    ) -> tuple[str, str | None] | None:
+        """(volume id, the client spared) if ``_dir_recall`` must recall the lease of
+        ``ino`` from another client; None if not (no await: see ``create_many``)."""
+        vid = self._volume(volume)[0]
+        held = self._ns.dir_lease_holders(vid, ino, None)
+        if not held:
+            return None
+        if but is not None and but in held:
+            try:
+                self._ns.check_client(who, but)  # (only its own client spares the caller)
+            except XfsError:
+                but = None
+            if held == [but]:
+                return None
+        try:
+            self._ns.access(who, volume, ino, os.X_OK)
+        except XfsError:
+            try:
+                self._ns.access(who, volume, ino, os.R_OK)
+            except XfsError:
+                return None  # (the call itself is refused)
+        return vid, but
 
     async def _dir_recalls(
         self,

@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
@@ -107,6 +108,10 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
         # moved on by every change to a directory's permissions or place (xfs/mrc/reach.py)
         self.perm_changes = 0
         self._reach = Reach(store, self)
+
+    def batch(self) -> AbstractContextManager[None]:
+        """The changes made inside as one transaction (``Store.batch``): no await inside."""
+        return self._store.batch()
 
     def _touch_dir(
         self, cur: sqlite3.Cursor, v: rows.Vol, ino: int, now: int, nlink_delta: int = 0

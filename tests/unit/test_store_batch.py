@@ -1,0 +1,90 @@
+"""Store.batch: transactions as savepoints of one, each succeeding or failing alone."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from xfs.mrc import store as store_mod
+from xfs.mrc.store import Store
+
+
+def keys(store: Store) -> set[str]:
+    with store.read() as cur:
+        return {k for (k,) in cur.execute("SELECT key FROM meta WHERE key LIKE 't%'")}
+
+
+def put(store: Store, key: str, *, fail: bool = False) -> None:
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO meta VALUES (?, 1)", (key,))
+        if fail:
+            raise ValueError("refused")
+
+
+def test_a_failed_transaction_of_a_batch_is_undone_alone(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "mrc.db")
+    commits = store.commits
+    with store.batch():
+        put(store, "t1")
+        with pytest.raises(ValueError):
+            put(store, "t2", fail=True)
+        put(store, "t3")
+        assert keys(store) == {"t1", "t3"}  # (read inside: the batch's own view)
+    assert keys(store) == {"t1", "t3"}
+    assert store.commits > commits
+    other = Store.open(tmp_path / "mrc.db")  # committed: another connection sees it
+    assert keys(other) == {"t1", "t3"}
+    other.close()
+    store.close()
+
+
+def test_an_error_out_of_the_batch_undoes_all_of_it(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "mrc.db")
+    with pytest.raises(RuntimeError), store.batch():
+        put(store, "t1")
+        raise RuntimeError("the batch fails")
+    assert keys(store) == set()
+    put(store, "t4")  # and the store goes on as before
+    with store.batch(), store.batch():  # nested: one batch
+        put(store, "t5")
+    assert keys(store) == {"t4", "t5"}
+    store.close()
+
+
+def test_the_wal_is_cut_under_a_steady_stream_of_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Commits never stop while the checkpoints run (in a thread, as the Syncer runs
+    them), so a passive checkpoint never reaches the WAL's end and the WAL never starts
+    over: past WAL_KEEP_BYTES the checkpoint cuts the file, else it grows without bound."""
+    monkeypatch.setattr(store_mod, "WAL_KEEP_BYTES", 256 << 10)
+    store = Store.open(tmp_path / "mrc.db")
+    store.checkpoint_elsewhere()
+    wal = tmp_path / "mrc.db-wal"
+    done = threading.Event()
+    sizes: list[int] = []
+
+    def checkpoints() -> None:
+        while not done.is_set():
+            store.checkpoint()
+            sizes.append(wal.stat().st_size)
+            time.sleep(0.005)
+
+    checkpointer = threading.Thread(target=checkpoints)
+    checkpointer.start()
+    try:
+        i = 0
+        while i < 3000 or (len(sizes) < 20 and i < 100_000):
+            with store.transaction() as cur:
+                cur.execute("INSERT INTO meta VALUES (?, ?)", (f"t{i}", i))
+            i += 1
+    finally:
+        done.set()
+        checkpointer.join(30)
+    assert len(sizes) >= 20
+    assert max(sizes[len(sizes) // 2 :]) < 2 << 20  # (without the cut: tens of MiB)
+    assert len(keys(store)) == i
+    store.close()
