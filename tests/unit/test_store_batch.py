@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -87,4 +88,28 @@ def test_the_wal_is_cut_under_a_steady_stream_of_commits(
     assert len(sizes) >= 20
     assert max(sizes[len(sizes) // 2 :]) < 2 << 20  # (without the cut: tens of MiB)
     assert len(keys(store)) == i
+    store.close()
+
+
+def test_a_reader_elsewhere_holds_the_cut_up_only_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read transaction of another connection (an `xfs fsck` of the live store) keeps
+    the WAL from being cut; the checkpoint gives up at once instead of stalling commits."""
+    monkeypatch.setattr(store_mod, "WAL_KEEP_BYTES", 16 << 10)
+    store = Store.open(tmp_path / "mrc.db")
+    store.checkpoint_elsewhere()
+    reader = sqlite3.connect(tmp_path / "mrc.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM meta").fetchall()
+    for i in range(200):
+        put(store, f"t{i}")
+    started = time.monotonic()
+    store.checkpoint()
+    assert time.monotonic() - started < 2  # (busy_timeout of commits: 10 s)
+    put(store, "t-after")  # commits go on
+    reader.execute("COMMIT")
+    reader.close()
+    store.checkpoint()
+    assert (tmp_path / "mrc.db-wal").stat().st_size == 0  # cut once the reader left
     store.close()

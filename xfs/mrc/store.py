@@ -28,6 +28,8 @@ import msgpack
 FORMAT_VERSION = 6
 CACHE_KIB = 256 << 10  # SQLite's page cache at most (filled as pages are read)
 WAL_KEEP_BYTES = 64 << 20  # a WAL file past this is cut (see ``Store.checkpoint``)
+BUSY_TIMEOUT_MS = 10_000  # a transaction waits this long for another process's lock
+CUT_WAIT_MS = 50  # a cutting checkpoint waits this long for another process's reader
 
 # Integers are nanoseconds since the epoch (``*_ns``) unless named otherwise. Names of
 # entries and xattrs are BLOBs: POSIX names are bytes, not text.
@@ -274,7 +276,7 @@ class Store:
         except sqlite3.Error as e:
             raise StoreError(f"cannot open MRC store {path}: {e}") from e
         try:
-            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"MRC store {path}: cannot use WAL journal (got {mode!r})")
@@ -329,7 +331,13 @@ class Store:
             return
         if size > WAL_KEEP_BYTES:
             with self._lock:  # no commit meanwhile: it would be a writer in the way
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # a reader elsewhere (an `xfs fsck` of the live store) holds it up only
+                # this long; then it is tried again at the next checkpoint
+                self._conn.execute(f"PRAGMA busy_timeout = {CUT_WAIT_MS}")
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     def __enter__(self) -> Store:
         return self
