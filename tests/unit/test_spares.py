@@ -36,11 +36,13 @@ def test_a_deleted_files_inodes_carry_the_next_objects(store: ObjectStore) -> No
     for objno in range(4):
         store.write(OLD, objno, 0, bytes([objno]) * 5000)
     old = inodes(store, OLD)
+    os.chmod(store.object_path(OLD, 0), 0o644)  # (as a record's file is)
     store.delete(OLD)
     assert not store.file_dir(OLD).exists()
     spares = spare_files(store)
     assert len(spares) == 4
     assert all(p.stat().st_size == 0 for p in spares)  # emptied: no data kept
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in spares)
     assert {p.stat().st_ino for p in spares} == old
 
     for objno in range(3):

@@ -34,6 +34,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MAX_SPARES = 4096  # empty inodes kept (an OSD's worth of deleted objects to reuse)
+MODE = 0o600  # of every object file
 
 
 class Spares:
@@ -81,6 +82,7 @@ class Spares:
         except FileNotFoundError:
             return
         os.truncate(spare, 0)
+        os.chmod(spare, MODE)  # (a record's file was 0644; objects are the OSD's alone)
         with self._lock:
             self._names.append(name)
 
