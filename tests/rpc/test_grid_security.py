@@ -1849,7 +1849,7 @@ def test_hostile_file_ids_touch_nothing_outside_the_data_dir(pki: PKI, tmp_path:
             assert sorted(os.listdir(sentinel)) == listing
             assert (sentinel / "precious").read_bytes() == b"keep me"
             for data_dir in w.grid.osd_dirs.values():  # nothing but the layout in the stores
-                assert sorted(os.listdir(data_dir)) == ["FORMAT", "UUID", "objects", "spare"]
+                assert sorted(os.listdir(data_dir)) == ["FORMAT", "UUID", "objects"]
 
     run(main)
 

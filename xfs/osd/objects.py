@@ -4,7 +4,6 @@ Layout under ``root``::
 
     FORMAT                    "xfs-osd-objects 2\\n"
     UUID                      this OSD's uuid (uuid4, canonical form, then "\\n")
-    spare/<hex>               empty inodes of deleted objects, reused (xfs.osd.spares)
     objects/<pp>/<volume>/<ino>/<objno>
     objects/<pp>/<volume>/<ino>/epoch
 
@@ -78,7 +77,6 @@ import google_crc32c
 
 from xfs.common import object_format
 from xfs.common.object_format import HEADER
-from xfs.osd.spares import Spares
 from xfs.osd.unsynced import Unsynced
 from xfs.proto.errors import XfsError
 
@@ -368,7 +366,6 @@ class ObjectStore:
         self._xlocs_lock = threading.Lock()
         self._xloc_write = threading.Lock()
         self._unsynced = Unsynced()  # what fsync must make durable, per file
-        self._spares = Spares(self.root / "spare")  # deleted objects' inodes, for reuse
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> None:
@@ -381,8 +378,6 @@ class ObjectStore:
             else:
                 self._upgrade()
         self._uuid = check_format(self.root)
-        with _os_errors(f"open {self._spares.directory}"):
-            self._spares.open()
 
     def _upgrade(self) -> None:
         try:
@@ -397,7 +392,7 @@ class ObjectStore:
     def _create(self) -> None:
         # FORMAT is written last, so a store without it is one whose creation was cut short.
         leftovers = {p.name for p in self.root.iterdir()}
-        known = {"UUID", "objects", "spare", f"{TEMP_PREFIX}UUID", f"{TEMP_PREFIX}FORMAT"}
+        known = {"UUID", "objects", f"{TEMP_PREFIX}UUID", f"{TEMP_PREFIX}FORMAT"}
         if leftovers - known or (self.objects.is_dir() and any(self.objects.iterdir())):
             raise StoreFormatError(f"{self.root}: not empty and not an xfs object store")
         if not (self.root / "UUID").exists():
@@ -650,11 +645,12 @@ class ObjectStore:
         before the rename, then the directory (and the ones above it if need be)."""
         d = path.parent
         tmp = d / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(8)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = self._open_temp(tmp)
+            fd = os.open(tmp, flags, 0o600)
         except FileNotFoundError:
             self._unsynced.make_dir(file_id, functools.partial(_make_dir, d))
-            fd = self._open_temp(tmp)
+            fd = os.open(tmp, flags, 0o600)
         try:
             try:
                 for chunk in chunks:
@@ -671,13 +667,6 @@ class ObjectStore:
             _fsync_path(d, os.O_DIRECTORY)
             if self._unsynced.ancestors_unsynced(file_id):
                 self._sync_ancestors(file_id, d, everything=not self._unsynced.known(file_id))
-
-    def _open_temp(self, tmp: Path) -> int:
-        """A new file ``tmp`` for writing: a spare inode if there is one (xfs.osd.spares);
-        FileNotFoundError if its directory is missing."""
-        if self._spares.take(tmp):
-            return os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW)
-        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
     def _sync_ancestors(self, file_id: str, file_dir: Path, *, everything: bool) -> None:
         """fsync the directories above a file's that gained an entry: with
@@ -889,7 +878,7 @@ class ObjectStore:
                 except FileNotFoundError:
                     return
                 for name in names:
-                    self._spares.give(d / name)  # (nobody reads a deleted file)
+                    (d / name).unlink(missing_ok=True)
                 try:
                     d.rmdir()
                     return
