@@ -151,7 +151,17 @@ def test_a_create_sent_again_cannot_open_a_file_the_client_did_not_make(
     secret = ns.create(ROOT, V, ROOT_INO, b"secret", 0o600, FLAGS, 0, XLOC)[0].ino
     ns.reserve_inos(BOB, V, a, 4)
     raises(
-        errno.EEXIST, ns.create, BOB, V, ROOT_INO, b"secret", 0o644, os.O_RDWR, 0, XLOC, a,
+        errno.EEXIST,
+        ns.create,
+        BOB,
+        V,
+        ROOT_INO,
+        b"secret",
+        0o644,
+        os.O_RDWR,
+        0,
+        XLOC,
+        a,
         ino=secret,
     )
     with ns._store.read() as cur:
@@ -226,9 +236,9 @@ def test_format_4_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     conn.close()
     with Store.open(path, clock) as s:
         with s.read() as cur:
-            version = cur.execute(
-                "SELECT value FROM meta WHERE key = 'format_version'"
-            ).fetchone()[0]
+            version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[
+                0
+            ]
         assert version == FORMAT_VERSION == 6
         n = Namespace(s)
         a, _ = n.client_open(ALICE, LEASE)
@@ -255,8 +265,14 @@ def test_fsck_sees_a_lease_on_a_file_and_a_range_over_an_inode(ns: Namespace) ->
 def handlers(ns: Namespace, wait: float = RECALL_WAIT) -> MRCHandlers:
     # lookups, readdir and lease calls touch neither the OSD registry nor the XCap issuer
     return MRCHandlers(
-        ns, cast(OSDRegistry, None), cast(XCapIssuer, None), lambda: None, "mrc-uuid",
-        waiters=LockWaiters(), client_lease=LEASE / SEC, append_lease_wait=wait,
+        ns,
+        cast(OSDRegistry, None),
+        cast(XCapIssuer, None),
+        lambda: None,
+        "mrc-uuid",
+        waiters=LockWaiters(),
+        client_lease=LEASE / SEC,
+        append_lease_wait=wait,
     )
 
 
@@ -419,8 +435,14 @@ def test_a_leased_create_while_no_osd_is_known_is_kept_and_placed_at_open(
     registry = OSDRegistry(store, lambda: 1000.0, dead_after=30.0)
     xcaps = XCapIssuer(KeyRing.generate(), lambda: 1000.0, 60, may_hold=ns.may_hold)
     h = MRCHandlers(
-        ns, registry, xcaps, lambda: None, "mrc-uuid", random.Random(1),
-        waiters=LockWaiters(), client_lease=LEASE / SEC,
+        ns,
+        registry,
+        xcaps,
+        lambda: None,
+        "mrc-uuid",
+        random.Random(1),
+        waiters=LockWaiters(),
+        client_lease=LEASE / SEC,
     )
 
     async def main() -> None:
@@ -520,3 +542,45 @@ def test_client_leases_get_a_grace_period_at_the_mrcs_start(ns: Namespace, clock
     assert ns.dir_lease_holders(vid(ns), d, None) == [a] and len(ranges(ns._store)) == 1
     clock.t += LEASE + 1  # and it did not come back
     assert sweeper.sweep() == 1
+
+
+# ============================================================================ one transaction
+def test_a_create_many_batch_refuses_one_create_alone(ns: Namespace, store: Store) -> None:
+    """A batch is one transaction, each create a savepoint of it: a refused create (a
+    name taken) is undone alone, the ones around it land, and sending the batch again
+    finds them made."""
+    import random
+
+    from xfs.common.xcap import KeyRing
+    from xfs.proto.methods import CreateMany, NewFile
+
+    registry = OSDRegistry(store, lambda: 1000.0, dead_after=30.0)
+    registry.heartbeat("osd-1", "127.0.0.1:32640", 10 << 30, 100 << 30, {})
+    xcaps = XCapIssuer(KeyRing.generate(), lambda: 1000.0, 60, may_hold=ns.may_hold)
+    h = MRCHandlers(
+        ns, registry, xcaps, lambda: None, "mrc-uuid", random.Random(1),
+        waiters=LockWaiters(), client_lease=LEASE / SEC,
+    )
+
+    async def main() -> None:
+        a, _ = ns.client_open(ALICE, LEASE)
+        d = mkdir(ns, mode=0o777)
+        assert ns.dir_lease_grant(ALICE, V, d, a).granted
+        first, _ = ns.reserve_inos(ALICE, V, a, 3)
+        now = store.clock()
+        files = [
+            NewFile(d, b"x", first, 0o644, FLAGS, 0o022, now),
+            NewFile(d, b"x", first + 1, 0o644, FLAGS, 0o022, now),  # the name is taken
+            NewFile(d, b"y", first + 2, 0o600, FLAGS, 0o022, now),
+        ]
+        commits = store.commits
+        reply = await h.create_many(ALICE, CreateMany(V, a, files))
+        assert [m.error for m in reply.files] == [0, errno.EEXIST, 0]
+        assert store.commits == commits + 1  # one transaction for the batch
+        assert [e.name for e in ns.readdir(ALICE, V, d, 0, 10)] == [b"x", b"y"]
+        assert ns.lookup(ALICE, V, d, b"y").ino == first + 2
+        again = await h.create_many(ALICE, CreateMany(V, a, files))
+        assert [m.error for m in again.files] == [0, errno.EEXIST, 0]
+        assert [e.name for e in ns.readdir(ALICE, V, d, 0, 10)] == [b"x", b"y"]
+
+    trio_run(main)

@@ -352,10 +352,14 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction, committed when the block ends, rolled back on error."""
-        with self._begin("BEGIN IMMEDIATE") as cur:
-            yield cur
-        self.commits += 1
+        """One write transaction, committed when the block ends, rolled back on error
+        (inside ``batch``: a savepoint, committed with the batch, which counts it)."""
+        with self._lock:
+            batched = self._batch
+            with self._begin("BEGIN IMMEDIATE") as cur:
+                yield cur
+            if not batched:
+                self.commits += 1
 
     @contextmanager
     def batch(self) -> Iterator[None]:
