@@ -35,12 +35,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-TARGETS = ("local", "passthrough", "xfs1", "xfs3")
+TARGETS = ("local", "passthrough", "xfs1", "xfs3", "xfs3pg")
+DEFAULT_TARGETS = TARGETS[:4]  # xfs3pg on request (--only): a grid of its own
 ALIASES = {"xfs": "xfs3"}
 XFS_POLICIES = {  # the xattr xfs.policy each xfs target's directory gets (xfs policy set)
     "xfs1": {"replication": "none", "factor": 1},
     "xfs3": {"replication": "rw", "factor": 3},  # the home volume's own default
+    "xfs3pg": {"replication": "rw", "factor": 3},  # xfs3 on a grid whose MRC uses PostgreSQL
 }
+PG_TARGETS = ("xfs3pg",)
 WORKLOADS = ("seq", "rand", "meta", "stat2", "small", "append", "criu", "ckpt", "user")
 FIGURES = (  # key, label, unit
     ("seq_write", "seq write", "MiB/s"),
@@ -68,6 +71,8 @@ RATIOS = (  # column, numerator, denominator; the table shows the first four
     ("pt/local", "passthrough", "local"),
     ("xfs1/local", "xfs1", "local"),
     ("xfs3/xfs1", "xfs3", "xfs1"),
+    ("xfs3pg/xfs3", "xfs3pg", "xfs3"),  # shown when xfs3pg ran: PostgreSQL against SQLite
+    ("xfs3pg/pt", "xfs3pg", "passthrough"),
 )
 TABLE_RATIOS = 4
 PASSTHROUGH_TIMEOUT = 1.0  # bench/passthrough.py's own default (libfuse's too)
@@ -238,10 +243,12 @@ class XfsGrid:
     use, `remount` unmounts the home volume and mounts it again (the MRC and the OSDs go
     on running), `down` stops it (`xfs down`)."""
 
-    def __init__(self, work: Path, state: Path | None, timeout_s: float, notes: dict) -> None:
+    def __init__(self, work: Path, state: Path | None, timeout_s: float, notes: dict,
+                 metadata: str = "sqlite") -> None:
         self.xfs = REPO / ".venv" / "bin" / "xfs"
         self.state = state or work / "xfs-state"
         self.mnt = work / "xfs-mnt"
+        self.metadata = metadata
         self.timeout_s = timeout_s
         self.notes = notes
         self.is_up = False
@@ -251,7 +258,7 @@ class XfsGrid:
     def _up(self) -> None:
         try:
             r = subprocess.run([str(self.xfs), "up", "--state", str(self.state),
-                                "--mountpoint", str(self.mnt)],
+                                "--mountpoint", str(self.mnt), "--metadata", self.metadata],
                                capture_output=True, text=True, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             raise NotRun(f"`xfs up` did not return within {self.timeout_s:.0f}s") from None
@@ -277,6 +284,7 @@ class XfsGrid:
             raise
         self.code = _xfs_code()
         self.notes["code"] = self.code[0]
+        self.notes["metadata"] = self.metadata
         with contextlib.suppress(OSError, tomllib.TOMLDecodeError, KeyError):
             mount = tomllib.loads((self.state / "mount" / "mount.toml").read_text())
             self.notes["attr_timeout"] = f"{mount['attr_timeout']:g}s"
@@ -321,6 +329,10 @@ class XfsGrid:
         except subprocess.TimeoutExpired:
             self.notes["xfs_down"] = f"did not return within {self.timeout_s:.0f}s"
         _unmount(self.mnt)
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a PostgreSQL cluster:
+            where = json.loads((self.state / "grid.json").read_text())["metadata_dir"]
+            if where and not (Path(where) / "data" / "postmaster.pid").exists():
+                shutil.rmtree(where)  # (root's lives outside the state directory)
 
 
 @contextlib.contextmanager
@@ -576,7 +588,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def table(results: dict[str, dict[str, float]]) -> tuple[str, dict]:
     targets = [t for t in TARGETS if t in results]
-    shown = RATIOS[:TABLE_RATIOS]
+    shown = [*RATIOS[:TABLE_RATIOS], *(r for r in RATIOS if "xfs3pg" in r[1:] and
+                                        "xfs3pg" in results)]
     rows, ratios = [], {}
     for key, label, unit in FIGURES:
         v = {t: results[t].get(key) for t in targets}
@@ -622,8 +635,9 @@ def main(argv: list[str] | None = None) -> int:
                         "files), append (4 KiB O_APPEND), criu (mixed 4 KiB and 1 MiB "
                         "writes), ckpt (xfs checkpoint versions: app-level of --ckpt-mib, "
                         "CRIU-style of --criu-mib), user (create and stat as --as-user; root only)")
-    p.add_argument("--only", default=",".join(TARGETS),
-                   help="comma-separated targets (xfs means xfs3)")
+    p.add_argument("--only", default=",".join(DEFAULT_TARGETS),
+                   help="comma-separated targets (xfs means xfs3; xfs3pg: xfs3 on a grid "
+                        "whose MRC keeps its metadata in PostgreSQL)")
     p.add_argument("--repeat", type=int, default=1, help="runs per target; median reported")
     p.add_argument("--as-user", default=ACCOUNT, metavar="NAME",
                    help=f"local account of the user workload (default {ACCOUNT}; made with "
@@ -693,6 +707,10 @@ def main(argv: list[str] | None = None) -> int:
                        notes.setdefault("xfs grid", {}))
         stack.callback(grid.down)
         (work / "xfs").mkdir()
+        pg_grid = XfsGrid(work / "xfs-pg", None, args.xfs_timeout,
+                          notes.setdefault("xfs pg grid", {}), metadata="postgresql")
+        stack.callback(pg_grid.down)
+        (work / "xfs-pg").mkdir()
         for i, t in enumerate(only):
             n = notes.setdefault(t, {})
             tdir = work / t
@@ -702,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
             elif t == "passthrough":
                 cm = passthrough_target(tdir, n, args.passthrough_timeout)
             else:
-                cm = xfs_target(grid, t, n)
+                cm = xfs_target(pg_grid if t in PG_TARGETS else grid, t, n)
             start = time.monotonic()
             try:
                 with cm as target:
@@ -718,8 +736,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{t}: not run (failed: {e})", flush=True)
             else:
                 print(f"{t}: done in {time.monotonic() - start:.1f}s", flush=True)
-            if not any(u in XFS_POLICIES for u in only[i + 1:]):
-                grid.down()  # no xfs target left: stop the grid now
+            if not any(u in XFS_POLICIES and u not in PG_TARGETS for u in only[i + 1:]):
+                grid.down()  # no xfs target of it left: stop the grid now
 
     text, ratios = table(results)
     print()

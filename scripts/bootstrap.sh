@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what xfs needs on a Debian machine: the FUSE packages through apt-get (when
-# missing) and xfs with its Python dependencies into .venv at the repository root.
+# Installs what xfs needs on a Debian machine: the FUSE and PostgreSQL packages through
+# apt-get (when missing) and xfs with its Python dependencies into .venv at the repository
+# root. (PostgreSQL: for the MRC's PostgreSQL store; xfs starts clusters of its own, the
+# tests too, and never uses the package's default cluster.)
 # Safe to run again; it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for pkg in fuse3 libfuse3-dev pkg-config attr acl gcc python3-venv git; do
+for pkg in fuse3 libfuse3-dev pkg-config attr acl gcc python3-venv git postgresql; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -1,16 +1,22 @@
-"""Shared fixtures: a PKI on disk (service CA, two VO CAs, certificates for every role)."""
+"""Shared fixtures: a PKI on disk (service CA, two VO CAs, certificates for every role),
+and a real PostgreSQL server for the MRC's PostgreSQL store."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from xfs.client import errors as client_errors
-from xfs.common import ca
+from xfs.common import ca, pgcluster
 from xfs.common.ca import CertPaths
 from xfs.proto.records import Kind, Role
 
@@ -65,3 +71,48 @@ def make_pki(root: Path) -> PKI:
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+# ---------------------------------------------------------------------- PostgreSQL
+def pytest_report_header() -> str:
+    from tests.system.grid import METADATA, conformance_metadata
+
+    return (
+        f"xfs: grids keep their metadata in {METADATA}; the conformance suite's and the "
+        f"model-based test's in {conformance_metadata()}"
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pgcluster.Cluster]:
+    """A real PostgreSQL server (Debian's package) for the whole session, in a cluster of
+    its own under /tmp, reached through its Unix socket; removed at the end."""
+    why = pgcluster.available()
+    if why:
+        pytest.skip(f"no PostgreSQL here: {why}")
+    root = Path(tempfile.mkdtemp(prefix="xfs-pg-", dir="/tmp"))
+    os.chmod(root, 0o755)  # the server's account (root's tests: postgres) reaches its dir
+    cluster = pgcluster.Cluster(root / "cluster")
+    try:
+        cluster.init()
+        yield cluster
+    finally:
+        cluster.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def pg_schema_dsn(cluster: pgcluster.Cluster) -> str:
+    """The address of a new, empty schema of the cluster's database: a store of its own."""
+    name = f"t{uuid.uuid4().hex}"
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    return f"{cluster.dsn()}&options=-c%20search_path%3D{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's MRC store is: an SQLite file, then a PostgreSQL schema (the same
+    tests over both stores)."""
+    if request.param == "sqlite":
+        return tmp_path / "mrc.db"
+    return pg_schema_dsn(request.getfixturevalue("pg_cluster"))

@@ -45,7 +45,7 @@ import trio
 
 from xfs import mounts
 from xfs.client.credentials import CredentialStore, account_name, local_groups
-from xfs.common import ca, config, groups, processes, tls
+from xfs.common import ca, config, groups, pgcluster, processes, tls
 from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig, TLSConfig
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import TrustStore
@@ -61,6 +61,7 @@ VO = "local"
 ADMIN = "xfs-admin"
 OPERATOR = "xfs-operator"
 DEFAULT_OSDS = 3
+METADATA = ("sqlite", "postgresql")  # where an embedded grid keeps its namespace
 LOOPBACK = "127.0.0.1"
 # Longer than the 7 days of a cron-fed CRL: nobody re-issues the CRLs of an embedded grid
 # but ``up`` (and ``xfs ca revoke``), and the processes read them straight from the CAs.
@@ -141,6 +142,11 @@ class Grid:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> key -> value
     netns: dict[str, str] = field(default_factory=dict)  # role -> network namespace (tests)
     hosts: dict[str, str] = field(default_factory=dict)  # role -> address; default loopback
+    # where the MRC keeps the namespace: "sqlite", or "postgresql" (a local cluster in
+    # metadata_dir, xfs.common.pgcluster); fixed when the grid is made
+    metadata: str = "sqlite"
+    metadata_dir: str = ""
+    mrcs: int = 1  # MRCs over the store: one serves, the others stand by (postgresql only)
 
     @classmethod
     def load(cls, path: Path) -> Grid:
@@ -154,8 +160,12 @@ class Grid:
         return [f"osd{i}" for i in range(1, self.osds + 1)]
 
     @property
+    def mrc_roles(self) -> list[str]:
+        return ["mrc", *(f"mrc{i}" for i in range(2, self.mrcs + 1))]
+
+    @property
     def server_roles(self) -> list[str]:
-        return ["mrc", *self.osd_roles]
+        return [*self.mrc_roles, *self.osd_roles]
 
     @property
     def roles(self) -> list[str]:
@@ -165,8 +175,13 @@ class Grid:
         return self.hosts.get(role, LOOPBACK)
 
     @property
+    def pg_cluster(self) -> pgcluster.Cluster | None:
+        return pgcluster.Cluster(Path(self.metadata_dir)) if self.metadata == "postgresql" else None
+
+    @property
     def mrc_address(self) -> str:
-        return f"{self.host('mrc')}:{self.ports['mrc']}"
+        """Every MRC's address: one, or a group of which one serves (xfs.common.rpc)."""
+        return ",".join(f"{self.host(r)}:{self.ports.get(r, 0)}" for r in self.mrc_roles)
 
     def add_settings(self, settings: list[str]) -> None:
         """Merge ``ROLE.KEY=VALUE`` settings (later ones win); see :func:`parse_setting`."""
@@ -229,17 +244,34 @@ def _free_port(preferred: int | None = None) -> int:
 
 
 # ---------------------------------------------------------------------------- set-up
-def initialise(layout: Layout, mountpoint: Path, uid: int, osds: int = DEFAULT_OSDS) -> Grid:
+def initialise(
+    layout: Layout,
+    mountpoint: Path,
+    uid: int,
+    osds: int = DEFAULT_OSDS,
+    metadata: str = "sqlite",
+    mrcs: int = 1,
+) -> Grid:
     """Create CAs, certificates, data directories and the grid file (first ``up`` only)."""
     state = layout.state
+    if metadata not in METADATA:
+        raise GridError(f"--metadata {metadata}: one of {', '.join(METADATA)}")
+    if mrcs != 1 and metadata != "postgresql":
+        raise GridError(f"--mrcs {mrcs}: several MRCs share a PostgreSQL store only")
+    if metadata == "postgresql" and (why := pgcluster.available()):
+        raise GridError(f"--metadata postgresql: {why}")
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o700)
     for d in ("run", "logs"):
         (state / d).mkdir(exist_ok=True)
     ca.init_service_ca(state / "ca" / "services")
     ca.init_vo_ca(state / "ca" / VO, VO)
-    mrc_uuid = str(uuid.uuid4())
-    ca.issue_service(state / "ca" / "services", Kind.MRC, mrc_uuid, layout.role_dir("mrc"))
+    grid = Grid(
+        uid, f"home-{account_name(uid)}", str(mountpoint), osds=osds, metadata=metadata, mrcs=mrcs
+    )
+    mrc_uuids = {role: str(uuid.uuid4()) for role in grid.mrc_roles}
+    for role, mrc_uuid in mrc_uuids.items():
+        ca.issue_service(state / "ca" / "services", Kind.MRC, mrc_uuid, layout.role_dir(role))
     if osds < 1:
         raise GridError(f"--osds {osds}: a grid needs at least one OSD")
     for i in range(1, osds + 1):
@@ -250,7 +282,8 @@ def initialise(layout: Layout, mountpoint: Path, uid: int, osds: int = DEFAULT_O
         ca.issue_service(state / "ca" / "services", Kind.OSD, store.uuid, layout.role_dir(role))
     ca.issue_user(state / "ca" / VO, ADMIN, state / "admin", role=Role.SUPER, days=3650)
     CredentialStore(layout.credentials, enroll_ca=state / "ca" / VO).get(uid)
-    grid = Grid(uid, f"home-{account_name(uid)}", str(mountpoint), osds=osds)
+    if metadata == "postgresql":
+        grid.metadata_dir = str(pgcluster.home_for(state, f"grid-{mrc_uuids['mrc']}"))
     grid.save(layout.grid_file)
     return grid
 
@@ -297,20 +330,22 @@ def _with_settings(cfg: T, settings: dict[str, Any], role: str) -> T:
 def build_configs(layout: Layout, grid: Grid) -> dict[str, Any]:
     """Every process's configuration (role -> config), with the grid's settings applied."""
     port = grid.ports.get
-    mrc_address = f"{grid.host('mrc')}:{port('mrc', 0)}"
+    mrc_address = grid.mrc_address
 
     def tls_of(role: str) -> TLSConfig:
         d = layout.role_dir(role)
         return TLSConfig(_only(d, ".crt"), _only(d, ".key"), layout.trust)
 
     configs: dict[str, Any] = {
-        "mrc": MRCConfig(
-            tls=tls_of("mrc"),
-            data_dir=layout.role_dir("mrc") / "data",
-            host=grid.host("mrc"),
-            port=port("mrc", 0),
+        role: MRCConfig(
+            tls=tls_of(role),
+            data_dir=layout.role_dir(role) / "data",
+            host=grid.host(role),
+            port=port(role, 0),
             osd_dead_after=15.0,
+            store=grid.pg_cluster.dsn() if grid.pg_cluster else "",
         )
+        for role in grid.mrc_roles
     }
     for i, role in enumerate(grid.osd_roles, 1):
         configs[role] = OSDConfig(
@@ -515,6 +550,8 @@ def up(
     settings: list[str] | None = None,
     netns: dict[str, str] | None = None,
     hosts: dict[str, str] | None = None,
+    metadata: str | None = None,
+    mrcs: int | None = None,
 ) -> UpReport:
     """Start the grid (made first if new, with ``osds`` OSDs) and mount its home volume;
     repair what it can of a grid that runs in part: a stale mount (its process gone) is
@@ -526,7 +563,7 @@ def up(
     this call started is stopped again."""
     layout = Layout(state)
     existing = layout.grid_file.exists()
-    report = UpReport(_load_or_make(layout, mountpoint, osds))
+    report = UpReport(_load_or_make(layout, mountpoint, osds, metadata, mrcs))
     grid = report.grid
     if existing:
         running = [r for r in grid.roles if running_pid(layout, r) is not None]
@@ -554,6 +591,8 @@ def up(
     started: list[str] = []
     try:
         deadline = time.monotonic() + timeout
+        if grid.pg_cluster is not None:
+            _start_cluster(grid.pg_cluster, report)
         for role in grid.server_roles:
             if spawn(layout, role, grid) is not None:
                 started.append(role)
@@ -580,10 +619,42 @@ def up(
     return report
 
 
-def _load_or_make(layout: Layout, mountpoint: Path | None, osds: int | None) -> Grid:
+def _start_cluster(cluster: pgcluster.Cluster, report: UpReport) -> None:
+    """Make and start the grid's PostgreSQL cluster, unless it runs."""
+    try:
+        made = not cluster.exists()
+        cluster.init()
+        if cluster.start() or made:
+            report.done.append(f"started PostgreSQL in {cluster.root}")
+    except pgcluster.ClusterError as e:
+        raise GridError(f"{e} (log: {cluster.log})") from e
+
+
+def _load_or_make(
+    layout: Layout,
+    mountpoint: Path | None,
+    osds: int | None,
+    metadata: str | None,
+    mrcs: int | None,
+) -> Grid:
     if layout.grid_file.exists():
-        return Grid.load(layout.grid_file)
-    return initialise(layout, mountpoint or default_mountpoint(), os.getuid(), osds or DEFAULT_OSDS)
+        grid = Grid.load(layout.grid_file)
+        if metadata is not None and metadata != grid.metadata:
+            raise GridError(
+                f"this grid keeps its metadata in {grid.metadata}; --metadata applies only "
+                "when a grid is made (xfs store-migrate copies a store to another engine)"
+            )
+        if mrcs is not None and mrcs != grid.mrcs:
+            raise GridError(f"this grid has {grid.mrcs} MRC(s); --mrcs applies only when made")
+        return grid
+    return initialise(
+        layout,
+        mountpoint or default_mountpoint(),
+        os.getuid(),
+        osds or DEFAULT_OSDS,
+        metadata or "sqlite",
+        mrcs or 1,
+    )
 
 
 def _refuse_changes(
@@ -631,4 +702,10 @@ def down(state: Path) -> list[str]:
         mounts.lazy_unmount(mnt)
     for role in reversed(grid.server_roles):
         stop_role(layout, role)
+    if grid.pg_cluster is not None and grid.pg_cluster.pid() is not None:
+        try:
+            grid.pg_cluster.stop()
+        except pgcluster.ClusterError as e:
+            raise GridError(str(e)) from e
+        stopped.append("postgresql")
     return stopped

@@ -1,17 +1,29 @@
 """POSIX conformance on real mounts: one embedded grid per module, plus a second mount of
 the same volume (a second client, as another grid node would be) for the tests of
-locks, appends, exclusive creates and close-to-open visibility."""
+locks, appends, exclusive creates and close-to-open visibility.
+
+The grids keep their metadata in PostgreSQL where it is installed (``.ci/run`` installs
+it), in SQLite otherwise: see ``conformance_metadata``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.system.conftest import grid, needs_fuse, workdirs
-from tests.system.grid import Grid
+from tests.system.conftest import needs_fuse, workdirs
+from tests.system.grid import Grid, conformance_metadata, running_grid
 
 __all__ = ["grid", "needs_fuse", "other_mount", "workdirs"]
+
+
+@pytest.fixture(scope="module")
+def grid() -> Iterator[Grid]:
+    """A running embedded grid (MRC, three OSDs, the mount) for the whole module."""
+    needs_fuse()
+    with running_grid(metadata=conformance_metadata()) as g:
+        yield g
 
 
 @pytest.fixture(scope="module")

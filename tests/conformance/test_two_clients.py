@@ -7,12 +7,10 @@ helper processes (``python -c``), because POSIX locks belong to processes.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import signal
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -401,17 +399,13 @@ def test_an_unlinked_open_file_stays_usable_on_both_mounts(
 
 def orphans(grid: Grid) -> int:
     """Inodes the MRC keeps without a name (read from its store, read-only)."""
-    db = grid.state / "mrc" / "data" / "mrc.db"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        return int(conn.execute("SELECT count(*) FROM inodes WHERE nlink = 0").fetchone()[0])
+    return int(grid.store_rows("SELECT count(*) FROM inodes WHERE nlink = 0")[0][0])
 
 
 def lease_holders(grid: Grid, ino: int) -> int:
     """Clients holding the inode's append lease (read from the MRC's store, read-only)."""
-    db = grid.state / "mrc" / "data" / "mrc.db"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        query = "SELECT count(*) FROM opens WHERE ino = ? AND append_lease"
-        return int(conn.execute(query, (ino,)).fetchone()[0])
+    query = "SELECT count(*) FROM opens WHERE ino = ? AND append_lease = 1"
+    return int(grid.store_rows(query, (ino,))[0][0])
 
 
 # ------------------------------------------------------------------------- exclusive create
@@ -446,10 +440,8 @@ def test_exclusive_creates_have_one_winner(grid: Grid, other_mount: Path) -> Non
 # ------------------------------------------------------------------------- directory leases
 def dir_leases(grid: Grid, ino: int) -> int:
     """Clients holding the directory's lease (read from the MRC's store, read-only)."""
-    db = grid.state / "mrc" / "data" / "mrc.db"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        query = "SELECT count(*) FROM dir_leases WHERE ino = ?"
-        return int(conn.execute(query, (ino,)).fetchone()[0])
+    query = "SELECT count(*) FROM dir_leases WHERE ino = ?"
+    return int(grid.store_rows(query, (ino,))[0][0])
 
 
 def leased_dir(grid: Grid, name: str) -> Path:

@@ -4,7 +4,8 @@ Every rule applies the same operation under both roots and requires the same out
 (the same errno, or both succeed with the same result). After every step the two trees
 must hold the same entries, types, permission bits, link counts, sizes, contents and
 symlink targets. A small pool of names makes collisions (existing targets, non-empty
-directories, files where directories are expected) frequent.
+directories, files where directories are expected) frequent. Like the conformance suite,
+it runs on a grid that keeps its metadata in PostgreSQL where that is installed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import random
 import stat
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,18 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.system.grid import Grid
+from tests.system.conftest import needs_fuse
+from tests.system.grid import Grid, conformance_metadata, running_grid
 
 pytestmark = [pytest.mark.fuse]
+
+
+@pytest.fixture(scope="module")
+def grid() -> Iterator[Grid]:
+    needs_fuse()
+    with running_grid(metadata=conformance_metadata()) as g:
+        yield g
+
 
 MiB = 1 << 20
 PATHS = ["f", "g", "d", "e", "d/f", "d/g", "d/e", "d/e/f", "e/f"]

@@ -261,13 +261,8 @@ def _drop_account(name: str) -> None:
 
 def owner_on_the_mrc(grid: Grid, path: Path) -> str:
     """The owner principal the MRC holds for ``path`` (read from its store, read-only)."""
-    import sqlite3
-
-    db = grid.state / "mrc" / "data" / "mrc.db"
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        row = conn.execute("SELECT owner FROM inodes WHERE ino = ?",
-                           (os.stat(path).st_ino,)).fetchone()
-    return str(row[0])
+    rows = grid.store_rows("SELECT owner FROM inodes WHERE ino = ?", (os.stat(path).st_ino,))
+    return str(rows[0][0])
 
 
 @pytest.mark.timeout(120)

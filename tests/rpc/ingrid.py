@@ -16,6 +16,7 @@ read ``clock`` (a :class:`ShiftedClock` lets a test move time forward past expir
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import time
@@ -31,6 +32,7 @@ import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.conftest import PKI
@@ -48,6 +50,8 @@ from xfs.common.identity import (
 from xfs.common.rpc import Pool, RetryPolicy, open_pool
 from xfs.common.xcap import KeyRing
 from xfs.mrc.service import MRCService
+from xfs.mrc.shared import StoreKeys
+from xfs.mrc.store import Store
 from xfs.osd.objects import ObjectStore
 from xfs.osd.service import OSDService
 from xfs.proto.errors import Unavailable, XfsError
@@ -137,9 +141,17 @@ class Grid:
     def mrc_dir(self) -> Path:
         return self.mrc.config.data_dir
 
+    def stored_keys(self) -> tuple[dict[str, bytes], dict[str, float], str]:
+        """The MRC's XCap keys as its store holds them: key id -> raw private key, key id
+        -> since, the current key id."""
+        with contextlib.closing(Store.open(self.mrc_dir / "mrc.db")) as store:
+            return StoreKeys(store).load()
+
     def keyring(self) -> KeyRing:
-        """The MRC's real XCap signing keys, read from its data directory."""
-        return KeyRing.load_or_create(self.mrc_dir / "xcap-keys")
+        """The MRC's real XCap signing keys (a copy in memory), read from its store."""
+        raws, since, current = self.stored_keys()
+        keys = {kid: Ed25519PrivateKey.from_private_bytes(raw) for kid, raw in raws.items()}
+        return KeyRing(keys, current, since=since)
 
     @staticmethod
     def identity(cert: CertPaths) -> Identity:

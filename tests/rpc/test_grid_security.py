@@ -1667,8 +1667,8 @@ def test_every_xcap_granted_is_checked_and_audited(pki: PKI, tmp_path: Path) -> 
 
 # ----------------------------------------------------------------------------- key rotation
 def _signer(w: World, kid: str) -> KeyRing:
-    """A ring holding only the MRC's key ``kid`` (read from its directory while it exists)."""
-    raw = (w.grid.mrc_dir / "xcap-keys" / f"{kid}.key").read_bytes()
+    """A ring holding only the MRC's key ``kid`` (read from its store while it is there)."""
+    raw = w.grid.stored_keys()[0][kid]
     return KeyRing({kid: Ed25519PrivateKey.from_private_bytes(raw)}, kid)
 
 
@@ -1711,9 +1711,9 @@ def test_rotated_out_and_wrong_key_xcaps_are_refused(pki: PKI, tmp_path: Path) -
             # a day later the next key is staged: published to the OSDs, not yet signing
             clock.advance(24 * 3600 - KEY_LEAD)
             rotator.step()
-            k2 = (w.grid.mrc_dir / "xcap-keys" / "current").read_text().strip()
-            assert k2 == k1
-            (k2,) = {p.stem for p in (w.grid.mrc_dir / "xcap-keys").glob("*.key")} - {k1}
+            keys, _, current = w.grid.stored_keys()
+            assert current == k1
+            (k2,) = set(keys) - {k1}
             await _eventually(lambda: accepted(mint(_signer(w, k2))))
             last_of_k1 = await reopen()
             assert last_of_k1.key_id == k1
@@ -1726,7 +1726,7 @@ def test_rotated_out_and_wrong_key_xcaps_are_refused(pki: PKI, tmp_path: Path) -
             # once all it signed has expired it is retired, and within a heartbeat refused
             clock.advance(LIFETIME + CLOCK_SKEW)
             rotator.step()
-            assert not (w.grid.mrc_dir / "xcap-keys" / f"{k1}.key").exists()
+            assert k1 not in w.grid.stored_keys()[0]
             rotated_out = mint(old_signer)  # within its validity window: only the key is bad
             assert rotated_out.not_before <= clock() < rotated_out.expires
 

@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,18 @@ from pathlib import Path
 from typing import Any
 
 UP_TIMEOUT = 90.0
+# Where the grids of the tests keep their metadata: SQLite (the embedded default), but
+# the conformance suite and the model-based test run on PostgreSQL where it is installed
+# (the unit tests of the namespace run on both stores). XFS_TEST_METADATA and
+# XFS_TEST_CONFORMANCE_METADATA (sqlite | postgresql) choose otherwise.
+METADATA = os.environ.get("XFS_TEST_METADATA", "sqlite")
+
+
+def conformance_metadata() -> str:
+    from xfs.common import pgcluster
+
+    default = "postgresql" if pgcluster.available() is None else "sqlite"
+    return os.environ.get("XFS_TEST_CONFORMANCE_METADATA", default)
 DOWN_TIMEOUT = 60.0
 
 
@@ -104,8 +117,12 @@ class Grid:
         settings: list[str] | None = None,
         netns: dict[str, str] | None = None,
         hosts: dict[str, str] | None = None,
+        metadata: str | None = None,
+        mrcs: int = 1,
     ) -> None:
         self.root = root
+        self.metadata = metadata or METADATA
+        self.mrcs = mrcs
         self.state = root / "state"
         self.mnt = root / "mnt"
         self.osds = osds
@@ -113,7 +130,8 @@ class Grid:
         self.netns = dict(netns or {})
         self.hosts = dict(hosts or {})
         self.osd_roles = tuple(f"osd{i}" for i in range(1, osds + 1))
-        self.server_roles = ("mrc", *self.osd_roles)
+        self.mrc_roles = ("mrc", *(f"mrc{i}" for i in range(2, mrcs + 1)))
+        self.server_roles = (*self.mrc_roles, *self.osd_roles)
         self.roles = (*self.server_roles, "mount")
         self.up_races = 0  # how often `xfs up` lost the race described in ``up``
         self.extra_mounts: list[Path] = []
@@ -148,7 +166,8 @@ class Grid:
         the mount comes up fine. `xfs up` is idempotent, so a second call finishes it.
         """
         deadline = time.monotonic() + UP_TIMEOUT
-        options = ["--osds", str(self.osds)]
+        options = ["--osds", str(self.osds), "--metadata", self.metadata]
+        options += ["--mrcs", str(self.mrcs)] if self.mrcs > 1 else []
         options += [f"--set={s}" for s in self.settings]
         options += [f"--netns={role}={name}" for role, name in self.netns.items()]
         options += [f"--host={role}={address}" for role, address in self.hosts.items()]
@@ -329,6 +348,23 @@ class Grid:
             time.sleep(0.05)
         return mnt
 
+    def store_rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        """Rows of a query on the MRC's store, read only, beside the running MRC (SQLite
+        or PostgreSQL, as the grid keeps its metadata)."""
+        from xfs.mrc.pgstore import pg_sql
+
+        where = json.loads((self.state / "grid.json").read_text()).get("metadata_dir")
+        if where:
+            import psycopg
+
+            from xfs.common.pgcluster import Cluster
+
+            with psycopg.connect(Cluster(Path(where)).dsn()) as pg:
+                return pg.execute(pg_sql(sql), args).fetchall()
+        db = self.state / "mrc" / "data" / "mrc.db"
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return conn.execute(sql, args).fetchall()
+
     def logs(self, tail: int = 40) -> str:
         out = []
         for log in sorted((self.state / "logs").glob("*.log")):
@@ -348,7 +384,16 @@ class Grid:
                 raise AssertionError(f"{log.name} recorded a bug:\n{excerpt}")
 
     def cleanup(self) -> None:
-        """Stop everything this grid started. Never raises."""
+        """Stop everything this grid started (the extra mounts first: clients before
+        the servers they would wait for). Never raises."""
+        for extra in self.extra_mounts:
+            with contextlib.suppress(Exception):
+                if mounted(extra):
+                    run(["fusermount3", "-u", "-z", str(extra)], timeout=30, check=False)
+        for role, child in self.children.items():
+            if role.startswith("mount-"):
+                with contextlib.suppress(Exception):
+                    child.wait(timeout=20)
         if (self.state / "grid.json").exists():
             with contextlib.suppress(Exception):
                 self.xfs("down", "--state", str(self.state), timeout=DOWN_TIMEOUT, check=False)
@@ -379,11 +424,27 @@ class Grid:
         deadline = time.monotonic() + 20
         while any(_alive(pid) for pid in killed) and time.monotonic() < deadline:
             time.sleep(0.05)
+        self._remove_metadata_cluster()
+
+    def _remove_metadata_cluster(self) -> None:
+        """A PostgreSQL grid's cluster: stopped (xfs down did, unless it failed) and
+        removed, also when it lives outside the state directory (root's grids)."""
+        with contextlib.suppress(Exception):
+            where = json.loads((self.state / "grid.json").read_text()).get("metadata_dir")
+            if where:
+                from xfs.common.pgcluster import Cluster
+
+                Cluster(Path(where)).remove()
 
 
 @contextlib.contextmanager
 def running_grid(
-    prefix: str = "xfs-test-", *, osds: int = 3, settings: list[str] | None = None
+    prefix: str = "xfs-test-",
+    *,
+    osds: int = 3,
+    settings: list[str] | None = None,
+    metadata: str | None = None,
+    mrcs: int = 1,
 ) -> Iterator[Grid]:
     """A started grid under a fresh directory of /tmp (world-searchable, so other local
     users can reach the mount); always stopped and removed afterwards. With
@@ -396,7 +457,7 @@ def running_grid(
     where Linux lets a process go on from its working directory."""
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(root, 0o755)
-    grid = Grid(root, osds=osds, settings=settings or [])
+    grid = Grid(root, osds=osds, settings=settings or [], metadata=metadata, mrcs=mrcs)
     try:
         grid.up()
         os.chmod(grid.mnt, 0o711)

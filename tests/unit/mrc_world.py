@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from xfs.mrc import fsck
-from xfs.mrc.store import Store
+from xfs.mrc.sql import MetaStore, open_store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import Identity, Kind, Role
 
@@ -37,9 +37,12 @@ def raises(code: int, fn: Callable[..., object], *args: object, **kw: object) ->
     return info.value
 
 
-def fsck_checked_store(path: Path, clock: Callable[[], int] = time.time_ns) -> Iterator[Store]:
-    """For a fixture: a store at ``path`` that must pass fsck when the test is done."""
-    s = Store.open(path, clock)
+def fsck_checked_store(
+    spec: str | Path, clock: Callable[[], int] = time.time_ns
+) -> Iterator[MetaStore]:
+    """For a fixture: the store ``spec`` names (an SQLite file or a PostgreSQL address,
+    see the ``store_spec`` fixture), which must pass fsck when the test is done."""
+    s = open_store(spec, clock)
     yield s
     problems = fsck.check(s)
     s.close()

@@ -27,6 +27,7 @@ from xfs.mrc.leases import RECALL_WAIT, LeaseSweeper, LockWaiters
 from xfs.mrc.locks import EOF, FLOCK, POSIX, READ, UNLOCK, WRITE, Held, Request
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.sql import MetaStore
 from xfs.mrc.store import FORMAT_VERSION, Store
 from xfs.mrc.xcaps import XCapIssuer
 from xfs.proto.errors import XfsError
@@ -84,8 +85,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    yield from fsck_checked_store(tmp_path / "mrc.db", clock)
+def store(store_spec: str | Path, clock: Clock) -> Iterator[MetaStore]:
+    yield from fsck_checked_store(store_spec, clock)
 
 
 @pytest.fixture
@@ -546,6 +547,7 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
         "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; "
         "DROP TABLE delegations; "
+        "DROP TABLE xcap_keys; DROP TABLE draining; "
         "UPDATE meta SET value = 1 WHERE key = 'format_version'; COMMIT;"
     )
     conn.close()
@@ -555,7 +557,7 @@ def test_format_1_is_upgraded(tmp_path: Path, clock: Clock) -> None:
                 "SELECT value FROM meta WHERE key = 'format_version'"
             ).fetchone()[0]
             indexes = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
-        assert version == FORMAT_VERSION == 6
+        assert version == FORMAT_VERSION == 7
         assert {"clients", "opens", "locks", "opens_by_inode", "locks_by_inode"} <= indexes
         ns = Namespace(s)
         assert ns.getattr(ALICE, V, ino).nlink == 1  # the old data is there
@@ -578,6 +580,7 @@ def test_format_3_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     conn.executescript(
         "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "ALTER TABLE opens DROP COLUMN append_lease; "
+        "DROP TABLE xcap_keys; DROP TABLE draining; "
         "UPDATE meta SET value = 3 WHERE key = 'format_version'; COMMIT;"
     )
     conn.close()
@@ -607,6 +610,7 @@ def test_same_schema_after_upgrade_as_when_new(tmp_path: Path, clock: Clock) -> 
     conn.executescript(
         "DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
         "DROP TABLE locks; DROP TABLE opens; DROP TABLE clients; DROP TABLE delegations; "
+        "DROP TABLE xcap_keys; DROP TABLE draining; "
         "UPDATE meta SET value = 1 WHERE key = 'format_version';"
     )
     conn.close()

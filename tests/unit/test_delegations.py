@@ -256,6 +256,7 @@ def test_format_2_store_is_upgraded(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript("DROP TABLE delegations; DROP TABLE dir_leases; DROP TABLE ino_ranges; "
                        "DROP TABLE usage; DROP TABLE quotas; "
+                       "DROP TABLE xcap_keys; DROP TABLE draining; "
                        "UPDATE meta SET value = 2 WHERE key = 'format_version';")
     conn.close()
     with Store.open(path) as s:
@@ -263,7 +264,7 @@ def test_format_2_store_is_upgraded(tmp_path: Path) -> None:
             version = cur.execute(
                 "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0]
             tables = {r[0] for r in cur.execute("SELECT name FROM sqlite_master")}
-        assert version == FORMAT_VERSION == 6 and "delegations" in tables
+        assert version == FORMAT_VERSION == 7 and "delegations" in tables
         assert fsck.check(s) == []
 
 

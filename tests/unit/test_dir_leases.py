@@ -28,6 +28,7 @@ from xfs.mrc.handlers import MRCHandlers
 from xfs.mrc.leases import RECALL_WAIT, LeaseSweeper, LockWaiters
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
+from xfs.mrc.sql import MetaStore
 from xfs.mrc.store import FORMAT_VERSION, Store
 from xfs.mrc.xcaps import XCapIssuer
 from xfs.proto.errors import XfsError
@@ -55,8 +56,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    yield from fsck_checked_store(tmp_path / "mrc.db", clock)
+def store(store_spec: str | Path, clock: Clock) -> Iterator[MetaStore]:
+    yield from fsck_checked_store(store_spec, clock)
 
 
 @pytest.fixture
@@ -231,6 +232,7 @@ def test_format_4_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
         "BEGIN; DROP TABLE dir_leases; DROP TABLE ino_ranges; DROP TABLE usage; DROP TABLE quotas; "
+        "DROP TABLE xcap_keys; DROP TABLE draining; "
         "UPDATE meta SET value = 4 WHERE key = 'format_version'; COMMIT;"
     )
     conn.close()
@@ -239,7 +241,7 @@ def test_format_4_is_upgraded(tmp_path: Path, clock: Clock) -> None:
             version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()[
                 0
             ]
-        assert version == FORMAT_VERSION == 6
+        assert version == FORMAT_VERSION == 7
         n = Namespace(s)
         a, _ = n.client_open(ALICE, LEASE)
         d = n.mkdir(ALICE, V, ROOT_INO, b"d", 0o755, 0).ino

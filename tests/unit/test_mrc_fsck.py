@@ -72,8 +72,8 @@ def test_every_invariant_has_a_method() -> None:
 
 
 def test_format_version(world: World) -> None:
-    world.sql("UPDATE meta SET value = 7 WHERE key = 'format_version'")
-    one(world, "format_version is 7")
+    world.sql("UPDATE meta SET value = 8 WHERE key = 'format_version'")
+    one(world, "format_version is 8")
 
 
 def test_missing_root(world: World) -> None:

@@ -19,6 +19,7 @@ from xfs.mrc import acl as acls
 from xfs.mrc import fsck, namespace
 from xfs.mrc.namespace import RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, Namespace
 from xfs.mrc.perms import R_OK, W_OK, X_OK
+from xfs.mrc.sql import MetaStore
 from xfs.mrc.store import FORMAT_VERSION, Store, StoreError
 from xfs.mrc.xattrs import XATTR_CREATE, XATTR_REPLACE
 from xfs.proto.records import (
@@ -54,8 +55,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    yield from fsck_checked_store(tmp_path / "mrc.db", clock)
+def store(store_spec: str | Path, clock: FakeClock) -> Iterator[MetaStore]:
+    yield from fsck_checked_store(store_spec, clock)
 
 
 @pytest.fixture
@@ -81,11 +82,12 @@ def names(ns: Namespace, ino: int = ROOT_INO, who: Identity = ALICE) -> list[byt
 
 
 # ============================================================================ store
-def test_store_pragmas_and_version(store: Store) -> None:
+def test_store_pragmas_and_version(store: MetaStore) -> None:
     with store.read() as cur:
-        assert cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert cur.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: group commit
-        assert cur.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        if isinstance(store, Store):
+            assert cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert cur.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: group commit
+            assert cur.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         assert cur.execute(
             "SELECT value FROM meta WHERE key = 'format_version'").fetchone()[0] == FORMAT_VERSION
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import errno
 import os
-import sqlite3
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -20,6 +20,7 @@ from xfs.mrc import fsck
 from xfs.mrc.acl import Acl
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.perms import R_OK, W_OK, X_OK
+from xfs.mrc.sql import MetaStore
 from xfs.mrc.store import Store
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Attr, Identity, Replica, StripingPolicy, XLocSet
@@ -28,8 +29,8 @@ XLOC = XLocSet(version=1, replicas=[Replica(osds=["osd-1"], striping=StripingPol
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    yield from fsck_checked_store(tmp_path / "mrc.db")
+def store(store_spec: str | Path) -> Iterator[MetaStore]:
+    yield from fsck_checked_store(store_spec)
 
 
 @pytest.fixture
@@ -282,22 +283,22 @@ def test_acls_go_with_their_inode(ns: Namespace, store: Store) -> None:
 def test_fsck_checks_stored_acls(ns: Namespace, store: Store, value: bytes, mode: int | None,
                                  problem: str) -> None:
     f = mkfile(ns, b"f", 0o644)
-    raw = sqlite3.connect(store.path, isolation_level=None)
-    try:
-        vid = raw.execute("SELECT id FROM volumes").fetchone()[0]
-        raw.execute("INSERT INTO xattrs VALUES (?, ?, ?, ?)", (vid, f.ino, acls.ACCESS, value))
-        if mode is not None:
-            raw.execute("UPDATE inodes SET mode = ? WHERE ino = ?", (stat.S_IFREG | mode, f.ino))
-        problems = fsck.check(store)
-        assert any(problem in p for p in problems), problems
-        # a default ACL on a file, not canonical
-        raw.execute("DELETE FROM xattrs")
-        blob = msgpack.packb([1, [[0x20, "", 4], [0x04, "", 4], [0x01, "", 6]]])
-        raw.execute("INSERT INTO xattrs VALUES (?, ?, ?, ?)", (vid, f.ino, acls.DEFAULT, blob))
-        problems = fsck.check(store)
-        assert any("on a 0o100000 inode" in p for p in problems), problems
-        assert any("not in canonical form" in p for p in problems), problems
-        raw.execute("DELETE FROM xattrs")
-        raw.execute("UPDATE inodes SET mode = ? WHERE ino = ?", (stat.S_IFREG | 0o644, f.ino))
-    finally:
-        raw.close()
+    def raw(sql: str, args: tuple[object, ...] = ()) -> Any:
+        with store.transaction() as cur:  # behind the namespace's back
+            return cur.execute(sql, args).fetchall()
+
+    vid = raw("SELECT id FROM volumes")[0][0]
+    raw("INSERT INTO xattrs VALUES (?, ?, ?, ?)", (vid, f.ino, acls.ACCESS, value))
+    if mode is not None:
+        raw("UPDATE inodes SET mode = ? WHERE ino = ?", (stat.S_IFREG | mode, f.ino))
+    problems = fsck.check(store)
+    assert any(problem in p for p in problems), problems
+    # a default ACL on a file, not canonical
+    raw("DELETE FROM xattrs")
+    blob = msgpack.packb([1, [[0x20, "", 4], [0x04, "", 4], [0x01, "", 6]]])
+    raw("INSERT INTO xattrs VALUES (?, ?, ?, ?)", (vid, f.ino, acls.DEFAULT, blob))
+    problems = fsck.check(store)
+    assert any("on a 0o100000 inode" in p for p in problems), problems
+    assert any("not in canonical form" in p for p in problems), problems
+    raw("DELETE FROM xattrs")
+    raw("UPDATE inodes SET mode = ? WHERE ino = ?", (stat.S_IFREG | 0o644, f.ino))

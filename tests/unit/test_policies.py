@@ -24,6 +24,7 @@ from xfs.mrc.handlers import MRCHandlers
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
+from xfs.mrc.sql import MetaStore
 from xfs.mrc.store import Store
 from xfs.mrc.xcaps import XCapIssuer
 from xfs.proto.errors import XfsError
@@ -97,8 +98,8 @@ def run(fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    yield from fsck_checked_store(tmp_path / "mrc.db")
+def store(store_spec: str | Path) -> Iterator[MetaStore]:
+    yield from fsck_checked_store(store_spec)
 
 
 @pytest.fixture

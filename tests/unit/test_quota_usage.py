@@ -17,6 +17,7 @@ from tests.unit.mrc_world import ALICE, BOB, ROOT, V, fsck_checked_store, raises
 from xfs.mrc import fsck, quotas
 from xfs.mrc.namespace import Namespace
 from xfs.mrc.quotas import VOUCHER, Limit, Use
+from xfs.mrc.sql import MetaStore
 from xfs.mrc.store import FORMAT_VERSION, Store, add_functions
 from xfs.proto.records import ROOT_INO, Replica, StripingPolicy, UpdatePolicy, XLocSet
 
@@ -28,8 +29,8 @@ FLAGS = os.O_CREAT | os.O_RDWR
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    yield from fsck_checked_store(tmp_path / "mrc.db")
+def store(store_spec: str | Path) -> Iterator[MetaStore]:
+    yield from fsck_checked_store(store_spec)
 
 
 @pytest.fixture
@@ -173,6 +174,7 @@ def test_format_5_is_upgraded_with_its_usage_counted(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executescript(
         "BEGIN; DROP TABLE usage; DROP TABLE quotas; "
+        "DROP TABLE xcap_keys; DROP TABLE draining; "
         "UPDATE meta SET value = 5 WHERE key = 'format_version'; COMMIT;"
     )
     conn.close()
@@ -183,7 +185,7 @@ def test_format_5_is_upgraded_with_its_usage_counted(tmp_path: Path) -> None:
         assert used(ns, "root@physics") == Use(1, 0)
         with store.read() as cur:
             version = cur.execute("SELECT value FROM meta WHERE key = 'format_version'")
-            assert version.fetchone()[0] == FORMAT_VERSION == 6
+            assert version.fetchone()[0] == FORMAT_VERSION == 7
 
 
 def test_fsck_finds_wrong_usage_and_repair_counts_it_again(tmp_path: Path) -> None:

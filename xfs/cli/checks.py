@@ -13,6 +13,7 @@ when they find something.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -25,7 +26,7 @@ from xfs import embedded
 from xfs.common import config
 from xfs.common.config import ConfigError, MRCConfig, OSDConfig
 from xfs.mrc import repair as repairs
-from xfs.mrc.store import add_functions
+from xfs.mrc.store import StoreError, add_functions
 from xfs.osd.objects import ObjectStore, StoreFormatError, check_format
 from xfs.osd.scrub import scrub as scrub_store
 from xfs.proto.errors import XfsError
@@ -47,6 +48,12 @@ def _data_dir(cls: type[Any], path: Path) -> Path:
 
 @click.command("fsck")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="The MRC's mrc.db.")
+@click.option(
+    "--store",
+    "pg_store",
+    metavar="postgresql://...",
+    help="The MRC's PostgreSQL store (its connection string) instead of an mrc.db.",
+)
 @click.option("--state", type=click.Path(path_type=Path), help="The embedded grid (default).")
 @click.option(
     "--repair",
@@ -54,21 +61,48 @@ def _data_dir(cls: type[Any], path: Path) -> Path:
     help="First repair what a rule can set right (the MRC must be stopped), then check.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def fsck(db: Path | None, state: Path | None, repair: bool, as_json: bool) -> None:
+def fsck(
+    db: Path | None, pg_store: str | None, state: Path | None, repair: bool, as_json: bool
+) -> None:
     """Check every invariant of the MRC's store, read-only (the MRC may run); with
     --repair, offline, repair first."""
     running: list[int] = []
-    if db is None:
+    if db is None and pg_store is None:
         layout = _layout(state)
-        db = _data_dir(MRCConfig, layout.config("mrc")) / "mrc.db"
+        try:
+            mrc = config.load(MRCConfig, layout.config("mrc"), {})
+        except ConfigError as e:
+            raise click.ClickException(str(e)) from None
+        if mrc.store:
+            pg_store = mrc.store
+        else:
+            db = Path(mrc.data_dir) / "mrc.db"
         pid = embedded.running_pid(layout, "mrc")
         running = [] if pid is None else [pid]
+    if pg_store is not None:
+        name, done, problems = _fsck_postgresql(pg_store, repair, running)
+    else:
+        assert db is not None
+        name, done, problems = str(db), *_fsck_sqlite(db, repair, running)
+    if as_json:
+        click.echo(json.dumps({"store": name, "repaired": done, "problems": problems}, indent=1))
+    else:
+        for line in done:
+            click.echo(f"repaired: {line}")
+        for p in problems:
+            click.echo(p)
+        click.echo(f"{name}: {'clean' if not problems else f'{len(problems)} problem(s)'}")
+    if problems:
+        raise SystemExit(1)
+
+
+def _fsck_sqlite(db: Path, repair: bool, running: list[int]) -> tuple[list[str], list[str]]:
     if not db.is_file():
         raise click.ClickException(f"{db}: no MRC store there")
     done: list[str] = []
     try:
         if repair:
-            running = running or _users_of(db)
+            running = running or users_of(db)
             if running:
                 raise click.ClickException(
                     f"{db} is in use by process {', '.join(map(str, running))} (the MRC?): "
@@ -88,19 +122,37 @@ def fsck(db: Path | None, state: Path | None, repair: bool, as_json: bool) -> No
             conn.close()
     except sqlite3.Error as e:
         raise click.ClickException(f"{db}: {e}") from None
-    if as_json:
-        click.echo(json.dumps({"store": str(db), "repaired": done, "problems": problems}, indent=1))
-    else:
-        for line in done:
-            click.echo(f"repaired: {line}")
-        for p in problems:
-            click.echo(p)
-        click.echo(f"{db}: {'clean' if not problems else f'{len(problems)} problem(s)'}")
-    if problems:
-        raise SystemExit(1)
+    return done, problems
 
 
-def _users_of(path: Path) -> list[int]:
+def _fsck_postgresql(
+    dsn: str, repair: bool, running: list[int]
+) -> tuple[str, list[str], list[str]]:
+    """fsck of a PostgreSQL store: one REPEATABLE READ snapshot, safe beside running MRCs;
+    --repair refused while any MRC is connected to it."""
+    import psycopg
+
+    from xfs.mrc import fsck as checks
+    from xfs.mrc.pgstore import PgStore
+
+    try:
+        with contextlib.closing(PgStore.open(dsn)) as store:
+            done: list[str] = []
+            if repair:
+                mrcs = running or store.mrc_sessions()
+                if mrcs:
+                    raise click.ClickException(
+                        f"{store.name} is in use by {len(mrcs)} MRC connection(s) "
+                        f"({', '.join(map(str, mrcs))}): stop the MRCs first, repair is offline"
+                    )
+                with store.transaction() as cur:
+                    done = repairs.repair_in(cur)
+            return store.name, done, checks.check(store)
+    except (StoreError, psycopg.Error) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def users_of(path: Path) -> list[int]:
     """The processes that have ``path`` open (those whose descriptors this user may see)."""
     target = str(path.resolve())
     users = []

@@ -46,6 +46,20 @@ from xfs import embedded, mounts
     help="A configuration setting (repeat); ROLE is mrc, osd (every OSD), osdK or mount; "
     "VALUE is TOML. Kept for later runs.",
 )
+@click.option(
+    "--metadata",
+    type=click.Choice(embedded.METADATA),
+    default=None,
+    help="Where the MRC keeps the namespace, chosen when the grid is made: sqlite (a file, "
+    "the default) or postgresql (a local PostgreSQL cluster this grid starts and stops).",
+)
+@click.option(
+    "--mrcs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="MRCs over the PostgreSQL store, chosen when the grid is made: one serves, the "
+    "others stand by and take over when it ends (default 1).",
+)
 # for tests (tests/system/grid.py): run a role in a network namespace, on an address
 @click.option("--netns", multiple=True, hidden=True, metavar="ROLE=NAME")
 @click.option("--host", "hosts", multiple=True, hidden=True, metavar="ROLE=ADDRESS")
@@ -55,6 +69,8 @@ def up(
     timeout: float,
     osds: int | None,
     settings: tuple[str, ...],
+    metadata: str | None,
+    mrcs: int | None,
     netns: tuple[str, ...],
     hosts: tuple[str, ...],
 ) -> None:
@@ -69,6 +85,8 @@ def up(
             settings=list(settings),
             netns=embedded.parse_assignments(list(netns), "netns"),
             hosts=embedded.parse_assignments(list(hosts), "host"),
+            metadata=metadata,
+            mrcs=mrcs,
         )
     except embedded.GridError as e:
         raise click.ClickException(str(e)) from None

@@ -13,6 +13,7 @@ from xfs.cli.checkpoint import checkpoint
 from xfs.cli.checks import fsck, scrub
 from xfs.cli.delegate import delegate
 from xfs.cli.grid import down, up
+from xfs.cli.migrate import store_migrate
 from xfs.cli.mount_helper import mount_helper
 from xfs.cli.policy import policy
 from xfs.cli.quota import quota
@@ -46,6 +47,7 @@ for command in (
     checkpoint,
     fsck,
     scrub,
+    store_migrate,
 ):
     cli.add_command(command)
 

@@ -51,10 +51,11 @@ def serve(service: Service, stop: Callable[[], Awaitable[None] | None]) -> None:
 
 
 def domain_error(e: BaseException) -> BaseException:
-    """The XfsError or deadline inside ``e``'s exception groups, else ``e``."""
+    """The XfsError, deadline or exit (an MRC that lost its lead) inside ``e``'s
+    exception groups, else ``e``."""
     import trio
 
     from xfs.common.groups import leaf
     from xfs.proto.errors import XfsError
 
-    return leaf(e, (XfsError, trio.TooSlowError))
+    return leaf(e, (XfsError, trio.TooSlowError, SystemExit))

@@ -54,6 +54,11 @@ class MRCConfig:
     data_dir: Path
     host: str = "127.0.0.1"
     port: int = 32636
+    # where the namespace is kept: "" for SQLite (<data_dir>/mrc.db), or a PostgreSQL
+    # connection string (postgresql://...; docs/design/metadata-ha.md)
+    store: str = ""
+    # seconds between a standby MRC's tries to take over (MRCs over one PostgreSQL store)
+    standby_poll: float = 0.5
     xcap_lifetime: float = 600.0  # seconds an XCap stays valid
     osd_dead_after: float = 30.0  # seconds without heartbeat before an OSD is not used
     client_lease: float = 30.0  # seconds a client's opens and locks outlive its last renewal
@@ -84,6 +89,11 @@ class MRCConfig:
 
     def __post_init__(self) -> None:
         _check_idle_timeout(self.idle_timeout)
+        if self.store and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"store: {self.store!r} is neither empty (SQLite in data_dir) nor a "
+                "PostgreSQL connection string (postgresql://...)"
+            )
         if not 1.0 <= self.osd_lease <= self.osd_dead_after:
             raise ConfigError(
                 f"osd_lease: {self.osd_lease:g} s must be at least 1 s and at most "

@@ -555,6 +555,15 @@ class RetryPolicy:
     first_backoff: float = 0.05
     max_backoff: float = 1.0
     connect_timeout: float = 5.0
+    # a call to a group of servers of which one serves ("a:1,b:2": MRCs over one store,
+    # docs/design/metadata-ha.md) goes on trying to reach one of them this long (seconds)
+    # while none answers: another takes over within that time
+    failover: float = 30.0
+
+
+def members(address: str) -> list[str]:
+    """The servers an address names: "host:port", or a group "host:port,host:port"."""
+    return [a.strip() for a in address.split(",") if a.strip()]
 
 
 @dataclass
@@ -669,6 +678,7 @@ class Pool:
         self._on_connect = on_connect
         self._conns: dict[str, ClientConnection] = {}
         self._dialing: dict[str, trio.Lock] = {}
+        self._answered: dict[str, int] = {}  # group -> the member that answered last
 
     async def call(
         self,
@@ -683,7 +693,11 @@ class Pool:
         ``expect`` names the principal the server must prove (``osd:<uuid>``) or its kind.
         """
         backoff = self.retry.first_backoff
-        for attempt in range(1, self.retry.attempts + 1):
+        group = len(members(address)) > 1
+        failover_until = trio.current_time() + self.retry.failover
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 conn = await self._connection(address, expect)
                 wire = await conn.call(method.wire_name, request.to_wire())
@@ -694,11 +708,15 @@ class Pool:
                 if not method.idempotent:
                     raise
                 last = e
-            if attempt < self.retry.attempts:
-                log.debug("%s to %s failed (%s); retrying", method.wire_name, address, last)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, self.retry.max_backoff)
-        raise Unavailable(f"{method.wire_name} to {address}: {last.message}")
+            # a group is tried until one of its servers answers (bounded by ``failover``)
+            more = trio.current_time() < failover_until if group else False
+            if attempt >= self.retry.attempts and not more:
+                break
+            log.debug("%s to %s failed (%s); retrying", method.wire_name, address, last)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, self.retry.max_backoff)
+        kind = NotSent if isinstance(last, NotSent) else Unavailable
+        raise kind(f"{method.wire_name} to {address}: {last.message}")
 
     async def _connection(self, address: str, expect: str | Kind | None) -> ClientConnection:
         conn = self._conns.get(address)
@@ -733,6 +751,9 @@ class Pool:
             raise
 
     async def _dial(self, address: str, expect: str | Kind | None = None) -> ClientConnection:
+        servers = members(address)
+        if len(servers) > 1:
+            return await self._dial_any(address, servers, expect)
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise XfsError(errno.EINVAL, f"bad server address {address!r}")
@@ -746,6 +767,26 @@ class Pool:
             tls.close()
             raise
         return ClientConnection(tls, peer, address, self._frame_limit)
+
+    async def _dial_any(
+        self, group: str, servers: list[str], expect: str | Kind | None
+    ) -> ClientConnection:
+        """A connection to the first server of ``group`` that answers, beginning with the
+        one that answered last (the others refuse until they serve: standby MRCs)."""
+        first = self._answered.get(group, 0)
+        failures = []
+        for k in range(len(servers)):
+            i = (first + k) % len(servers)
+            try:
+                conn = await self._dial(servers[i], expect)
+            except NotSent as e:
+                failures.append(e.message)
+                continue
+            if i != first:
+                log.info("%s: now through %s", group, servers[i])
+            self._answered[group] = i
+            return conn
+        raise NotSent("; ".join(failures))
 
     async def _connect(self, host: str, port: int) -> Link:
         return await connect_link(host, port, self._ctx, self.retry.connect_timeout)

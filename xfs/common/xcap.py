@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
@@ -58,22 +58,84 @@ def key_id(public_raw: bytes) -> str:
 
 
 # ------------------------------------------------------------------ the key ring
+class KeyBacking(Protocol):
+    """Where a ``KeyRing`` keeps its keys: a directory (``KeyDir``), or the MRC's store
+    (``xfs.mrc.keys.StoreKeys``, which MRCs over one store share)."""
+
+    def load(self) -> tuple[dict[str, bytes], dict[str, float], str]:
+        """key id -> raw private key, key id -> since, the current key id (empty: none)."""
+        ...
+
+    def save_key(self, kid: str, raw: bytes, since: float) -> None: ...
+
+    def set_since(self, kid: str, since: float) -> None: ...
+
+    def save_current(self, kid: str) -> None: ...
+
+    def delete(self, kid: str) -> None: ...
+
+
+class KeyDir:
+    """A directory of ``<key_id>.key`` files (raw 32-byte private keys, mode 0600) and a
+    ``current`` file naming the signing key; each key's ``since`` is its file's mtime."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = Path(dir)
+
+    def load(self) -> tuple[dict[str, bytes], dict[str, float], str]:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys: dict[str, bytes] = {}
+        since: dict[str, float] = {}
+        try:
+            for path in sorted(self.dir.iterdir()):
+                m = _KEY_FILE.fullmatch(path.name)
+                if m is None:
+                    continue
+                keys[m.group(1)] = path.read_bytes()
+                since[m.group(1)] = path.stat().st_mtime
+            current = (self.dir / _CURRENT).read_text().strip() if keys else ""
+        except OSError as e:
+            raise XfsError(e.errno or errno.EIO, f"key ring {self.dir}: {e.strerror}") from None
+        return keys, since, current
+
+    def save_key(self, kid: str, raw: bytes, since: float) -> None:
+        """Write a key atomically, its mtime set to its ``since``."""
+        _write_atomic(self.dir / f"{kid}.key", raw, 0o600)
+        self.set_since(kid, since)
+
+    def set_since(self, kid: str, since: float) -> None:
+        path = self.dir / f"{kid}.key"
+        try:
+            os.utime(path, (since, since))
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)  # the time decides when older keys retire: keep it
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise XfsError(e.errno or errno.EIO, f"key ring {self.dir}: {e.strerror}") from None
+
+    def save_current(self, kid: str) -> None:
+        _write_atomic(self.dir / _CURRENT, kid.encode() + b"\n", 0o600)
+
+    def delete(self, kid: str) -> None:
+        (self.dir / f"{kid}.key").unlink(missing_ok=True)
+
+
 class KeyRing:
     """The MRC's signing keys: one current key, older ones kept to verify until retired,
     and perhaps a staged newer one that verifies (OSDs learn it) but does not sign yet.
 
-    Built in memory by ``generate()`` or backed by a directory of ``<key_id>.key`` files
-    (raw 32-byte private keys, mode 0600) and a ``current`` file naming the signing key.
-    Each key has a ``since`` time, kept as its file's mtime: when it became current, or,
-    for a staged key, when it was staged. A key is *staged* if its ``since`` is later
-    than the current key's, *old* otherwise.
+    Built in memory by ``generate()`` or kept in a ``KeyBacking``. Each key has a
+    ``since`` time: when it became current, or, for a staged key, when it was staged. A
+    key is *staged* if its ``since`` is later than the current key's, *old* otherwise.
     """
 
     def __init__(
         self,
         keys: Mapping[str, Ed25519PrivateKey],
         current: str,
-        dir: Path | None = None,
+        backing: KeyBacking | None = None,
         since: Mapping[str, float] | None = None,
     ) -> None:
         if current not in keys:
@@ -83,7 +145,7 @@ class KeyRing:
                 raise XfsError(errno.EINVAL, f"key {kid!r} does not match its id")
         self._keys = dict(keys)
         self._current = current
-        self._dir = dir
+        self._backing = backing
         self._since = {kid: float((since or {}).get(kid, 0.0)) for kid in keys}
 
     @classmethod
@@ -95,31 +157,25 @@ class KeyRing:
 
     @classmethod
     def load_or_create(cls, dir: Path, now: float | None = None) -> KeyRing:
-        """The ring kept in ``dir``, or a new one of one key made there (``since`` now)."""
-        dir = Path(dir)
-        dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        keys: dict[str, Ed25519PrivateKey] = {}
-        since: dict[str, float] = {}
-        try:
-            for path in sorted(dir.iterdir()):
-                m = _KEY_FILE.fullmatch(path.name)
-                if m is None:
-                    continue
-                raw = path.read_bytes()
-                if len(raw) != 32:
-                    raise XfsError(errno.EINVAL, f"{path}: not a raw Ed25519 private key")
-                keys[m.group(1)] = Ed25519PrivateKey.from_private_bytes(raw)
-                since[m.group(1)] = path.stat().st_mtime
-            current = (dir / _CURRENT).read_text().strip() if keys else ""
-        except OSError as e:
-            raise XfsError(e.errno or errno.EIO, f"key ring {dir}: {e.strerror}") from None
-        if not keys:
+        """The ring kept in directory ``dir``, or a new one of one key made there."""
+        return cls.load_or_create_in(KeyDir(dir), now)
+
+    @classmethod
+    def load_or_create_in(cls, backing: KeyBacking, now: float | None = None) -> KeyRing:
+        """The ring kept in ``backing``, or a new one of one key (``since`` now) kept there."""
+        raws, since, current = backing.load()
+        if not raws:
             ring = cls.generate(now)
-            ring._dir = dir
+            ring._backing = backing
             ring._save_key(ring.current)
-            ring._save_current()
+            backing.save_current(ring.current)
             return ring
-        return cls(keys, current, dir, since)
+        keys: dict[str, Ed25519PrivateKey] = {}
+        for kid, raw in raws.items():
+            if len(raw) != 32:
+                raise XfsError(errno.EINVAL, f"key {kid}: not a raw Ed25519 private key")
+            keys[kid] = Ed25519PrivateKey.from_private_bytes(raw)
+        return cls(keys, current, backing, since)
 
     @property
     def current(self) -> str:
@@ -157,9 +213,11 @@ class KeyRing:
         if kid not in self._keys:
             raise XfsError(errno.ENOENT, f"no key {kid!r:.40} in the ring")
         self._since[kid] = time.time() if now is None else now
-        self._touch(kid)
+        if self._backing is not None:
+            self._backing.set_since(kid, self._since[kid])
         self._current = kid
-        self._save_current()
+        if self._backing is not None:
+            self._backing.save_current(kid)
 
     def rotate(self, now: float | None = None) -> str:
         """Make a new current key at once; the previous ones still verify. Returns its id.
@@ -174,8 +232,8 @@ class KeyRing:
             raise XfsError(errno.EINVAL, "cannot retire the current key; rotate first")
         if kid not in self._keys:
             raise XfsError(errno.ENOENT, f"no key {kid!r:.40} in the ring")
-        if self._dir is not None:
-            (self._dir / f"{kid}.key").unlink(missing_ok=True)
+        if self._backing is not None:
+            self._backing.delete(kid)
         del self._keys[kid]
         del self._since[kid]
 
@@ -183,35 +241,14 @@ class KeyRing:
         return self._keys[self._current].sign(message)
 
     def _save_key(self, kid: str) -> None:
-        """Write a key atomically, its mtime set to its ``since``."""
-        if self._dir is None:
+        if self._backing is None:
             return
         raw = self._keys[kid].private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        _write_atomic(self._dir / f"{kid}.key", raw, 0o600)
-        self._touch(kid)
-
-    def _touch(self, kid: str) -> None:
-        if self._dir is None:
-            return
-        t = self._since[kid]
-        path = self._dir / f"{kid}.key"
-        try:
-            os.utime(path, (t, t))
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)  # the time decides when older keys retire: keep it
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise XfsError(e.errno or errno.EIO, f"key ring {self._dir}: {e.strerror}") from None
-
-    def _save_current(self) -> None:
-        if self._dir is not None:
-            _write_atomic(self._dir / _CURRENT, self._current.encode() + b"\n", 0o600)
+        self._backing.save_key(kid, raw, self._since[kid])
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:

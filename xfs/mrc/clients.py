@@ -15,12 +15,11 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import sqlite3
 from dataclasses import dataclass
 
 from xfs.mrc import inodes as rows
 from xfs.mrc import locks
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.proto.errors import XfsError
 from xfs.proto.records import Identity
 
@@ -47,7 +46,7 @@ class Ended:
 
 
 class ClientOps:
-    _store: Store
+    _store: MetaStore
 
     # ------------------------------------------------------------------ leases
     def client_open(self, caller: Identity, lease_ns: int) -> tuple[str, int]:
@@ -80,7 +79,7 @@ class ClientOps:
         many leases there are."""
         with self._store.transaction() as cur:
             cur.execute(
-                "UPDATE clients SET expires_ns = max(expires_ns, ?)",
+                "UPDATE clients SET expires_ns = greatest(expires_ns, ?)",
                 (self._store.clock() + lease_ns,),
             )
             return int(cur.rowcount)
@@ -216,9 +215,7 @@ class ClientOps:
             _store_locks(cur, v.id, ino, left)
             return True
 
-    def _lockable(
-        self, cur: sqlite3.Cursor, caller: Identity, vol: str, ino: int, client: str
-    ) -> rows.Vol:
+    def _lockable(self, cur: Cursor, caller: Identity, vol: str, ino: int, client: str) -> rows.Vol:
         """The volume, once sure the caller's client has the inode open."""
         client_of(cur, caller, client)
         v = rows.volume(cur, vol)
@@ -228,45 +225,46 @@ class ClientOps:
 
 
 def register_open(
-    cur: sqlite3.Cursor, caller: Identity, client: str, vid: str, ino: int, flags: int
+    cur: Cursor, caller: Identity, client: str, vid: str, ino: int, flags: int
 ) -> None:
     """Record that ``client`` has the inode open (part of the open's transaction)."""
     client_of(cur, caller, client)
     writable = int(flags & os.O_ACCMODE != os.O_RDONLY)
     cur.execute(
         "INSERT INTO opens (client, volume, ino, writable) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT DO UPDATE SET writable = max(writable, excluded.writable)",
+        "ON CONFLICT (client, volume, ino) "
+        "DO UPDATE SET writable = greatest(opens.writable, excluded.writable)",
         (client, vid, ino, writable),
     )
 
 
-def _lease_holders(cur: sqlite3.Cursor, vid: str, ino: int, but: str | None) -> list[str]:
+def _lease_holders(cur: Cursor, vid: str, ino: int, but: str | None) -> list[str]:
     return [
         r[0]
         for r in cur.execute(
-            "SELECT client FROM opens WHERE volume = ? AND ino = ? AND append_lease "
-            "AND client IS NOT ?",
+            "SELECT client FROM opens WHERE volume = ? AND ino = ? AND append_lease = 1 "
+            "AND client IS DISTINCT FROM ?",
             (vid, ino, but),
         )
     ]
 
 
-def _other_writers(cur: sqlite3.Cursor, vid: str, ino: int, client: str) -> bool:
+def _other_writers(cur: Cursor, vid: str, ino: int, client: str) -> bool:
     row = cur.execute(
-        "SELECT 1 FROM opens WHERE volume = ? AND ino = ? AND writable AND client != ? LIMIT 1",
+        "SELECT 1 FROM opens WHERE volume = ? AND ino = ? AND writable = 1 AND client != ? LIMIT 1",
         (vid, ino, client),
     ).fetchone()
     return row is not None
 
 
-def _drop_leases(cur: sqlite3.Cursor, vid: str, ino: int, client: str) -> None:
+def _drop_leases(cur: Cursor, vid: str, ino: int, client: str) -> None:
     cur.execute(
         "UPDATE opens SET append_lease = 0 WHERE client = ? AND volume = ? AND ino = ?",
         (client, vid, ino),
     )
 
 
-def client_of(cur: sqlite3.Cursor, caller: Identity, client: str) -> None:
+def client_of(cur: Cursor, caller: Identity, client: str) -> None:
     row = cur.execute("SELECT principal FROM clients WHERE id = ?", (client,)).fetchone()
     if row is None:
         raise XfsError(errno.ESTALE, f"client lease {client} has ended")
@@ -274,14 +272,14 @@ def client_of(cur: sqlite3.Cursor, caller: Identity, client: str) -> None:
         raise XfsError(errno.EPERM, f"client lease {client} belongs to another principal")
 
 
-def _is_open_by(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> bool:
+def _is_open_by(cur: Cursor, client: str, vid: str, ino: int) -> bool:
     row = cur.execute(
         "SELECT 1 FROM opens WHERE client = ? AND volume = ? AND ino = ?", (client, vid, ino)
     ).fetchone()
     return row is not None
 
 
-def _held(cur: sqlite3.Cursor, vid: str, ino: int) -> list[locks.Held]:
+def _held(cur: Cursor, vid: str, ino: int) -> list[locks.Held]:
     return [
         locks.Held(client, _unsigned(owner), family, mode, first, last, pid)
         for client, owner, family, mode, first, last, pid in cur.execute(
@@ -292,7 +290,7 @@ def _held(cur: sqlite3.Cursor, vid: str, ino: int) -> list[locks.Held]:
     ]
 
 
-def _store_locks(cur: sqlite3.Cursor, vid: str, ino: int, held: list[locks.Held]) -> None:
+def _store_locks(cur: Cursor, vid: str, ino: int, held: list[locks.Held]) -> None:
     cur.execute("DELETE FROM locks WHERE volume = ? AND ino = ?", (vid, ino))
     cur.executemany(
         "INSERT INTO locks (volume, ino, client, owner, family, mode, first, last, pid) "
@@ -304,7 +302,7 @@ def _store_locks(cur: sqlite3.Cursor, vid: str, ino: int, held: list[locks.Held]
     )
 
 
-def _free_if_orphan(cur: sqlite3.Cursor, vid: str, ino: int) -> int | None:
+def _free_if_orphan(cur: Cursor, vid: str, ino: int) -> int | None:
     """Free an inode that has no name left and that no client has open."""
     row = cur.execute(
         "SELECT nlink, xloc FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)
@@ -314,7 +312,7 @@ def _free_if_orphan(cur: sqlite3.Cursor, vid: str, ino: int) -> int | None:
     return rows.drop_inode_of(cur, vid, ino, row[1])
 
 
-def _end(cur: sqlite3.Cursor, ids: list[str]) -> Ended:
+def _end(cur: Cursor, ids: list[str]) -> Ended:
     pending: list[int] = []
     unlocked: set[tuple[str, int]] = set()
     for client in ids:
@@ -323,7 +321,7 @@ def _end(cur: sqlite3.Cursor, ids: list[str]) -> Ended:
         )
         unlocked.update(  # waiters for its append leases go on too
             cur.execute(
-                "SELECT volume, ino FROM opens WHERE client = ? AND append_lease", (client,)
+                "SELECT volume, ino FROM opens WHERE client = ? AND append_lease = 1", (client,)
             )
         )
         unlocked.update(  # and for its directory leases

@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from xfs.common.clock import Clock
 from xfs.mrc import roles
 from xfs.mrc.inodes import is_ancestor_of
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.proto.errors import XfsError
 from xfs.proto.records import Identity, Kind
 
@@ -117,7 +116,7 @@ def _row(r: Any) -> Delegation:
     )
 
 
-def _path(cur: sqlite3.Cursor, vid: str, root: int) -> list[tuple[int, bytes]]:
+def _path(cur: Cursor, vid: str, root: int) -> list[tuple[int, bytes]]:
     """The entries (parent, name) from directory ``root`` up to the volume's root."""
     steps: list[tuple[int, bytes]] = []
     ino = root
@@ -133,9 +132,9 @@ def _path(cur: sqlite3.Cursor, vid: str, root: int) -> list[tuple[int, bytes]]:
 
 
 class Delegations:
-    """The MRC's delegations over one ``Store``; ``load()`` before use."""
+    """The MRC's delegations over one ``MetaStore``; ``load()`` before use."""
 
-    def __init__(self, store: Store, clock: Clock, max_lifetime: float = MAX_LIFETIME) -> None:
+    def __init__(self, store: MetaStore, clock: Clock, max_lifetime: float = MAX_LIFETIME) -> None:
         self._store = store
         self._clock = clock
         self.max_lifetime = max_lifetime

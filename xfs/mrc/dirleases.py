@@ -14,14 +14,13 @@ recalls are the handlers' (``xfs.mrc.leases.Recaller``).
 from __future__ import annotations
 
 import errno
-import sqlite3
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms, quotas
 from xfs.mrc.clients import client_of
 from xfs.mrc.perms import W_OK, X_OK
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.mrc.xattrs import read_acl
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import DirLease
@@ -32,7 +31,7 @@ MAX_RANGES = 4  # ranges one client may hold in one volume at a time
 
 
 class DirLeaseOps:
-    _store: Store
+    _store: MetaStore
 
     def dir_lease_grant(self, caller: Identity, vol: str, ino: int, client: str) -> DirLease:
         """Grant ``client`` the lease of directory ``ino`` unless another client holds
@@ -55,7 +54,8 @@ class DirLeaseOps:
             if held and held != [client]:
                 return DirLease(False)
             cur.execute(
-                "INSERT OR IGNORE INTO dir_leases (client, volume, ino) VALUES (?, ?, ?)",
+                "INSERT INTO dir_leases (client, volume, ino) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (client, v.id, ino),
             )
             owner, group, _ = perms.new_entry(caller, node.attr, 0o600, 0, False)
@@ -90,7 +90,7 @@ class DirLeaseOps:
         with self._store.transaction() as cur:
             held = _holders(cur, vid, ino, but)
             cur.execute(
-                "DELETE FROM dir_leases WHERE volume = ? AND ino = ? AND client IS NOT ?",
+                "DELETE FROM dir_leases WHERE volume = ? AND ino = ? AND client IS DISTINCT FROM ?",
                 (vid, ino, but),
             )
             return held
@@ -122,7 +122,7 @@ class DirLeaseOps:
         return int(first), count
 
 
-def take_ino(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> None:
+def take_ino(cur: Cursor, client: str, vid: str, ino: int) -> None:
     """Use ``ino`` from ``client``'s reserved ranges (numbers below it in its range are
     given up: a client hands its numbers out in increasing order); ESTALE if not there.
     The range stays, used up or not, until the client's lease ends: it proves which
@@ -138,7 +138,7 @@ def take_ino(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> None:
     )
 
 
-def taken_by(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> bool:
+def taken_by(cur: Cursor, client: str, vid: str, ino: int) -> bool:
     """Whether ``client`` took ``ino`` from its reserved ranges (made a file with it)."""
     row = cur.execute(
         "SELECT 1 FROM ino_ranges WHERE client = ? AND volume = ? AND start <= ? AND ? < first",
@@ -147,11 +147,12 @@ def taken_by(cur: sqlite3.Cursor, client: str, vid: str, ino: int) -> bool:
     return row is not None
 
 
-def _holders(cur: sqlite3.Cursor, vid: str, ino: int, but: str | None) -> list[str]:
+def _holders(cur: Cursor, vid: str, ino: int, but: str | None) -> list[str]:
     return [
         r[0]
         for r in cur.execute(
-            "SELECT client FROM dir_leases WHERE volume = ? AND ino = ? AND client IS NOT ?",
+            "SELECT client FROM dir_leases WHERE volume = ? AND ino = ? "
+            "AND client IS DISTINCT FROM ?",
             (vid, ino, but),
         )
     ]

@@ -6,6 +6,7 @@ is healthy. Read only: it repairs nothing. The tests run it after every namespac
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import stat
 from collections.abc import Callable
@@ -13,7 +14,8 @@ from collections.abc import Callable
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import policies
-from xfs.mrc.store import FORMAT_VERSION, USAGE_FROM_INODES, Store
+from xfs.mrc.sql import Cursor, MetaStore
+from xfs.mrc.store import FORMAT_VERSION, counted_usage
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO
 
@@ -24,7 +26,7 @@ _DIR = f"mode & {_IFMT} = {stat.S_IFDIR}"
 class Fsck:
     """Runs every ``check_*`` method over one read transaction."""
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    def __init__(self, cur: Cursor) -> None:
         self.cur = cur
         self.problems: list[str] = []
 
@@ -98,7 +100,8 @@ class Fsck:
         self._report(
             f"SELECT i.volume, i.ino, count(d.ino) FROM inodes i LEFT JOIN dentries d "
             f"ON d.volume = i.volume AND d.ino = i.ino WHERE i.{_DIR} "
-            f"GROUP BY i.volume, i.ino HAVING count(d.ino) != (i.ino != {ROOT_INO})",
+            f"GROUP BY i.volume, i.ino HAVING count(d.ino) "
+            f"!= CASE WHEN i.ino = {ROOT_INO} THEN 0 ELSE 1 END",
             lambda vid, ino, n: f"directory {vid}:{ino} has {n} entries naming it",
         )
 
@@ -107,7 +110,7 @@ class Fsck:
         self._report(
             f"""
             WITH RECURSIVE reach(volume, ino) AS (
-                SELECT id, {ROOT_INO} FROM volumes
+                SELECT id, CAST({ROOT_INO} AS BIGINT) FROM volumes
                 UNION
                 SELECT d.volume, d.ino FROM dentries d
                 JOIN reach r ON d.volume = r.volume AND d.parent = r.ino
@@ -138,9 +141,9 @@ class Fsck:
         """An append lease is held by a writer, and by one client at most. (Another
         client may be registered as a writer beside it: its call waits for the recall.)"""
         self._report(
-            "SELECT o.volume, o.ino, o.client FROM opens o WHERE o.append_lease AND "
-            "(NOT o.writable OR EXISTS (SELECT 1 FROM opens p WHERE p.volume = o.volume "
-            "AND p.ino = o.ino AND p.client != o.client AND p.append_lease))",
+            "SELECT o.volume, o.ino, o.client FROM opens o WHERE o.append_lease = 1 AND "
+            "(o.writable = 0 OR EXISTS (SELECT 1 FROM opens p WHERE p.volume = o.volume "
+            "AND p.ino = o.ino AND p.client != o.client AND p.append_lease = 1))",
             lambda vid, ino, client: (
                 f"append lease of {vid}:{ino} held by {client}, a reader, or beside another holder"
             ),
@@ -224,14 +227,14 @@ class Fsck:
     def check_delegations(self) -> None:
         """Delegations are of a volume that exists, end after they begin, keep a 32-byte
         secret hash and the grantor's groups as a JSON list."""
-        self._report(
-            "SELECT d.id FROM delegations d LEFT JOIN volumes v ON v.id = d.volume "
-            "WHERE v.id IS NULL OR d.expires_ns <= d.created_ns "
+        for id, groups, bad in self.cur.execute(
+            "SELECT d.id, d.groups, v.id IS NULL OR d.expires_ns <= d.created_ns "
             "OR (d.revoked_ns IS NOT NULL AND d.revoked_ns < d.created_ns) "
-            "OR length(d.secret) != 32 OR d.root < 1 OR CASE WHEN json_valid(d.groups) "
-            "THEN json_type(d.groups) != 'array' ELSE 1 END",
-            lambda id: f"delegation {id} is not valid",
-        )
+            "OR length(d.secret) != 32 OR d.root < 1 "
+            "FROM delegations d LEFT JOIN volumes v ON v.id = d.volume"
+        ).fetchall():
+            if bad or not _json_list(groups):
+                self.problems.append(f"delegation {id} is not valid")
 
     def check_acls(self) -> None:
         """Stored ACLs decode as valid ACLs in canonical form; default ACLs are on
@@ -288,7 +291,7 @@ class Fsck:
             for v, p, f, b in self.cur.execute("SELECT volume, principal, files, bytes FROM usage")
             if (f, b) != (0, 0)
         }
-        counted = {(v, p): (f, b) for v, p, f, b in self.cur.execute(USAGE_FROM_INODES)}
+        counted = counted_usage(self.cur)
         for key in sorted(kept.keys() | counted.keys()):
             if kept.get(key, (0, 0)) != counted.get(key, (0, 0)):
                 files, nbytes = kept.get(key, (0, 0))
@@ -305,14 +308,36 @@ class Fsck:
             lambda v, p, f, b: f"quota of {p!r} on {v}: {f} files, {b} bytes is no limit",
         )
 
+    def check_xcap_keys(self) -> None:
+        """The XCap keys are raw 32-byte Ed25519 keys, one of them signing (if any)."""
+        self._report(
+            "SELECT id FROM xcap_keys WHERE length(private) != 32 OR signing NOT IN (0, 1)",
+            lambda kid: f"XCap key {kid} is not a valid key",
+        )
+        keys, signing = self.cur.execute(
+            "SELECT count(*), coalesce(sum(signing), 0) FROM xcap_keys"
+        ).fetchone()
+        if keys and signing != 1:
+            self.problems.append(f"{signing} XCap keys sign, not one")
+
     def check_foreign_keys(self) -> None:
+        """SQLite checks foreign keys when asked (PostgreSQL at every commit)."""
+        if not isinstance(self.cur, sqlite3.Cursor):
+            return
         self._report(
             "PRAGMA foreign_key_check",
             lambda table, rowid, parent, fk: f"{table} row {rowid}: dangling reference to {parent}",
         )
 
 
-def check(store: Store) -> list[str]:
+def _json_list(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), list)
+    except ValueError:
+        return False
+
+
+def check(store: MetaStore) -> list[str]:
     """Every problem of ``store``, one line each (empty: healthy)."""
     with store.read() as cur:
         return Fsck(cur).run()

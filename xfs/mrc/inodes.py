@@ -7,7 +7,6 @@ caller's transaction and raises ``XfsError`` naming what it could not find.
 from __future__ import annotations
 
 import errno
-import sqlite3
 import stat
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,6 +15,7 @@ import msgpack
 
 from xfs.mrc import acl as acls
 from xfs.mrc import quotas
+from xfs.mrc.sql import Cursor
 from xfs.proto.errors import XfsError
 from xfs.proto.records import NAME_MAX, Attr, StripingPolicy, VolumeInfo, XLocSet
 
@@ -123,7 +123,7 @@ def row_to_volume(row: Any) -> Vol:
     return Vol(vid, name, owner, grp, mode, StripingPolicy(stripe_size=stripe_size, width=width))
 
 
-def volume(cur: sqlite3.Cursor, name: str) -> Vol:
+def volume(cur: Cursor, name: str) -> Vol:
     row = cur.execute(f"SELECT {VOLUME_COLS} FROM volumes WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise XfsError(errno.ENOENT, f"no volume {name!r}")
@@ -153,7 +153,7 @@ def access_acl_sql(table: str) -> str:
     )
 
 
-def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
+def inode(cur: Cursor, vol: Vol, ino: int) -> Inode:
     """The inode ``ino``, with its access ACL (permission checks need it)."""
     row = cur.execute(
         f"SELECT {INODE_COLS}, {access_acl_sql('inodes')} FROM inodes WHERE volume = ? AND ino = ?",
@@ -167,14 +167,14 @@ def inode(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
     return row_to_inode(row, vol.striping.stripe_size)
 
 
-def directory(cur: sqlite3.Cursor, vol: Vol, ino: int) -> Inode:
+def directory(cur: Cursor, vol: Vol, ino: int) -> Inode:
     node = inode(cur, vol, ino)
     if not node.is_dir:
         raise XfsError(errno.ENOTDIR, f"inode {ino} in volume {vol.name!r} is not a directory")
     return node
 
 
-def entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes) -> tuple[int, int] | None:
+def entry(cur: Cursor, vol: Vol, parent: int, name: bytes) -> tuple[int, int] | None:
     """(ino, cursor) of entry ``name`` in directory ``parent``, or None."""
     row = cur.execute(
         "SELECT ino, cursor FROM dentries WHERE volume = ? AND parent = ? AND name = ?",
@@ -183,7 +183,7 @@ def entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes) -> tuple[int,
     return None if row is None else (row[0], row[1])
 
 
-def parent_of(cur: sqlite3.Cursor, vol: Vol, ino: int) -> int:
+def parent_of(cur: Cursor, vol: Vol, ino: int) -> int:
     """The parent of a directory (the root is its own parent)."""
     row = cur.execute(
         "SELECT parent FROM dentries WHERE volume = ? AND ino = ?", (vol.id, ino)
@@ -191,17 +191,17 @@ def parent_of(cur: sqlite3.Cursor, vol: Vol, ino: int) -> int:
     return ino if row is None else int(row[0])
 
 
-def is_ancestor(cur: sqlite3.Cursor, vol: Vol, ancestor: int, ino: int) -> bool:
+def is_ancestor(cur: Cursor, vol: Vol, ancestor: int, ino: int) -> bool:
     """Is directory ``ancestor`` equal to ``ino`` or above it?"""
     return is_ancestor_of(cur, vol.id, ancestor, ino)
 
 
-def is_ancestor_of(cur: sqlite3.Cursor, volume_id: str, ancestor: int, ino: int) -> bool:
+def is_ancestor_of(cur: Cursor, volume_id: str, ancestor: int, ino: int) -> bool:
     """``is_ancestor`` by volume id: through any of the links of ``ino``."""
     row = cur.execute(
         """
         WITH RECURSIVE up(ino) AS (
-            SELECT ?
+            SELECT CAST(? AS BIGINT)
             UNION
             SELECT d.parent FROM dentries d JOIN up ON d.volume = ? AND d.ino = up.ino
         )
@@ -212,28 +212,28 @@ def is_ancestor_of(cur: sqlite3.Cursor, volume_id: str, ancestor: int, ino: int)
     return row is not None
 
 
-def has_entries(cur: sqlite3.Cursor, vol: Vol, ino: int) -> bool:
+def has_entries(cur: Cursor, vol: Vol, ino: int) -> bool:
     row = cur.execute(
         "SELECT 1 FROM dentries WHERE volume = ? AND parent = ? LIMIT 1", (vol.id, ino)
     ).fetchone()
     return row is not None
 
 
-def next_cursor(cur: sqlite3.Cursor) -> int:
+def next_cursor(cur: Cursor) -> int:
     row = cur.execute(
         "UPDATE meta SET value = value + 1 WHERE key = 'next_cursor' RETURNING value - 1"
     ).fetchone()
     return int(row[0])
 
 
-def add_entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes, ino: int) -> None:
+def add_entry(cur: Cursor, vol: Vol, parent: int, name: bytes, ino: int) -> None:
     cur.execute(
         "INSERT INTO dentries (volume, parent, name, ino, cursor) VALUES (?, ?, ?, ?, ?)",
         (vol.id, parent, name, ino, next_cursor(cur)),
     )
 
 
-def remove_entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes) -> None:
+def remove_entry(cur: Cursor, vol: Vol, parent: int, name: bytes) -> None:
     cur.execute(
         "DELETE FROM dentries WHERE volume = ? AND parent = ? AND name = ?",
         (vol.id, parent, name),
@@ -241,7 +241,7 @@ def remove_entry(cur: sqlite3.Cursor, vol: Vol, parent: int, name: bytes) -> Non
 
 
 def new_inode(
-    cur: sqlite3.Cursor,
+    cur: Cursor,
     vol: Vol,
     *,
     mode: int,
@@ -278,7 +278,7 @@ def new_inode(
     return Inode(attr, 0, blob, target)
 
 
-def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inode:
+def set_inode(cur: Cursor, vol: Vol, node: Inode, **fields: Any) -> Inode:
     """Write ``fields`` (column names) of an inode; return the inode as it now is."""
     if not fields:
         return node
@@ -307,7 +307,7 @@ def set_inode(cur: sqlite3.Cursor, vol: Vol, node: Inode, **fields: Any) -> Inod
 
 
 def recharge(
-    cur: sqlite3.Cursor,
+    cur: Cursor,
     vid: str,
     mode: int,
     old: tuple[str, int, bytes | None],
@@ -325,7 +325,7 @@ def recharge(
         quotas.use(cur, vid, owner, 0, after - before)
 
 
-def touch_dir(cur: sqlite3.Cursor, vol: Vol, ino: int, now: int, nlink_delta: int = 0) -> None:
+def touch_dir(cur: Cursor, vol: Vol, ino: int, now: int, nlink_delta: int = 0) -> None:
     """A directory's entries changed: mtime and ctime are now; nlink moves by delta."""
     cur.execute(
         "UPDATE inodes SET mtime_ns = ?, ctime_ns = ?, nlink = nlink + ? "
@@ -334,7 +334,7 @@ def touch_dir(cur: sqlite3.Cursor, vol: Vol, ino: int, now: int, nlink_delta: in
     )
 
 
-def drop_link(cur: sqlite3.Cursor, vol: Vol, node: Inode, now: int) -> int | None:
+def drop_link(cur: Cursor, vol: Vol, node: Inode, now: int) -> int | None:
     """One link of a non-directory went: decrement nlink, or remove the inode with its
     last link. Returns the pending deletion id if the file had objects on OSDs."""
     if node.attr.nlink > 1 or is_open(cur, vol.id, node.ino):
@@ -344,7 +344,7 @@ def drop_link(cur: sqlite3.Cursor, vol: Vol, node: Inode, now: int) -> int | Non
     return drop_inode(cur, vol, node.ino, node.xloc)
 
 
-def is_open(cur: sqlite3.Cursor, volume_id: str, ino: int) -> bool:
+def is_open(cur: Cursor, volume_id: str, ino: int) -> bool:
     """Whether some client has the inode open (see the ``opens`` table)."""
     row = cur.execute(
         "SELECT 1 FROM opens WHERE volume = ? AND ino = ? LIMIT 1", (volume_id, ino)
@@ -352,12 +352,12 @@ def is_open(cur: sqlite3.Cursor, volume_id: str, ino: int) -> bool:
     return row is not None
 
 
-def drop_inode(cur: sqlite3.Cursor, vol: Vol, ino: int, xloc: bytes | None) -> int | None:
+def drop_inode(cur: Cursor, vol: Vol, ino: int, xloc: bytes | None) -> int | None:
     """Remove an inode (no entry names it any more) and queue its objects' deletion."""
     return drop_inode_of(cur, vol.id, ino, xloc)
 
 
-def drop_inode_of(cur: sqlite3.Cursor, vid: str, ino: int, xloc: bytes | None) -> int | None:
+def drop_inode_of(cur: Cursor, vid: str, ino: int, xloc: bytes | None) -> int | None:
     """``drop_inode`` by volume id. Returns the pending deletion id, if any."""
     gone = cur.execute(
         "SELECT owner, mode, size, xloc FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)

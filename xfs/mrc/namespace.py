@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
-import sqlite3
 import stat
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from xfs.mrc.dirleases import DirLeaseOps, take_ino, taken_by
 from xfs.mrc.dirseq import DirSeq
 from xfs.mrc.perms import R_OK, W_OK, X_OK
 from xfs.mrc.reach import Reach
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.mrc.volumes import VolumeOps
 from xfs.mrc.xattrs import XattrOps, read_acl, write_acl
 from xfs.proto.errors import XfsError
@@ -48,7 +47,7 @@ LINK_MAX = 65000
 # how old a client's time for a create under its directory lease may be (else: now)
 CLIENT_TIME_SLACK = 5_000_000_000
 
-_Where = tuple[sqlite3.Cursor, rows.Vol, int]  # cursor, volume, now
+_Where = tuple[Cursor, rows.Vol, int]  # cursor, volume, now
 
 
 def _deny(code: int, what: str) -> XfsError:
@@ -62,7 +61,7 @@ def _need(caller: Identity, node: rows.Inode, mask: int, what: str) -> None:
 
 def _inherited(
     caller: Identity,
-    cur: sqlite3.Cursor,
+    cur: Cursor,
     v: rows.Vol,
     dir_: rows.Inode,
     mode: int,
@@ -84,7 +83,7 @@ def _inherited(
 
 
 def _store_acls(
-    cur: sqlite3.Cursor,
+    cur: Cursor,
     v: rows.Vol,
     node: rows.Inode,
     access: acls.Acl | None,
@@ -100,9 +99,9 @@ def _store_acls(
 
 
 class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
-    """The MRC's namespace operations over one ``Store``."""
+    """The MRC's namespace operations over one ``MetaStore``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: MetaStore) -> None:
         self._store = store
         self.dirseq = DirSeq(time.time_ns())  # see xfs/mrc/dirseq.py
         # moved on by every change to a directory's permissions or place (xfs/mrc/reach.py)
@@ -110,11 +109,11 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
         self._reach = Reach(store, self)
 
     def batch(self) -> AbstractContextManager[None]:
-        """The changes made inside as one transaction (``Store.batch``): no await inside."""
+        """The changes made inside as one transaction (``MetaStore.batch``): no await inside."""
         return self._store.batch()
 
     def _touch_dir(
-        self, cur: sqlite3.Cursor, v: rows.Vol, ino: int, now: int, nlink_delta: int = 0
+        self, cur: Cursor, v: rows.Vol, ino: int, now: int, nlink_delta: int = 0
     ) -> None:
         """A directory's entries changed (every such change comes through here)."""
         rows.touch_dir(cur, v, ino, now, nlink_delta)
@@ -147,14 +146,14 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
 
     # ------------------------------------------------------------------ helpers
     def _parent(
-        self, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, parent: int, mask: int
+        self, caller: Identity, cur: Cursor, v: rows.Vol, parent: int, mask: int
     ) -> rows.Inode:
         """Directory ``parent``, after checking ``mask`` on it (X: search it)."""
         node = rows.directory(cur, v, parent)
         _need(caller, node, mask, f"directory {parent} in volume {v.name!r}")
         return node
 
-    def _child(self, cur: sqlite3.Cursor, v: rows.Vol, parent: int, name: bytes) -> rows.Inode:
+    def _child(self, cur: Cursor, v: rows.Vol, parent: int, name: bytes) -> rows.Inode:
         found = rows.entry(cur, v, parent, name)
         if found is None:
             raise XfsError(errno.ENOENT, f"no entry {rows.show(name)} in directory {parent}")
@@ -209,7 +208,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
             return attr
 
     def _truncate(
-        self, cur: sqlite3.Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
+        self, cur: Cursor, v: rows.Vol, node: rows.Inode, size: int, now: int
     ) -> rows.Inode:
         return rows.set_inode(
             cur,
@@ -585,7 +584,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
     def _open(
         self,
         caller: Identity,
-        cur: sqlite3.Cursor,
+        cur: Cursor,
         v: rows.Vol,
         node: rows.Inode,
         flags: int,
@@ -685,7 +684,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
 
     # ------------------------------------------------------------------ removal
     def _removable(
-        self, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, parent: int, name: bytes
+        self, caller: Identity, cur: Cursor, v: rows.Vol, parent: int, name: bytes
     ) -> rows.Inode:
         """The inode of ``name`` in ``parent``, if the caller may remove that entry."""
         rows.check_name(name)
@@ -772,9 +771,7 @@ class Namespace(VolumeOps, XattrOps, ClientOps, DirLeaseOps):
 class _Rename:
     """One rename, inside the caller's transaction (split out for readability)."""
 
-    def __init__(
-        self, ns: Namespace, caller: Identity, cur: sqlite3.Cursor, v: rows.Vol, now: int
-    ) -> None:
+    def __init__(self, ns: Namespace, caller: Identity, cur: Cursor, v: rows.Vol, now: int) -> None:
         self.ns, self.caller, self.cur, self.v, self.now = ns, caller, cur, v, now
 
     def run(
@@ -894,7 +891,7 @@ def _writable(node: rows.Inode) -> None:
         raise XfsError(errno.EPERM, f"inode {node.ino} is sealed (read-only replicated)")
 
 
-def _layout_row(cur: sqlite3.Cursor, vid: str, ino: int) -> tuple[XLocSet, int]:
+def _layout_row(cur: Cursor, vid: str, ino: int) -> tuple[XLocSet, int]:
     """A file's XLocSet and truncate epoch (ESTALE: no such file, or no layout)."""
     row = cur.execute(
         "SELECT xloc, truncate_epoch FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)

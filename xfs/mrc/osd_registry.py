@@ -13,22 +13,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-from xfs.mrc.store import Store
+from xfs.mrc import shared
+from xfs.mrc.sql import MetaStore
 from xfs.proto.records import OSDInfo
 
 
 class OSDRegistry:
     def __init__(
         self,
-        store: Store,
+        store: MetaStore,
         clock: Callable[[], float],
         dead_after: float,
-        drain_file: Path | None = None,
         lease: float = float("inf"),
     ) -> None:
-        self._drain_file = drain_file
         self._lease = lease
         self._store = store
         self._clock = clock
@@ -48,28 +46,21 @@ class OSDRegistry:
                 self._osds[uuid] = OSDInfo(
                     uuid, address, free, total, last_seen, False, json.loads(labels)
                 )
-        if self._drain_file is not None and self._drain_file.exists():
-            self.draining = set(json.loads(self._drain_file.read_text()))
+        self.draining = shared.draining(self._store)
 
     def drain(self, uuid: str) -> None:
         """Move every replica off ``uuid`` (the healer does it) and place nothing new there."""
+        shared.set_draining(self._store, uuid, True)
         self.draining.add(uuid)
-        self._save_draining()
 
     def undrain(self, uuid: str) -> bool:
         """Place new replicas on ``uuid`` again (what moved off stays where it went);
         whether it was draining."""
         if uuid not in self.draining:
             return False
+        shared.set_draining(self._store, uuid, False)
         self.draining.discard(uuid)
-        self._save_draining()
         return True
-
-    def _save_draining(self) -> None:
-        if self._drain_file is not None:
-            tmp = self._drain_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(self.draining)) + "\n")
-            tmp.replace(self._drain_file)
 
     def known(self, uuid: str) -> bool:
         return uuid in self._osds
@@ -93,8 +84,11 @@ class OSDRegistry:
         ):
             with self._store.transaction() as cur:
                 cur.execute(
-                    "INSERT OR REPLACE INTO osds (uuid, address, free, total, labels, last_seen)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO osds (uuid, address, free, total, labels, last_seen)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (uuid) DO UPDATE SET"
+                    " address = excluded.address, free = excluded.free,"
+                    " total = excluded.total, labels = excluded.labels,"
+                    " last_seen = excluded.last_seen",
                     (uuid, address, free, total, json.dumps(labels, sort_keys=True), now),
                 )
 

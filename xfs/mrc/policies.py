@@ -40,7 +40,6 @@ from __future__ import annotations
 import errno
 import json
 import random
-import sqlite3
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -51,7 +50,7 @@ import msgpack
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms, placement, replicas
 from xfs.mrc.osd_registry import OSDRegistry
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.mrc.volumes import check_striping
 from xfs.proto.errors import ProtocolError, XfsError
 from xfs.proto.records import (
@@ -233,7 +232,7 @@ def replicas_json(xloc: XLocSet, addresses: dict[str, str]) -> bytes:
 
 
 # ---------------------------------------------------------------------- rows
-def read(cur: sqlite3.Cursor, vid: str, ino: int) -> FilePolicy | None:
+def read(cur: Cursor, vid: str, ino: int) -> FilePolicy | None:
     """The stored policy of a directory, or None."""
     row = cur.execute(
         "SELECT value FROM xattrs WHERE volume = ? AND ino = ? AND name = ?", (vid, ino, POLICY)
@@ -246,7 +245,7 @@ def read(cur: sqlite3.Cursor, vid: str, ino: int) -> FilePolicy | None:
         raise XfsError(errno.EIO, f"inode {vid}:{ino}: stored policy is corrupt: {e}") from None
 
 
-def write(cur: sqlite3.Cursor, vid: str, ino: int, policy: FilePolicy) -> None:
+def write(cur: Cursor, vid: str, ino: int, policy: FilePolicy) -> None:
     cur.execute(
         "INSERT INTO xattrs (volume, ino, name, value) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (volume, ino, name) DO UPDATE SET value = excluded.value",
@@ -254,7 +253,7 @@ def write(cur: sqlite3.Cursor, vid: str, ino: int, policy: FilePolicy) -> None:
     )
 
 
-def inherit(cur: sqlite3.Cursor, vid: str, parent: int, ino: int) -> None:
+def inherit(cur: Cursor, vid: str, parent: int, ino: int) -> None:
     """A new directory ``ino`` takes a copy of its parent's stored policy (if any)."""
     cur.execute(
         "INSERT INTO xattrs (volume, ino, name, value) SELECT volume, ?, name, value "
@@ -263,7 +262,7 @@ def inherit(cur: sqlite3.Cursor, vid: str, parent: int, ino: int) -> None:
     )
 
 
-def of_directory(cur: sqlite3.Cursor, v: rows.Vol, ino: int) -> FilePolicy:
+def of_directory(cur: Cursor, v: rows.Vol, ino: int) -> FilePolicy:
     """A directory's own policy, else its volume's, else the built-in one."""
     return read(cur, v.id, ino) or read(cur, v.id, ROOT_INO) or default(v.striping)
 
@@ -287,7 +286,7 @@ def _layout(node: rows.Inode) -> XLocSet:
     return xloc
 
 
-def _to_seal(cur: sqlite3.Cursor, v: rows.Vol, ino: int) -> tuple[rows.Inode, XLocSet] | None:
+def _to_seal(cur: Cursor, v: rows.Vol, ino: int) -> tuple[rows.Inode, XLocSet] | None:
     """The inode and its XLocSet if it is to be sealed on close (None: it is not, or it
     is gone: an orphan freed by the close)."""
     found = cur.execute("SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (v.id, ino)).fetchone()
@@ -298,10 +297,10 @@ def _to_seal(cur: sqlite3.Cursor, v: rows.Vol, ino: int) -> tuple[rows.Inode, XL
     return None if xloc is None or not xloc.seal_on_close else (node, xloc)
 
 
-def _writers(cur: sqlite3.Cursor, vid: str, ino: int) -> bool:
+def _writers(cur: Cursor, vid: str, ino: int) -> bool:
     """Has some client the inode open for writing?"""
     row = cur.execute(
-        "SELECT 1 FROM opens WHERE volume = ? AND ino = ? AND writable", (vid, ino)
+        "SELECT 1 FROM opens WHERE volume = ? AND ino = ? AND writable = 1", (vid, ino)
     ).fetchone()
     return row is not None
 
@@ -320,7 +319,7 @@ class Policies:
 
     def __init__(
         self,
-        store: Store,
+        store: MetaStore,
         ns: object,  # the Namespace: files are its, policies are this module's
         registry: OSDRegistry,
         rng: random.Random | None = None,

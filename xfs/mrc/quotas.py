@@ -25,12 +25,12 @@ writes rows inside the caller's transaction.
 from __future__ import annotations
 
 import errno
-import sqlite3
 import stat
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from xfs.mrc.sql import Cursor
 from xfs.mrc.store import copies
 from xfs.proto.errors import XfsError
 
@@ -70,9 +70,7 @@ def room(limit: int | None, used: int, reserved: int = 0) -> int | None:
     return None if limit is None else max(0, limit - used - reserved)
 
 
-def tightest(
-    limits: dict[str, Limit], used: dict[str, Use], what: str
-) -> tuple[int, int] | None:
+def tightest(limits: dict[str, Limit], used: dict[str, Use], what: str) -> tuple[int, int] | None:
     """(limit, what is left) of the quota that leaves the least ``what`` ("files" or
     "bytes"), or None if none limits it."""
     found = [
@@ -100,18 +98,18 @@ def _exceeded(what: str, principal: str, limit: int, unit: str) -> XfsError:
 
 
 # ------------------------------------------------------------------ rows
-def use(cur: sqlite3.Cursor, vid: str, owner: str, files: int, nbytes: int) -> None:
+def use(cur: Cursor, vid: str, owner: str, files: int, nbytes: int) -> None:
     """``owner``'s usage of volume ``vid`` moves by ``files`` and ``nbytes``."""
     if files or nbytes:
         cur.execute(
             "INSERT INTO usage (volume, principal, files, bytes) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (volume, principal) DO UPDATE "
-            "SET files = files + excluded.files, bytes = bytes + excluded.bytes",
+            "SET files = usage.files + excluded.files, bytes = usage.bytes + excluded.bytes",
             (vid, owner, files, nbytes),
         )
 
 
-def usage(cur: sqlite3.Cursor, vid: str, principal: str) -> Use:
+def usage(cur: Cursor, vid: str, principal: str) -> Use:
     """What ``principal``'s inodes hold in volume ``vid`` (``VOLUME``: all of them)."""
     if principal == VOLUME:
         sql, args = "SELECT sum(files), sum(bytes) FROM usage WHERE volume = ?", (vid,)
@@ -122,19 +120,18 @@ def usage(cur: sqlite3.Cursor, vid: str, principal: str) -> Use:
     return Use(int(row[0] or 0), int(row[1] or 0)) if row else Use()
 
 
-def limits(cur: sqlite3.Cursor, vid: str, owner: str) -> dict[str, Limit]:
+def limits(cur: Cursor, vid: str, owner: str) -> dict[str, Limit]:
     """The quotas that apply to ``owner``'s inodes of volume ``vid``, by principal."""
     return {
         p: Limit(f, b)
         for p, f, b in cur.execute(
-            "SELECT principal, files, bytes FROM quotas "
-            "WHERE volume = ? AND principal IN (?, ?)",
+            "SELECT principal, files, bytes FROM quotas WHERE volume = ? AND principal IN (?, ?)",
             (vid, VOLUME, owner),
         )
     }
 
 
-def all_quotas(cur: sqlite3.Cursor, vid: str) -> dict[str, tuple[Limit, Use]]:
+def all_quotas(cur: Cursor, vid: str) -> dict[str, tuple[Limit, Use]]:
     """Every quota of volume ``vid`` with its principal's (or the volume's) usage."""
     found = cur.execute(
         "SELECT principal, files, bytes FROM quotas WHERE volume = ? ORDER BY principal",
@@ -143,7 +140,7 @@ def all_quotas(cur: sqlite3.Cursor, vid: str) -> dict[str, tuple[Limit, Use]]:
     return {p: (Limit(f, b), usage(cur, vid, p)) for p, f, b in found}
 
 
-def set_quota(cur: sqlite3.Cursor, vid: str, principal: str, limit: Limit) -> None:
+def set_quota(cur: Cursor, vid: str, principal: str, limit: Limit) -> None:
     """Set (or, with an empty ``limit``, remove) the quota of ``principal`` on ``vid``."""
     for name, value in (("files", limit.files), ("bytes", limit.bytes)):
         if value is not None and value < 0:
@@ -152,14 +149,14 @@ def set_quota(cur: sqlite3.Cursor, vid: str, principal: str, limit: Limit) -> No
         cur.execute("DELETE FROM quotas WHERE volume = ? AND principal = ?", (vid, principal))
         return
     cur.execute(
-        "INSERT OR REPLACE INTO quotas (volume, principal, files, bytes) VALUES (?, ?, ?, ?)",
+        "INSERT INTO quotas (volume, principal, files, bytes) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (volume, principal) "
+        "DO UPDATE SET files = excluded.files, bytes = excluded.bytes",
         (vid, principal, limit.files, limit.bytes),
     )
 
 
-def _applying(
-    cur: sqlite3.Cursor, vid: str, owner: str, moving: bool
-) -> Iterable[tuple[str, Limit]]:
+def _applying(cur: Cursor, vid: str, owner: str, moving: bool) -> Iterable[tuple[str, Limit]]:
     """The quotas that take ``owner``'s new inodes; ``moving``: inodes that only change
     owner inside the volume, which the volume's quota holds already."""
     for principal, limit in limits(cur, vid, owner).items():
@@ -168,7 +165,7 @@ def _applying(
 
 
 def check_files(
-    cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int = 1, *, moving: bool = False
+    cur: Cursor, vid: str, owner: str, what: str, more: int = 1, *, moving: bool = False
 ) -> None:
     """EDQUOT unless ``more`` inodes of ``owner`` fit ``vid``'s quotas (``what``: the
     operation, for the message)."""
@@ -179,14 +176,14 @@ def check_files(
             raise _exceeded(what, principal, limit.files, "files")
 
 
-def files_limited(cur: sqlite3.Cursor, vid: str, owner: str) -> bool:
+def files_limited(cur: Cursor, vid: str, owner: str) -> bool:
     """Whether a files quota holds ``owner``'s new inodes of ``vid`` (then its clients
     get no directory leases: every create is checked at the MRC)."""
     return any(limit.files is not None for limit in limits(cur, vid, owner).values())
 
 
 def check_bytes(
-    cur: sqlite3.Cursor, vid: str, owner: str, what: str, more: int, *, moving: bool = False
+    cur: Cursor, vid: str, owner: str, what: str, more: int, *, moving: bool = False
 ) -> None:
     """EDQUOT unless ``more`` bytes of ``owner`` fit ``vid``'s quotas (a truncate that
     grows a file, a chown; writes are held to their vouchers instead)."""

@@ -16,14 +16,13 @@ passes: the call itself answers ESTALE or ENOENT.
 from __future__ import annotations
 
 import errno
-import sqlite3
 import stat
 from typing import Protocol
 
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms
 from xfs.mrc.perms import X_OK
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Identity
 
@@ -38,7 +37,7 @@ class Changes(Protocol):
 
 
 class Reach:
-    def __init__(self, store: Store, changes: Changes) -> None:
+    def __init__(self, store: MetaStore, changes: Changes) -> None:
         self._store = store
         self._changes = changes
         self._seen = changes.perm_changes
@@ -67,7 +66,7 @@ class Reach:
                         "a directory on every path to it",
                     )
 
-    def _reaches(self, cur: sqlite3.Cursor, v: rows.Vol, caller: Identity, ino: int) -> bool:
+    def _reaches(self, cur: Cursor, v: rows.Vol, caller: Identity, ino: int) -> bool:
         if ino == ROOT_INO:
             return True
         found = cur.execute(
@@ -85,7 +84,7 @@ class Reach:
             return True  # (gone: the call answers ESTALE)
         return _open_by(cur, v.id, ino, caller.principal)
 
-    def _walks_into(self, cur: sqlite3.Cursor, v: rows.Vol, caller: Identity, d: int) -> bool:
+    def _walks_into(self, cur: Cursor, v: rows.Vol, caller: Identity, d: int) -> bool:
         """May ``caller`` search ``d`` and every directory above it?"""
         key = (v.id, d, caller.principal, str(caller.role), caller.groups)
         known = self._into.get(key)
@@ -115,12 +114,12 @@ class Reach:
         return allowed
 
 
-def _exists(cur: sqlite3.Cursor, vid: str, ino: int) -> bool:
+def _exists(cur: Cursor, vid: str, ino: int) -> bool:
     row = cur.execute("SELECT 1 FROM inodes WHERE volume = ? AND ino = ?", (vid, ino)).fetchone()
     return row is not None
 
 
-def _open_by(cur: sqlite3.Cursor, vid: str, ino: int, principal: str) -> bool:
+def _open_by(cur: Cursor, vid: str, ino: int, principal: str) -> bool:
     """Has one of ``principal``'s client leases the inode open?"""
     row = cur.execute(
         "SELECT 1 FROM opens o JOIN clients c ON c.id = o.client "

@@ -24,23 +24,18 @@ import stat
 
 from xfs.mrc import inodes as rows
 from xfs.mrc.fsck import Fsck
-from xfs.mrc.store import USAGE_FROM_INODES
+from xfs.mrc.sql import Cursor
+from xfs.mrc.store import counted_usage, insert_usage
 
 _DIR = f"mode & {stat.S_IFMT(0o170000)} = {stat.S_IFDIR}"  # (as fsck writes it)
 
 
 def repair(conn: sqlite3.Connection) -> list[str]:
     """Repair the store of ``conn`` in one transaction; what was done, a line each."""
-    done: list[str] = []
     cur = conn.cursor()
     cur.execute("BEGIN IMMEDIATE")
     try:
-        _entries(cur, done)
-        _registrations(cur, done)
-        _nlinks(cur, done)
-        _orphans(cur, done)
-        _next_ino(cur, done)
-        _usage(cur, done)
+        done = repair_in(cur)
         cur.execute("COMMIT")
     except BaseException:
         cur.execute("ROLLBACK")
@@ -48,7 +43,19 @@ def repair(conn: sqlite3.Connection) -> list[str]:
     return done
 
 
-def _entries(cur: sqlite3.Cursor, done: list[str]) -> None:
+def repair_in(cur: Cursor) -> list[str]:
+    """Repair inside the caller's transaction; what was done, a line each."""
+    done: list[str] = []
+    _entries(cur, done)
+    _registrations(cur, done)
+    _nlinks(cur, done)
+    _orphans(cur, done)
+    _next_ino(cur, done)
+    _usage(cur, done)
+    return done
+
+
+def _entries(cur: Cursor, done: list[str]) -> None:
     gone = cur.execute(
         "SELECT d.volume, d.parent, d.name FROM dentries d WHERE NOT EXISTS "
         "(SELECT 1 FROM inodes i WHERE i.volume = d.volume AND i.ino = d.ino) OR NOT EXISTS "
@@ -62,7 +69,7 @@ def _entries(cur: sqlite3.Cursor, done: list[str]) -> None:
         done.append(f"removed entry {vid}:{parent}/{name!r}")
 
 
-def _registrations(cur: sqlite3.Cursor, done: list[str]) -> None:
+def _registrations(cur: Cursor, done: list[str]) -> None:
     n = cur.execute(
         "DELETE FROM opens WHERE NOT EXISTS "
         "(SELECT 1 FROM inodes i WHERE i.volume = opens.volume AND i.ino = opens.ino)"
@@ -78,7 +85,7 @@ def _registrations(cur: sqlite3.Cursor, done: list[str]) -> None:
         done.append(f"removed {n} lock(s) that were not valid")
 
 
-def _nlinks(cur: sqlite3.Cursor, done: list[str]) -> None:
+def _nlinks(cur: Cursor, done: list[str]) -> None:
     files = cur.execute(
         "SELECT i.volume, i.ino, count(d.ino) FROM inodes i LEFT JOIN dentries d "
         f"ON d.volume = i.volume AND d.ino = i.ino WHERE NOT i.{_DIR} "
@@ -95,7 +102,7 @@ def _nlinks(cur: sqlite3.Cursor, done: list[str]) -> None:
         done.append(f"set nlink of {vid}:{ino} to {n}")
 
 
-def _orphans(cur: sqlite3.Cursor, done: list[str]) -> None:
+def _orphans(cur: Cursor, done: list[str]) -> None:
     orphans = cur.execute(
         "SELECT i.volume, i.ino, i.xloc FROM inodes i WHERE i.nlink = 0 AND NOT EXISTS "
         "(SELECT 1 FROM opens o WHERE o.volume = i.volume AND o.ino = i.ino)"
@@ -105,7 +112,7 @@ def _orphans(cur: sqlite3.Cursor, done: list[str]) -> None:
         done.append(f"freed {vid}:{ino}, which had no name and was open nowhere")
 
 
-def _next_ino(cur: sqlite3.Cursor, done: list[str]) -> None:
+def _next_ino(cur: Cursor, done: list[str]) -> None:
     for vid, name, top in cur.execute(
         "SELECT v.id, v.name, max(i.ino) FROM volumes v JOIN inodes i ON i.volume = v.id "
         "GROUP BY v.id HAVING max(i.ino) >= v.next_ino"
@@ -114,13 +121,13 @@ def _next_ino(cur: sqlite3.Cursor, done: list[str]) -> None:
         done.append(f"raised next_ino of volume {name!r} to {top + 1}")
 
 
-def _usage(cur: sqlite3.Cursor, done: list[str]) -> None:
+def _usage(cur: Cursor, done: list[str]) -> None:
     checker = Fsck(cur)
     checker.check_usage()
     problems = checker.problems
     if problems:
         cur.execute("DELETE FROM usage")
-        cur.execute("INSERT INTO usage " + USAGE_FROM_INODES)
+        insert_usage(cur, counted_usage(cur))
         done.append(f"counted the usage of every owner again ({len(problems)} were wrong)")
 
 

@@ -17,6 +17,7 @@ from xfs.common.identity import load_credential
 from xfs.common.rpc import Dispatcher, RPCServer, open_pool
 from xfs.common.service_tls import ServiceTLS
 from xfs.common.xcap import KeyRing
+from xfs.mrc import shared
 from xfs.mrc.delegations import Delegations
 from xfs.mrc.deleter import Deleter
 from xfs.mrc.handlers import MRCHandlers
@@ -27,7 +28,7 @@ from xfs.mrc.osd_registry import OSDRegistry
 from xfs.mrc.policies import Policies
 from xfs.mrc.replication import ReplicationHandlers
 from xfs.mrc.scrubber import Scrubber
-from xfs.mrc.store import Store
+from xfs.mrc.sql import MetaStore, open_store
 from xfs.mrc.syncer import Syncer
 from xfs.mrc.xcaps import KeyRotator, XCapIssuer
 from xfs.proto.records import Kind
@@ -40,6 +41,7 @@ class MRCService:
         self.config = config
         self._clock = clock
         self._scope = trio.CancelScope()
+        self._standby = trio.CancelScope()  # while another MRC serves the store
         self.server: RPCServer | None = None
         self.deleter: Deleter | None = None
         self.healer: Healer | None = None
@@ -104,7 +106,7 @@ class MRCService:
         if tls.identity.kind is not Kind.MRC:
             raise SystemExit(f"{config.tls.cert} is not an MRC certificate")
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = Store.open(config.data_dir / "mrc.db")
+        store = open_store(config.store or config.data_dir / "mrc.db", application="xfs-mrc")
         audit_path = config.audit_log or config.data_dir / "audit.log"
         audit = AuditLog(
             audit_path,
@@ -114,14 +116,15 @@ class MRCService:
             max_age=config.audit_max_age,
         ).open()
         try:
-            ring = KeyRing.load_or_create(config.data_dir / "xcap-keys", self._clock())
+            with self._standby:
+                await self._wait_to_lead(store)
+            if self._standby.cancelled_caught:
+                return  # stopped while standing by
+            shared.adopt_files(store, config.data_dir)
+            ring = KeyRing.load_or_create_in(shared.StoreKeys(store), self._clock())
             ns = Namespace(store)
             registry = OSDRegistry(
-                store,
-                self._clock,
-                config.osd_dead_after,
-                config.data_dir / "draining.json",
-                lease=config.osd_lease,
+                store, self._clock, config.osd_dead_after, lease=config.osd_lease
             )
             registry.load()
             delegations = Delegations(store, self._clock, config.max_delegation)
@@ -224,14 +227,26 @@ class MRCService:
                     n.start_soon(self.scrubber.run)
                     n.start_soon(sweeper.run)
                     n.start_soon(self.rotator.run)
-                    log.info("MRC serving %s on %s:%d", config.data_dir, config.host, port)
+                    log.info("MRC serving %s on %s:%d", store.name, config.host, port)
                     task_status.started(self)
                     await trio.sleep_forever()
         finally:
             audit.close()
             store.close()
 
+    async def _wait_to_lead(self, store: MetaStore) -> None:
+        """Return once this MRC serves ``store``: at once, unless another MRC does (MRCs
+        over one PostgreSQL store, docs/design/metadata-ha.md); then stand by, neither
+        listening nor writing, and take over when that one's lead ends."""
+        if store.try_lead():
+            return
+        log.info("standing by: another MRC serves %s", store.name)
+        while not store.try_lead():
+            await trio.sleep(self.config.standby_poll)
+        log.info("taking over %s from the MRC that served it", store.name)
+
     async def stop(self) -> None:
+        self._standby.cancel()
         if self.server is not None:
             await self.server.stop(self.config.grace)
         self._scope.cancel()

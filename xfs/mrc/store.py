@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,7 +26,9 @@ from types import TracebackType
 
 import msgpack
 
-FORMAT_VERSION = 6
+from xfs.mrc.sql import Cursor
+
+FORMAT_VERSION = 7
 CACHE_KIB = 256 << 10  # SQLite's page cache at most (filled as pages are read)
 WAL_KEEP_BYTES = 64 << 20  # a WAL file past this is cut (see ``Store.checkpoint``)
 BUSY_TIMEOUT_MS = 10_000  # a transaction waits this long for another process's lock
@@ -76,6 +79,23 @@ CREATE TABLE quotas (
     files     INTEGER,                        -- NULL: no limit
     bytes     INTEGER,
     PRIMARY KEY (volume, principal)
+) STRICT;
+"""
+
+# Format 7 (docs/design/metadata-ha.md): what every MRC over one store shares, kept in
+# the store instead of the MRC's data directory. xcap_keys: the XCap signing keys
+# (xfs.common.xcap.KeyRing); since: unix seconds, when the key became current or was
+# staged. draining: the OSDs `xfs osd drain` named (no new replicas go there).
+SHARED_SCHEMA = """
+CREATE TABLE xcap_keys (
+    id      TEXT PRIMARY KEY,                 -- key_id of its public key
+    private BLOB NOT NULL,                    -- raw Ed25519 private key (32 bytes)
+    since   REAL NOT NULL,
+    signing INTEGER NOT NULL                  -- 1: the current key (one row at most)
+) STRICT;
+
+CREATE TABLE draining (
+    uuid TEXT PRIMARY KEY
 ) STRICT;
 """
 
@@ -228,6 +248,7 @@ CREATE TABLE delegations (
 """
     + DIR_LEASES_SCHEMA
     + QUOTAS_SCHEMA
+    + SHARED_SCHEMA
 )
 
 
@@ -243,8 +264,8 @@ def copies(xloc: bytes) -> int:
 
 
 def add_functions(conn: sqlite3.Connection) -> None:
-    """The SQL functions the store's queries use (``USAGE_FROM_INODES``)."""
-    conn.create_function("xfs_copies", 1, copies, deterministic=True)
+    """The functions of PostgreSQL that the MRC's queries use and SQLite lacks."""
+    conn.create_function("greatest", -1, max, deterministic=True)
 
 
 class StoreError(Exception):
@@ -267,6 +288,10 @@ class Store:
         self.path = path
         self.clock = clock
         self.commits = 0  # write transactions committed so far (see ``sync``)
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
 
     @classmethod
     def open(cls, path: Path, clock: Callable[[], int] = time.time_ns) -> Store:
@@ -302,6 +327,13 @@ class Store:
             if self._checkpointer is not None:
                 self._checkpointer.close()
             self._conn.close()
+
+    def try_lead(self) -> bool:
+        """One MRC serves an SQLite store: its own."""
+        return True
+
+    def after_copy(self) -> None:
+        """SQLite's AUTOINCREMENT keeps past the largest id inserted."""
 
     def checkpoint_elsewhere(self) -> None:
         """From now on no COMMIT checkpoints the WAL (which fsyncs it and the database,
@@ -471,6 +503,9 @@ def _init_or_check(conn: sqlite3.Connection, path: Path) -> None:
         row = (5,)
     if row[0] == 5:
         _upgrade_from_5(conn)
+        row = (6,)
+    if row[0] == 6:
+        _upgrade_from_6(conn)
         return
     if row[0] != FORMAT_VERSION:
         raise StoreError(
@@ -527,24 +562,47 @@ def _upgrade_from_4(conn: sqlite3.Connection) -> None:
     )
 
 
-# The usage of every owner of every volume, from the inodes (format 6; fsck compares).
-USAGE_FROM_INODES = f"""
-SELECT volume, owner, count(*),
-       coalesce(sum(CASE WHEN mode & {0o170000} = {0o100000} THEN size * replicas ELSE 0 END), 0)
-FROM (SELECT volume, owner, mode, size,
-             CASE WHEN xloc IS NULL THEN 1 ELSE xfs_copies(xloc) END AS replicas
-      FROM inodes)
-GROUP BY volume, owner
-"""
+def counted_usage(cur: Cursor) -> dict[tuple[str, str], tuple[int, int]]:
+    """The usage of every owner of every volume, counted from the inodes: (volume,
+    owner) -> (files, bytes) (format 6; fsck compares it with the usage table). Counted
+    here, not in SQL: the copies a file counts for are inside its msgpack XLocSet."""
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for vid, owner, mode, size, xloc in cur.execute(
+        "SELECT volume, owner, mode, size, xloc FROM inodes"
+    ).fetchall():
+        files, nbytes = out.get((vid, owner), (0, 0))
+        if stat.S_ISREG(mode):
+            nbytes += size * (1 if xloc is None else copies(xloc))
+        out[(vid, owner)] = (files + 1, nbytes)
+    return out
+
+
+def insert_usage(cur: Cursor, usage: dict[tuple[str, str], tuple[int, int]]) -> None:
+    cur.executemany(
+        "INSERT INTO usage (volume, principal, files, bytes) VALUES (?, ?, ?, ?)",
+        [(vid, owner, files, nbytes) for (vid, owner), (files, nbytes) in usage.items()],
+    )
 
 
 def _upgrade_from_5(conn: sqlite3.Connection) -> None:
     """Format 5 lacked usage and quotas: add their tables, usage counted from the inodes."""
     conn.executescript("BEGIN IMMEDIATE;\n" + QUOTAS_SCHEMA)
     try:
-        conn.execute("INSERT INTO usage " + USAGE_FROM_INODES)
+        cur = conn.cursor()
+        insert_usage(cur, counted_usage(cur))
         conn.execute("UPDATE meta SET value = 6 WHERE key = 'format_version'")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _upgrade_from_6(conn: sqlite3.Connection) -> None:
+    """Format 6 kept the XCap keys and the draining OSDs in the MRC's data directory:
+    add their tables (the MRC moves them in when it starts: xfs.mrc.shared)."""
+    conn.executescript(
+        "BEGIN IMMEDIATE;\n"
+        + SHARED_SCHEMA
+        + "UPDATE meta SET value = 7 WHERE key = 'format_version';\n"
+        "COMMIT;"
+    )

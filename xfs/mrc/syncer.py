@@ -15,7 +15,7 @@ import logging
 
 import trio
 
-from xfs.mrc.store import Store
+from xfs.mrc.sql import MetaStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ CHECKPOINT_EVERY = 10  # sync intervals between WAL checkpoints (1 s by default)
 
 
 class Syncer:
-    def __init__(self, store: Store, interval: float) -> None:
+    def __init__(self, store: MetaStore, interval: float) -> None:
         self._store = store
         self._interval = interval
         self._synced = 0  # commits covered by the last completed fsync

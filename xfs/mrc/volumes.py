@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import errno
 import re
-import sqlite3
 import stat
 import uuid
 
 from xfs.mrc import inodes as rows
 from xfs.mrc import quotas
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.proto.errors import XfsError
 from xfs.proto.records import ROOT_INO, Identity, StripingPolicy, VolumeInfo, XLocSet
 
@@ -42,7 +41,7 @@ def check_striping(striping: StripingPolicy) -> None:
 class VolumeOps:
     """Mixed into ``Namespace``. Who may create or delete volumes is the RPC layer's check."""
 
-    _store: Store
+    _store: MetaStore
 
     def create_volume(
         self,
@@ -151,9 +150,7 @@ class VolumeOps:
         with self._store.transaction() as cur:
             quotas.set_quota(cur, rows.volume(cur, vol).id, principal, limit)
 
-    def quotas_of(
-        self, vol: str | None = None
-    ) -> list[tuple[str, str, quotas.Limit, quotas.Use]]:
+    def quotas_of(self, vol: str | None = None) -> list[tuple[str, str, quotas.Limit, quotas.Use]]:
         """Every quota of ``vol`` (None: of every volume) with what it limits holds now:
         (volume name, principal, limit, usage)."""
         with self._store.read() as cur:
@@ -212,6 +209,6 @@ class VolumeOps:
             cur.executemany("DELETE FROM pending_deletions WHERE id = ?", [(i,) for i in ids])
 
 
-def _counts(cur: sqlite3.Cursor, vid: str) -> tuple[int, int]:
-    row = cur.execute(_COUNTS + " WHERE volume = ?", (vid,)).fetchone()
-    return int(row[1]), int(row[2])
+def _counts(cur: Cursor, vid: str) -> tuple[int, int]:
+    row = cur.execute(_COUNTS + " WHERE volume = ? GROUP BY volume", (vid,)).fetchone()
+    return (int(row[1]), int(row[2])) if row else (0, 0)

@@ -14,13 +14,12 @@ more than the mode is not kept.
 from __future__ import annotations
 
 import errno
-import sqlite3
 import stat
 
 from xfs.mrc import acl as acls
 from xfs.mrc import inodes as rows
 from xfs.mrc import perms
-from xfs.mrc.store import Store
+from xfs.mrc.sql import Cursor, MetaStore
 from xfs.proto.errors import XfsError
 from xfs.proto.records import XATTR_NAME_MAX, XATTR_SIZE_MAX, Identity
 
@@ -49,7 +48,7 @@ def _allow(caller: Identity, node: rows.Inode, name: bytes, write: bool) -> None
 
 
 # ---------------------------------------------------------------------- ACL rows
-def read_acl(cur: sqlite3.Cursor, v: rows.Vol, ino: int, name: bytes) -> acls.Acl | None:
+def read_acl(cur: Cursor, v: rows.Vol, ino: int, name: bytes) -> acls.Acl | None:
     """The stored ACL ``name`` (acl.ACCESS or acl.DEFAULT) of an inode, or None."""
     row = cur.execute(
         "SELECT value FROM xattrs WHERE volume = ? AND ino = ? AND name = ?", (v.id, ino, name)
@@ -62,9 +61,7 @@ def read_acl(cur: sqlite3.Cursor, v: rows.Vol, ino: int, name: bytes) -> acls.Ac
         raise XfsError(errno.EIO, f"inode {ino}: stored ACL is corrupt: {e}") from None
 
 
-def write_acl(
-    cur: sqlite3.Cursor, v: rows.Vol, ino: int, name: bytes, acl: acls.Acl | None
-) -> bool:
+def write_acl(cur: Cursor, v: rows.Vol, ino: int, name: bytes, acl: acls.Acl | None) -> bool:
     """Store (None: remove) ACL ``name`` of an inode; whether a row changed."""
     if acl is None:
         gone = cur.execute(
@@ -97,7 +94,7 @@ def _may_set_acl(caller: Identity, node: rows.Inode, name: bytes, removing: bool
 class XattrOps:
     """Mixed into ``Namespace``."""
 
-    _store: Store
+    _store: MetaStore
     perm_changes: int
 
     # ---------------------------------------------------------------- ACLs
