@@ -76,6 +76,13 @@ def plan(
     return xloc
 
 
+def _healthy(xloc: XLocSet, away: set[str]) -> bool:
+    """Nothing for the healer to do for a file (as a scan read it): no replica on an OSD
+    that is dead or draining, none missing, none filling. A later change of its XLocSet
+    wakes the healer for another round."""
+    return not xloc.filling and not xloc.below_factor and not (replicas.osds_of(xloc) & away)
+
+
 class Healer:
     def __init__(
         self,
@@ -152,8 +159,11 @@ class Healer:
             batch = self._ns.replicated_files(after, everything=bool(draining))
             if not batch:
                 break
-            for volume_id, ino, _ in batch:
-                xloc = await self._heal(volume_id, ino, dead, draining, candidates)
+            for volume_id, ino, scanned in batch:
+                if _healthy(scanned, dead | draining):
+                    xloc: XLocSet | None = scanned  # no transaction for a file with no work
+                else:
+                    xloc = await self._heal(volume_id, ino, dead, draining, candidates)
                 if xloc is None:
                     continue
                 counts["files"] += 1

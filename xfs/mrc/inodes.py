@@ -124,10 +124,25 @@ def row_to_volume(row: Any) -> Vol:
 
 
 def volume(cur: Cursor, name: str) -> Vol:
+    """Volume ``name``. Its columns never change, so a cursor may keep what it read
+    (``volume_cache``: the PostgreSQL store's, where each query is a round trip)."""
+    cache: dict[str, Vol] | None = getattr(cur, "volume_cache", None)
+    if cache is not None and (known := cache.get(name)) is not None:
+        return known
     row = cur.execute(f"SELECT {VOLUME_COLS} FROM volumes WHERE name = ?", (name,)).fetchone()
     if row is None:
         raise XfsError(errno.ENOENT, f"no volume {name!r}")
-    return row_to_volume(row)
+    v = row_to_volume(row)
+    if cache is not None:
+        cache[name] = v
+    return v
+
+
+def forget_volume(cur: Cursor, name: str) -> None:
+    """Volume ``name`` is deleted (in this transaction): no cursor knows it any more."""
+    cache: dict[str, Vol] | None = getattr(cur, "volume_cache", None)
+    if cache is not None:
+        cache.pop(name, None)
 
 
 def row_to_attr(row: Any, blksize: int, acl: bool = False) -> Attr:

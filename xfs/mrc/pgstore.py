@@ -81,10 +81,13 @@ class LeadershipLost(SystemExit):
 
 
 class PgCursor:
-    """A psycopg cursor that takes the MRC's queries (see ``xfs.mrc.sql.Cursor``)."""
+    """A psycopg cursor that takes the MRC's queries (see ``xfs.mrc.sql.Cursor``).
+    ``volume_cache``: the volumes read so far (``xfs.mrc.inodes.volume``), kept by the
+    store of the MRC that leads (the only writer); emptied when a transaction fails."""
 
-    def __init__(self, cur: psycopg.Cursor[Any]) -> None:
+    def __init__(self, cur: psycopg.Cursor[Any], volume_cache: dict[str, Any] | None) -> None:
         self._cur = cur
+        self.volume_cache = volume_cache
 
     @property
     def rowcount(self) -> int:
@@ -133,6 +136,7 @@ class PgStore:
         self.clock = clock
         self.commits = 0
         self._leading = False  # this store's connection holds LEADER_LOCK
+        self._volumes: dict[str, Any] = {}  # see PgCursor.volume_cache
 
     @property
     def name(self) -> str:
@@ -231,6 +235,7 @@ class PgStore:
                     yield
                 except BaseException:
                     self._batch = False
+                    self._volumes.clear()  # what it read may not have been
                     _rollback(conn)
                     raise
                 self._batch = False
@@ -260,7 +265,7 @@ class PgStore:
             conn = self._connected()
             with conn.cursor() as raw:
                 try:
-                    yield PgCursor(raw)
+                    yield self._cursor(raw)
                 except psycopg.OperationalError:
                     self._check_lead()
                     raise
@@ -277,6 +282,9 @@ class PgStore:
             if self._leading:  # the server is gone, and with it this MRC's lead
                 raise LeadershipLost(f"lost {self.name} ({e}), and with it the lead") from None
             raise
+
+    def _cursor(self, raw: psycopg.Cursor[Any]) -> PgCursor:
+        return PgCursor(raw, self._volumes if self._leading else None)
 
     def _connected(self) -> psycopg.Connection[Any]:
         if self._conn.closed or self._conn.broken:
@@ -303,8 +311,9 @@ class PgStore:
                 try:
                     raw.execute(begin)
                     try:
-                        yield PgCursor(raw)
+                        yield self._cursor(raw)
                     except BaseException:
+                        self._volumes.clear()  # what it read may not have been
                         _rollback(conn)
                         raise
                     raw.execute("COMMIT")
@@ -317,8 +326,9 @@ class PgStore:
         with self._conn.cursor() as raw:
             raw.execute("SAVEPOINT part")
             try:
-                yield PgCursor(raw)
+                yield self._cursor(raw)
             except BaseException:
+                self._volumes.clear()  # what it read may not have been
                 if not self._conn.broken:
                     raw.execute("ROLLBACK TO part")
                     raw.execute("RELEASE part")

@@ -121,6 +121,7 @@ class VolumeOps:
             ):
                 cur.execute(f"DELETE FROM {table} WHERE volume = ?", (vol.id,))
             cur.execute("DELETE FROM volumes WHERE id = ?", (vol.id,))
+            rows.forget_volume(cur, vol.name)
 
     def get_volume(self, name: str) -> VolumeInfo:
         with self._store.read() as cur:
