@@ -19,10 +19,12 @@ __all__ = ["grid", "needs_fuse", "other_mount", "workdirs"]
 
 
 @pytest.fixture(scope="module")
-def grid() -> Iterator[Grid]:
-    """A running embedded grid (MRC, three OSDs, the mount) for the whole module."""
+def grid(request: pytest.FixtureRequest) -> Iterator[Grid]:
+    """A running embedded grid (MRC, three OSDs, the mount) for the whole module, with
+    the module's ``GRID_SETTINGS`` (``xfs up --set``) if it has any."""
     needs_fuse()
-    with running_grid(metadata=conformance_metadata()) as g:
+    settings = list(getattr(request.module, "GRID_SETTINGS", []))
+    with running_grid(metadata=conformance_metadata(), settings=settings) as g:
         yield g
 
 

@@ -23,6 +23,9 @@ import pytest
 from tests.system.grid import Grid
 
 DEADLINE = 60.0
+# a dead client's lease ends after 10 s, not the embedded grid's 30 s (the mounts renew
+# every third of it): test_locks_of_a_dead_client_end_with_its_lease waits for it
+GRID_SETTINGS = ["mrc.client_lease=10"]
 
 
 def spawn(code: str, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
@@ -570,7 +573,8 @@ def test_a_lease_is_taken_on_a_busy_directory_made_elsewhere(
 @pytest.mark.timeout(180)
 def test_locks_of_a_dead_client_end_with_its_lease(grid: Grid, tmp_path: Path) -> None:
     """SIGKILL of a whole mount process: its lease is not renewed, so the MRC releases
-    its locks (``client_lease``, 30 s in the embedded grid) and the file stays usable."""
+    its locks (``client_lease``: 10 s in this module's grid, ``GRID_SETTINGS``) and the
+    file stays usable."""
     third = grid.extra_mount("dying")
     name = f"lease-{tmp_path.name}"
     (grid.mnt / name).write_bytes(b"y" * 100)

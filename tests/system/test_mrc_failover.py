@@ -7,7 +7,9 @@ each logging an operation only once it returned; a process on the first mount ho
 POSIX lock. The serving MRC is killed with SIGKILL in the middle of it. The mounts must
 carry on through the other MRC within the configured time, every logged operation must
 be in the namespace with its data, the lock must still be its holder's (the other mount
-is refused it), and fsck of the store must be clean (docs/design/metadata-ha.md).
+is refused it), a file open and unlinked before the kill must still be usable through its
+descriptor and freed at its close, and fsck of the store must be clean
+(docs/design/metadata-ha.md).
 """
 
 from __future__ import annotations
@@ -57,6 +59,21 @@ with open(log, "a", buffering=1) as out:
         except OSError as e:
             out.write(f"! {name} {e.errno}\n")
         i += 1
+"""
+
+# Opens argv[1], writes to it and unlinks it (an orphan: open, no name); once told (a
+# line on stdin) writes more through the same descriptor and prints what it reads back.
+ORPHAN = """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, b"before")
+os.unlink(sys.argv[1])
+print("unlinked", flush=True)
+sys.stdin.readline()
+os.pwrite(fd, b"after", 6)
+os.fsync(fd)
+print(os.pread(fd, 11, 0).decode(), flush=True)
+os.close(fd)
 """
 
 HOLD = """
@@ -134,11 +151,16 @@ def test_sigkill_of_the_serving_mrc_loses_nothing(grid: Grid, tmp_path: Path) ->
         [sys.executable, "-c", textwrap.dedent(HOLD), str(locked)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ORPHAN), str(grid.mnt / "orphan")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
     stop = tmp_path / "stop"
     writers = []
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         assert not try_lock(other / "locked")
+        assert orphan.stdout is not None and orphan.stdout.readline().strip() == "unlinked"
         for k, mnt in enumerate((grid.mnt, other)):
             log = tmp_path / f"storm{k}.log"
             log.touch()
@@ -172,6 +194,11 @@ def test_sigkill_of_the_serving_mrc_loses_nothing(grid: Grid, tmp_path: Path) ->
         # the lock is still its holder's
         assert holder.poll() is None
         assert not try_lock(other / "locked")
+        # the orphan is still there for its opener, and goes with its close
+        out, err = orphan.communicate("go\n", timeout=60)
+        assert orphan.returncode == 0, err
+        assert out.strip() == "beforeafter"
+        assert not (grid.mnt / "orphan").exists()
     finally:
         stop.touch()
         for proc, _ in writers:
@@ -180,11 +207,17 @@ def test_sigkill_of_the_serving_mrc_loses_nothing(grid: Grid, tmp_path: Path) ->
                 proc.wait(timeout=10)
         holder.kill()
         holder.communicate(timeout=30)
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.communicate(timeout=30)
     failed = [line for _, log in writers for line in log.read_text().splitlines() if line[0] == "!"]
     done = sum(len(acknowledged(log)) for _, log in writers)
     print(f"the mounts carried on {took:.1f} s after the kill; {done} operations "
           f"acknowledged, {len(failed)} failed (sent to the killed MRC, never answered): "
           f"{failed}")
+    # only what was in flight to the killed MRC fails (EIO), nothing after: the new MRC
+    # places files once the OSDs have reported to it (not ENOSPC meanwhile)
+    assert len(failed) <= 10 and all(line.split()[2] == "5" for line in failed), failed
     for k, ((_, log), mnt) in enumerate(zip(writers, (grid.mnt, other), strict=True)):
         ops = acknowledged(log)
         want = expected_files(ops)
@@ -199,6 +232,10 @@ def test_sigkill_of_the_serving_mrc_loses_nothing(grid: Grid, tmp_path: Path) ->
     deadline = time.monotonic() + 30
     while not try_lock(other / "locked"):
         assert time.monotonic() < deadline, "the lock outlived its holder"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 30  # the orphan freed once its close reached the MRC
+    while grid.store_rows("SELECT count(*) FROM inodes WHERE nlink = 0")[0][0]:
+        assert time.monotonic() < deadline, "an orphan outlived its last close"
         time.sleep(0.2)
     checked = grid.xfs("fsck", "--state", str(grid.state), check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -295,6 +295,12 @@ class MRCHandlers:
         self._vouchers.hold(key, attr.owner, max_size, replicas, expires)
         return max_size
 
+    async def _settled(self) -> None:
+        """Before placing a file: the OSDs known at the MRC's start have reported again
+        (``OSDRegistry.settled``)."""
+        if self._registry is not None:
+            await self._registry.settled()
+
     def _place(self, volume: str, directory: int) -> XLocSet:
         """The layout of a new file in ``directory``, under the policy that applies there."""
         if self._policies is None:
@@ -433,6 +439,8 @@ class MRCHandlers:
 
     # ------------------------------------------------------------------ entries
     async def mknod(self, peer: Identity, req: MkNod) -> Attr:
+        if stat.S_ISREG(req.mode):
+            await self._settled()  # it is placed
         who = self._as(peer, req.volume, req.parent)
         await self._dir_recall(who, req.volume, req.parent, req.client)
         if stat.S_ISREG(req.mode):
@@ -466,6 +474,7 @@ class MRCHandlers:
         return dataclasses.replace(attr, seq=self._dirseq(volume, parent))
 
     async def create(self, peer: Identity, req: Create) -> FileLayout:
+        await self._settled()
         who = self._as(peer, req.volume, req.parent)
         if _writes(req.flags) and not req.flags & os.O_EXCL:  # may open an existing file
             try:
@@ -497,6 +506,7 @@ class MRCHandlers:
         return dataclasses.replace(layout, parent=parent, parent_was=was)
 
     async def open(self, peer: Identity, req: Open) -> FileLayout:
+        await self._settled()  # a file made without a layout is placed here
         who = self._as(peer, req.volume, req.ino)
         if _writes(req.flags):
             # other clients' append leases back, their appends reported, before this
@@ -891,6 +901,7 @@ class MRCHandlers:
     async def create_many(self, peer: Identity, req: CreateMany) -> MadeMany:
         """Creates a client made under its directory leases, in order; each is made (or
         found made by an earlier sending) or refused on its own, as ``create`` would."""
+        await self._settled()
         if len(req.files) > MAX_CREATE_MANY:
             raise XfsError(errno.EINVAL, f"{len(req.files)} files in one create_many")
         parents = {f.parent for f in req.files}

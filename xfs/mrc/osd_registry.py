@@ -14,9 +14,15 @@ import json
 import time
 from collections.abc import Callable
 
+import trio
+
 from xfs.mrc import shared
 from xfs.mrc.sql import MetaStore
 from xfs.proto.records import OSDInfo
+
+# seconds after its start an MRC waits, before placing a new file, for the OSDs it knew
+# to report again (see ``OSDRegistry.settled``)
+SETTLE = 5.0
 
 
 class OSDRegistry:
@@ -36,6 +42,8 @@ class OSDRegistry:
         self._started = self._monotonic()
         self._heard: dict[str, float] = {}  # uuid -> monotonic time of its last heartbeat
         self.draining: set[str] = set()
+        self._expected: set[str] = set()  # the OSDs known at load (see ``settled``)
+        self._settled = trio.Event()
 
     def load(self) -> None:
         """Read the known OSDs; none counts as alive until it reports again."""
@@ -47,6 +55,22 @@ class OSDRegistry:
                     uuid, address, free, total, last_seen, False, json.loads(labels)
                 )
         self.draining = shared.draining(self._store)
+        self._expected = set(self._osds) - self.draining
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        if not self._settled.is_set() and self._expected <= self._heard.keys():
+            self._settled.set()
+
+    async def settled(self) -> None:
+        """Return once every OSD this registry knew at ``load`` has reported again, or
+        ``SETTLE`` seconds after the start. Until then the MRC knows no OSD alive (after
+        a restart, or a standby's takeover: docs/design/metadata-ha.md), and a file
+        placed then would get ENOSPC; the OSDs report within a heartbeat."""
+        left = SETTLE - (self._monotonic() - self._started)
+        if not self._settled.is_set() and left > 0:
+            with trio.move_on_after(left):
+                await self._settled.wait()
 
     def drain(self, uuid: str) -> None:
         """Move every replica off ``uuid`` (the healer does it) and place nothing new there."""
@@ -74,6 +98,7 @@ class OSDRegistry:
     ) -> None:
         now = self._clock()
         self._heard[uuid] = self._monotonic()
+        self._check_settled()
         known = self._osds.get(uuid)
         self._osds[uuid] = OSDInfo(uuid, address, free, total, now, True, labels)
         if (
