@@ -28,6 +28,7 @@ the running processes pick the new CRL up within their ``crl_check_interval``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -589,10 +590,10 @@ def up(
     was_running = [r for r in grid.roles if running_pid(layout, r) is not None]
     write_configs(layout, grid)
     started: list[str] = []
+    pg_started = False
     try:
         deadline = time.monotonic() + timeout
-        if grid.pg_cluster is not None:
-            _start_cluster(grid.pg_cluster, report)
+        pg_started = grid.pg_cluster is not None and _start_cluster(grid.pg_cluster, report)
         for role in grid.server_roles:
             if spawn(layout, role, grid) is not None:
                 started.append(role)
@@ -610,6 +611,10 @@ def up(
     except BaseException as e:
         for role in reversed(started):
             stop_role(layout, role)
+        if pg_started and grid.pg_cluster is not None:
+            with contextlib.suppress(pgcluster.ClusterError):
+                grid.pg_cluster.stop()
+            started.append("postgresql")
         if isinstance(e, GridError) and started:
             raise GridError(f"{e}; stopped what this xfs up started ({', '.join(started)})") from e
         raise
@@ -619,13 +624,16 @@ def up(
     return report
 
 
-def _start_cluster(cluster: pgcluster.Cluster, report: UpReport) -> None:
-    """Make and start the grid's PostgreSQL cluster, unless it runs."""
+def _start_cluster(cluster: pgcluster.Cluster, report: UpReport) -> bool:
+    """Make and start the grid's PostgreSQL cluster, unless it runs; whether this call
+    started it."""
     try:
         made = not cluster.exists()
         cluster.init()
         if cluster.start() or made:
             report.done.append(f"started PostgreSQL in {cluster.root}")
+            return True
+        return False
     except pgcluster.ClusterError as e:
         raise GridError(f"{e} (log: {cluster.log})") from e
 

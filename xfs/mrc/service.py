@@ -29,6 +29,7 @@ from xfs.mrc.policies import Policies
 from xfs.mrc.replication import ReplicationHandlers
 from xfs.mrc.scrubber import Scrubber
 from xfs.mrc.sql import MetaStore, open_store
+from xfs.mrc.store import StoreError
 from xfs.mrc.syncer import Syncer
 from xfs.mrc.xcaps import KeyRotator, XCapIssuer
 from xfs.proto.records import Kind
@@ -106,7 +107,10 @@ class MRCService:
         if tls.identity.kind is not Kind.MRC:
             raise SystemExit(f"{config.tls.cert} is not an MRC certificate")
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.store or config.data_dir / "mrc.db", application="xfs-mrc")
+        try:
+            store = open_store(config.store or config.data_dir / "mrc.db", application="xfs-mrc")
+        except StoreError as e:  # one line where `xfs up` and the log say why
+            raise SystemExit(str(e)) from None
         audit_path = config.audit_log or config.data_dir / "audit.log"
         audit = AuditLog(
             audit_path,
