@@ -95,10 +95,8 @@ def databases() -> Iterator[tuple[Cluster, Cluster]]:
         pytest.skip(f"no PostgreSQL here: {why}")
     root = Path(tempfile.mkdtemp(prefix="xfs-pgrepl-", dir="/tmp"))
     os.chmod(root, 0o755)  # the server's account reaches the clusters' directories
-    pair: tuple[Cluster, Cluster] | None = None
     try:
-        pair = replicated_pair(root)
-        yield pair
+        yield replicated_pair(root)
     finally:
         for cluster in (Cluster(root / "standby"), Cluster(root / "primary")):
             cluster.remove()

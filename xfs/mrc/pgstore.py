@@ -251,24 +251,9 @@ class PgStore:
         queries, one after the other with the lock held, see one state without a
         transaction around them (two round trips fewer). Anyone else (fsck beside the
         MRCs) gets a REPEATABLE READ snapshot."""
-        if self._leading:
-            return self._statements()
-        return self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-
-    @contextmanager
-    def _statements(self) -> Iterator[PgCursor]:
-        with self._lock:
-            if self._batch:
-                with self._savepoint() as cur:
-                    yield cur
-                return
-            conn = self._connected()
-            with conn.cursor() as raw:
-                try:
-                    yield self._cursor(raw)
-                except psycopg.OperationalError:
-                    self._check_lead()
-                    raise
+        return self._begin(
+            None if self._leading else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        )
 
     def sync(self) -> None:
         """Make every transaction committed before this call durable (see the module's
@@ -288,19 +273,19 @@ class PgStore:
 
     def _connected(self) -> psycopg.Connection[Any]:
         if self._conn.closed or self._conn.broken:
-            if self._leading:
-                raise LeadershipLost(f"lost the connection to {self.name}, and with it the lead")
+            self._check_lead()
             self._conn.close()
             self._conn = _connect(self._dsn, self._application)
         return self._conn
 
     def _check_lead(self) -> None:
-        """After a failed statement: a broken connection ends the lead."""
+        """A broken connection ends the lead (and this MRC)."""
         if self._leading and (self._conn.broken or self._conn.closed):
             raise LeadershipLost(f"lost the connection to {self.name}, and with it the lead")
 
     @contextmanager
-    def _begin(self, begin: str = "BEGIN") -> Iterator[PgCursor]:
+    def _begin(self, begin: str | None = "BEGIN") -> Iterator[PgCursor]:
+        """A transaction started with ``begin``; None: the statements alone (``read``)."""
         with self._lock:
             if self._batch:
                 with self._savepoint() as cur:
@@ -309,14 +294,17 @@ class PgStore:
             conn = self._connected()
             with conn.cursor() as raw:
                 try:
-                    raw.execute(begin)
+                    if begin is not None:
+                        raw.execute(begin)
                     try:
                         yield self._cursor(raw)
                     except BaseException:
                         self._volumes.clear()  # what it read may not have been
-                        _rollback(conn)
+                        if begin is not None:
+                            _rollback(conn)
                         raise
-                    raw.execute("COMMIT")
+                    if begin is not None:
+                        raw.execute("COMMIT")
                 except psycopg.OperationalError:
                     self._check_lead()
                     raise
