@@ -116,3 +116,15 @@ def store_spec(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
     if request.param == "sqlite":
         return tmp_path / "mrc.db"
     return pg_schema_dsn(request.getfixturevalue("pg_cluster"))
+
+
+@pytest.fixture(scope="module")
+def conformance_store(request: pytest.FixtureRequest) -> str:
+    """``xfs up --metadata`` for a grid of the conformance suite or the model-based test:
+    on PostgreSQL a schema of its own in the session's cluster (one server for every
+    such grid), else ``sqlite`` (see ``conformance_metadata``)."""
+    from tests.system.grid import conformance_metadata
+
+    if conformance_metadata() == "postgresql":
+        return pg_schema_dsn(request.getfixturevalue("pg_cluster"))
+    return "sqlite"

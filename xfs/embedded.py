@@ -51,6 +51,7 @@ from xfs.common.config import ConfigError, MountConfig, MRCConfig, OSDConfig, TL
 from xfs.common.framing import META_FRAME_LIMIT
 from xfs.common.identity import TrustStore
 from xfs.common.rpc import RetryPolicy, open_pool
+from xfs.mrc.sql import is_postgresql, redacted
 from xfs.osd.objects import ObjectStore
 from xfs.proto.errors import XfsError
 from xfs.proto.methods import MRC, Empty, VolumeCreate, VolumeName
@@ -143,8 +144,9 @@ class Grid:
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> key -> value
     netns: dict[str, str] = field(default_factory=dict)  # role -> network namespace (tests)
     hosts: dict[str, str] = field(default_factory=dict)  # role -> address; default loopback
-    # where the MRC keeps the namespace: "sqlite", or "postgresql" (a local cluster in
-    # metadata_dir, xfs.common.pgcluster); fixed when the grid is made
+    # where the MRC keeps the namespace: "sqlite", "postgresql" (a local cluster in
+    # metadata_dir, xfs.common.pgcluster), or the postgresql:// address of a database
+    # that runs without the grid; fixed when the grid is made
     metadata: str = "sqlite"
     metadata_dir: str = ""
     mrcs: int = 1  # MRCs over the store: one serves, the others stand by (postgresql only)
@@ -177,7 +179,15 @@ class Grid:
 
     @property
     def pg_cluster(self) -> pgcluster.Cluster | None:
+        """The local PostgreSQL cluster this grid starts and stops, if it has one."""
         return pgcluster.Cluster(Path(self.metadata_dir)) if self.metadata == "postgresql" else None
+
+    @property
+    def store(self) -> str:
+        """The MRCs' ``store``: "" (SQLite), the local cluster's address or the given one."""
+        if self.pg_cluster is not None:
+            return self.pg_cluster.dsn()
+        return self.metadata if is_postgresql(self.metadata) else ""
 
     @property
     def mrc_address(self) -> str:
@@ -255,9 +265,11 @@ def initialise(
 ) -> Grid:
     """Create CAs, certificates, data directories and the grid file (first ``up`` only)."""
     state = layout.state
-    if metadata not in METADATA:
-        raise GridError(f"--metadata {metadata}: one of {', '.join(METADATA)}")
-    if mrcs != 1 and metadata != "postgresql":
+    if metadata not in METADATA and not is_postgresql(metadata):
+        raise GridError(
+            f"--metadata {metadata!r}: one of {', '.join(METADATA)} or a postgresql:// address"
+        )
+    if mrcs != 1 and metadata == "sqlite":
         raise GridError(f"--mrcs {mrcs}: several MRCs share a PostgreSQL store only")
     if metadata == "postgresql" and (why := pgcluster.available()):
         raise GridError(f"--metadata postgresql: {why}")
@@ -344,7 +356,7 @@ def build_configs(layout: Layout, grid: Grid) -> dict[str, Any]:
             host=grid.host(role),
             port=port(role, 0),
             osd_dead_after=15.0,
-            store=grid.pg_cluster.dsn() if grid.pg_cluster else "",
+            store=grid.store,
         )
         for role in grid.mrc_roles
     }
@@ -649,8 +661,9 @@ def _load_or_make(
         grid = Grid.load(layout.grid_file)
         if metadata is not None and metadata != grid.metadata:
             raise GridError(
-                f"this grid keeps its metadata in {grid.metadata}; --metadata applies only "
-                "when a grid is made (xfs store-migrate copies a store to another engine)"
+                f"this grid keeps its metadata in {redacted(grid.metadata)}; --metadata "
+                "applies only when a grid is made (xfs store-migrate copies a store to "
+                "another engine)"
             )
         if mrcs is not None and mrcs != grid.mrcs:
             raise GridError(f"this grid has {grid.mrcs} MRC(s); --mrcs applies only when made")

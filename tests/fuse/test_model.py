@@ -34,15 +34,15 @@ from hypothesis.stateful import (
 )
 
 from tests.system.conftest import needs_fuse
-from tests.system.grid import Grid, conformance_metadata, running_grid
+from tests.system.grid import Grid, running_grid
 
 pytestmark = [pytest.mark.fuse]
 
 
 @pytest.fixture(scope="module")
-def grid() -> Iterator[Grid]:
+def grid(conformance_store: str) -> Iterator[Grid]:
     needs_fuse()
-    with running_grid(metadata=conformance_metadata()) as g:
+    with running_grid(metadata=conformance_store) as g:
         yield g
 
 

@@ -353,13 +353,15 @@ class Grid:
         or PostgreSQL, as the grid keeps its metadata)."""
         from xfs.mrc.pgstore import pg_sql
 
-        where = json.loads((self.state / "grid.json").read_text()).get("metadata_dir")
-        if where:
+        record = json.loads((self.state / "grid.json").read_text())
+        where, metadata = record.get("metadata_dir"), record.get("metadata", "")
+        if where or metadata.startswith("postgresql://"):
             import psycopg
 
             from xfs.common.pgcluster import Cluster
 
-            with psycopg.connect(Cluster(Path(where)).dsn()) as pg:
+            dsn = Cluster(Path(where)).dsn() if where else metadata
+            with psycopg.connect(dsn) as pg:
                 return pg.execute(pg_sql(sql), args).fetchall()
         db = self.state / "mrc" / "data" / "mrc.db"
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:

@@ -31,6 +31,8 @@ def calls(tmp: Path) -> list[list[str]]:
         ["delegate", "list", "--state", NOWHERE],
         ["delegate", "revoke", "id", "--state", NOWHERE],
         ["down", "--state", NOWHERE],
+        ["up", "--state", str(tmp / "new-grid"), "--metadata", "mysql://x/y"],
+        ["up", "--state", str(tmp / "new-grid"), "--mrcs", "2"],
         ["fsck", "--state", NOWHERE],
         ["fsck", "--db", str(plain)],
         ["scrub", "--state", NOWHERE],

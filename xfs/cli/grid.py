@@ -48,10 +48,11 @@ from xfs import embedded, mounts
 )
 @click.option(
     "--metadata",
-    type=click.Choice(embedded.METADATA),
+    metavar="sqlite|postgresql|ADDRESS",
     default=None,
     help="Where the MRC keeps the namespace, chosen when the grid is made: sqlite (a file, "
-    "the default) or postgresql (a local PostgreSQL cluster this grid starts and stops).",
+    "the default), postgresql (a local PostgreSQL cluster this grid starts and stops), or "
+    "the postgresql:// address of a database that runs without the grid.",
 )
 @click.option(
     "--mrcs",

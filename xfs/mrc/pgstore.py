@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import Buffer, Loader
 
+from xfs.mrc.sql import redacted
 from xfs.mrc.store import FORMAT_VERSION, SCHEMA, StoreError
 
 log = logging.getLogger(__name__)
@@ -63,15 +63,6 @@ def pg_schema() -> str:
 def pg_sql(sql: str) -> str:
     """A query of the MRC (``?`` parameters) as psycopg takes it (``%s``)."""
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-def redacted(dsn: str) -> str:
-    """``dsn`` without its password, for messages and logs."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class LeadershipLost(SystemExit):

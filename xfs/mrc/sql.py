@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -75,7 +76,17 @@ class MetaStore(Protocol):
 
 
 def is_postgresql(spec: str | Path) -> bool:
+    """Whether ``spec`` is a PostgreSQL address (else: an SQLite file)."""
     return str(spec).startswith(POSTGRESQL_SCHEMES)
+
+
+def redacted(dsn: str) -> str:
+    """``dsn`` without its password, for messages and logs."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def open_store(
