@@ -450,6 +450,11 @@ def stop_role(layout: Layout, role: str, timeout: float = 20.0) -> None:
     processes.end(layout.pid(role), layout.config(role), timeout)
 
 
+def stop_roles(layout: Layout, roles: list[str], timeout: float = 20.0) -> None:
+    """``stop_role`` for several roles at once (they end in parallel)."""
+    processes.end_all([(layout.pid(r), layout.config(r)) for r in roles], timeout)
+
+
 # ---------------------------------------------------------------------------- admin calls
 def _last_words(layout: Layout, role: str) -> str:
     """The error a process that ended wrote last to its log (its ``Error:`` line), with
@@ -721,8 +726,8 @@ def down(state: Path) -> list[str]:
     mnt = Path(grid.mountpoint)
     if mounts.mounted(mnt, "fuse"):
         mounts.lazy_unmount(mnt)
-    for role in reversed(grid.server_roles):
-        stop_role(layout, role)
+    stop_roles(layout, list(reversed(grid.osd_roles)))  # the OSDs at once, then the MRCs
+    stop_roles(layout, list(reversed(grid.mrc_roles)))
     if grid.pg_cluster is not None and grid.pg_cluster.pid() is not None:
         try:
             grid.pg_cluster.stop()

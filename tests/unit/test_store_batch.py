@@ -1,4 +1,6 @@
-"""Store.batch: transactions as savepoints of one, each succeeding or failing alone."""
+"""Store.batch: transactions as savepoints of one, each succeeding or failing alone
+(on both stores; on PostgreSQL in pipeline mode, where a statement's error comes back
+only where the transaction next waits)."""
 
 from __future__ import annotations
 
@@ -6,44 +8,61 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from xfs.mrc import store as store_mod
+from xfs.mrc.sql import MetaStore, open_store
 from xfs.mrc.store import Store
 
+DB_ERRORS = (sqlite3.Error, psycopg.Error)
 
-def keys(store: Store) -> set[str]:
+
+def keys(store: MetaStore) -> set[str]:
     with store.read() as cur:
         return {k for (k,) in cur.execute("SELECT key FROM meta WHERE key LIKE 't%'")}
 
 
-def put(store: Store, key: str, *, fail: bool = False) -> None:
+def put(store: MetaStore, key: str, *, fail: bool = False) -> None:
     with store.transaction() as cur:
         cur.execute("INSERT INTO meta VALUES (?, 1)", (key,))
         if fail:
             raise ValueError("refused")
 
 
-def test_a_failed_transaction_of_a_batch_is_undone_alone(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "mrc.db")
+def put_twice(store: MetaStore, key: str, then: Any = None) -> None:
+    """A transaction whose second statement breaks the table's key; nothing reads its
+    result (on PostgreSQL it goes out without waiting)."""
+    with store.transaction() as cur:
+        cur.execute("INSERT INTO meta VALUES (?, 1)", (key,))
+        cur.execute("INSERT INTO meta VALUES (?, 2)", (key,))
+        if then is not None:
+            then(cur)
+
+
+def test_a_failed_transaction_of_a_batch_is_undone_alone(store_spec: str | Path) -> None:
+    store = open_store(store_spec)
     commits = store.commits
     with store.batch():
         put(store, "t1")
         with pytest.raises(ValueError):
             put(store, "t2", fail=True)
+        with pytest.raises(DB_ERRORS):
+            put_twice(store, "t2b")
         put(store, "t3")
         assert keys(store) == {"t1", "t3"}  # (read inside: the batch's own view)
     assert keys(store) == {"t1", "t3"}
     assert store.commits > commits
-    other = Store.open(tmp_path / "mrc.db")  # committed: another connection sees it
+    other = open_store(store_spec)  # committed: another connection sees it
     assert keys(other) == {"t1", "t3"}
     other.close()
     store.close()
 
 
-def test_an_error_out_of_the_batch_undoes_all_of_it(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "mrc.db")
+def test_an_error_out_of_the_batch_undoes_all_of_it(store_spec: str | Path) -> None:
+    store = open_store(store_spec)
     with pytest.raises(RuntimeError), store.batch():
         put(store, "t1")
         raise RuntimeError("the batch fails")
@@ -52,6 +71,29 @@ def test_an_error_out_of_the_batch_undoes_all_of_it(tmp_path: Path) -> None:
     with store.batch(), store.batch():  # nested: one batch
         put(store, "t5")
     assert keys(store) == {"t4", "t5"}
+    store.close()
+
+
+def test_a_statement_error_fails_its_transaction_wherever_it_comes_back(
+    store_spec: str | Path,
+) -> None:
+    """Outside a batch: at the commit, or at a read that follows; either way the whole
+    transaction is undone, and the store goes on."""
+    store = open_store(store_spec)
+    with pytest.raises(DB_ERRORS):
+        put_twice(store, "t1")
+    with pytest.raises(DB_ERRORS):
+        put_twice(store, "t2", then=lambda cur: cur.execute("SELECT 1").fetchone())
+    with pytest.raises(DB_ERRORS):
+        put_twice(store, "t3", then=lambda cur: cur.rowcount)
+    assert keys(store) == set()
+    put(store, "t4")
+    with store.transaction() as cur:  # rowcount and fetches see their own statement
+        assert cur.execute("UPDATE meta SET value = 5 WHERE key = 't4'").rowcount == 1
+        assert cur.execute("UPDATE meta SET value = 5 WHERE key = 'none'").rowcount == 0
+        assert cur.execute("SELECT value FROM meta WHERE key = 't4'").fetchone() == (5,)
+        assert cur.execute("DELETE FROM meta WHERE key = 'none'").fetchone() is None
+    assert keys(store) == {"t4"}
     store.close()
 
 

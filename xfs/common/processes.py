@@ -41,14 +41,24 @@ def end(pidfile: Path, config: Path, timeout: float) -> int | None:
     """End the process of ``pidfile`` (if ours): SIGTERM, then after ``timeout`` SIGKILL,
     waiting up to ``KILL_GRACE`` for it to go (a process stuck in a FUSE or network call
     dies when the kernel lets it go). Removes the PID file; returns the PID it ended."""
-    pid = ours(pidfile, config)
-    if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        if not _gone(pidfile, config, pid, timeout):
+    return end_all([(pidfile, config)], timeout)[0]
+
+
+def end_all(processes: list[tuple[Path, Path]], timeout: float) -> list[int | None]:
+    """``end`` for several processes ((PID file, configuration) each) at once: SIGTERM to
+    all, then each is waited for (within ``timeout`` of the signal) and, if it has not
+    gone, SIGKILLed. Returns the PIDs ended, in order (None: none was running)."""
+    pids = [ours(pidfile, config) for pidfile, config in processes]
+    for pid in pids:
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid, (pidfile, config) in zip(pids, processes, strict=True):
+        if pid is not None and not _gone(pidfile, config, pid, deadline - time.monotonic()):
             os.kill(pid, signal.SIGKILL)
             _gone(pidfile, config, pid, KILL_GRACE)
-    pidfile.unlink(missing_ok=True)
-    return pid
+        pidfile.unlink(missing_ok=True)
+    return pids
 
 
 def _gone(pidfile: Path, config: Path, pid: int, timeout: float) -> bool:

@@ -14,12 +14,17 @@ operator who sets ``synchronous_commit = off`` in the connection string (then a 
 PostgreSQL may lose what the last 0.1 s acknowledged, as a power loss may on SQLite).
 
 The API is synchronous, like SQLite's store: one connection, transactions serialised by
-a lock, called from the trio thread. Each statement is a round trip to the server
-(a Unix socket on the same machine costs about 30 µs).
+a lock, called from the trio thread. A write transaction (or a batch of them) runs in
+psycopg's pipeline mode: a statement is sent without waiting for its result, and the
+MRC waits only where it reads one (a fetch, ``rowcount``) and for the ``COMMIT``, so
+``SAVEPOINT``, ``RELEASE`` and the writes whose results nobody reads cost no round trip
+of their own. An error of a statement is raised where the transaction next waits, and
+the transaction (in a batch: its savepoint) is rolled back as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -76,31 +81,51 @@ class PgCursor:
     ``volume_cache``: the volumes read so far (``xfs.mrc.inodes.volume``), kept by the
     store of the MRC that leads (the only writer); emptied when a transaction fails."""
 
-    def __init__(self, cur: psycopg.Cursor[Any], volume_cache: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        cur: psycopg.Cursor[Any],
+        volume_cache: dict[str, Any] | None,
+        pipeline: psycopg.Pipeline | None = None,
+    ) -> None:
         self._cur = cur
         self.volume_cache = volume_cache
+        self._pipeline = pipeline  # statements go out without waiting for their results
+        self._sent = False  # a statement whose result has not come back yet
 
     @property
     def rowcount(self) -> int:
+        self._settle()
         return self._cur.rowcount
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> PgCursor:
         self._cur.execute(pg_sql(sql), tuple(parameters))
+        self._sent = self._pipeline is not None
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Any, /) -> PgCursor:
         self._cur.executemany(pg_sql(sql), [tuple(p) for p in seq_of_parameters])
+        self._sent = self._pipeline is not None
         return self
 
     # a statement that returns no rows has none to fetch (as SQLite's cursor says)
     def fetchone(self) -> Any:
+        self._settle()
         return None if self._cur.description is None else self._cur.fetchone()
 
     def fetchall(self) -> list[Any]:
+        self._settle()
         return [] if self._cur.description is None else self._cur.fetchall()
 
     def fetchmany(self, size: int = 1, /) -> list[Any]:
+        self._settle()
         return [] if self._cur.description is None else self._cur.fetchmany(size)
+
+    def _settle(self) -> None:
+        """Wait for the results of what was sent (one round trip), so that the cursor
+        describes its last statement; raises the error of any statement sent."""
+        if self._sent and self._pipeline is not None:
+            self._sent = False
+            self._pipeline.sync()
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
@@ -128,6 +153,7 @@ class PgStore:
         self.commits = 0
         self._leading = False  # this store's connection holds LEADER_LOCK
         self._volumes: dict[str, Any] = {}  # see PgCursor.volume_cache
+        self._pipeline: psycopg.Pipeline | None = None  # the batch's, while one runs
 
     @property
     def name(self) -> str:
@@ -206,7 +232,7 @@ class PgStore:
         (inside ``batch``: a savepoint, committed with the batch, which counts it)."""
         with self._lock:
             batched = self._batch
-            with self._begin() as cur:
+            with self._begin(pipelined=True) as cur:
                 yield cur
             if not batched:
                 self.commits += 1
@@ -220,17 +246,20 @@ class PgStore:
                 return
             conn = self._connected()
             try:
-                conn.execute("BEGIN")
-                self._batch = True
                 try:
-                    yield
+                    with conn.pipeline() as self._pipeline:
+                        conn.execute("BEGIN")
+                        self._batch = True
+                        yield
+                        self._batch = False
+                        conn.execute("COMMIT")  # (the pipeline's end waits for it)
                 except BaseException:
-                    self._batch = False
                     self._volumes.clear()  # what it read may not have been
                     _rollback(conn)
                     raise
-                self._batch = False
-                conn.execute("COMMIT")
+                finally:
+                    self._batch = False
+                    self._pipeline = None
             except psycopg.OperationalError:
                 self._check_lead()
                 raise
@@ -259,8 +288,10 @@ class PgStore:
                 raise LeadershipLost(f"lost {self.name} ({e}), and with it the lead") from None
             raise
 
-    def _cursor(self, raw: psycopg.Cursor[Any]) -> PgCursor:
-        return PgCursor(raw, self._volumes if self._leading else None)
+    def _cursor(
+        self, raw: psycopg.Cursor[Any], pipeline: psycopg.Pipeline | None = None
+    ) -> PgCursor:
+        return PgCursor(raw, self._volumes if self._leading else None, pipeline)
 
     def _connected(self) -> psycopg.Connection[Any]:
         if self._conn.closed or self._conn.broken:
@@ -275,8 +306,9 @@ class PgStore:
             raise LeadershipLost(f"lost the connection to {self.name}, and with it the lead")
 
     @contextmanager
-    def _begin(self, begin: str | None = "BEGIN") -> Iterator[PgCursor]:
-        """A transaction started with ``begin``; None: the statements alone (``read``)."""
+    def _begin(self, begin: str | None = "BEGIN", *, pipelined: bool = False) -> Iterator[PgCursor]:
+        """A transaction started with ``begin``; None: the statements alone (``read``).
+        ``pipelined``: in pipeline mode (see the module's docstring), for writes."""
         with self._lock:
             if self._batch:
                 with self._savepoint() as cur:
@@ -285,6 +317,9 @@ class PgStore:
             conn = self._connected()
             with conn.cursor() as raw:
                 try:
+                    if begin is not None and pipelined:
+                        yield from self._pipelined(conn, raw, begin)
+                        return
                     if begin is not None:
                         raw.execute(begin)
                     try:
@@ -300,15 +335,39 @@ class PgStore:
                     self._check_lead()
                     raise
 
+    def _pipelined(
+        self, conn: psycopg.Connection[Any], raw: psycopg.Cursor[Any], begin: str
+    ) -> Iterator[PgCursor]:
+        """The body of ``_begin`` for a transaction in pipeline mode: rolled back once the
+        pipeline has ended (an error of a statement sent ends it, raised at its end)."""
+        try:
+            with conn.pipeline() as pipeline:
+                raw.execute(begin)
+                yield self._cursor(raw, pipeline)
+                raw.execute("COMMIT")  # (the pipeline's end waits for it)
+        except BaseException:
+            self._volumes.clear()  # what it read may not have been
+            _rollback(conn)
+            raise
+
     @contextmanager
     def _savepoint(self) -> Iterator[PgCursor]:
         with self._conn.cursor() as raw:
             raw.execute("SAVEPOINT part")
             try:
-                yield self._cursor(raw)
+                yield self._cursor(raw, self._pipeline)
+                if self._pipeline is not None:
+                    # its statements' errors are its own, raised here (not in the next
+                    # savepoint or at the batch's commit): each fails on its own
+                    self._pipeline.sync()
             except BaseException:
                 self._volumes.clear()  # what it read may not have been
                 if not self._conn.broken:
+                    if self._pipeline is not None:
+                        # what was sent first: an error of it must not be left for the
+                        # rollback below (or the next savepoint) to meet
+                        with contextlib.suppress(psycopg.Error):
+                            self._pipeline.sync()
                     raw.execute("ROLLBACK TO part")
                     raw.execute("RELEASE part")
                 raise
