@@ -4,6 +4,8 @@ a new option without documentation fails here."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -17,9 +19,30 @@ SHARED = {"--state", "--mrc", "--cert", "--key", "--trust", "--help"}
 
 
 def commands(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, click.Command]]:
-    if isinstance(cmd, click.Group):
-        return [c for name, sub in cmd.commands.items() for c in commands(sub, (*path, name))]
+    if isinstance(cmd, click.Group):  # (`xfs` itself loads its commands when asked)
+        ctx = click.Context(cmd)
+        subs = [(name, cmd.get_command(ctx, name)) for name in cmd.list_commands(ctx)]
+        return [c for name, sub in subs if sub is not None for c in commands(sub, (*path, name))]
     return [] if cmd.hidden else [(" ".join(path), cmd)]
+
+
+def test_every_command_loads_under_its_name() -> None:
+    names = [name for name, _ in commands(cli, ("xfs",))]
+    assert len(names) > 40
+    for top in ("mrc", "osd list", "mount", "up", "replica list", "store-migrate"):
+        assert f"xfs {top}" in names
+
+
+def test_a_short_command_loads_neither_fuse_nor_postgresql() -> None:
+    """Only the command that runs is imported (``LazyGroup``)."""
+    code = (
+        "import sys; from click.testing import CliRunner; from xfs.cli.main import cli; "
+        "r = CliRunner().invoke(cli, ['replica', '--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('pyfuse3', 'psycopg') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_every_command_and_option_is_documented() -> None:

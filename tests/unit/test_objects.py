@@ -713,3 +713,28 @@ def test_admitting_an_xloc_version_says_whether_the_file_was_held(store: ObjectS
     store.write(FID, 0, 0, b"x")
     assert store.admit_xloc(FID, 2) == (1, True)
     assert store.held_bytes(FID) == 1
+
+
+@pytest.mark.parametrize("length", [0, 100, BLOCK, BLOCK + 1, 1 << 20, 5 << 20])
+def test_the_spans_of_a_range_cover_every_read_of_it(length: int) -> None:
+    """``spans`` says, from the file's size alone, which bytes ``read_range`` reads; the
+    reads that follow the hint then find their pages asked for already."""
+    data = os.urandom(length)
+    raw = object_format.encode(data) + data
+    for offset, count in ((0, 1), (0, length), (length // 3, 4096), (max(0, length - 1), 10),
+                          (max(0, length - 5000), 5000), (length + 10, 4096)):
+        reads: list[tuple[int, int]] = []
+
+        def pread(n: int, at: int, reads: list[tuple[int, int]] = reads) -> bytes:
+            reads.append((n, at))
+            return raw[at : at + n]
+
+        got = object_format.read_range(pread, len(raw), offset, count)
+        assert got == data[offset : offset + count]
+        hinted = object_format.spans(len(raw), offset, count)
+        covered = bytearray(len(raw))
+        for n, at in hinted:
+            covered[at : at + n] = b"\1" * len(covered[at : at + n])
+        for n, at in reads:
+            assert all(covered[at : at + n]), f"read of {n} at {at} not hinted: {hinted}"
+        assert sum(n for n, _ in hinted) <= 2 * BLOCK + 4 * object_format.blocks(length) + count

@@ -1,5 +1,7 @@
-"""The xfs client: an async library, and the FUSE file system over it."""
+"""The xfs client: an async library, and the FUSE file system over it.
 
-# The FUSE lock hook must be loaded before pyfuse3 in any process that mounts (see
-# xfs.client.fuse_ext); importing it here makes every import of the client do so.
-from xfs.client import fuse_ext as _lock_hook  # noqa: F401
+The FUSE lock hook (``xfs.client.fuse_ext``) must be loaded before pyfuse3 in any
+process that mounts: each module of the client that imports pyfuse3 imports it first.
+The rest of the client (credentials, the library) loads without FUSE, so the servers
+and the ``xfs`` command that use it start without pyfuse3.
+"""

@@ -16,6 +16,9 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+from xfs.client import fuse_ext  # noqa: F401 - before pyfuse3: see xfs.client.fuse_ext
+
+# isort: split
 import pyfuse3
 import trio
 

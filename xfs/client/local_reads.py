@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import trio
 
-from xfs.common import local, object_format
+from xfs.common import local, object_io
 from xfs.proto.methods import LocalOpen, LocalOpened
 from xfs.proto.records import FileLayout, XCap
 
@@ -156,8 +156,7 @@ def _read(dir_fd: int, objno: int, offset: int, length: int, advice: int) -> byt
     try:
         os.posix_fadvise(fd, 0, 0, advice)  # (random: a cold read reads no more)
         with contextlib.suppress(ValueError):
-            pread = functools.partial(os.pread, fd)
-            return object_format.read_range(pread, os.fstat(fd).st_size, offset, length)
+            return object_io.read_range(fd, offset, length)
         log.info("object %d failed its checksums here: read through the OSD, which repairs", objno)
         return None
     except OSError:

@@ -117,6 +117,24 @@ def decode(raw: bytes) -> bytes:
     return data
 
 
+def spans(on_disk: int, offset: int, length: int) -> list[tuple[int, int]]:
+    """(count, at) of each part of a version-2 object file of ``on_disk`` bytes that
+    :func:`read_range` reads for [offset, offset+length): the first page (header and
+    table), the rest of the table if longer, the blocks of the range. Computed from the
+    size alone, before anything is read, so that the reads can be asked of the disk at
+    once; a file of another version or a bad size needs other parts (it is a hint)."""
+    size = data_length(on_disk)
+    end = min(size, offset + length)
+    start = data_offset(VERSION, size)
+    out = [(BLOCK, 0)]
+    if start > BLOCK:
+        out.append((start - BLOCK, BLOCK))
+    if offset < end:
+        lo, hi = (offset // BLOCK) * BLOCK, min(size, -(-end // BLOCK) * BLOCK)
+        out.append((hi - lo, start + lo))
+    return out
+
+
 def read_range(pread: Callable[[int, int], bytes], on_disk: int, offset: int, length: int) -> bytes:
     """Bytes [offset, offset+length) of the data of an object file of ``on_disk`` bytes,
     short past its end, through ``pread(count, at)``: the header, the table and the

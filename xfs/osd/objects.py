@@ -75,7 +75,7 @@ from pathlib import Path
 
 import google_crc32c
 
-from xfs.common import object_format
+from xfs.common import object_format, object_io
 from xfs.common.object_format import HEADER
 from xfs.osd.unsynced import Unsynced
 from xfs.proto.errors import XfsError
@@ -620,8 +620,7 @@ class ObjectStore:
 
     def _read_blocks(self, file_id: str, objno: int, fd: int, offset: int, length: int) -> bytes:
         try:
-            pread = functools.partial(os.pread, fd)
-            return object_format.read_range(pread, os.fstat(fd).st_size, offset, length)
+            return object_io.read_range(fd, offset, length)
         except ValueError as e:
             raise CorruptObject(file_id, objno, str(e)) from None
 
