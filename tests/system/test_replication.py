@@ -171,7 +171,10 @@ def check_written(grid: Grid, writer: Writer) -> None:
 def test_random_osds_killed_during_a_long_write(grid: Grid) -> None:
     roles = list(grid.osd_roles)
     rng = random.Random(7)
-    writer = write_while(grid, "random", 128 * MiB, 5, lambda _: rng.choice(roles))
+    # with the primary test's 8: at least 20 kill/restart rounds in all, during a write
+    # of at least 256 MiB (what the issue "Replication that survives the loss of OSDs"
+    # asks of the suite)
+    writer = write_while(grid, "random", 256 * MiB, 12, lambda _: rng.choice(roles))
     check_written(grid, writer)
 
 
@@ -183,7 +186,7 @@ def test_the_primary_killed_again_and_again(grid: Grid) -> None:
         current = max(writer.directory.iterdir(), key=lambda p: p.name)
         return str(by_uuid[replicas_of(current)["replicas"][0]["osds"][0]])
 
-    writer = write_while(grid, "primary", 64 * MiB, 4, primary)
+    writer = write_while(grid, "primary", 64 * MiB, 8, primary)
     check_written(grid, writer)
 
 
