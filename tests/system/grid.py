@@ -351,17 +351,18 @@ class Grid:
     def store_rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
         """Rows of a query on the MRC's store, read only, beside the running MRC (SQLite
         or PostgreSQL, as the grid keeps its metadata)."""
+        from xfs import embedded
+        from xfs.common import config
+        from xfs.common.config import MRCConfig
         from xfs.mrc.pgstore import pg_sql
 
-        record = json.loads((self.state / "grid.json").read_text())
-        where, metadata = record.get("metadata_dir"), record.get("metadata", "")
-        if where or metadata.startswith("postgresql://"):
+        # the MRC's own configuration says where its store is (as `xfs fsck --state`)
+        mrc_toml = embedded.Layout(self.state).config("mrc")
+        store = config.load(MRCConfig, mrc_toml, {}).store
+        if store:
             import psycopg
 
-            from xfs.common.pgcluster import Cluster
-
-            dsn = Cluster(Path(where)).dsn() if where else metadata
-            with psycopg.connect(dsn) as pg:
+            with psycopg.connect(store) as pg:
                 return pg.execute(pg_sql(sql), args).fetchall()
         db = self.state / "mrc" / "data" / "mrc.db"
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:

@@ -40,13 +40,15 @@ def test_processes_end_together_and_one_deaf_to_sigterm_is_killed(tmp_path: Path
     timeout; a PID file whose process is not ours is only removed."""
     polite = ("import signal, sys, time; "
               "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1), sys.exit(0))); "
-              "time.sleep(60)")
-    deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+              "print('ready', flush=True); time.sleep(60)")
+    deaf = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('ready', flush=True); time.sleep(60)")
     children, items = [], []
     try:
         for name, code in (("a", polite), ("b", polite), ("c", deaf)):
             config = tmp_path / f"{name}.toml"
-            child = subprocess.Popen([sys.executable, "-c", code, str(config)])
+            child = subprocess.Popen([sys.executable, "-c", code, str(config)],
+                                     stdout=subprocess.PIPE, text=True)
             children.append(child)
             pidfile = tmp_path / f"{name}.pid"
             pidfile.write_text(f"{child.pid}\n")
@@ -54,7 +56,8 @@ def test_processes_end_together_and_one_deaf_to_sigterm_is_killed(tmp_path: Path
         stranger = tmp_path / "d.pid"
         stranger.write_text(f"{children[0].pid}\n")  # ours only with a.toml
         items.append((stranger, tmp_path / "d.toml"))
-        time.sleep(0.5)  # (the handlers are installed)
+        for child in children:  # its SIGTERM handler is installed
+            assert child.stdout is not None and child.stdout.readline() == "ready\n"
         started = time.monotonic()
         pids = processes.end_all(items, timeout=3.0)
         took = time.monotonic() - started
@@ -67,3 +70,5 @@ def test_processes_end_together_and_one_deaf_to_sigterm_is_killed(tmp_path: Path
         for c in children:
             c.kill()
             c.wait(timeout=10)
+            if c.stdout is not None:
+                c.stdout.close()

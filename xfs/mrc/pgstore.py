@@ -251,7 +251,6 @@ class PgStore:
                         conn.execute("BEGIN")
                         self._batch = True
                         yield
-                        self._batch = False
                         conn.execute("COMMIT")  # (the pipeline's end waits for it)
                 except BaseException:
                     self._volumes.clear()  # what it read may not have been
