@@ -190,6 +190,68 @@ def test_a_read_elsewhere_fetches_only_its_range() -> None:
 
     run(main)
 
+def test_reading_back_unsent_writes_asks_no_osd_and_sends_nothing() -> None:
+    """Bytes written and not sent yet are laid over the OSD's: a read within them is
+    answered from the buffer, a read across them fetches only its range, and neither
+    sends the buffer (it waits for close or fsync as before)."""
+
+    async def main(s: FakeSession) -> None:
+        old = random.Random(3).randbytes(2 * STRIPE)
+        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
+        await f.write(0, old)
+        await f.flush()
+        s.calls.clear()
+        new = b"n" * 1000
+        await f.write(STRIPE + 100, new)  # part of object 1, unsent
+        want = bytearray(old)
+        want[STRIPE + 100 : STRIPE + 1100] = new
+        assert await f.read(STRIPE + 200, 500) == new[100:600]
+        assert s.calls == []  # within the unsent bytes: no OSD at all
+        assert await f.read(STRIPE - 50, 2000) == bytes(want[STRIPE - 50 : STRIPE + 1950])
+        assert [c[0] for c in s.calls] == ["read", "read"]  # object 0 and object 1's range
+        # past the end of the file the buffer makes: the hole between reads as zeros
+        await f.write(2 * STRIPE + 3000, b"tail")
+        got = await f.read(2 * STRIPE, 3004)
+        assert got == bytes(3000) + b"tail"
+        assert not [c for c in s.calls if c[0] == "write"]
+        await f.flush()
+        want.extend(bytes(3000) + b"tail")
+        g = OpenFile(s, 5, s.layout(size=len(want)), 0)  # type: ignore[arg-type]
+        assert await g.read(0, len(want)) == bytes(want)
+
+    run(main)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_reads_racing_background_sends_see_every_write_before_them(seed: int) -> None:
+    """Whole objects go out in the background while the same file is read: each read
+    started after a write returns it, whether the send is unsent, under way or landed."""
+
+    async def main(s: FakeSession) -> None:
+        s.write_window = 1  # few slots: sends queue behind each other
+        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
+        rng = random.Random(seed)
+        model = bytearray()
+        for _ in range(300):
+            off = rng.randrange(0, 8 * STRIPE)
+            if rng.random() < 0.5:
+                n = STRIPE if rng.random() < 0.3 else rng.randrange(1, 2 * STRIPE)
+                off = off // STRIPE * STRIPE if n == STRIPE else off
+                data = rng.randbytes(n)
+                await f.write(off, data)
+                if len(model) < off + n:
+                    model.extend(bytes(off + n - len(model)))
+                model[off : off + n] = data
+            else:
+                n = rng.randrange(1, 3 * STRIPE)
+                assert await f.read(off, n) == bytes(model[off : off + n])
+        await f.flush()
+        g = OpenFile(s, 5, s.layout(size=len(model)), 0)  # type: ignore[arg-type]
+        assert await g.read(0, len(model)) == bytes(model)
+
+    run(main)
+
+
 def test_holes_read_as_zeros() -> None:
     async def main(s: FakeSession) -> None:
         f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]

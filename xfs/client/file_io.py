@@ -47,6 +47,17 @@ def merge_open_flags(held: int | None, new: int) -> int:
     return access | ((new | (held or 0)) & os.O_APPEND)
 
 
+def laid_over(held: bytes, length: int, at: int, data: bytes) -> bytes:
+    """``length`` bytes of an object range: ``held`` (what the OSD returned, short where
+    it holds nothing: zeros, as a hole reads), with ``data`` written over it at ``at``."""
+    if at == 0 and len(data) >= len(held):
+        return data + bytes(length - len(data)) if len(data) < length else data
+    out = bytearray(length)
+    out[: len(held)] = held[:length]
+    out[at : at + len(data)] = data
+    return bytes(out)
+
+
 @dataclass
 class _Dirty:
     start: int
@@ -378,17 +389,25 @@ class OpenFile:
         if offset >= end:
             return b""
         parts = pieces(offset, end - offset, self.stripe_size)
-        if any(not self._settled(p.objno) and p.objno not in self._cache for p in parts):
-            await self.flush_data()  # what we fetch must include our own writes
+        await self._landed_sends(parts)
         # Sequential reads fetch whole objects (cached, and the next ones prefetched);
         # a read elsewhere fetches only its own range of an object that is not cached,
-        # so a small random read costs about what it reads.
+        # so a small random read costs about what it reads. Our own writes not sent yet
+        # are laid over what the OSD holds (docs/architecture.md, "Read").
         sequential = offset == self._last_read_end or offset == 0
         objects: dict[int, bytes] = {}
         ranges: dict[int, bytes] = {}
+        overlays = {p.objno: self._overlay(p) for p in parts if p.objno not in self._cache}
 
         async def fetch(piece: Piece) -> None:
-            if sequential or piece.objno in self._cache or piece.objno in self._fetching:
+            overlay = overlays.get(piece.objno)
+            if overlay is not None:
+                if overlay[0] == 0 and len(overlay[1]) == piece.length:
+                    ranges[piece.objno] = overlay[1]  # all of it written here: no OSD
+                    return
+                await self._fetch_range(piece, ranges)
+                ranges[piece.objno] = laid_over(ranges[piece.objno], piece.length, *overlay)
+            elif sequential or piece.objno in self._cache or piece.objno in self._fetching:
                 await self._fetch_into(piece.objno, objects)
             else:
                 await self._fetch_range(piece, ranges)
@@ -412,6 +431,35 @@ class OpenFile:
                 return bytes(held)  # (bytes already: no copy)
             out[piece.buf_offset : piece.buf_offset + len(held)] = held
         return bytes(out)
+
+    async def _landed_sends(self, parts: list[Piece]) -> None:
+        """Wait until the OSDs hold every write of ours already sent to the objects of
+        ``parts`` that are not cached (a cached object is patched by our writes)."""
+        while True:
+            pending = next(
+                (
+                    self._last_send[p.objno]
+                    for p in parts
+                    if p.objno in self._last_send and p.objno not in self._cache
+                ),
+                None,
+            )
+            if pending is None:
+                break
+            await pending.wait()  # the last send of an object waits for the ones before
+        self._raise_error()
+
+    def _overlay(self, piece: Piece) -> tuple[int, bytes] | None:
+        """Our unsent bytes within ``piece``: (offset in the piece, the bytes), copied
+        now, as the read's start sees them; None if there are none."""
+        dirty = self._dirty.get(piece.objno)
+        if dirty is None:
+            return None
+        lo = max(dirty.start, piece.offset)
+        hi = min(dirty.end, piece.offset + piece.length)
+        if lo >= hi:
+            return None
+        return lo - piece.offset, bytes(dirty.buf[lo - dirty.start : hi - dirty.start])
 
     async def _fetch_range(self, piece: Piece, out: dict[int, bytes]) -> None:
         """Bytes ``piece`` of its object (short past what the OSD holds), not cached."""
