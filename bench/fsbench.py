@@ -49,6 +49,7 @@ FIGURES = (  # key, label, unit
     ("seq_write", "seq write", "MiB/s"),
     ("seq_read", "seq read, cold", "MiB/s"),
     ("rand_read", "4 KiB random read", "IOPS"),
+    ("rand_write", "4 KiB random write + fsync", "writes/s"),
     ("create", "create", "ops/s"),
     ("stat", "stat, after remount", "ops/s"),
     ("readdir", "readdir", "entries/s"),
@@ -476,6 +477,7 @@ def run_workloads(t: Target, args, notes: dict, account: Account | None) -> dict
                              f"drop_caches={'yes' if rr.caches_dropped else 'no'}"
         if "rand" in args.workloads:
             fig["rand_read"] = wl.random_reads(d, args.rand_reads, backing=t.backing)
+            fig["rand_write"] = wl.random_writes(d, args.rand_reads)
         os.unlink(d / wl.SEQ_FILE)
 
     def meta(fig: dict[str, float]) -> None:
@@ -630,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the application-level checkpoint version's size (MiB)")
     p.add_argument("--workloads", default=",".join(WORKLOADS),
                    help="comma-separated workloads: seq (write, read), rand (4 KiB random "
-                        "reads of the seq file; needs seq), meta (create, stat after "
+                        "reads and writes of the seq file; needs seq), meta (create, stat after "
                         "remount, readdir, unlink), stat2 (stat, pass 1 and 2), small (16 KiB "
                         "files), append (4 KiB O_APPEND), criu (mixed 4 KiB and 1 MiB "
                         "writes), ckpt (xfs checkpoint versions: app-level of --ckpt-mib, "

@@ -148,6 +148,38 @@ def random_reads(directory: str | os.PathLike, n: int = 2000, block: int = 4096,
     return n / elapsed
 
 
+def random_writes(directory: str | os.PathLike, n: int = 2000, block: int = 4096,
+                  name: str = SEQ_FILE, seed: int = 2) -> float:
+    """`n` writes of `block` bytes at random aligned offsets of the file `seq_write`
+    wrote (as a database or an image being patched does), then one fsync; writes/s over
+    open through fsync and close. What was written is read back and checked."""
+    path = os.path.join(directory, name)
+    rng = random.Random(seed)
+    data = rng.randbytes(block)
+    start = time.perf_counter()
+    fd = os.open(path, os.O_RDWR)
+    try:
+        blocks = os.fstat(fd).st_size // block
+        if blocks == 0:
+            raise ValueError(f"{path} is smaller than one block: run seq_write first")
+        offsets = [rng.randrange(blocks) * block for _ in range(n)]
+        for off in offsets:
+            if os.pwrite(fd, data, off) != block:
+                raise ValueError(f"short write at {off} of {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    elapsed = time.perf_counter() - start
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for off in offsets[:100]:
+            if os.pread(fd, block, off) != data:
+                raise ValueError(f"{path}: a random write at {off} did not read back")
+    finally:
+        os.close(fd)
+    return n / elapsed
+
+
 def create_files(directory: str | os.PathLike, n: int) -> float:
     """Create `n` empty files f000000.. (open(O_CREAT|O_EXCL) + close); ops/s."""
     paths = [os.path.join(directory, f"f{i:06d}") for i in range(n)]

@@ -34,6 +34,7 @@ class FakeSession:
         self.objects: dict[tuple[str, int], bytearray] = {}
         self.calls: list[tuple[str, str, int]] = []
         self.read_lengths: list[int] = []
+        self.writes: list[ObjWrite] = []
         self.reported: list[int] = []
         self.mrc_syncs = 0
         self.synced_writes: list[int] = []  # objects written with ObjWrite.sync
@@ -76,10 +77,14 @@ class FakeSession:
                 self.fail_writes -= 1
                 raise XfsError(errno.ENOSPC, "OSD full")
             obj = self.objects.setdefault((osd, req.objno), bytearray())
-            end = req.offset + len(req.data)
-            if len(obj) < end:
-                obj.extend(bytes(end - len(obj)))
-            obj[req.offset : end] = req.data
+            taken = 0
+            for at, n in req.extents or [(req.offset, len(req.data))]:
+                if len(obj) < at + n:
+                    obj.extend(bytes(at + n - len(obj)))
+                obj[at : at + n] = req.data[taken : taken + n]
+                taken += n
+            assert taken == len(req.data)
+            self.writes.append(req)
             return Empty()
         if method is OSD.read:
             assert isinstance(req, ObjRead)
@@ -248,6 +253,31 @@ def test_reads_racing_background_sends_see_every_write_before_them(seed: int) ->
         await f.flush()
         g = OpenFile(s, 5, s.layout(size=len(model)), 0)  # type: ignore[arg-type]
         assert await g.read(0, len(model)) == bytes(model)
+
+    run(main)
+
+
+def test_scattered_writes_to_an_object_go_out_as_one_write() -> None:
+    """Writes here and there in one object gather, and go out together: one osd.write
+    carrying each range (the OSD patches the object once), not one per write."""
+
+    async def main(s: FakeSession) -> None:
+        base = random.Random(4).randbytes(STRIPE)
+        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
+        await f.write(0, base)
+        await f.flush()
+        s.writes.clear()
+        want = bytearray(base)
+        for at in (3000, 10, 500, 13, 2000):
+            await f.write(at, b"w" * 4)
+            want[at : at + 4] = b"w" * 4
+        assert s.writes == []  # gathered
+        await f.flush()
+        (write,) = s.writes
+        assert write.extents == ((10, 7), (500, 4), (2000, 4), (3000, 4))  # 10-13 joined
+        assert write.offset == 10 and len(write.data) == 19
+        g = OpenFile(s, 5, s.layout(size=STRIPE), 0)  # type: ignore[arg-type]
+        assert await g.read(0, STRIPE) == bytes(want)
 
     run(main)
 

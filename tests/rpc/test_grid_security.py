@@ -963,6 +963,24 @@ def test_hostile_object_numbers_and_ranges_are_refused(pki: PKI, tmp_path: Path)
                     code=errno.EINVAL,
                     service=osd_log(osd),
                 )
+            scattered = [  # (offset, size of data, extents): one write of several ranges
+                (0, 4, ((0, 2), (1, 2))),  # overlapping
+                (0, 4, ((0, 2), (2, 0), (2, 2))),  # an empty range
+                (5, 4, ((5, 2), (3, 2))),  # not ascending
+                (0, 4, ((0, 2), (4, 1))),  # fewer bytes than the data holds
+                (1, 4, ((0, 2), (4, 2))),  # the first range is not at the offset
+                (0, 4, ((0, 2), (STRIPE - 1, 2))),  # past the object
+                (0, 2048, tuple((i * 2, 1) for i in range(2048))),  # too many ranges
+            ]
+            for offset, size, ranges in scattered:
+                request = ObjWrite(x, xloc, 0, offset, b"s" * size, False, ranges)
+                await denied(
+                    w,
+                    w.osd_call(pool, osd0, OSD.write, request),
+                    action=OSD.write.wire_name,
+                    code=errno.EINVAL,
+                    service=osd_log(osd0),
+                )
             for osd in (osd0, osd1):
                 await denied(
                     w,

@@ -40,6 +40,7 @@ def test_seq_write_then_read(workloads, tmp_path: Path) -> None:
 def test_random_reads(workloads, tmp_path: Path) -> None:
     workloads.seq_write(tmp_path, 64 * 4096, block=workloads.MiB)
     assert workloads.random_reads(tmp_path, 50, drop=False) > 0
+    assert _positive(workloads.random_writes(tmp_path, 50))
 
 def test_seq_write_partial_block(workloads, tmp_path: Path) -> None:
     size = 3 * workloads.MiB + 12345

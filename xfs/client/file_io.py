@@ -15,11 +15,11 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import trio
 
+from xfs.client.dirty import Dirty
 from xfs.client.failover import call_osd
 from xfs.common.striping import Piece, pieces
 from xfs.proto.errors import XfsError
@@ -47,25 +47,15 @@ def merge_open_flags(held: int | None, new: int) -> int:
     return access | ((new | (held or 0)) & os.O_APPEND)
 
 
-def laid_over(held: bytes, length: int, at: int, data: bytes) -> bytes:
+def laid_over(held: bytes, length: int, written: list[tuple[int, bytes]]) -> bytes:
     """``length`` bytes of an object range: ``held`` (what the OSD returned, short where
-    it holds nothing: zeros, as a hole reads), with ``data`` written over it at ``at``."""
-    if at == 0 and len(data) >= len(held):
-        return data + bytes(length - len(data)) if len(data) < length else data
+    it holds nothing: zeros, as a hole reads), with each (at, bytes) of ``written`` over
+    it."""
     out = bytearray(length)
     out[: len(held)] = held[:length]
-    out[at : at + len(data)] = data
+    for at, data in written:
+        out[at : at + len(data)] = data
     return bytes(out)
-
-
-@dataclass
-class _Dirty:
-    start: int
-    buf: bytearray | memoryview  # a view of the caller's bytes: a whole object, uncopied
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.buf)
 
 
 class _Source:
@@ -90,7 +80,7 @@ class OpenFile:
         self.refs = 0
         self.size = layout.attr.size
         self.size_dirty = False
-        self._dirty: OrderedDict[int, _Dirty] = OrderedDict()
+        self._dirty: OrderedDict[int, Dirty] = OrderedDict()
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._fetching: dict[int, trio.Event] = {}
         self._inflight = 0
@@ -201,13 +191,10 @@ class OpenFile:
                     whole = piece.offset == 0 and piece.length == self.stripe_size
                     # a whole object goes out as the caller's bytes, without a copy
                     buf = chunk if whole and isinstance(data, bytes) else bytearray(chunk)
-                    dirty = self._dirty[piece.objno] = _Dirty(piece.offset, buf)
+                    dirty = self._dirty[piece.objno] = Dirty(piece.offset, buf)
                     break
-                if dirty.start <= piece.offset <= dirty.end:
-                    if not isinstance(dirty.buf, bytearray):
-                        dirty.buf = bytearray(dirty.buf)
-                    at = piece.offset - dirty.start
-                    dirty.buf[at : at + piece.length] = chunk
+                if not dirty.full() or dirty.joins(piece.offset, piece.length):
+                    dirty.put(piece.offset, chunk)
                     break
                 await self._start_flush(piece.objno)
             # No await since the data went into the dirty buffer: a fetch that started
@@ -221,7 +208,7 @@ class OpenFile:
                 patched[piece.offset : piece.offset + piece.length] = chunk
                 self._cache[piece.objno] = bytes(patched)
             self._writes += 1
-            if dirty.start == 0 and len(dirty.buf) >= self.stripe_size:
+            if dirty.whole(self.stripe_size):
                 await self._start_flush(piece.objno)
         self.size = max(self.size, offset + len(data))
         self.size_dirty = True
@@ -265,17 +252,20 @@ class OpenFile:
         self.session.nursery.start_soon(self._send, objno, dirty, before, done, sync)
 
     async def _send(
-        self, objno: int, dirty: _Dirty, before: trio.Event | None, done: trio.Event, sync: bool
+        self, objno: int, dirty: Dirty, before: trio.Event | None, done: trio.Event, sync: bool
     ) -> None:
         try:
             if before is not None:
                 await before.wait()  # an older write of this object must land first
 
+            # dirty left _dirty before it was sent: nothing changes it any more, and
+            # framing sends any buffer as a payload as it is
+            offset, data, extents = dirty.wire()
+
             async def call(layout: FileLayout, osd: str) -> object:
-                # dirty left _dirty before it was sent: nothing changes it any more, and
-                # framing sends any buffer as a payload as it is
-                data = cast(bytes, dirty.buf)
-                request = ObjWrite(layout.xcap, layout.xloc, objno, dirty.start, data, sync)
+                request = ObjWrite(
+                    layout.xcap, layout.xloc, objno, offset, cast(bytes, data), sync, extents
+                )
                 return await self.session.osd_call(layout, osd, OSD.write, request)
 
             await self._osd(objno, call)
@@ -346,7 +336,8 @@ class OpenFile:
         if len(self._dirty) != objects:
             return False
         for objno, dirty in self._dirty.items():
-            if dirty.start != 0 or len(dirty.buf) != min(stripe, self.size - objno * stripe):
+            length = min(stripe, self.size - objno * stripe)
+            if not dirty.whole(length) or dirty.end != length:
                 return False
         return True
 
@@ -402,11 +393,11 @@ class OpenFile:
         async def fetch(piece: Piece) -> None:
             overlay = overlays.get(piece.objno)
             if overlay is not None:
-                if overlay[0] == 0 and len(overlay[1]) == piece.length:
-                    ranges[piece.objno] = overlay[1]  # all of it written here: no OSD
+                if overlay[0][0] == 0 and len(overlay[0][1]) == piece.length:
+                    ranges[piece.objno] = overlay[0][1]  # all of it written here: no OSD
                     return
                 await self._fetch_range(piece, ranges)
-                ranges[piece.objno] = laid_over(ranges[piece.objno], piece.length, *overlay)
+                ranges[piece.objno] = laid_over(ranges[piece.objno], piece.length, overlay)
             elif sequential or piece.objno in self._cache or piece.objno in self._fetching:
                 await self._fetch_into(piece.objno, objects)
             else:
@@ -449,17 +440,13 @@ class OpenFile:
             await pending.wait()  # the last send of an object waits for the ones before
         self._raise_error()
 
-    def _overlay(self, piece: Piece) -> tuple[int, bytes] | None:
-        """Our unsent bytes within ``piece``: (offset in the piece, the bytes), copied
-        now, as the read's start sees them; None if there are none."""
+    def _overlay(self, piece: Piece) -> list[tuple[int, bytes]] | None:
+        """Our unsent bytes within ``piece`` (``Dirty.within``), copied now, as the
+        read's start sees them; None if there are none."""
         dirty = self._dirty.get(piece.objno)
         if dirty is None:
             return None
-        lo = max(dirty.start, piece.offset)
-        hi = min(dirty.end, piece.offset + piece.length)
-        if lo >= hi:
-            return None
-        return lo - piece.offset, bytes(dirty.buf[lo - dirty.start : hi - dirty.start])
+        return dirty.within(piece.offset, piece.length) or None
 
     async def _fetch_range(self, piece: Piece, out: dict[int, bytes]) -> None:
         """Bytes ``piece`` of its object (short past what the OSD holds), not cached."""

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import trio
 
 from xfs.common import audit as audits
-from xfs.common import metrics
+from xfs.common import extents, metrics
 from xfs.common.audit import NO_AUDIT, Audit
 from xfs.common.rpc import Dispatcher
 from xfs.common.xcap import XCapVerifier
@@ -161,6 +161,21 @@ class OSDHandlers:
             )
             raise XfsError(errno.EINVAL, reason)
 
+    def _check_write(
+        self, peer: Identity, action: str, req: ObjWrite, replica: Replica, column: int
+    ) -> int:
+        """``_check_object`` for a write, its ranges too; how far past its offset it
+        reaches."""
+        why = extents.problem(req.offset, len(req.data), req.extents)
+        if why:
+            self._audit.record(
+                audits.DENY, peer.principal, action, "EINVAL", why=why, file=req.xcap.file_id
+            )
+            raise XfsError(errno.EINVAL, why)
+        span = extents.end_of(req.offset, len(req.data), req.extents) - req.offset
+        self._check_object(peer, action, req.xcap, replica, column, req.objno, req.offset, span)
+        return span
+
     def _within_voucher(self, peer: Identity, action: str, xcap: XCap, end: int) -> None:
         """EDQUOT if the write or truncate reaches past the XCap's quota voucher."""
         if 0 <= xcap.max_size < end:
@@ -283,17 +298,8 @@ class OSDHandlers:
     async def write(self, peer: Identity, req: ObjWrite) -> Empty:
         metrics.data("write", len(req.data))
         replica, column = self._authorize(peer, req.xcap, req.xloc, Rights.WRITE)
-        self._check_object(
-            peer,
-            OSD.write.wire_name,
-            req.xcap,
-            replica,
-            column,
-            req.objno,
-            req.offset,
-            len(req.data),
-        )
-        end = req.objno * replica.striping.stripe_size + req.offset + len(req.data)
+        span = self._check_write(peer, OSD.write.wire_name, req, replica, column)
+        end = req.objno * replica.striping.stripe_size + req.offset + span
         self._within_voucher(peer, OSD.write.wire_name, req.xcap, end)
         file_id, repl = req.xcap.file_id, self.replication
         if repl is None:
@@ -337,6 +343,7 @@ class OSDHandlers:
             req.data,
             req.sync,
             epoch=req.xcap.truncate_epoch,
+            extents=req.extents,
         )
 
     async def _write_local(self, req: ObjWrite) -> None:
@@ -483,16 +490,7 @@ class OSDHandlers:
         metrics.data("forward", len(req.data))
         # the version check runs with the write (one worker-thread call when it needs I/O)
         repl, replica, column = self._primary_peer(peer, req.xcap, req.xloc)
-        self._check_object(
-            peer,
-            OSD.fwd_write.wire_name,
-            req.xcap,
-            replica,
-            column,
-            req.objno,
-            req.offset,
-            len(req.data),
-        )
+        self._check_write(peer, OSD.fwd_write.wire_name, req, replica, column)
         # a corrupt copy here is repaired from another replica first; the primary's may
         # or may not hold this write yet (it writes while it forwards), and the write
         # applied to either gives the same object

@@ -69,12 +69,13 @@ import struct
 import threading
 import uuid as uuidlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import google_crc32c
 
+from xfs.common import extents as extents_
 from xfs.common import object_format, object_io
 from xfs.common.object_format import HEADER
 from xfs.osd.unsynced import Unsynced
@@ -703,8 +704,11 @@ class ObjectStore:
         sync: bool = False,
         *,
         epoch: int | None = None,
+        extents: Sequence[extents_.Extent] = (),
     ) -> None:
-        """Write ``data`` at ``offset``; a gap after the old end is zero-filled.
+        """Write ``data`` at ``offset``; a gap after the old end is zero-filled. With
+        ``extents``, ``data`` holds several ranges of the object, written at once
+        (xfs/common/extents.py).
 
         With ``epoch`` (the XCap's truncate epoch), refused if the file was truncated
         here with a higher one (:class:`StaleEpoch`)."""
@@ -712,16 +716,19 @@ class ObjectStore:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise _einval("data must be bytes")
         data = bytes(data)
+        why = extents_.problem(offset, len(data), extents)
+        if why:
+            raise _einval(why)
         check_uint("offset", offset, max(0, MAX_OBJECT_SIZE - len(data)))
+        if extents_.end_of(offset, len(data), extents) > MAX_OBJECT_SIZE:
+            raise _einval(f"a range ends past {MAX_OBJECT_SIZE} bytes")
         with self._gate(file_id).shared(), self._lock(file_id, objno):
             if epoch is not None:
                 self._check_epoch(file_id, epoch)
-            if offset != 0 or self._length(file_id, objno, path) > len(data):
+            if extents or offset != 0 or self._length(file_id, objno, path) > len(data):
                 old = self._load(file_id, objno, path) or b""
                 buf = bytearray(old)
-                if offset > len(buf):
-                    buf.extend(bytes(offset - len(buf)))
-                buf[offset : offset + len(data)] = data
+                extents_.patch(buf, data, extents_.ranges(offset, len(data), extents))
                 data = bytes(buf)
             self._store(file_id, objno, path, data, sync)
 

@@ -676,12 +676,17 @@ class ObjData(Record):
 
 @dataclass(frozen=True)
 class ObjWrite(Record):
+    """``data`` written at ``offset`` of an object; with ``extents``, several ranges of
+    it at once: (offset, length) of each, ascending and disjoint, ``data`` their bytes
+    one after another and ``offset`` the first one's (xfs/common/extents.py)."""
+
     xcap: XCap
     xloc: XLocSet
     objno: int
     offset: int
     data: bytes
     sync: bool = False
+    extents: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
