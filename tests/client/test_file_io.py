@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import trio
 
+from xfs.client import file_io
 from xfs.client.file_io import OpenFile
 from xfs.common.health import Health
 from xfs.proto.errors import XfsError
@@ -278,6 +279,27 @@ def test_scattered_writes_to_an_object_go_out_as_one_write() -> None:
         assert write.offset == 10 and len(write.data) == 19
         g = OpenFile(s, 5, s.layout(size=STRIPE), 0)  # type: ignore[arg-type]
         assert await g.read(0, STRIPE) == bytes(want)
+
+    run(main)
+
+
+def test_unsent_bytes_are_bounded_not_the_objects_they_touch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small writes scattered over many objects stay gathered until the file's unsent
+    bytes pass the limit; then the oldest objects go out first."""
+    monkeypatch.setattr(file_io, "DIRTY_LIMIT_BYTES", 40 * 100)
+
+    async def main(s: FakeSession) -> None:
+        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
+        for objno in range(40):  # 40 objects, 100 bytes each: at the limit
+            await f.write(objno * STRIPE + 7, b"s" * 100)
+        assert s.writes == []
+        await f.write(40 * STRIPE, b"t" * 100)  # past it: object 0 goes out
+        await trio.sleep(0.05)
+        assert [w.objno for w in s.writes] == [0]
+        await f.flush_data()
+        assert sorted(w.objno for w in s.writes) == list(range(41))
 
     run(main)
 

@@ -21,6 +21,7 @@ def check_invariants(d: Dirty) -> None:
     assert d.starts == sorted(d.starts)
     for (s, b), (t, _) in zip(d.ranges(), list(d.ranges())[1:], strict=False):
         assert len(b) > 0 and s + len(b) < t  # disjoint, and not touching
+    assert d.held == sum(len(b) for _, b in d.ranges())
 
 
 @pytest.mark.parametrize("seed", range(8))

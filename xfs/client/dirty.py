@@ -25,6 +25,7 @@ class Dirty:
         # starts[i] is where bufs[i] begins; no two ranges overlap or touch
         self.starts: list[int] = [offset]
         self.bufs: list[bytearray | memoryview] = [buf]
+        self.held = len(buf)  # bytes in all ranges
 
     @property
     def start(self) -> int:
@@ -57,12 +58,15 @@ class Dirty:
         if lo == hi:
             self.starts.insert(lo, offset)
             self.bufs.insert(lo, bytearray(data))
+            self.held += len(data)
             return
         if hi == lo + 1:  # one range (appending as a rule): patched in place
             buf = self._writable(lo)
             at = offset - self.starts[lo]
             if at >= 0:
+                before = len(buf)
                 buf[at : at + len(data)] = data
+                self.held += len(buf) - before
                 return
         first = min(offset, self.starts[lo])
         last = max(end, self.starts[hi - 1] + len(self.bufs[hi - 1]))
@@ -71,6 +75,7 @@ class Dirty:
             at = self.starts[i] - first
             joined[at : at + len(self.bufs[i])] = self.bufs[i]
         joined[offset - first : end - first] = data
+        self.held += len(joined) - sum(len(b) for b in self.bufs[lo:hi])
         self.starts[lo:hi] = [first]
         self.bufs[lo:hi] = [joined]
 

@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DIRTY_LIMIT_OBJECTS = 8
+# Unsent bytes one open file gathers (the oldest object goes out beyond): as many as 8
+# whole objects of 1 MiB, in as many objects as scattered writes touch, up to 1,024.
+DIRTY_LIMIT_BYTES = 8 << 20
+DIRTY_LIMIT_OBJECTS = 1024
 
 
 def merge_open_flags(held: int | None, new: int) -> int:
@@ -81,6 +84,7 @@ class OpenFile:
         self.size = layout.attr.size
         self.size_dirty = False
         self._dirty: OrderedDict[int, Dirty] = OrderedDict()
+        self._dirty_bytes = 0  # bytes in them
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._fetching: dict[int, trio.Event] = {}
         self._inflight = 0
@@ -192,9 +196,12 @@ class OpenFile:
                     # a whole object goes out as the caller's bytes, without a copy
                     buf = chunk if whole and isinstance(data, bytes) else bytearray(chunk)
                     dirty = self._dirty[piece.objno] = Dirty(piece.offset, buf)
+                    self._dirty_bytes += dirty.held
                     break
                 if not dirty.full() or dirty.joins(piece.offset, piece.length):
+                    held = dirty.held
                     dirty.put(piece.offset, chunk)
+                    self._dirty_bytes += dirty.held - held
                     break
                 await self._start_flush(piece.objno)
             # No await since the data went into the dirty buffer: a fetch that started
@@ -213,7 +220,7 @@ class OpenFile:
         self.size = max(self.size, offset + len(data))
         self.size_dirty = True
         self._unsynced = True
-        while len(self._dirty) > DIRTY_LIMIT_OBJECTS:
+        while self._dirty_bytes > DIRTY_LIMIT_BYTES or len(self._dirty) > DIRTY_LIMIT_OBJECTS:
             await self._start_flush(next(iter(self._dirty)))
         return len(data)
 
@@ -242,6 +249,7 @@ class OpenFile:
         if dirty is None:  # another request sent it while we waited for a slot
             self._slots.release()
             return
+        self._dirty_bytes -= dirty.held
         if not sync:
             self.fresh = False
         if not self._inflight:  # a new event only when drained: waiters keep theirs
