@@ -396,9 +396,20 @@ class OpenFile:
         sequential = offset == self._last_read_end or offset == 0
         objects: dict[int, bytes] = {}
         ranges: dict[int, bytes] = {}
-        overlays = {p.objno: self._overlay(p) for p in parts if p.objno not in self._cache}
+        overlays: dict[int, list[tuple[int, bytes]] | None] = {}
+        # what the read's start sees, taken before any await: a cached object (patched
+        # by our writes) as it is now, else our unsent bytes in it
+        for p in parts:
+            cached = self._cache.get(p.objno)
+            if cached is not None:
+                self._cache.move_to_end(p.objno)
+                objects[p.objno] = cached
+            else:
+                overlays[p.objno] = self._overlay(p)
 
         async def fetch(piece: Piece) -> None:
+            if piece.objno in objects:
+                return
             overlay = overlays.get(piece.objno)
             if overlay is not None:
                 if overlay[0][0] == 0 and len(overlay[0][1]) == piece.length:
@@ -406,16 +417,17 @@ class OpenFile:
                     return
                 await self._fetch_range(piece, ranges)
                 ranges[piece.objno] = laid_over(ranges[piece.objno], piece.length, overlay)
-            elif sequential or piece.objno in self._cache or piece.objno in self._fetching:
+            elif sequential or piece.objno in self._fetching:
                 await self._fetch_into(piece.objno, objects)
             else:
                 await self._fetch_range(piece, ranges)
 
-        if len(parts) == 1:  # (most reads: no nursery)
-            await fetch(parts[0])
-        else:
+        missing = [p for p in parts if p.objno not in objects]
+        if len(missing) == 1:  # (most reads: no nursery)
+            await fetch(missing[0])
+        elif missing:
             async with trio.open_nursery() as n:
-                for piece in parts:
+                for piece in missing:
                     n.start_soon(fetch, piece)
         if sequential:
             self._prefetch(parts[-1].objno + 1)
