@@ -113,6 +113,17 @@ def run(fn: Any) -> None:
     trio.run(main)
 
 
+async def stored(s: FakeSession, data: bytes) -> OpenFile:
+    """A file holding ``data`` on the OSDs (written and flushed through an OpenFile,
+    which is returned), with the calls and writes that took forgotten."""
+    f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
+    await f.write(0, data)
+    await f.flush()
+    s.calls.clear()
+    s.writes.clear()
+    return f
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_writes_and_reads_match_a_model(seed: int) -> None:
     async def main(s: FakeSession) -> None:
@@ -158,10 +169,7 @@ def test_sequential_writes_go_out_as_whole_objects_on_every_column() -> None:
 def test_reads_fetch_whole_objects_once_and_prefetch() -> None:
     async def main(s: FakeSession) -> None:
         data = random.Random(1).randbytes(6 * STRIPE)
-        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
-        await f.write(0, data)
-        await f.flush()
-        s.calls.clear()
+        await stored(s, data)
         g = OpenFile(s, 5, s.layout(size=len(data)), 0)  # type: ignore[arg-type]
         out = b"".join([await g.read(off, 1024) for off in range(0, len(data), 1024)])
         assert out == data
@@ -178,10 +186,7 @@ def test_a_read_elsewhere_fetches_only_its_range() -> None:
 
     async def main(s: FakeSession) -> None:
         data = random.Random(2).randbytes(6 * STRIPE)
-        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
-        await f.write(0, data)
-        await f.flush()
-        s.calls.clear()
+        await stored(s, data)
         g = OpenFile(s, 5, s.layout(size=len(data)), 0)  # type: ignore[arg-type]
         assert await g.read(4 * STRIPE + 100, 512) == data[4 * STRIPE + 100 : 4 * STRIPE + 612]
         # across an object boundary: two ranges, each only what is read
@@ -203,10 +208,7 @@ def test_reading_back_unsent_writes_asks_no_osd_and_sends_nothing() -> None:
 
     async def main(s: FakeSession) -> None:
         old = random.Random(3).randbytes(2 * STRIPE)
-        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
-        await f.write(0, old)
-        await f.flush()
-        s.calls.clear()
+        f = await stored(s, old)
         new = b"n" * 1000
         await f.write(STRIPE + 100, new)  # part of object 1, unsent
         want = bytearray(old)
@@ -264,10 +266,7 @@ def test_scattered_writes_to_an_object_go_out_as_one_write() -> None:
 
     async def main(s: FakeSession) -> None:
         base = random.Random(4).randbytes(STRIPE)
-        f = OpenFile(s, 5, s.layout(), 2)  # type: ignore[arg-type]
-        await f.write(0, base)
-        await f.flush()
-        s.writes.clear()
+        f = await stored(s, base)
         want = bytearray(base)
         for at in (3000, 10, 500, 13, 2000):
             await f.write(at, b"w" * 4)
@@ -296,7 +295,8 @@ def test_unsent_bytes_are_bounded_not_the_objects_they_touch(
             await f.write(objno * STRIPE + 7, b"s" * 100)
         assert s.writes == []
         await f.write(40 * STRIPE, b"t" * 100)  # past it: object 0 goes out
-        await trio.sleep(0.05)
+        while not s.writes:  # (run's deadline bounds the wait)
+            await trio.sleep(0.001)
         assert [w.objno for w in s.writes] == [0]
         await f.flush_data()
         assert sorted(w.objno for w in s.writes) == list(range(41))

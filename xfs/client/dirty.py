@@ -28,10 +28,6 @@ class Dirty:
         self.held = len(buf)  # bytes in all ranges
 
     @property
-    def start(self) -> int:
-        return self.starts[0]
-
-    @property
     def end(self) -> int:
         return self.starts[-1] + len(self.bufs[-1])
 
@@ -60,14 +56,13 @@ class Dirty:
             self.bufs.insert(lo, bytearray(data))
             self.held += len(data)
             return
-        if hi == lo + 1:  # one range (appending as a rule): patched in place
+        at = offset - self.starts[lo]
+        if hi == lo + 1 and at >= 0:  # within or after one range (appending): in place
             buf = self._writable(lo)
-            at = offset - self.starts[lo]
-            if at >= 0:
-                before = len(buf)
-                buf[at : at + len(data)] = data
-                self.held += len(buf) - before
-                return
+            before = len(buf)
+            buf[at : at + len(data)] = data
+            self.held += len(buf) - before
+            return
         first = min(offset, self.starts[lo])
         last = max(end, self.starts[hi - 1] + len(self.bufs[hi - 1]))
         joined = bytearray(last - first)

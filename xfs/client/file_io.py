@@ -396,7 +396,7 @@ class OpenFile:
         sequential = offset == self._last_read_end or offset == 0
         objects: dict[int, bytes] = {}
         ranges: dict[int, bytes] = {}
-        overlays: dict[int, list[tuple[int, bytes]] | None] = {}
+        overlays: dict[int, list[tuple[int, bytes]]] = {}
         # what the read's start sees, taken before any await: a cached object (patched
         # by our writes) as it is now, else our unsent bytes in it
         for p in parts:
@@ -404,8 +404,8 @@ class OpenFile:
             if cached is not None:
                 self._cache.move_to_end(p.objno)
                 objects[p.objno] = cached
-            else:
-                overlays[p.objno] = self._overlay(p)
+            elif (overlay := self._overlay(p)) is not None:
+                overlays[p.objno] = overlay
 
         async def fetch(piece: Piece) -> None:
             if piece.objno in objects:
